@@ -1,0 +1,227 @@
+//! The expansion: the function keeps its signature and its body is rewritten
+//! in place into `memento::Memory::lookup` + compute + `Pending::store`.
+//!
+//! ```ignore
+//! fn f(x: f64) -> f64 {
+//!     static __MEMENTO_FUNCTION: LazyLock<memento::Function> = ...;
+//!     let __memento_pending = match memory.lookup(&__MEMENTO_FUNCTION, &(key_arg(&x),)) {
+//!         Lookup::Hit(value) => return value,
+//!         Lookup::Miss(pending) => pending,
+//!     };
+//!     let __memento_value: f64 = (|| -> f64 { /* the original body */ })();
+//!     __memento_pending.store(__memento_value)
+//! }
+//! ```
+//!
+//! The body runs in a closure so that its `return`s and `?`s keep their
+//! meaning; the arguments are only borrowed for the key, before the closure,
+//! so the body may still consume them.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned, ToTokens};
+use syn::spanned::Spanned;
+use syn::{FnArg, GenericParam, Ident, ItemFn, Pat, ReturnType, Type};
+
+use crate::fingerprint::fingerprint;
+use crate::options::{self, Options};
+
+pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
+    let options = options::parse(attr.clone())?;
+    let function: ItemFn = syn::parse2(item)?;
+    check_signature(&function)?;
+    let keyed = keyed_bindings(&function, &options)?;
+
+    let ItemFn {
+        attrs,
+        vis,
+        sig,
+        block,
+    } = &function;
+    let name = sig.ident.to_string();
+    let name = name.strip_prefix("r#").unwrap_or(&name);
+    let version = options.version.clone().unwrap_or_default();
+    let fp = fingerprint(&[attr, sig.to_token_stream(), block.to_token_stream()]);
+    let signature = sig.to_token_stream().to_string();
+    let generic = sig
+        .generics
+        .params
+        .iter()
+        .any(|p| !matches!(p, GenericParam::Lifetime(_)));
+
+    let ret: Type = match &sig.output {
+        ReturnType::Default => syn::parse_quote!(()),
+        ReturnType::Type(_, ty) => (**ty).clone(),
+    };
+    let is_result = options.result.unwrap_or_else(|| is_result_type(&ret));
+
+    let mixed = Span::mixed_site();
+    let func = format_ident!("__MEMENTO_FUNCTION", span = mixed);
+    let memory = format_ident!("__memento_memory", span = mixed);
+    let pending = format_ident!("__memento_pending", span = mixed);
+    let value = format_ident!("__memento_value", span = mixed);
+
+    let memory_expr = match &options.memory {
+        Some(expr) => quote_spanned!(expr.span()=> &#expr),
+        None => quote!(::memento::__private::default_memory()),
+    };
+    let key_args = keyed
+        .iter()
+        .map(|ident| quote_spanned!(ident.span()=> ::memento::__private::key_arg(&#ident),));
+    let (hit, store) = if is_result {
+        (
+            quote!(::core::result::Result::Ok(#value)),
+            quote!(store_result),
+        )
+    } else {
+        (quote!(#value), quote!(store))
+    };
+
+    Ok(quote! {
+        #(#attrs)*
+        #vis #sig {
+            static #func: ::std::sync::LazyLock<::memento::Function> =
+                ::std::sync::LazyLock::new(|| {
+                    ::memento::Function::new(::core::module_path!(), #name)
+                        .version(#version)
+                        .__code([#(#fp),*], #signature, #generic)
+                });
+            let #memory: &::memento::Memory = #memory_expr;
+            let #pending = match #memory.lookup(&*#func, &(#(#key_args)*)) {
+                ::memento::Lookup::Hit(#value) => return #hit,
+                ::memento::Lookup::Miss(#pending) => #pending,
+            };
+            #[allow(clippy::redundant_closure_call)]
+            let #value: #ret = (|| -> #ret #block)();
+            #pending.#store(#value)
+        }
+    })
+}
+
+/// Refuses what a cached function cannot be, each error spanned to the
+/// offending token.
+fn check_signature(function: &ItemFn) -> syn::Result<()> {
+    let sig = &function.sig;
+    if let Some(constness) = &sig.constness {
+        return Err(syn::Error::new_spanned(
+            constness,
+            "#[memento::cache] cannot be used on a `const fn`: a cached function reads and \
+             writes files at run time; remove `const`, or remove the attribute",
+        ));
+    }
+    if let Some(asyncness) = &sig.asyncness {
+        return Err(syn::Error::new_spanned(
+            asyncness,
+            "#[memento::cache] does not support `async fn` yet; cache a synchronous function \
+             and call it from your async code (for example inside spawn_blocking)",
+        ));
+    }
+    if let Some(variadic) = &sig.variadic {
+        return Err(syn::Error::new_spanned(
+            variadic,
+            "#[memento::cache] cannot cache a variadic function",
+        ));
+    }
+    if let ReturnType::Type(_, ty) = &sig.output {
+        if let Type::ImplTrait(_) = &**ty {
+            return Err(syn::Error::new_spanned(
+                ty,
+                "#[memento::cache] needs a concrete output type that implements Serialize and \
+                 DeserializeOwned: a stored result cannot be decoded into `impl Trait`",
+            ));
+        }
+    }
+    for input in &sig.inputs {
+        if let FnArg::Receiver(receiver) = input {
+            return Err(syn::Error::new_spanned(
+                receiver,
+                "#[memento::cache] does not support methods taking `self` yet; move the \
+                 computation into a free function that takes what it needs as arguments",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The bindings that go into the key, in argument order: every identifier an
+/// argument pattern binds, less the ignored ones. (A function can only
+/// depend on what its patterns bind, so this is the whole input.)
+fn keyed_bindings(function: &ItemFn, options: &Options) -> syn::Result<Vec<Ident>> {
+    let mut keyed = Vec::new();
+    let mut all = Vec::new();
+    for input in &function.sig.inputs {
+        let FnArg::Typed(arg) = input else { continue };
+        let mut bound = Vec::new();
+        bindings(&arg.pat, &mut bound);
+        let ignored = |ident: &Ident| options.ignore.iter().any(|i| i == ident);
+        let is_mut_ref = matches!(&*arg.ty, Type::Reference(r) if r.mutability.is_some());
+        if is_mut_ref && !bound.iter().all(ignored) {
+            let Type::Reference(r) = &*arg.ty else {
+                unreachable!()
+            };
+            let name = bound
+                .first()
+                .map(|i| i.to_string())
+                .unwrap_or_else(|| "_".to_string());
+            let (and, mutability) = (&r.and_token, &r.mutability);
+            return Err(syn::Error::new_spanned(
+                quote!(#and #mutability),
+                format!(
+                    "argument `{name}` is `&mut`: a cached function must be pure, and on a hit \
+                     its body does not run, so the mutation would be lost; take the argument by \
+                     value or by `&`, or, if the mutation is not part of the result, leave it \
+                     out of the key with #[memento::cache(ignore({name}))]"
+                ),
+            ));
+        }
+        for ident in bound {
+            all.push(ident.clone());
+            if !ignored(&ident) {
+                keyed.push(ident);
+            }
+        }
+    }
+    for ignored in &options.ignore {
+        if !all.iter().any(|a| a == ignored) {
+            return Err(syn::Error::new_spanned(
+                ignored,
+                format!("`ignore({ignored})`: this function has no argument named `{ignored}`"),
+            ));
+        }
+    }
+    Ok(keyed)
+}
+
+fn bindings(pat: &Pat, out: &mut Vec<Ident>) {
+    match pat {
+        Pat::Ident(p) => {
+            out.push(p.ident.clone());
+            if let Some((_, sub)) = &p.subpat {
+                bindings(sub, out);
+            }
+        }
+        Pat::Tuple(t) => t.elems.iter().for_each(|p| bindings(p, out)),
+        Pat::TupleStruct(t) => t.elems.iter().for_each(|p| bindings(p, out)),
+        Pat::Struct(s) => s.fields.iter().for_each(|f| bindings(&f.pat, out)),
+        Pat::Slice(s) => s.elems.iter().for_each(|p| bindings(p, out)),
+        Pat::Reference(r) => bindings(&r.pat, out),
+        Pat::Paren(p) => bindings(&p.pat, out),
+        Pat::Type(t) => bindings(&t.pat, out),
+        // Every alternative binds the same names.
+        Pat::Or(o) => {
+            if let Some(first) = o.cases.first() {
+                bindings(first, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// An output type whose last path segment is `Result` counts as one.
+fn is_result_type(ty: &Type) -> bool {
+    match ty {
+        Type::Path(p) => p.path.segments.last().is_some_and(|s| s.ident == "Result"),
+        Type::Paren(p) => is_result_type(&p.elem),
+        Type::Group(g) => is_result_type(&g.elem),
+        _ => false,
+    }
+}

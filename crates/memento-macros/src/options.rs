@@ -1,0 +1,62 @@
+//! The attribute's options: `memory = EXPR`, `ignore(a, b)`,
+//! `version = "2"`, `result = true|false`.
+
+use proc_macro2::TokenStream;
+use syn::parse::Parser;
+use syn::{Expr, Ident, Lit, LitBool};
+
+#[derive(Default)]
+pub(crate) struct Options {
+    pub(crate) memory: Option<Expr>,
+    pub(crate) ignore: Vec<Ident>,
+    pub(crate) version: Option<String>,
+    pub(crate) result: Option<bool>,
+}
+
+pub(crate) fn parse(attr: TokenStream) -> syn::Result<Options> {
+    let mut options = Options::default();
+    let parser = syn::meta::parser(|meta| {
+        if meta.path.is_ident("memory") {
+            if options.memory.is_some() {
+                return Err(meta.error("`memory` is given twice"));
+            }
+            options.memory = Some(meta.value()?.parse()?);
+        } else if meta.path.is_ident("version") {
+            if options.version.is_some() {
+                return Err(meta.error("`version` is given twice"));
+            }
+            let lit: Lit = meta.value()?.parse()?;
+            options.version = Some(match lit {
+                Lit::Str(s) => s.value(),
+                Lit::Int(i) => i.base10_digits().to_string(),
+                other => {
+                    return Err(syn::Error::new_spanned(
+                        other,
+                        "`version` takes a string, such as version = \"2\"",
+                    ))
+                }
+            });
+        } else if meta.path.is_ident("ignore") {
+            meta.parse_nested_meta(|inner| {
+                let ident = inner.path.get_ident().cloned().ok_or_else(|| {
+                    inner.error(
+                        "`ignore(..)` takes argument names, such as ignore(verbose, progress)",
+                    )
+                })?;
+                options.ignore.push(ident);
+                Ok(())
+            })?;
+        } else if meta.path.is_ident("result") {
+            let b: LitBool = meta.value()?.parse()?;
+            options.result = Some(b.value);
+        } else {
+            return Err(meta.error(
+                "unknown option of #[memento::cache]; the options are memory = EXPR, \
+                 ignore(arg, ..), version = \"..\" and result = true|false",
+            ));
+        }
+        Ok(())
+    });
+    parser.parse2(attr)?;
+    Ok(options)
+}

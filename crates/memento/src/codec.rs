@@ -1,0 +1,220 @@
+//! Codec: turns a result into the bytes of an `output.bin` entry and back,
+//! and proves on the way back that the bytes are whole and belong to the key.
+//!
+//! An entry is a fixed 80-byte header followed by the payload:
+//!
+//! | bytes  | field                                                       |
+//! |--------|-------------------------------------------------------------|
+//! | 0..4   | magic `MMTO`                                                |
+//! | 4..6   | entry format version, `u16` little-endian ([`ENTRY_FORMAT_VERSION`]) |
+//! | 6..8   | payload codec, `u16` little-endian ([`CODEC_POSTCARD`])     |
+//! | 8..16  | payload length in bytes, `u64` little-endian               |
+//! | 16..48 | the entry's key                                             |
+//! | 48..80 | checksum: blake3 of bytes 0..48 followed by the payload     |
+//! | 80..   | payload: the value in postcard                              |
+//!
+//! Reading checks, in this order: length, magic, version, codec, payload
+//! length, key, checksum, then decodes and requires that the payload is used
+//! up exactly. Any failure is a [`Damage`], never a panic, and the caller
+//! recomputes.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::key::Key;
+
+/// Version of the entry layout above. An entry of another version is treated
+/// as damaged and recomputed.
+pub const ENTRY_FORMAT_VERSION: u16 = 1;
+
+/// Payload codec: postcard 1.x. Part of every function's fingerprint, so a
+/// change of codec invalidates old results instead of misreading them.
+pub const CODEC_POSTCARD: u16 = 1;
+
+/// Length of the header in front of every payload.
+pub const HEADER_LEN: usize = 80;
+
+const MAGIC: &[u8; 4] = b"MMTO";
+
+/// Why stored bytes were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Damage {
+    /// The file is empty.
+    #[error("the entry is empty")]
+    Empty,
+    /// The file is shorter than its header says.
+    #[error("the entry is truncated ({found} bytes, {expected} expected)")]
+    Truncated {
+        /// Bytes the header announces.
+        expected: u64,
+        /// Bytes found.
+        found: u64,
+    },
+    /// The file is longer than its header says.
+    #[error("the entry has {extra} bytes more than its header announces")]
+    TooLong {
+        /// Bytes beyond the announced end.
+        extra: u64,
+    },
+    /// The first bytes are not an entry header.
+    #[error("the entry does not start with memento's header")]
+    BadMagic,
+    /// Written by another entry format version.
+    #[error("the entry has format version {found}; this memento reads version {expected}")]
+    Version {
+        /// Version found in the header.
+        found: u16,
+        /// Version this build reads.
+        expected: u16,
+    },
+    /// Written with an unknown payload codec.
+    #[error("the entry uses payload codec {0}, which this memento cannot read")]
+    Codec(u16),
+    /// The header names another key: the file was moved or copied.
+    #[error("the entry belongs to another key ({0})")]
+    WrongKey(Key),
+    /// The checksum does not match: the bytes changed after writing.
+    #[error("the entry's checksum does not match its contents")]
+    Checksum,
+    /// The payload does not decode into the expected type.
+    #[error("the entry's payload does not decode: {0}")]
+    Decode(String),
+}
+
+/// Encodes `value` as a whole entry for `key`.
+pub(crate) fn encode<T: Serialize + ?Sized>(
+    key: &Key,
+    value: &T,
+) -> Result<Vec<u8>, postcard::Error> {
+    let mut out = vec![0u8; HEADER_LEN];
+    let mut out = postcard::to_extend(value, std::mem::take(&mut out))?;
+    let payload_len = (out.len() - HEADER_LEN) as u64;
+    out[0..4].copy_from_slice(MAGIC);
+    out[4..6].copy_from_slice(&ENTRY_FORMAT_VERSION.to_le_bytes());
+    out[6..8].copy_from_slice(&CODEC_POSTCARD.to_le_bytes());
+    out[8..16].copy_from_slice(&payload_len.to_le_bytes());
+    out[16..48].copy_from_slice(key.as_bytes());
+    let sum = checksum(&out[..48], &out[HEADER_LEN..]);
+    out[48..80].copy_from_slice(&sum);
+    Ok(out)
+}
+
+fn checksum(head: &[u8], payload: &[u8]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(head);
+    h.update(payload);
+    *h.finalize().as_bytes()
+}
+
+/// Checks a whole entry read for `key` and returns its payload.
+pub(crate) fn verify<'a>(key: &Key, bytes: &'a [u8]) -> Result<&'a [u8], Damage> {
+    if bytes.is_empty() {
+        return Err(Damage::Empty);
+    }
+    if bytes.len() < HEADER_LEN {
+        return Err(Damage::Truncated {
+            expected: HEADER_LEN as u64,
+            found: bytes.len() as u64,
+        });
+    }
+    if &bytes[0..4] != MAGIC {
+        return Err(Damage::BadMagic);
+    }
+    let version = u16::from_le_bytes([bytes[4], bytes[5]]);
+    if version != ENTRY_FORMAT_VERSION {
+        return Err(Damage::Version {
+            found: version,
+            expected: ENTRY_FORMAT_VERSION,
+        });
+    }
+    let codec = u16::from_le_bytes([bytes[6], bytes[7]]);
+    if codec != CODEC_POSTCARD {
+        return Err(Damage::Codec(codec));
+    }
+    let mut len = [0u8; 8];
+    len.copy_from_slice(&bytes[8..16]);
+    let expected = (HEADER_LEN as u64).saturating_add(u64::from_le_bytes(len));
+    let found = bytes.len() as u64;
+    if found < expected {
+        return Err(Damage::Truncated { expected, found });
+    }
+    if found > expected {
+        return Err(Damage::TooLong {
+            extra: found - expected,
+        });
+    }
+    let mut stored_key = [0u8; 32];
+    stored_key.copy_from_slice(&bytes[16..48]);
+    if &stored_key != key.as_bytes() {
+        return Err(Damage::WrongKey(Key::from_bytes(stored_key)));
+    }
+    let payload = &bytes[HEADER_LEN..];
+    if checksum(&bytes[..48], payload) != bytes[48..80] {
+        return Err(Damage::Checksum);
+    }
+    Ok(payload)
+}
+
+/// Decodes a verified payload; the payload must be used up exactly.
+pub(crate) fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Damage> {
+    match postcard::take_from_bytes::<T>(payload) {
+        Ok((value, [])) => Ok(value),
+        Ok((_, rest)) => Err(Damage::Decode(format!(
+            "{} bytes left over after the value",
+            rest.len()
+        ))),
+        Err(e) => Err(Damage::Decode(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> Key {
+        Key::of("k").unwrap()
+    }
+
+    #[test]
+    fn round_trip() {
+        let bytes = encode(&key(), &(1.5f64, "x".to_string())).unwrap();
+        let payload = verify(&key(), &bytes).unwrap();
+        let v: (f64, String) = decode(payload).unwrap();
+        assert_eq!(v, (1.5, "x".to_string()));
+    }
+
+    #[test]
+    fn every_single_byte_flip_is_caught() {
+        let bytes = encode(&key(), &vec![1u32, 2, 3]).unwrap();
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x40;
+            assert!(verify(&key(), &b).is_err(), "flip at {i} went unnoticed");
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_caught() {
+        let bytes = encode(&key(), &vec![1u32, 2, 3]).unwrap();
+        for n in 0..bytes.len() {
+            assert!(verify(&key(), &bytes[..n]).is_err(), "truncation to {n}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(verify(&key(), &longer), Err(Damage::TooLong { extra: 1 }));
+    }
+
+    #[test]
+    fn another_key_is_refused() {
+        let bytes = encode(&key(), &1u8).unwrap();
+        let other = Key::of("other").unwrap();
+        assert!(matches!(verify(&other, &bytes), Err(Damage::WrongKey(_))));
+    }
+
+    #[test]
+    fn leftover_payload_is_refused() {
+        let bytes = encode(&key(), &(1u8, 2u8)).unwrap();
+        let payload = verify(&key(), &bytes).unwrap();
+        assert!(matches!(decode::<u8>(payload), Err(Damage::Decode(_))));
+    }
+}

@@ -1,0 +1,71 @@
+//! Errors. A cached call never fails because of the cache: these errors are
+//! logged as warnings by [`Memory`](crate::Memory) and the value is still
+//! returned. They are returned as such by the lower-level APIs
+//! ([`Store`](crate::store::Store), [`Memory::try_lookup`](crate::Memory::try_lookup)).
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::codec::Damage;
+use crate::key::KeyError;
+
+/// Everything that can go wrong between a call and its stored result.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file or folder of the cache could not be read or written.
+    #[error("cannot {action} {}: {source}; check that the cache location is a writable folder on a disk with free space, or choose another one with MEMENTO_DIR or Memory::new", path.display())]
+    Io {
+        /// What was being done ("write", "read", "create folder", ...).
+        action: &'static str,
+        /// The file or folder.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// The arguments could not be hashed into a key.
+    #[error("{function}: {source}; the call is computed without the cache. Make the argument's Serialize implementation infallible, or leave the argument out of the key with ignore(..)")]
+    Key {
+        /// The function's full name.
+        function: String,
+        /// What the serializer said.
+        #[source]
+        source: KeyError,
+    },
+    /// The result could not be serialized.
+    #[error("{function}: cannot store a result of type {type_name}: {message}; the value is returned but not cached. Sequences must know their length and maps their keys (postcard's limits)")]
+    Encode {
+        /// The function's full name.
+        function: String,
+        /// The output type.
+        type_name: &'static str,
+        /// What the encoder said.
+        message: String,
+    },
+    /// A stored entry failed verification.
+    #[error("damaged entry {name}: {damage}")]
+    Damaged {
+        /// The entry's name in the store.
+        name: String,
+        /// What is wrong with it.
+        #[source]
+        damage: Damage,
+    },
+    /// A name given to the store would leave the cache location.
+    #[error("invalid object name {0:?}: names are relative, '/'-separated, without empty, '.' or '..' parts")]
+    InvalidName(String),
+}
+
+impl Error {
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// `Result` with memento's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

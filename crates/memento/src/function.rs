@@ -1,0 +1,337 @@
+//! Functions: the identity of a cached function, the fingerprint of its code
+//! and of its output type, and the record (`function.json`) that lets a later
+//! process see that either changed.
+
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::{LazyLock, OnceLock, RwLock};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_reflection::{FormatHolder, Tracer, TracerConfig};
+
+use crate::codec::{CODEC_POSTCARD, ENTRY_FORMAT_VERSION};
+use crate::key::{Key, KEY_FORMAT_VERSION};
+
+/// A cached function: its identity (module path and name), the fingerprint
+/// of its code, and an optional manual version.
+///
+/// `#[memento::cache]` builds one per function, with the fingerprint of the
+/// function's tokens. Code that cannot use the attribute builds its own and
+/// passes it to [`Memory::call`](crate::Memory::call); there, bump
+/// [`version`](Function::version) whenever the computation changes.
+///
+/// ```
+/// use memento::Function;
+///
+/// let f = Function::new("my_crate::stats", "mean").version("2");
+/// assert_eq!(f.full_name(), "my_crate::stats::mean");
+/// assert_eq!(f.folder(), "my_crate/stats/mean");
+/// ```
+#[derive(Debug)]
+pub struct Function {
+    module: String,
+    name: String,
+    version: String,
+    code: Option<[u8; 32]>,
+    signature: String,
+    generic: bool,
+    derived: Derived,
+    shape: OnceLock<(TypeId, Shape)>,
+}
+
+#[derive(Debug, Clone)]
+struct Derived {
+    hash: [u8; 32],
+    folder: String,
+    full_name: String,
+}
+
+/// The fingerprint of an output type's serde shape.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Shape {
+    pub(crate) hash: [u8; 32],
+    /// False when the shape could not be traced and the type's name stands in.
+    pub(crate) traced: bool,
+}
+
+impl Function {
+    /// A function named `name` in the module `module` (as `module_path!()`
+    /// gives it, `::`-separated; its first segment is the crate).
+    pub fn new(module: impl Into<String>, name: impl Into<String>) -> Function {
+        let mut f = Function {
+            module: module.into(),
+            name: name.into(),
+            version: String::new(),
+            code: None,
+            signature: String::new(),
+            generic: true,
+            derived: Derived {
+                hash: [0; 32],
+                folder: String::new(),
+                full_name: String::new(),
+            },
+            shape: OnceLock::new(),
+        };
+        f.derive();
+        f
+    }
+
+    /// A manual version, part of every key: change it to drop old results
+    /// when the computation changed in a way the fingerprint cannot see
+    /// (a helper function it calls, a data file it reads).
+    pub fn version(mut self, version: impl Into<String>) -> Function {
+        self.version = version.into();
+        self.derive();
+        self
+    }
+
+    /// Used by `#[memento::cache]`: the fingerprint of the function's tokens,
+    /// its signature as text, and whether it has type or const parameters.
+    #[doc(hidden)]
+    pub fn __code(mut self, fingerprint: [u8; 32], signature: &str, generic: bool) -> Function {
+        self.code = Some(fingerprint);
+        self.signature = signature.to_string();
+        self.generic = generic;
+        self.derive();
+        self
+    }
+
+    /// `module::name`.
+    pub fn full_name(&self) -> &str {
+        &self.derived.full_name
+    }
+
+    /// The function's folder under the cache location, `/`-separated: one
+    /// folder per module path segment, then the name. Characters other than
+    /// ASCII letters, digits, `_`, `-` and `.` are percent-encoded, so no
+    /// name can leave the location.
+    pub fn folder(&self) -> &str {
+        &self.derived.folder
+    }
+
+    /// Hash of identity, code fingerprint, version and codec: part of every
+    /// key, and what `function.json` records.
+    pub(crate) fn hash(&self) -> &[u8; 32] {
+        &self.derived.hash
+    }
+
+    fn derive(&mut self) {
+        let mut h = blake3::Hasher::new();
+        h.update(b"memento function");
+        h.update(&KEY_FORMAT_VERSION.to_le_bytes());
+        h.update(&CODEC_POSTCARD.to_le_bytes());
+        for part in [&self.module, &self.name, &self.version] {
+            h.update(&(part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+        match &self.code {
+            Some(code) => h.update(&[1]).update(code),
+            None => h.update(&[0]),
+        };
+        let mut folder = String::new();
+        for segment in self.module.split("::").chain([self.name.as_str()]) {
+            if !folder.is_empty() {
+                folder.push('/');
+            }
+            push_segment(&mut folder, segment);
+        }
+        self.derived = Derived {
+            hash: *h.finalize().as_bytes(),
+            folder,
+            full_name: format!("{}::{}", self.module, self.name),
+        };
+    }
+
+    /// The shape fingerprint of the output type `T`, traced once per type.
+    #[inline]
+    pub(crate) fn shape<T: DeserializeOwned + 'static>(&self) -> Shape {
+        let (id, shape) = self.shape.get_or_init(|| (TypeId::of::<T>(), trace::<T>()));
+        if *id == TypeId::of::<T>() {
+            *shape
+        } else {
+            // The same Function used with several output types (generic code
+            // or a reused programmatic Function): never reuse another type's
+            // shape.
+            shape_of_type::<T>()
+        }
+    }
+
+    /// The record written to `function.json`.
+    pub(crate) fn record(&self, shape: Shape, output_type: &str) -> FunctionRecord {
+        FunctionRecord {
+            format: ENTRY_FORMAT_VERSION,
+            function: self.full_name().to_string(),
+            fingerprint: hex(&self.derived.hash),
+            code: self.code.as_ref().map(hex),
+            version: self.version.clone(),
+            codec: CODEC_POSTCARD,
+            key_format: KEY_FORMAT_VERSION,
+            output_type: output_type.to_string(),
+            output_shape: (!self.generic).then(|| hex(&shape.hash)),
+            output_shape_traced: shape.traced,
+            signature: self.signature.clone(),
+        }
+    }
+}
+
+fn push_segment(out: &mut String, segment: &str) {
+    let segment = segment.strip_prefix("r#").unwrap_or(segment);
+    if segment.is_empty() {
+        out.push_str("%00");
+        return;
+    }
+    if segment == "." || segment == ".." {
+        out.push_str(&segment.replace('.', "%2E"));
+        return;
+    }
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.') {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+}
+
+pub(crate) fn hex(bytes: &[u8; 32]) -> String {
+    Key::from_bytes(*bytes).to_hex()
+}
+
+/// Shapes of types seen through generic functions, one per type.
+fn shape_of_type<T: DeserializeOwned + 'static>() -> Shape {
+    static SHAPES: LazyLock<RwLock<HashMap<TypeId, Shape>>> = LazyLock::new(Default::default);
+    let id = TypeId::of::<T>();
+    if let Some(shape) = SHAPES.read().unwrap_or_else(|e| e.into_inner()).get(&id) {
+        return *shape;
+    }
+    let shape = trace::<T>();
+    SHAPES
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(id, shape);
+    shape
+}
+
+/// Traces the serde shape of `T` (its fields, their names, order and types,
+/// recursively) and hashes it. A type that cannot be traced (a
+/// `deserialize_any` format, a validating `Deserialize`) falls back to its
+/// type name, with a warning: changes of its definition are then not seen.
+fn trace<T: DeserializeOwned>() -> Shape {
+    let type_name = std::any::type_name::<T>();
+    let mut tracer = Tracer::new(TracerConfig::default());
+    let traced = tracer
+        .trace_simple_type::<T>()
+        .map_err(|e| e.to_string())
+        .and_then(|(mut format, _)| {
+            format.normalize().map_err(|e| e.to_string())?;
+            let registry = tracer.registry().map_err(|e| e.to_string())?;
+            Key::of(&("memento shape v1", &format, &registry)).map_err(|e| e.to_string())
+        });
+    match traced {
+        Ok(key) => Shape {
+            hash: *key.as_bytes(),
+            traced: true,
+        },
+        Err(reason) => {
+            tracing::warn!(
+                "memento cannot trace the serde shape of the output type {type_name} ({reason}); \
+                 a change of that type's definition will not be detected: when you change it, \
+                 bump the function's version (#[memento::cache(version = \"..\")])"
+            );
+            let key = Key::of(&("memento shape by name v1", type_name))
+                .unwrap_or_else(|_| Key::from_bytes([0; 32]));
+            Shape {
+                hash: *key.as_bytes(),
+                traced: false,
+            }
+        }
+    }
+}
+
+/// `function.json`: what a later process compares to see whether the code or
+/// the output type changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionRecord {
+    /// Entry format version.
+    pub format: u16,
+    /// `module::name`.
+    pub function: String,
+    /// Hash of identity, code fingerprint, version and codec, hex.
+    pub fingerprint: String,
+    /// The fingerprint of the function's tokens, hex (`None` for a
+    /// programmatic [`Function`]).
+    pub code: Option<String>,
+    /// The manual version.
+    pub version: String,
+    /// Payload codec.
+    pub codec: u16,
+    /// Key format version.
+    pub key_format: u32,
+    /// The output type's name, for people.
+    pub output_type: String,
+    /// Fingerprint of the output type's serde shape, hex (`None` for generic
+    /// functions, whose keys carry each instance's shape).
+    pub output_shape: Option<String>,
+    /// False when the shape could not be traced and the type's name stands
+    /// in for it (a change of the type's fields is then not detected).
+    pub output_shape_traced: bool,
+    /// The signature, for people.
+    pub signature: String,
+}
+
+impl FunctionRecord {
+    /// Do entries written under `stored` stay valid for `self`?
+    pub(crate) fn same_code(&self, stored: &FunctionRecord) -> bool {
+        self.fingerprint == stored.fingerprint
+            && self.output_shape == stored.output_shape
+            && self.format == stored.format
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folders_stay_inside() {
+        let f = Function::new("a::..::b c", "r#type");
+        assert_eq!(f.folder(), "a/%2E%2E/b%20c/type");
+        let f = Function::new("x/y", "");
+        assert_eq!(f.folder(), "x%2Fy/%00");
+    }
+
+    #[test]
+    fn version_and_code_change_the_hash() {
+        let a = Function::new("m", "f");
+        let b = Function::new("m", "f").version("2");
+        let c = Function::new("m", "f").__code([1; 32], "fn f()", false);
+        assert_ne!(a.hash(), b.hash());
+        assert_ne!(a.hash(), c.hash());
+        assert_eq!(a.hash(), Function::new("m", "f").hash());
+    }
+
+    #[derive(Deserialize)]
+    #[allow(dead_code)]
+    struct P {
+        x: f64,
+        y: f64,
+    }
+    mod swapped {
+        #[derive(serde::Deserialize)]
+        #[allow(dead_code)]
+        pub struct P {
+            pub y: f64,
+            pub x: f64,
+        }
+    }
+
+    #[test]
+    fn shape_sees_field_order() {
+        assert!(trace::<P>().traced);
+        assert_ne!(trace::<P>().hash, trace::<swapped::P>().hash);
+        assert_eq!(trace::<P>().hash, trace::<P>().hash);
+        assert_ne!(trace::<f64>().hash, trace::<f32>().hash);
+    }
+}

@@ -1,0 +1,131 @@
+//! Persistent memoization of slow, pure computations.
+//!
+//! Put `#[memento::cache]` on a function: the first call with some arguments
+//! computes the result and stores it on disk; every later call with the same
+//! arguments, in this process or any later one, returns the stored result at
+//! once. Change the function's body and its old results are dropped, never
+//! served stale. It is what Python's `joblib.Memory` is to scientists.
+//!
+//! ```
+//! # let dir = tempfile::tempdir().unwrap();
+//! # std::env::set_var("MEMENTO_DIR", dir.path());
+//! use std::time::{Duration, Instant};
+//!
+//! #[memento::cache]
+//! fn slow_sine(x: f64) -> f64 {
+//!     std::thread::sleep(Duration::from_millis(200));
+//!     x.sin()
+//! }
+//!
+//! let t = Instant::now();
+//! assert_eq!(slow_sine(0.1), 0.1f64.sin()); // computed: 200 ms
+//! assert!(t.elapsed() >= Duration::from_millis(200));
+//! let t = Instant::now();
+//! assert_eq!(slow_sine(0.1), 0.1f64.sin()); // stored: microseconds
+//! assert!(t.elapsed() < Duration::from_millis(200));
+//! ```
+//!
+//! # Where results go
+//!
+//! `#[memento::cache]` alone uses the folder named by the environment
+//! variable `MEMENTO_DIR`, else `.memento` in the current directory. To choose
+//! the folder in code, name a [`Memory`]:
+//!
+//! ```
+//! use std::sync::LazyLock;
+//!
+//! static CACHE: LazyLock<memento::Memory> =
+//!     LazyLock::new(|| memento::Memory::new(std::env::temp_dir().join("memento-docs")));
+//!
+//! #[memento::cache(memory = CACHE)]
+//! fn mean(xs: &[f64]) -> f64 {
+//!     xs.iter().sum::<f64>() / xs.len() as f64
+//! }
+//!
+//! assert_eq!(mean(&[1.0, 2.0]), 1.5);
+//! ```
+//!
+//! The layout is meant to be read by people:
+//! `<location>/<crate>/<module>/…/<function>/` holds `function.json` (the
+//! function's identity and fingerprint) and one folder per result,
+//! `ab/<rest of the key>/`, with `output.bin` (the result) and
+//! `metadata.json` (when, how long, the arguments as text).
+//!
+//! # Options of the attribute
+//!
+//! - `memory = EXPR`: the [`Memory`] to use (anything that derefs to one,
+//!   typically a `static LazyLock<Memory>`).
+//! - `ignore(a, b)`: arguments left out of the key (a verbosity flag, a
+//!   progress bar); they need no serde traits.
+//! - `version = "2"`: a manual version, part of the key. Bump it when the
+//!   result changes for a reason the fingerprint cannot see, such as a
+//!   helper function the body calls.
+//! - `result = true | false`: whether the output is a `Result` of which only
+//!   `Ok` is stored. By default, an output type whose last path segment is
+//!   `Result` is one.
+//!
+//! # What makes a key
+//!
+//! A [`Key`] is blake3 over: the key format version; the function's
+//! identity (module path and name), the fingerprint of its tokens (the body
+//! and signature, without comments, doc comments or formatting) and its
+//! version; the fingerprint of the output type's serde shape (so a struct
+//! whose fields were reordered never decodes old bytes); and the arguments
+//! through a canonical serialization (see the [`key`] module).
+//!
+//! # Never a wrong result
+//!
+//! Each `output.bin` carries its key and a checksum; a damaged, truncated or
+//! foreign entry is logged, removed and recomputed (see [`codec`]). Writes are
+//! atomic. A cache that cannot be written (read-only folder, full disk) makes
+//! the function compute every time, with one warning; the value is always
+//! returned.
+//!
+//! # Without the attribute
+//!
+//! Closures and functions chosen at run time use a [`Function`] with
+//! [`Memory::call`], [`Memory::call_result`] or [`Memory::lookup`] (which the
+//! attribute expands to).
+//!
+//! # Logging
+//!
+//! Through `tracing`: a miss logs `calling module::f(args)` and the duration
+//! (info), a hit a debug event, an invalidation or damaged entry a warning.
+
+#![warn(missing_docs)]
+
+pub mod codec;
+pub mod entry;
+mod error;
+mod function;
+pub mod key;
+mod memory;
+pub mod store;
+
+pub use error::{Error, Result};
+pub use function::{Function, FunctionRecord};
+pub use key::{Key, KeyError};
+pub use memento_macros::cache;
+pub use memory::{Location, Lookup, Memory, Pending, DEFAULT_DIR, MEMENTO_DIR};
+
+/// Support for the code `#[memento::cache]` generates. Not a public API.
+#[doc(hidden)]
+pub mod __private {
+    use std::sync::LazyLock;
+
+    pub use serde::Serialize;
+
+    use crate::Memory;
+
+    /// The Memory of `#[memento::cache]` without `memory = ..`.
+    pub fn default_memory() -> &'static Memory {
+        static DEFAULT: LazyLock<Memory> = LazyLock::new(Memory::from_env);
+        &DEFAULT
+    }
+
+    /// Spans the "not Serialize" error on the argument that is not.
+    #[inline(always)]
+    pub fn key_arg<T: Serialize + ?Sized>(value: &T) -> &T {
+        value
+    }
+}

@@ -1,0 +1,759 @@
+//! The memory handle: where results live, and the path of a call through the
+//! cache (key → lookup → hit: verify, decode / miss: compute, encode, write).
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::codec::{self, HEADER_LEN};
+use crate::entry;
+use crate::error::{Error, Result};
+use crate::function::{Function, FunctionRecord, Shape};
+use crate::key::{self, Key};
+use crate::store::{LocalStore, Store};
+
+/// Environment variable naming the default cache folder.
+pub const MEMENTO_DIR: &str = "MEMENTO_DIR";
+
+/// Folder of the default cache when `MEMENTO_DIR` is not set, relative to the
+/// current directory.
+pub const DEFAULT_DIR: &str = ".memento";
+
+/// Where a cache lives: a folder for now.
+///
+/// Built from a `&str`, `String`, `&Path`, `PathBuf`, `&OsStr` or `OsString`.
+///
+/// ```
+/// let a: memento::Location = "cache".into();
+/// let b: memento::Location = std::path::PathBuf::from("cache").into();
+/// assert_eq!(a, b);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location(PathBuf);
+
+impl Location {
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+macro_rules! location_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Location {
+            fn from(value: $t) -> Location {
+                Location(PathBuf::from(value))
+            }
+        }
+    )*};
+}
+location_from!(&str, String, &String, &Path, PathBuf, &PathBuf, &OsStr, OsString);
+
+/// A cache: a location plus options. Cheap to clone; clones share state.
+///
+/// Results are read and written through [`call`](Memory::call),
+/// [`call_result`](Memory::call_result) and [`lookup`](Memory::lookup), or
+/// through `#[memento::cache]`, which expands to `lookup`.
+///
+/// ```
+/// use memento::{Function, Memory};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let memory = Memory::new(dir.path());
+/// let square = Function::new("docs", "square");
+///
+/// let mut runs = 0;
+/// for _ in 0..3 {
+///     let y: u64 = memory.call(&square, &(12u64,), || {
+///         runs += 1;
+///         12 * 12
+///     });
+///     assert_eq!(y, 144);
+/// }
+/// assert_eq!(runs, 1);
+/// ```
+#[derive(Clone)]
+pub struct Memory {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    options: Options,
+    functions: RwLock<HashMap<[u8; 32], Arc<FnState>, BuildHasherDefault<KeyIdHasher>>>,
+    hot: Hot,
+    warned_io: AtomicBool,
+}
+
+#[derive(Clone)]
+struct Options {
+    location: Option<PathBuf>,
+    in_memory_bytes: u64,
+}
+
+/// Per-Memory state of one function.
+struct FnState {
+    /// The record check ran (once per process and Memory).
+    checked: OnceLock<()>,
+    /// `function.json` on disk matches this code.
+    record_on_disk: AtomicBool,
+}
+
+impl fmt::Debug for Memory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Memory")
+            .field("location", &self.inner.store.location())
+            .field("in_memory_bytes", &self.inner.options.in_memory_bytes)
+            .finish()
+    }
+}
+
+/// The answer of [`Memory::lookup`].
+pub enum Lookup<'m, T> {
+    /// The stored result.
+    Hit(T),
+    /// Nothing usable is stored: compute, then hand the value to
+    /// [`Pending::store`].
+    Miss(Pending<'m, T>),
+}
+
+/// A call that missed: it knows its key and stores the value it is given.
+#[must_use = "call store() with the computed value, or it is not cached"]
+pub struct Pending<'m, T> {
+    memory: &'m Memory,
+    function: &'m Function,
+    state: Option<Arc<FnState>>,
+    key: Option<Key>,
+    shape: Shape,
+    args: String,
+    started: Instant,
+    _output: PhantomData<fn() -> T>,
+}
+
+/// Default bound of the in-memory layer.
+const DEFAULT_IN_MEMORY_BYTES: u64 = 64 << 20;
+
+impl Memory {
+    /// A cache in the folder `location`, created (mode 0700, with a
+    /// `.gitignore` holding `*`) on the first write. A relative path is made
+    /// absolute now, so a later change of the current directory does not
+    /// move the cache.
+    pub fn new(location: impl Into<Location>) -> Memory {
+        let path = location.into().0;
+        let path = std::path::absolute(&path).unwrap_or(path);
+        Memory::build(
+            Arc::new(LocalStore::new(path.clone())),
+            Options {
+                location: Some(path),
+                in_memory_bytes: DEFAULT_IN_MEMORY_BYTES,
+            },
+        )
+    }
+
+    /// The default cache: the folder named by `MEMENTO_DIR`, else `.memento`
+    /// in the current directory. `#[memento::cache]` without `memory = ..`
+    /// uses one such Memory for the whole process.
+    pub fn from_env() -> Memory {
+        match std::env::var_os(MEMENTO_DIR) {
+            Some(dir) if !dir.is_empty() => Memory::new(dir),
+            _ => Memory::new(DEFAULT_DIR),
+        }
+    }
+
+    /// A cache kept by another [`Store`] backend.
+    ///
+    /// ```
+    /// use memento::store::LocalStore;
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let memory = memento::Memory::with_store(LocalStore::new(dir.path()));
+    /// assert_eq!(memory.location(), dir.path().display().to_string());
+    /// ```
+    pub fn with_store(store: impl Store) -> Memory {
+        Memory::build(
+            Arc::new(store),
+            Options {
+                location: None,
+                in_memory_bytes: DEFAULT_IN_MEMORY_BYTES,
+            },
+        )
+    }
+
+    fn build(store: Arc<dyn Store>, options: Options) -> Memory {
+        Memory {
+            inner: Arc::new(Inner {
+                store,
+                hot: Hot::new(options.in_memory_bytes),
+                options,
+                functions: RwLock::new(HashMap::default()),
+                warned_io: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Bounds the in-memory layer that serves repeated hits in this process
+    /// (64 MiB by default; entries above 1/16 of it are never kept there).
+    /// `0` turns it off: every hit then reads the store.
+    ///
+    /// ```
+    /// let memory = memento::Memory::new("cache").in_memory_limit(0);
+    /// # let _ = memory;
+    /// ```
+    pub fn in_memory_limit(self, bytes: u64) -> Memory {
+        let mut options = self.inner.options.clone();
+        options.in_memory_bytes = bytes;
+        Memory::build(self.inner.store.clone(), options)
+    }
+
+    /// Where the results live (a folder).
+    pub fn location(&self) -> String {
+        self.inner.store.location()
+    }
+
+    /// The folder of a local cache (`None` for another backend).
+    pub fn path(&self) -> Option<&Path> {
+        self.inner.options.location.as_deref()
+    }
+
+    /// The store behind this Memory.
+    pub fn store(&self) -> &dyn Store {
+        &*self.inner.store
+    }
+
+    /// Returns the stored result of `function` for `args`, or computes it
+    /// with `compute`, stores it and returns it.
+    ///
+    /// Storage problems never fail the call: they are logged as warnings
+    /// (through `tracing`) and the computed value is returned.
+    pub fn call<T, A, F>(&self, function: &Function, args: &A, compute: F) -> T
+    where
+        T: Serialize + DeserializeOwned + 'static,
+        A: Serialize + ?Sized,
+        F: FnOnce() -> T,
+    {
+        match self.lookup(function, args) {
+            Lookup::Hit(value) => value,
+            Lookup::Miss(pending) => pending.store(compute()),
+        }
+    }
+
+    /// Like [`call`](Memory::call) for fallible computations: an `Ok` is
+    /// stored, an `Err` is returned and never stored. `E` needs no serde.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let memory = memento::Memory::new(dir.path());
+    /// let parse = memento::Function::new("docs", "parse");
+    /// let r: Result<u32, std::num::ParseIntError> =
+    ///     memory.call_result(&parse, "12", || "12".parse());
+    /// assert_eq!(r, Ok(12));
+    /// let e: Result<u32, std::num::ParseIntError> =
+    ///     memory.call_result(&parse, "x", || "x".parse());
+    /// assert!(e.is_err());
+    /// ```
+    pub fn call_result<T, E, A, F>(&self, function: &Function, args: &A, compute: F) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned + 'static,
+        A: Serialize + ?Sized,
+        F: FnOnce() -> Result<T, E>,
+    {
+        match self.lookup(function, args) {
+            Lookup::Hit(value) => Ok(value),
+            Lookup::Miss(pending) => pending.store_result(compute()),
+        }
+    }
+
+    /// The first half of a call: the key of `args` and the stored result if
+    /// there is one. On a miss, compute and give the value to
+    /// [`Pending::store`]. Unlike [`call`](Memory::call), the arguments are
+    /// no longer borrowed once this returns, so the computation may consume
+    /// them (this is what `#[memento::cache]` expands to).
+    ///
+    /// ```
+    /// use memento::{Function, Lookup, Memory};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let memory = Memory::new(dir.path());
+    /// let total = Function::new("docs", "total");
+    /// let data = vec![1u64, 2, 3];
+    /// let sum: u64 = match memory.lookup(&total, &data) {
+    ///     Lookup::Hit(sum) => sum,
+    ///     Lookup::Miss(pending) => pending.store(data.into_iter().sum()),
+    /// };
+    /// assert_eq!(sum, 6);
+    /// ```
+    pub fn lookup<'m, T, A>(&'m self, function: &'m Function, args: &A) -> Lookup<'m, T>
+    where
+        T: Serialize + DeserializeOwned + 'static,
+        A: Serialize + ?Sized,
+    {
+        let shape = function.shape::<T>();
+        let key = match key::call_key(function.hash(), &shape.hash, args) {
+            Ok(key) => key,
+            Err(source) => {
+                let e = Error::Key {
+                    function: function.full_name().to_string(),
+                    source,
+                };
+                tracing::warn!("{e}");
+                return Lookup::Miss(self.pending(function, None, None, shape, String::new()));
+            }
+        };
+        if let Some(payload) = self.inner.hot.get(&key) {
+            if let Ok(value) = codec::decode::<T>(&payload) {
+                tracing::debug!("{}: hit in memory ({key})", function.full_name());
+                return Lookup::Hit(value);
+            }
+            self.inner.hot.remove(&key);
+        }
+        let state = self.state(function, shape, std::any::type_name::<T>());
+        if let Some(value) = self.read::<T>(function, &key) {
+            return Lookup::Hit(value);
+        }
+        let args = entry::args_text(args);
+        tracing::info!("calling {}({})", function.full_name(), trim_brackets(&args));
+        Lookup::Miss(self.pending(function, Some(state), Some(key), shape, args))
+    }
+
+    fn pending<'m, T>(
+        &'m self,
+        function: &'m Function,
+        state: Option<Arc<FnState>>,
+        key: Option<Key>,
+        shape: Shape,
+        args: String,
+    ) -> Pending<'m, T> {
+        Pending {
+            memory: self,
+            function,
+            state,
+            key,
+            shape,
+            args,
+            started: Instant::now(),
+            _output: PhantomData,
+        }
+    }
+
+    /// Reads, verifies and decodes the entry of `key`; a damaged entry is
+    /// reported, removed and counted as a miss.
+    fn read<T: DeserializeOwned>(&self, function: &Function, key: &Key) -> Option<T> {
+        let name = EntryName::new(function.folder(), key, "output.bin");
+        let mut buf = READ_BUF.with(Cell::take);
+        let found = self.inner.store.read(name.as_str(), &mut buf);
+        let result = match found {
+            Ok(false) => None,
+            Ok(true) => match codec::verify(key, &buf).and_then(|p| Ok((p, codec::decode(p)?))) {
+                Ok((payload, value)) => {
+                    tracing::debug!("{}: hit on disk ({key})", function.full_name());
+                    self.inner.hot.insert(*key, payload);
+                    Some(value)
+                }
+                Err(damage) => {
+                    let e = Error::Damaged {
+                        name: format!("{}/{}", self.location(), name.as_str()),
+                        damage,
+                    };
+                    tracing::warn!("{e}; it is removed and recomputed");
+                    let dir = EntryName::new(function.folder(), key, "");
+                    if let Err(e) = self.inner.store.delete_prefix(dir.as_str()) {
+                        self.report_io(&e);
+                    }
+                    None
+                }
+            },
+            Err(e) => {
+                self.report_io(&e);
+                None
+            }
+        };
+        if buf.capacity() <= READ_BUF_KEEP {
+            READ_BUF.with(|cell| cell.set(buf));
+        }
+        result
+    }
+
+    /// This Memory's state of `function`; the first use checks
+    /// `function.json` and drops old results if the code changed.
+    fn state(&self, function: &Function, shape: Shape, output_type: &str) -> Arc<FnState> {
+        let id = function.hash();
+        let found = self
+            .inner
+            .functions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned();
+        let state = found.unwrap_or_else(|| {
+            self.inner
+                .functions
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(*id)
+                .or_insert_with(|| {
+                    Arc::new(FnState {
+                        checked: OnceLock::new(),
+                        record_on_disk: AtomicBool::new(false),
+                    })
+                })
+                .clone()
+        });
+        state
+            .checked
+            .get_or_init(|| self.check_record(function, &state, shape, output_type));
+        state
+    }
+
+    fn check_record(&self, function: &Function, state: &FnState, shape: Shape, output_type: &str) {
+        let record = function.record(shape, output_type);
+        let name = format!("{}/function.json", function.folder());
+        let mut buf = Vec::new();
+        let stale = match self.inner.store.read(&name, &mut buf) {
+            Ok(true) => match serde_json::from_slice::<FunctionRecord>(&buf) {
+                Ok(stored) if record.same_code(&stored) => {
+                    state.record_on_disk.store(true, Ordering::Release);
+                    return;
+                }
+                Ok(_) => "its code or its output type changed since they were stored".to_string(),
+                Err(e) => format!("its function.json is unreadable ({e})"),
+            },
+            // No record: a new function, or a folder whose record was lost.
+            // Results without a record cannot be told apart, so they go.
+            Ok(false) => String::new(),
+            Err(e) => {
+                self.report_io(&e);
+                return;
+            }
+        };
+        let removed = match self.remove_entries(function) {
+            Ok(n) => n,
+            Err(e) => {
+                self.report_io(&e);
+                0
+            }
+        };
+        if removed > 0 || !stale.is_empty() {
+            tracing::warn!(
+                "{}: {}; its {removed} stored result(s) are removed",
+                function.full_name(),
+                if stale.is_empty() {
+                    "no function.json beside its stored results"
+                } else {
+                    &stale
+                }
+            );
+        }
+        if !stale.is_empty() {
+            match self.write_record(&name, &record) {
+                Ok(()) => state.record_on_disk.store(true, Ordering::Release),
+                Err(e) => self.report_io(&e),
+            }
+        }
+    }
+
+    fn write_record(&self, name: &str, record: &FunctionRecord) -> Result<()> {
+        let json = serde_json::to_vec_pretty(record).unwrap_or_default();
+        self.inner.store.write(name, &json)
+    }
+
+    /// Removes every entry folder (`xx/<62 hex>/`) of `function`; other
+    /// files and folders (a nested module's functions) are left alone.
+    fn remove_entries(&self, function: &Function) -> Result<usize> {
+        let folder = function.folder();
+        let mut dirs: Vec<String> = self
+            .inner
+            .store
+            .list(folder)?
+            .into_iter()
+            .filter_map(|name| {
+                let rest = name.strip_prefix(folder)?.strip_prefix('/')?;
+                let mut parts = rest.split('/');
+                let (shard, entry) = (parts.next()?, parts.next()?);
+                let is_hex = |s: &str| s.bytes().all(|b| b.is_ascii_hexdigit());
+                (shard.len() == 2 && entry.len() == 62 && is_hex(shard) && is_hex(entry))
+                    .then(|| format!("{folder}/{shard}/{entry}"))
+            })
+            .collect();
+        dirs.dedup();
+        for dir in &dirs {
+            self.inner.store.delete_prefix(dir)?;
+        }
+        Ok(dirs.len())
+    }
+
+    /// Encodes and writes one result.
+    fn save<T: Serialize>(
+        &self,
+        pending: &Pending<'_, T>,
+        key: &Key,
+        value: &T,
+        duration: Duration,
+    ) -> Result<()> {
+        let function = pending.function;
+        let bytes = codec::encode(key, value).map_err(|e| Error::Encode {
+            function: function.full_name().to_string(),
+            type_name: std::any::type_name::<T>(),
+            message: e.to_string(),
+        })?;
+        if let Some(state) = &pending.state {
+            if !state.record_on_disk.load(Ordering::Acquire) {
+                let record = function.record(pending.shape, std::any::type_name::<T>());
+                self.write_record(&format!("{}/function.json", function.folder()), &record)?;
+                state.record_on_disk.store(true, Ordering::Release);
+            }
+        }
+        let output = EntryName::new(function.folder(), key, "output.bin");
+        if self.inner.store.publish(output.as_str(), &bytes)? {
+            let meta = entry::new_metadata(
+                function.full_name(),
+                key.to_hex(),
+                duration,
+                bytes.len() as u64,
+                pending.args.clone(),
+            );
+            let json = serde_json::to_vec_pretty(&meta).unwrap_or_default();
+            let name = EntryName::new(function.folder(), key, "metadata.json");
+            self.inner.store.write(name.as_str(), &json)?;
+        }
+        self.inner.hot.insert(*key, &bytes[HEADER_LEN..]);
+        Ok(())
+    }
+
+    /// Storage errors: the first one of this Memory is a warning, later ones
+    /// are debug events (a read-only or full disk would otherwise flood).
+    fn report_io(&self, e: &Error) {
+        if self.inner.warned_io.swap(true, Ordering::Relaxed) {
+            tracing::debug!("{e}");
+        } else {
+            tracing::warn!("{e}; results are computed but may not be stored");
+        }
+    }
+}
+
+fn trim_brackets(args: &str) -> &str {
+    args.strip_prefix('[')
+        .and_then(|a| a.strip_suffix(']'))
+        .unwrap_or(args)
+}
+
+impl<T: Serialize> Pending<'_, T> {
+    /// Stores `value` and returns it. Storage problems are logged, never
+    /// returned: the value comes back either way.
+    pub fn store(self, value: T) -> T {
+        let duration = self.started.elapsed();
+        tracing::info!(
+            "{}: computed in {:.3}s",
+            self.function.full_name(),
+            duration.as_secs_f64()
+        );
+        if let Some(key) = self.key {
+            match self.memory.save(&self, &key, &value, duration) {
+                Ok(()) => {}
+                Err(e @ Error::Encode { .. }) => tracing::error!("{e}"),
+                Err(e) => self.memory.report_io(&e),
+            }
+        }
+        value
+    }
+
+    /// Stores an `Ok` value; an `Err` is returned as it is and not stored.
+    pub fn store_result<E>(self, result: Result<T, E>) -> Result<T, E> {
+        match result {
+            Ok(value) => Ok(self.store(value)),
+            Err(e) => {
+                tracing::debug!(
+                    "{}: returned an error; not stored",
+                    self.function.full_name()
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// The key of this call (`None` when the arguments could not be hashed).
+    pub fn key(&self) -> Option<Key> {
+        self.key
+    }
+}
+
+/// `folder/ab/<62 hex>/file` built without allocating when short.
+struct EntryName {
+    buf: [u8; 320],
+    len: usize,
+    heap: Option<String>,
+}
+
+impl EntryName {
+    #[inline]
+    fn new(folder: &str, key: &Key, file: &str) -> EntryName {
+        let mut hex = [0u8; 64];
+        key.write_hex(&mut hex);
+        let parts: [&[u8]; 6] = [
+            folder.as_bytes(),
+            b"/",
+            &hex[..2],
+            b"/",
+            &hex[2..],
+            if file.is_empty() { b"" } else { b"/" },
+        ];
+        let total: usize = parts.iter().map(|p| p.len()).sum::<usize>() + file.len();
+        let mut name = EntryName {
+            buf: [0; 320],
+            len: 0,
+            heap: None,
+        };
+        if total > name.buf.len() {
+            let mut s = String::with_capacity(total);
+            for p in parts {
+                s.push_str(std::str::from_utf8(p).unwrap_or_default());
+            }
+            s.push_str(file);
+            name.heap = Some(s);
+            return name;
+        }
+        for p in parts.into_iter().chain([file.as_bytes()]) {
+            name.buf[name.len..name.len + p.len()].copy_from_slice(p);
+            name.len += p.len();
+        }
+        name
+    }
+
+    #[inline]
+    fn as_str(&self) -> &str {
+        match &self.heap {
+            Some(s) => s,
+            // Built from `&str`s and ASCII hex.
+            None => std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default(),
+        }
+    }
+}
+
+/// Read buffers above this size are not kept for the next read.
+const READ_BUF_KEEP: usize = 1 << 20;
+
+thread_local! {
+    static READ_BUF: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// Keys are uniform random bytes: their first eight bytes are a good hash.
+#[derive(Default)]
+struct KeyIdHasher(u64);
+
+impl Hasher for KeyIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut b = [0u8; 8];
+        let n = bytes.len().min(8);
+        b[..n].copy_from_slice(&bytes[..n]);
+        self.0 ^= u64::from_le_bytes(b);
+    }
+    fn write_usize(&mut self, _: usize) {}
+}
+
+/// The in-memory layer: verified payloads of recent small results, so that a
+/// repeated hit in one process costs a map lookup and a decode.
+struct Hot {
+    limit: u64,
+    map: RwLock<HotMap>,
+}
+
+#[derive(Default)]
+struct HotMap {
+    bytes: u64,
+    entries: HashMap<Key, Arc<[u8]>, BuildHasherDefault<KeyIdHasher>>,
+}
+
+impl Hot {
+    fn new(limit: u64) -> Hot {
+        Hot {
+            limit,
+            map: RwLock::new(HotMap::default()),
+        }
+    }
+
+    #[inline]
+    fn get(&self, key: &Key) -> Option<Arc<[u8]>> {
+        if self.limit == 0 {
+            return None;
+        }
+        self.map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .entries
+            .get(key)
+            .cloned()
+    }
+
+    fn insert(&self, key: Key, payload: &[u8]) {
+        let size = payload.len() as u64;
+        if self.limit == 0 || size > self.limit / 16 {
+            return;
+        }
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        if map.entries.contains_key(&key) {
+            return;
+        }
+        while map.bytes + size > self.limit {
+            let Some(victim) = map.entries.keys().next().copied() else {
+                break;
+            };
+            if let Some(old) = map.entries.remove(&victim) {
+                map.bytes -= old.len() as u64;
+            }
+        }
+        map.bytes += size;
+        map.entries.insert(key, Arc::from(payload));
+    }
+
+    fn remove(&self, key: &Key) {
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = map.entries.remove(key) {
+            map.bytes -= old.len() as u64;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_names() {
+        let key = Key::of(&1u8).unwrap();
+        let hex = key.to_hex();
+        let n = EntryName::new("c/m/f", &key, "output.bin");
+        assert_eq!(
+            n.as_str(),
+            format!("c/m/f/{}/{}/output.bin", &hex[..2], &hex[2..])
+        );
+        let n = EntryName::new("c/m/f", &key, "");
+        assert_eq!(n.as_str(), format!("c/m/f/{}/{}", &hex[..2], &hex[2..]));
+        let long = "x".repeat(400);
+        let n = EntryName::new(&long, &key, "output.bin");
+        assert!(n.as_str().starts_with(&long) && n.as_str().ends_with("/output.bin"));
+    }
+
+    #[test]
+    fn hot_layer_stays_bounded() {
+        let hot = Hot::new(16 * 100);
+        for i in 0..1000u32 {
+            hot.insert(Key::of(&i).unwrap(), &[0u8; 50]);
+        }
+        let map = hot.map.read().unwrap();
+        assert!(map.bytes <= 1600);
+        assert_eq!(map.bytes, 50 * map.entries.len() as u64);
+        drop(map);
+        hot.insert(Key::of(&"big").unwrap(), &[0u8; 101]);
+        assert!(hot.get(&Key::of(&"big").unwrap()).is_none());
+    }
+}

@@ -1,0 +1,245 @@
+//! The local folder backend: one file per object under a root folder.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::SystemTime;
+
+use super::{check_name, Store};
+use crate::error::{Error, Result};
+
+/// Prefix of temporary files; listings skip them and a later cleanup may
+/// remove them.
+pub(crate) const TEMP_PREFIX: &str = ".tmp-";
+
+/// Objects as files under a root folder, written atomically: a temporary file
+/// in the destination folder, then a rename (or, for
+/// [`publish`](Store::publish), a link that fails if the name is taken).
+///
+/// The root is created on the first write, readable by its owner only
+/// (mode 0700 on Unix), with a `.gitignore` holding `*`.
+#[derive(Debug)]
+pub struct LocalStore {
+    root: PathBuf,
+    root_ready: AtomicBool,
+}
+
+impl LocalStore {
+    /// A store rooted at `root`. Nothing is created until the first write.
+    pub fn new(root: impl Into<PathBuf>) -> LocalStore {
+        LocalStore {
+            root: root.into(),
+            root_ready: AtomicBool::new(false),
+        }
+    }
+
+    /// The root folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Runs `f` on `root/name`, building the path on the stack when it is
+    /// short (the hit path allocates nothing here).
+    #[inline]
+    fn with_path<R>(&self, name: &str, f: impl FnOnce(&Path) -> R) -> R {
+        #[cfg(unix)]
+        {
+            use std::ffi::OsStr;
+            use std::os::unix::ffi::OsStrExt;
+            let root = self.root.as_os_str().as_bytes();
+            let mut buf = [0u8; 512];
+            let total = root.len() + 1 + name.len();
+            if total <= buf.len() {
+                buf[..root.len()].copy_from_slice(root);
+                buf[root.len()] = b'/';
+                buf[root.len() + 1..total].copy_from_slice(name.as_bytes());
+                return f(Path::new(OsStr::from_bytes(&buf[..total])));
+            }
+        }
+        f(&self.root.join(name))
+    }
+
+    fn ensure_root(&self) -> Result<()> {
+        if self.root_ready.load(Ordering::Acquire) && self.root.is_dir() {
+            return Ok(());
+        }
+        let mut builder = fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(0o700);
+        }
+        builder
+            .create(&self.root)
+            .map_err(|e| Error::io("create the cache folder", &self.root, e))?;
+        let gitignore = self.root.join(".gitignore");
+        if !gitignore.exists() {
+            fs::write(&gitignore, "*\n").map_err(|e| Error::io("write", &gitignore, e))?;
+        }
+        self.root_ready.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Writes `bytes` to a new temporary file in the folder of `path`,
+    /// creating folders as needed.
+    fn temp_with(&self, path: &Path, bytes: &[u8]) -> Result<tempfile::NamedTempFile> {
+        let dir = path.parent().unwrap_or(&self.root);
+        if !self.root_ready.load(Ordering::Acquire) {
+            self.ensure_root()?;
+        }
+        let make = || {
+            tempfile::Builder::new()
+                .prefix(TEMP_PREFIX)
+                .tempfile_in(dir)
+        };
+        let mut tmp = match make() {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.root_ready.store(false, Ordering::Release);
+                self.ensure_root()?;
+                fs::create_dir_all(dir).map_err(|e| Error::io("create folder", dir, e))?;
+                make().map_err(|e| Error::io("create a file in", dir, e))?
+            }
+            Err(e) => return Err(Error::io("create a file in", dir, e)),
+        };
+        tmp.write_all(bytes)
+            .map_err(|e| Error::io("write", tmp.path(), e))?;
+        Ok(tmp)
+    }
+}
+
+fn absent(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    )
+}
+
+impl Store for LocalStore {
+    fn read(&self, name: &str, out: &mut Vec<u8>) -> Result<bool> {
+        check_name(name)?;
+        self.with_path(name, |path| {
+            let file = match File::open(path) {
+                Ok(f) => f,
+                Err(e) if absent(&e) => return Ok(false),
+                Err(e) => return Err(Error::io("open", path, e)),
+            };
+            out.clear();
+            (&file)
+                .read_to_end(out)
+                .map_err(|e| Error::io("read", path, e))?;
+            // Last access; a read-only cache simply keeps the old time.
+            let _ = file.set_modified(SystemTime::now());
+            Ok(true)
+        })
+    }
+
+    fn read_range(&self, name: &str, range: Range<u64>, out: &mut Vec<u8>) -> Result<bool> {
+        check_name(name)?;
+        self.with_path(name, |path| {
+            let mut file = match File::open(path) {
+                Ok(f) => f,
+                Err(e) if absent(&e) => return Ok(false),
+                Err(e) => return Err(Error::io("open", path, e)),
+            };
+            out.clear();
+            file.seek(SeekFrom::Start(range.start))
+                .and_then(|_| {
+                    file.take(range.end.saturating_sub(range.start))
+                        .read_to_end(out)
+                })
+                .map_err(|e| Error::io("read", path, e))?;
+            Ok(true)
+        })
+    }
+
+    fn publish(&self, name: &str, bytes: &[u8]) -> Result<bool> {
+        check_name(name)?;
+        let path = self.root.join(name);
+        let tmp = self.temp_with(&path, bytes)?;
+        match tmp.persist_noclobber(&path) {
+            Ok(_) => Ok(true),
+            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(Error::io("write", path, e.error)),
+        }
+    }
+
+    fn write(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        check_name(name)?;
+        let path = self.root.join(name);
+        let tmp = self.temp_with(&path, bytes)?;
+        tmp.persist(&path)
+            .map_err(|e| Error::io("write", path, e.error))?;
+        Ok(())
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let start = if prefix.is_empty() {
+            self.root.clone()
+        } else {
+            check_name(prefix)?;
+            self.root.join(prefix)
+        };
+        let mut names = Vec::new();
+        let mut stack = vec![start];
+        while let Some(dir) = stack.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if absent(&e) => continue,
+                Err(e) => return Err(Error::io("list", &dir, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| Error::io("list", &dir, e))?;
+                let file_name = entry.file_name();
+                let file_name = file_name.to_string_lossy();
+                if file_name.starts_with(TEMP_PREFIX) {
+                    continue;
+                }
+                let path = entry.path();
+                let is_dir = entry
+                    .file_type()
+                    .map_err(|e| Error::io("list", &path, e))?
+                    .is_dir();
+                if is_dir {
+                    stack.push(path);
+                } else if let Ok(rel) = path.strip_prefix(&self.root) {
+                    let parts: Vec<_> = rel.iter().map(|p| p.to_string_lossy()).collect();
+                    names.push(parts.join("/"));
+                }
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn delete(&self, name: &str) -> Result<()> {
+        check_name(name)?;
+        self.with_path(name, |path| match fs::remove_file(path) {
+            Ok(()) => Ok(()),
+            Err(e) if absent(&e) => Ok(()),
+            Err(e) => Err(Error::io("delete", path, e)),
+        })
+    }
+
+    fn delete_prefix(&self, prefix: &str) -> Result<()> {
+        check_name(prefix)?;
+        let path = self.root.join(prefix);
+        let result = if path.is_dir() {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) if absent(&e) => Ok(()),
+            Err(e) => Err(Error::io("delete", path, e)),
+        }
+    }
+
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+}

@@ -1,0 +1,112 @@
+//! Storage backends: where entries live.
+//!
+//! A [`Store`] holds named objects (`'/'`-separated relative names such as
+//! `my_crate/sine/ab/cdef…/output.bin`) and knows nothing of keys, functions
+//! or formats. Its operations are the ones an object store offers too, so a
+//! later backend (S3 through `object_store`) fits without any change above
+//! this trait: publish-if-absent, atomic replace, whole and ranged reads,
+//! listing and deletion. The trait itself relies on no rename and no lock;
+//! those are details of [`LocalStore`].
+
+use std::fmt;
+use std::ops::Range;
+
+use crate::error::{Error, Result};
+
+mod local;
+
+pub use local::LocalStore;
+
+/// A place that keeps named objects.
+///
+/// Every write is atomic: a reader sees a whole object or none.
+///
+/// ```
+/// use memento::store::{LocalStore, Store};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let store = LocalStore::new(dir.path());
+/// assert!(store.publish("a/b.bin", b"hello").unwrap());
+/// assert!(!store.publish("a/b.bin", b"other").unwrap()); // already there: kept
+/// let mut buf = Vec::new();
+/// assert!(store.read("a/b.bin", &mut buf).unwrap());
+/// assert_eq!(buf, b"hello");
+/// assert_eq!(store.list("a").unwrap(), vec!["a/b.bin".to_string()]);
+/// store.delete("a/b.bin").unwrap();
+/// assert!(!store.read("a/b.bin", &mut buf).unwrap());
+/// ```
+pub trait Store: Send + Sync + fmt::Debug + 'static {
+    /// Reads the whole object into `out` (cleared first). `Ok(false)` when it
+    /// does not exist. A backend may record the access (the local one sets
+    /// the file's modification time, which is the entry's last access).
+    fn read(&self, name: &str, out: &mut Vec<u8>) -> Result<bool>;
+
+    /// Reads `range` of the object into `out` (cleared first); a range past
+    /// the end is cut at the end. `Ok(false)` when it does not exist.
+    fn read_range(&self, name: &str, range: Range<u64>, out: &mut Vec<u8>) -> Result<bool>;
+
+    /// Writes the object only if no object of that name exists. Returns
+    /// `true` if this call wrote it, `false` if one was there already (and is
+    /// kept).
+    fn publish(&self, name: &str, bytes: &[u8]) -> Result<bool>;
+
+    /// Writes the object, replacing any previous one atomically.
+    fn write(&self, name: &str, bytes: &[u8]) -> Result<()>;
+
+    /// Names of all objects whose name starts with the folder `prefix`
+    /// (`""` for all), sorted.
+    fn list(&self, prefix: &str) -> Result<Vec<String>>;
+
+    /// Deletes the object; deleting a missing object is not an error.
+    fn delete(&self, name: &str) -> Result<()>;
+
+    /// Deletes every object under the folder `prefix`.
+    fn delete_prefix(&self, prefix: &str) -> Result<()> {
+        for name in self.list(prefix)? {
+            self.delete(&name)?;
+        }
+        Ok(())
+    }
+
+    /// Where the objects live, for messages (a folder, a URL).
+    fn location(&self) -> String;
+}
+
+/// Checks that `name` is relative, '/'-separated, with no empty, `.` or `..`
+/// part and no NUL or backslash: it cannot leave the store's root.
+pub fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && !name.starts_with('/')
+        && !name.contains(['\\', '\0'])
+        && name.split('/').all(|part| !matches!(part, "" | "." | ".."));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidName(name.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_name;
+
+    #[test]
+    fn names_cannot_escape() {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "a/../b",
+            "..",
+            "a//b",
+            "a/./b",
+            "a\\b",
+            "a/",
+            "a\0",
+        ] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        for good in ["a", "a/b.bin", "my_crate/f/ab/cd/output.bin", "..a/b.."] {
+            assert!(check_name(good).is_ok(), "{good:?}");
+        }
+    }
+}
