@@ -1,0 +1,359 @@
+//! Never a wrong or damaged result: damaged entries, changed code, changed
+//! output types, unwritable locations, full disks, unserializable values.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+
+use common::{capture_logs, count, outputs};
+use memento::store::{LocalStore, Store};
+use memento::{Function, Memory};
+use serde::{Deserialize, Serialize};
+
+fn fresh_dir(name: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{name}-{}-{nanos}", std::process::id()))
+}
+
+/// Computes `f(x) = x * 2.5` through a *new* Memory (a new process, as far
+/// as the cache can tell) and says whether it ran.
+fn run(dir: &Path, x: f64) -> (f64, bool) {
+    let memory = Memory::new(dir);
+    let f = Function::new("damage", "scale");
+    let mut ran = false;
+    let y = memory.call(&f, &(x,), || {
+        ran = true;
+        x * 2.5
+    });
+    (y, ran)
+}
+
+fn damaged_case(name: &str, damage: impl FnOnce(&Path)) {
+    let dir = fresh_dir(name);
+    assert_eq!(run(&dir, 2.0), (5.0, true));
+    assert_eq!(run(&dir, 2.0), (5.0, false), "{name}: stored");
+    let out = outputs(&dir);
+    assert_eq!(out.len(), 1);
+    damage(&out[0]);
+    let ((y, ran), logs) = capture_logs(|| run(&dir, 2.0));
+    assert_eq!((y, ran), (5.0, true), "{name}: recomputed, never returned");
+    assert!(logs.contains("damaged entry"), "{name}: {logs}");
+    assert_eq!(count(&logs, "WARN"), 1, "{name}: {logs}");
+    // The recomputed entry is whole again.
+    assert_eq!(run(&dir, 2.0), (5.0, false), "{name}: rewritten");
+}
+
+#[test]
+fn truncated_entry() {
+    damaged_case("truncated", |p| {
+        let bytes = fs::read(p).unwrap();
+        fs::write(p, &bytes[..bytes.len() - 3]).unwrap();
+    });
+}
+
+#[test]
+fn truncated_to_half_a_header() {
+    damaged_case("half-header", |p| {
+        let bytes = fs::read(p).unwrap();
+        fs::write(p, &bytes[..40]).unwrap();
+    });
+}
+
+#[test]
+fn flipped_byte_in_payload() {
+    damaged_case("flipped", |p| {
+        let mut bytes = fs::read(p).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        fs::write(p, &bytes).unwrap();
+    });
+}
+
+#[test]
+fn flipped_byte_in_header() {
+    damaged_case("flipped-header", |p| {
+        let mut bytes = fs::read(p).unwrap();
+        bytes[20] ^= 0x80; // inside the stored key
+        fs::write(p, &bytes).unwrap();
+    });
+}
+
+#[test]
+fn empty_entry() {
+    damaged_case("empty", |p| fs::write(p, b"").unwrap());
+}
+
+#[test]
+fn wrong_format_version() {
+    damaged_case("version", |p| {
+        let mut bytes = fs::read(p).unwrap();
+        bytes[4..6].copy_from_slice(&99u16.to_le_bytes());
+        fs::write(p, &bytes).unwrap();
+    });
+}
+
+#[test]
+fn entry_of_another_key() {
+    let dir = fresh_dir("moved");
+    assert_eq!(run(&dir, 1.0), (2.5, true));
+    assert_eq!(run(&dir, 3.0), (7.5, true));
+    let out = outputs(&dir);
+    // Put one key's (valid) entry in the other's place.
+    fs::copy(&out[0], &out[1]).unwrap();
+    let ((a, ran_a), logs) = capture_logs(|| (run(&dir, 1.0), run(&dir, 3.0)));
+    assert_eq!([a.0, ran_a.0], [2.5, 7.5]);
+    assert!(a.1 ^ ran_a.1, "exactly the overwritten one recomputes");
+    assert!(logs.contains("belongs to another key"), "{logs}");
+}
+
+#[test]
+fn deleted_metadata_is_harmless() {
+    let dir = fresh_dir("no-metadata");
+    assert_eq!(run(&dir, 2.0), (5.0, true));
+    let out = outputs(&dir);
+    fs::remove_file(out[0].with_file_name("metadata.json")).unwrap();
+    // output.bin is self-verifying: the result is still served, unchanged.
+    let ((y, ran), logs) = capture_logs(|| run(&dir, 2.0));
+    assert_eq!((y, ran), (5.0, false));
+    assert_eq!(count(&logs, "WARN"), 0, "{logs}");
+}
+
+#[test]
+fn garbled_function_record_drops_results() {
+    let dir = fresh_dir("record");
+    assert_eq!(run(&dir, 2.0), (5.0, true));
+    fs::write(dir.join("damage/scale/function.json"), b"{not json").unwrap();
+    let ((y, ran), logs) = capture_logs(|| run(&dir, 2.0));
+    assert_eq!((y, ran), (5.0, true));
+    assert!(logs.contains("damage::scale"), "{logs}");
+    assert!(logs.contains("unreadable"), "{logs}");
+    assert_eq!(run(&dir, 2.0), (5.0, false));
+}
+
+#[test]
+fn changed_code_drops_old_results_with_a_warning() {
+    let dir = fresh_dir("code");
+    let v1 = Function::new("lab", "fit").__code([1; 32], "fn fit(x: u32) -> u32", false);
+    let v2 = Function::new("lab", "fit").__code([2; 32], "fn fit(x: u32) -> u32", false);
+    let runs = AtomicUsize::new(0);
+    let call = |f: &Function, value: u32| -> u32 {
+        Memory::new(&dir).call(f, &(7u32,), || {
+            runs.fetch_add(1, SeqCst);
+            value
+        })
+    };
+    assert_eq!(call(&v1, 10), 10);
+    assert_eq!(call(&v1, 99), 10);
+    assert_eq!(outputs(&dir).len(), 1);
+    let (y, logs) = capture_logs(|| call(&v2, 20));
+    assert_eq!(y, 20, "new code, new result");
+    assert!(
+        logs.contains("lab::fit") && logs.contains("code or its output type changed"),
+        "{logs}"
+    );
+    assert!(logs.contains("1 stored result(s) are removed"), "{logs}");
+    assert_eq!(outputs(&dir).len(), 1, "only the new result is left");
+    assert_eq!(call(&v2, 99), 20);
+    // Reverting the code does not bring back a result that was removed.
+    assert_eq!(call(&v1, 30), 30);
+    assert_eq!(runs.load(SeqCst), 3);
+}
+
+mod before {
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    pub struct Point {
+        pub x: f64,
+        pub y: f64,
+    }
+}
+
+mod after {
+    /// The same struct with its two fields swapped: postcard would decode
+    /// old bytes into it without complaint, x into y and y into x.
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    pub struct Point {
+        pub y: f64,
+        pub x: f64,
+    }
+}
+
+#[test]
+fn changed_output_type_is_never_decoded() {
+    let dir = fresh_dir("shape");
+    // The same function (same identity, same code) before and after the
+    // output type's definition changed.
+    let f = || Function::new("geo", "origin").__code([7; 32], "fn origin() -> Point", false);
+    let p: before::Point = Memory::new(&dir).call(&f(), &(), || before::Point { x: 1.0, y: 2.0 });
+    assert_eq!(p, before::Point { x: 1.0, y: 2.0 });
+    let (q, logs) =
+        capture_logs(|| Memory::new(&dir).call(&f(), &(), || after::Point { y: 20.0, x: 10.0 }));
+    assert_eq!(
+        q,
+        after::Point { y: 20.0, x: 10.0 },
+        "computed, not decoded"
+    );
+    assert!(logs.contains("output type changed"), "{logs}");
+    let again: after::Point = Memory::new(&dir).call(&f(), &(), || unreachable!());
+    assert_eq!(again, q);
+}
+
+#[test]
+fn one_function_used_with_two_output_types() {
+    let dir = fresh_dir("two-types");
+    let memory = Memory::new(&dir);
+    let f = Function::new("geo", "shared");
+    let p: before::Point = memory.call(&f, &1u8, || before::Point { x: 1.0, y: 2.0 });
+    let q: after::Point = memory.call(&f, &1u8, || after::Point { y: 3.0, x: 4.0 });
+    assert_eq!(p, before::Point { x: 1.0, y: 2.0 });
+    assert_eq!(q, after::Point { y: 3.0, x: 4.0 });
+}
+
+#[test]
+fn unwritable_location_still_computes_with_one_warning() {
+    // A folder below a regular file cannot be created, even by root.
+    let dir = fresh_dir("unwritable");
+    fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("a-file");
+    fs::write(&file, b"x").unwrap();
+    let memory = Memory::new(file.join("cache"));
+    let f = Function::new("w", "double");
+    let runs = AtomicUsize::new(0);
+    let (values, logs) = capture_logs(|| {
+        (0..5)
+            .map(|i| {
+                memory.call(&f, &(i % 2,), || {
+                    runs.fetch_add(1, SeqCst);
+                    (i % 2) * 2
+                })
+            })
+            .collect::<Vec<u32>>()
+    });
+    assert_eq!(values, [0, 2, 0, 2, 0]);
+    assert!(runs.load(SeqCst) >= 2);
+    assert_eq!(count(&logs, "WARN"), 1, "{logs}");
+    assert!(logs.contains("cannot"), "{logs}");
+    assert!(logs.contains("MEMENTO_DIR"), "says what to do: {logs}");
+}
+
+/// A local store whose disk is full: every write fails with ENOSPC.
+#[derive(Debug)]
+struct FullDisk(LocalStore);
+
+fn full() -> memento::Error {
+    memento::Error::Io {
+        action: "write",
+        path: "full".into(),
+        source: std::io::Error::from(std::io::ErrorKind::StorageFull),
+    }
+}
+
+impl Store for FullDisk {
+    fn read(&self, name: &str, out: &mut Vec<u8>) -> memento::Result<bool> {
+        self.0.read(name, out)
+    }
+    fn read_range(
+        &self,
+        name: &str,
+        range: std::ops::Range<u64>,
+        out: &mut Vec<u8>,
+    ) -> memento::Result<bool> {
+        self.0.read_range(name, range, out)
+    }
+    fn publish(&self, _: &str, _: &[u8]) -> memento::Result<bool> {
+        Err(full())
+    }
+    fn write(&self, _: &str, _: &[u8]) -> memento::Result<()> {
+        Err(full())
+    }
+    fn list(&self, prefix: &str) -> memento::Result<Vec<String>> {
+        self.0.list(prefix)
+    }
+    fn delete(&self, name: &str) -> memento::Result<()> {
+        self.0.delete(name)
+    }
+    fn location(&self) -> String {
+        self.0.location()
+    }
+}
+
+#[test]
+fn full_disk_keeps_what_is_stored() {
+    let dir = fresh_dir("full");
+    assert_eq!(run(&dir, 2.0), (5.0, true));
+    let memory = Memory::with_store(FullDisk(LocalStore::new(&dir)));
+    let f = Function::new("damage", "scale");
+    let (out, logs) = capture_logs(|| {
+        let old: f64 = memory.call(&f, &(2.0f64,), || unreachable!("stored before"));
+        let new: f64 = memory.call(&f, &(3.0f64,), || 7.5);
+        let again: f64 = memory.call(&f, &(4.0f64,), || 10.0);
+        (old, new, again)
+    });
+    assert_eq!(out, (5.0, 7.5, 10.0));
+    assert_eq!(count(&logs, "WARN"), 1, "{logs}");
+    assert_eq!(outputs(&dir).len(), 1, "nothing stored is lost");
+}
+
+/// A value whose serialization fails.
+#[derive(Debug, PartialEq, Deserialize)]
+struct Refuses(u8);
+
+impl Serialize for Refuses {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom(
+            "this value refuses to be serialized",
+        ))
+    }
+}
+
+#[test]
+fn unserializable_output_is_returned_with_an_error() {
+    let dir = fresh_dir("unserializable");
+    let memory = Memory::new(&dir);
+    let f = Function::new("bad", "output");
+    let (v, logs) = capture_logs(|| memory.call(&f, &1u8, || Refuses(3)));
+    assert_eq!(v, Refuses(3));
+    assert_eq!(count(&logs, "ERROR"), 1, "{logs}");
+    assert!(logs.contains("bad::output"), "names the function: {logs}");
+    assert!(logs.contains("Refuses"), "names the type: {logs}");
+    assert!(outputs(&dir).is_empty());
+}
+
+#[test]
+fn unserializable_argument_computes_without_cache() {
+    let dir = fresh_dir("bad-arg");
+    let memory = Memory::new(&dir);
+    let f = Function::new("bad", "argument");
+    let runs = AtomicUsize::new(0);
+    let (v, logs) = capture_logs(|| {
+        (0..2)
+            .map(|_| {
+                memory.call(&f, &Refuses(1), || {
+                    runs.fetch_add(1, SeqCst);
+                    5u8
+                })
+            })
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(v, [5, 5]);
+    assert_eq!(runs.load(SeqCst), 2);
+    assert!(logs.contains("bad::argument"), "{logs}");
+    assert!(logs.contains("refuses to be serialized"), "{logs}");
+}
+
+#[test]
+fn custom_store_through_the_trait() {
+    let dir = fresh_dir("custom");
+    let store: Arc<LocalStore> = Arc::new(LocalStore::new(&dir));
+    assert!(store.publish("x/y.bin", b"1").unwrap());
+    let mut buf = Vec::new();
+    assert!(store.read_range("x/y.bin", 0..10, &mut buf).unwrap());
+    assert_eq!(buf, b"1");
+    assert!(store.write("../escape", b"no").is_err());
+}
