@@ -1,1 +1,88 @@
-fn main() {}
+//! What a hit costs: `f(f64) -> f64` served from disk (the in-memory layer
+//! off, so every call opens, reads and verifies `output.bin`), beside a plain
+//! `std::fs::read` of the same files; a repeated hit served by the in-memory
+//! layer; and the key alone.
+//!
+//! `cargo bench -p memento --bench hit`
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::sync::LazyLock;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use memento::Memory;
+
+const KEYS: usize = 1000;
+
+fn bench_dir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/bench-cache")
+        .join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+static COLD: LazyLock<Memory> = LazyLock::new(|| Memory::new(bench_dir("cold")).in_memory_limit(0));
+static WARM: LazyLock<Memory> = LazyLock::new(|| Memory::new(bench_dir("warm")));
+
+#[memento::cache(memory = COLD)]
+fn cold_sine(x: f64) -> f64 {
+    x.sin()
+}
+
+#[memento::cache(memory = WARM)]
+fn warm_sine(x: f64) -> f64 {
+    x.sin()
+}
+
+fn outputs(root: &std::path::Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.file_name().is_some_and(|n| n == "output.bin") {
+                found.push(p);
+            }
+        }
+    }
+    found
+}
+
+fn hits(c: &mut Criterion) {
+    let xs: Vec<f64> = (0..KEYS).map(|i| i as f64 * 0.001).collect();
+    for &x in &xs {
+        cold_sine(x);
+    }
+    warm_sine(0.5);
+    let files = outputs(COLD.path().unwrap());
+    assert_eq!(files.len(), KEYS);
+
+    let mut group = c.benchmark_group("hit");
+    let mut i = 0;
+    group.bench_function("disk hit f(f64) (memento)", |b| {
+        b.iter(|| {
+            i = (i + 1) % KEYS;
+            black_box(cold_sine(black_box(xs[i])))
+        })
+    });
+    let mut j = 0;
+    group.bench_function("std::fs::read of output.bin", |b| {
+        b.iter(|| {
+            j = (j + 1) % KEYS;
+            black_box(std::fs::read(&files[j]).unwrap())
+        })
+    });
+    group.bench_function("repeated hit f(f64) (memento, in memory)", |b| {
+        b.iter(|| black_box(warm_sine(black_box(0.5))))
+    });
+    group.bench_function("key of (f64,) alone", |b| {
+        b.iter(|| black_box(memento::Key::of(&(black_box(0.5f64),)).unwrap()))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, hits);
+criterion_main!(benches);

@@ -60,9 +60,7 @@ impl Key {
     /// # Errors
     /// [`KeyError`] when the value's `Serialize` implementation fails.
     pub fn of<T: Serialize + ?Sized>(value: &T) -> Result<Key, KeyError> {
-        let mut sink = Sink::<CHUNK>::new(blake3::Hasher::new());
-        value.serialize(&mut sink)?;
-        Ok(sink.finish())
+        hash_with::<CHUNK>(blake3::Hasher::new(), |sink| value.serialize(sink))
     }
 
     /// Wraps raw key bytes.
@@ -146,13 +144,13 @@ pub(crate) fn call_key<A: Serialize + ?Sized>(
     shape: &[u8; 32],
     args: &A,
 ) -> Result<Key, KeyError> {
-    let mut sink = Sink::<CHUNK>::new(blake3::Hasher::new());
-    sink.write(b"memento call key");
-    sink.write(&KEY_FORMAT_VERSION.to_le_bytes());
-    sink.write(function);
-    sink.write(shape);
-    args.serialize(&mut sink)?;
-    Ok(sink.finish())
+    hash_with::<CHUNK>(blake3::Hasher::new(), |sink| {
+        sink.write(b"memento call key");
+        sink.write(&KEY_FORMAT_VERSION.to_le_bytes());
+        sink.write(function);
+        sink.write(shape);
+        args.serialize(sink)
+    })
 }
 
 // Tags of the canonical stream. Each value starts with one; sequences and
@@ -192,29 +190,40 @@ mod tag {
     pub const END: u8 = 31;
 }
 
-/// The serializer: a blake3 hasher behind a buffer of `N` bytes.
+/// The serializer: a blake3 hasher behind a buffer on the caller's stack.
 ///
-/// The buffer is left uninitialized: zeroing 16 KiB on every call would cost
-/// more than hashing a small key.
-pub(crate) struct Sink<const N: usize> {
-    hasher: blake3::Hasher,
-    buf: [MaybeUninit<u8>; N],
+/// The buffer is left uninitialized (zeroing 16 KiB on every call would cost
+/// more than hashing a small key) and both live on the stack of
+/// [`hash_with`], so nothing large is ever moved.
+pub(crate) struct Sink<'b> {
+    hasher: &'b mut blake3::Hasher,
+    buf: &'b mut [MaybeUninit<u8>],
     /// `buf[..len]` is initialized.
     len: usize,
 }
 
-impl<const N: usize> Sink<N> {
-    fn new(hasher: blake3::Hasher) -> Self {
-        Sink {
-            hasher,
-            buf: [MaybeUninit::uninit(); N],
-            len: 0,
-        }
-    }
+/// Hashes what `f` writes into a sink over `hasher` with a stack buffer of
+/// `N` bytes.
+#[inline]
+fn hash_with<const N: usize>(
+    mut hasher: blake3::Hasher,
+    f: impl FnOnce(&mut Sink<'_>) -> Result<(), KeyError>,
+) -> Result<Key, KeyError> {
+    let mut buf = [MaybeUninit::<u8>::uninit(); N];
+    let mut sink = Sink {
+        hasher: &mut hasher,
+        buf: &mut buf,
+        len: 0,
+    };
+    f(&mut sink)?;
+    sink.flush();
+    Ok(Key(*hasher.finalize().as_bytes()))
+}
 
+impl Sink<'_> {
     #[inline]
     fn append(&mut self, bytes: &[u8]) {
-        debug_assert!(self.len + bytes.len() <= N);
+        debug_assert!(self.len + bytes.len() <= self.buf.len());
         // SAFETY: the destination range lies inside `buf` (checked by the
         // callers) and does not overlap `bytes`, which is borrowed elsewhere.
         unsafe {
@@ -229,11 +238,11 @@ impl<const N: usize> Sink<N> {
 
     #[inline]
     fn write(&mut self, bytes: &[u8]) {
-        if self.len + bytes.len() <= N {
+        if self.len + bytes.len() <= self.buf.len() {
             self.append(bytes);
         } else {
             self.flush();
-            if bytes.len() > IN_PLACE.min(N) {
+            if bytes.len() > IN_PLACE.min(self.buf.len()) {
                 self.hasher.update(bytes);
             } else {
                 self.append(bytes);
@@ -267,18 +276,11 @@ impl<const N: usize> Sink<N> {
         self.len_prefix(s.len());
         self.write(s.as_bytes());
     }
-
-    fn finish(mut self) -> Key {
-        self.flush();
-        Key(*self.hasher.finalize().as_bytes())
-    }
 }
 
 /// Hashes one value on its own, for order-independent collections.
 fn digest_of<T: Serialize + ?Sized>(value: &T) -> Result<[u8; 32], KeyError> {
-    let mut sink = Sink::<256>::new(blake3::Hasher::new());
-    value.serialize(&mut sink)?;
-    Ok(*sink.finish().as_bytes())
+    Ok(*hash_with::<256>(blake3::Hasher::new(), |sink| value.serialize(sink))?.as_bytes())
 }
 
 /// Is the outermost type one of the well-known unordered (or sorted) sets?
@@ -292,14 +294,14 @@ fn is_set_type(type_name: &str) -> bool {
 }
 
 /// Entries of a set or a map, hashed one by one and sorted at the end.
-pub(crate) struct Unordered<'a, const N: usize> {
-    sink: &'a mut Sink<N>,
+pub(crate) struct Unordered<'a, 'b> {
+    sink: &'a mut Sink<'b>,
     tag: u8,
     digests: Vec<[u8; 32]>,
     pending_key: Option<blake3::Hasher>,
 }
 
-impl<const N: usize> Unordered<'_, N> {
+impl Unordered<'_, '_> {
     fn end(self) {
         let Unordered {
             sink,
@@ -327,14 +329,14 @@ macro_rules! number {
     };
 }
 
-impl<'a, const N: usize> ser::Serializer for &'a mut Sink<N> {
+impl<'a, 'b> ser::Serializer for &'a mut Sink<'b> {
     type Ok = ();
     type Error = KeyError;
     type SerializeSeq = Self;
     type SerializeTuple = Self;
     type SerializeTupleStruct = Self;
     type SerializeTupleVariant = Self;
-    type SerializeMap = Unordered<'a, N>;
+    type SerializeMap = Unordered<'a, 'b>;
     type SerializeStruct = Self;
     type SerializeStructVariant = Self;
 
@@ -454,7 +456,7 @@ impl<'a, const N: usize> ser::Serializer for &'a mut Sink<N> {
         self.name(variant);
         Ok(self)
     }
-    fn serialize_map(self, len: Option<usize>) -> Result<Unordered<'a, N>, KeyError> {
+    fn serialize_map(self, len: Option<usize>) -> Result<Unordered<'a, 'b>, KeyError> {
         Ok(Unordered {
             sink: self,
             tag: tag::MAP,
@@ -508,7 +510,7 @@ impl<'a, const N: usize> ser::Serializer for &'a mut Sink<N> {
     }
 }
 
-impl<const N: usize> ser::SerializeSeq for &mut Sink<N> {
+impl ser::SerializeSeq for &mut Sink<'_> {
     type Ok = ();
     type Error = KeyError;
     fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), KeyError> {
@@ -520,7 +522,7 @@ impl<const N: usize> ser::SerializeSeq for &mut Sink<N> {
     }
 }
 
-impl<const N: usize> ser::SerializeTuple for &mut Sink<N> {
+impl ser::SerializeTuple for &mut Sink<'_> {
     type Ok = ();
     type Error = KeyError;
     fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), KeyError> {
@@ -532,7 +534,7 @@ impl<const N: usize> ser::SerializeTuple for &mut Sink<N> {
     }
 }
 
-impl<const N: usize> ser::SerializeTupleStruct for &mut Sink<N> {
+impl ser::SerializeTupleStruct for &mut Sink<'_> {
     type Ok = ();
     type Error = KeyError;
     fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), KeyError> {
@@ -544,7 +546,7 @@ impl<const N: usize> ser::SerializeTupleStruct for &mut Sink<N> {
     }
 }
 
-impl<const N: usize> ser::SerializeTupleVariant for &mut Sink<N> {
+impl ser::SerializeTupleVariant for &mut Sink<'_> {
     type Ok = ();
     type Error = KeyError;
     fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), KeyError> {
@@ -556,7 +558,7 @@ impl<const N: usize> ser::SerializeTupleVariant for &mut Sink<N> {
     }
 }
 
-impl<const N: usize> ser::SerializeStruct for &mut Sink<N> {
+impl ser::SerializeStruct for &mut Sink<'_> {
     type Ok = ();
     type Error = KeyError;
     fn serialize_field<T: Serialize + ?Sized>(
@@ -573,7 +575,7 @@ impl<const N: usize> ser::SerializeStruct for &mut Sink<N> {
     }
 }
 
-impl<const N: usize> ser::SerializeStructVariant for &mut Sink<N> {
+impl ser::SerializeStructVariant for &mut Sink<'_> {
     type Ok = ();
     type Error = KeyError;
     fn serialize_field<T: Serialize + ?Sized>(
@@ -590,14 +592,17 @@ impl<const N: usize> ser::SerializeStructVariant for &mut Sink<N> {
     }
 }
 
-impl<const N: usize> ser::SerializeMap for Unordered<'_, N> {
+impl ser::SerializeMap for Unordered<'_, '_> {
     type Ok = ();
     type Error = KeyError;
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), KeyError> {
-        let mut sink = Sink::<256>::new(blake3::Hasher::new());
-        key.serialize(&mut sink)?;
-        sink.flush();
-        self.pending_key = Some(sink.hasher);
+        let mut hasher = blake3::Hasher::new();
+        key.serialize(&mut Sink {
+            hasher: &mut hasher,
+            buf: &mut [],
+            len: 0,
+        })?;
+        self.pending_key = Some(hasher);
         Ok(())
     }
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), KeyError> {
@@ -605,9 +610,8 @@ impl<const N: usize> ser::SerializeMap for Unordered<'_, N> {
             .pending_key
             .take()
             .ok_or_else(|| <KeyError as ser::Error>::custom("map value without a key"))?;
-        let mut sink = Sink::<256>::new(hasher);
-        value.serialize(&mut sink)?;
-        self.digests.push(*sink.finish().as_bytes());
+        let digest = hash_with::<256>(hasher, |sink| value.serialize(sink))?;
+        self.digests.push(*digest.as_bytes());
         Ok(())
     }
     fn end(self) -> Result<(), KeyError> {
@@ -649,8 +653,7 @@ mod tests {
         let v: Vec<(u64, String)> = (0..5000u64)
             .map(|i| (i, "x".repeat((i % 1500) as usize)))
             .collect();
-        let mut small = Sink::<0>::new(blake3::Hasher::new());
-        v.serialize(&mut small).unwrap();
-        assert_eq!(Key::of(&v).unwrap(), small.finish());
+        let unbuffered = hash_with::<0>(blake3::Hasher::new(), |s| v.serialize(s)).unwrap();
+        assert_eq!(Key::of(&v).unwrap(), unbuffered);
     }
 }

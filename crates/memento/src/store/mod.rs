@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 
 mod local;
 
-pub use local::LocalStore;
+pub use local::{LocalStore, ACCESS_GRANULARITY};
 
 /// A place that keeps named objects.
 ///
@@ -38,7 +38,8 @@ pub use local::LocalStore;
 pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Reads the whole object into `out` (cleared first). `Ok(false)` when it
     /// does not exist. A backend may record the access (the local one sets
-    /// the file's modification time, which is the entry's last access).
+    /// the file's modification time, which is the entry's last access, when
+    /// it is more than [`ACCESS_GRANULARITY`] old).
     fn read(&self, name: &str, out: &mut Vec<u8>) -> Result<bool>;
 
     /// Reads `range` of the object into `out` (cleared first); a range past
