@@ -1,7 +1,7 @@
 //! The expansion: the function keeps its signature and its body is rewritten
 //! in place into `memento::Memory::lookup` + compute + `Pending::store`.
 //!
-//! ```ignore
+//! ```text
 //! fn f(x: f64) -> f64 {
 //!     static __MEMENTO_FUNCTION: LazyLock<memento::Function> = ...;
 //!     let __memento_pending = match memory.lookup(&__MEMENTO_FUNCTION, &(key_arg(&x),)) {

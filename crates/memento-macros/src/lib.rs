@@ -9,7 +9,7 @@ mod options;
 
 /// Caches a function's results on disk: see the `memento` crate.
 ///
-/// ```ignore
+/// ```text
 /// #[memento::cache]
 /// fn slow_sine(x: f64) -> f64 { x.sin() }
 /// ```

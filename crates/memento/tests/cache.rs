@@ -368,3 +368,11 @@ fn threads_share_one_memory() {
     let y: u64 = MEM.call(&f, &(3u64,), || unreachable!("stored by the threads"));
     assert_eq!(y, 27);
 }
+
+#[test]
+fn memory_is_clone_send_sync_and_cheap() {
+    fn assert_traits<T: Clone + Send + Sync + 'static>() {}
+    assert_traits::<Memory>();
+    assert_traits::<memento::Function>();
+    assert_eq!(std::mem::size_of::<Memory>(), std::mem::size_of::<usize>());
+}
