@@ -29,7 +29,7 @@ use crate::key::{Key, KEY_FORMAT_VERSION};
 /// assert_eq!(f.full_name(), "my_crate::stats::mean");
 /// assert_eq!(f.folder(), "my_crate/stats/mean");
 /// ```
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Function {
     module: String,
     name: String,
