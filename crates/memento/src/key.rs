@@ -510,87 +510,52 @@ impl<'a, 'b> ser::Serializer for &'a mut Sink<'b> {
     }
 }
 
-impl ser::SerializeSeq for &mut Sink<'_> {
-    type Ok = ();
-    type Error = KeyError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), KeyError> {
-        value.serialize(&mut **self)
-    }
-    fn end(self) -> Result<(), KeyError> {
-        self.tag(tag::END);
-        Ok(())
-    }
+/// Sequences, tuples and tuple-like structs and variants: elements in
+/// order, then `END`.
+macro_rules! elements {
+    ($($trait:ident :: $method:ident),*) => {$(
+        impl ser::$trait for &mut Sink<'_> {
+            type Ok = ();
+            type Error = KeyError;
+            fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), KeyError> {
+                value.serialize(&mut **self)
+            }
+            fn end(self) -> Result<(), KeyError> {
+                self.tag(tag::END);
+                Ok(())
+            }
+        }
+    )*};
 }
+elements!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field
+);
 
-impl ser::SerializeTuple for &mut Sink<'_> {
-    type Ok = ();
-    type Error = KeyError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), KeyError> {
-        value.serialize(&mut **self)
-    }
-    fn end(self) -> Result<(), KeyError> {
-        self.tag(tag::END);
-        Ok(())
-    }
+/// Structs and struct variants: each field's name and value, then `END`.
+macro_rules! fields {
+    ($($trait:ident),*) => {$(
+        impl ser::$trait for &mut Sink<'_> {
+            type Ok = ();
+            type Error = KeyError;
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                key: &'static str,
+                value: &T,
+            ) -> Result<(), KeyError> {
+                self.name(key);
+                value.serialize(&mut **self)
+            }
+            fn end(self) -> Result<(), KeyError> {
+                self.tag(tag::END);
+                Ok(())
+            }
+        }
+    )*};
 }
-
-impl ser::SerializeTupleStruct for &mut Sink<'_> {
-    type Ok = ();
-    type Error = KeyError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), KeyError> {
-        value.serialize(&mut **self)
-    }
-    fn end(self) -> Result<(), KeyError> {
-        self.tag(tag::END);
-        Ok(())
-    }
-}
-
-impl ser::SerializeTupleVariant for &mut Sink<'_> {
-    type Ok = ();
-    type Error = KeyError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), KeyError> {
-        value.serialize(&mut **self)
-    }
-    fn end(self) -> Result<(), KeyError> {
-        self.tag(tag::END);
-        Ok(())
-    }
-}
-
-impl ser::SerializeStruct for &mut Sink<'_> {
-    type Ok = ();
-    type Error = KeyError;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), KeyError> {
-        self.name(key);
-        value.serialize(&mut **self)
-    }
-    fn end(self) -> Result<(), KeyError> {
-        self.tag(tag::END);
-        Ok(())
-    }
-}
-
-impl ser::SerializeStructVariant for &mut Sink<'_> {
-    type Ok = ();
-    type Error = KeyError;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), KeyError> {
-        self.name(key);
-        value.serialize(&mut **self)
-    }
-    fn end(self) -> Result<(), KeyError> {
-        self.tag(tag::END);
-        Ok(())
-    }
-}
+fields!(SerializeStruct, SerializeStructVariant);
 
 impl ser::SerializeMap for Unordered<'_, '_> {
     type Ok = ();

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::fresh_dir;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
@@ -11,15 +13,6 @@ use std::sync::LazyLock;
 use memento::Memory;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-
-fn fresh_dir(name: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("{name}-{}-{nanos}", std::process::id()))
-}
 
 static MEM: LazyLock<Memory> = LazyLock::new(|| Memory::new(fresh_dir("cache")));
 

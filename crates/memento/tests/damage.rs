@@ -4,23 +4,14 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 
-use common::{capture_logs, count, outputs};
+use common::{capture_logs, count, fresh_dir, outputs};
 use memento::store::{LocalStore, Store};
 use memento::{Function, Memory};
 use serde::{Deserialize, Serialize};
-
-fn fresh_dir(name: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("{name}-{}-{nanos}", std::process::id()))
-}
 
 /// Computes `f(x) = x * 2.5` through a *new* Memory (a new process, as far
 /// as the cache can tell) and says whether it ran.
