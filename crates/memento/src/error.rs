@@ -52,6 +52,16 @@ pub enum Error {
         #[source]
         damage: Damage,
     },
+    /// An option's value could not be understood.
+    #[error("invalid {option} {value:?}: expected {expected}")]
+    Option {
+        /// Which kind of option ("size", "duration", ...).
+        option: &'static str,
+        /// The value given.
+        value: String,
+        /// What would have been understood.
+        expected: String,
+    },
     /// A name given to the store would leave the cache location.
     #[error("invalid object name {0:?}: names are relative, '/'-separated, without empty, '.' or '..' parts")]
     InvalidName(String),

@@ -97,12 +97,14 @@
 pub mod codec;
 pub mod entry;
 mod error;
+pub mod evict;
 mod function;
 pub mod key;
 mod memory;
 pub mod store;
 
 pub use error::{Error, Result};
+pub use evict::{FunctionStats, Limits, Stats};
 pub use function::{Function, FunctionRecord};
 pub use key::{Key, KeyError};
 pub use memento_macros::cache;

@@ -8,9 +8,10 @@ use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -18,6 +19,7 @@ use serde::Serialize;
 use crate::codec::{self, HEADER_LEN};
 use crate::entry;
 use crate::error::{Error, Result};
+use crate::evict::{self, Inventory, Limits, Stats};
 use crate::function::{Function, FunctionRecord, Shape};
 use crate::key::{self, Key};
 use crate::store::{LocalStore, Store};
@@ -93,12 +95,37 @@ struct Inner {
     functions: RwLock<HashMap<[u8; 32], Arc<FnState>, BuildHasherDefault<KeyIdHasher>>>,
     hot: Hot,
     warned_io: AtomicBool,
+    usage: Mutex<Usage>,
+    reducing: Mutex<()>,
 }
 
 #[derive(Clone)]
 struct Options {
     location: Option<PathBuf>,
     in_memory_bytes: u64,
+    limits: Limits,
+}
+
+/// Running count of what the store holds, from the last listing plus this
+/// Memory's writes since.
+#[derive(Default)]
+struct Usage {
+    /// (bytes, items); `None` until the first listing.
+    known: Option<(u64, u64)>,
+    last_scan: Option<Instant>,
+}
+
+/// Automatic eviction brings each limit down to this fraction of itself, so
+/// that the next listing is many writes away.
+const AUTO_FRACTION: f64 = 0.9;
+
+/// What [`Memory::reduce_size`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reduction {
+    /// Stored results removed.
+    pub removed: u64,
+    /// Bytes freed.
+    pub freed_bytes: u64,
 }
 
 /// Per-Memory state of one function.
@@ -156,6 +183,7 @@ impl Memory {
             Options {
                 location: Some(path),
                 in_memory_bytes: DEFAULT_IN_MEMORY_BYTES,
+                limits: Limits::default(),
             },
         )
     }
@@ -163,11 +191,45 @@ impl Memory {
     /// The default cache: the folder named by `MEMENTO_DIR`, else `.memento`
     /// in the current directory. `#[memento::cache]` without `memory = ..`
     /// uses one such Memory for the whole process.
+    ///
+    /// Limits come from `MEMENTO_BYTES_LIMIT` (a size such as `10GB`),
+    /// `MEMENTO_ITEMS_LIMIT` (a number) and `MEMENTO_AGE_LIMIT` (a duration
+    /// such as `30d`); a value that cannot be read is ignored with a warning.
     pub fn from_env() -> Memory {
-        match std::env::var_os(MEMENTO_DIR) {
+        let mut memory = match std::env::var_os(MEMENTO_DIR) {
             Some(dir) if !dir.is_empty() => Memory::new(dir),
             _ => Memory::new(DEFAULT_DIR),
+        };
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let warn = |name: &str, e: Error| {
+            tracing::warn!("{name}: {e}; the limit is not applied");
+        };
+        if let Some(v) = var("MEMENTO_BYTES_LIMIT") {
+            match evict::parse_size(&v) {
+                Ok(n) => memory = memory.bytes_limit(n),
+                Err(e) => warn("MEMENTO_BYTES_LIMIT", e),
+            }
         }
+        if let Some(v) = var("MEMENTO_ITEMS_LIMIT") {
+            match v.trim().parse::<u64>() {
+                Ok(n) => memory = memory.items_limit(n),
+                Err(_) => warn(
+                    "MEMENTO_ITEMS_LIMIT",
+                    Error::Option {
+                        option: "number of items",
+                        value: v,
+                        expected: "a whole number such as 10000".into(),
+                    },
+                ),
+            }
+        }
+        if let Some(v) = var("MEMENTO_AGE_LIMIT") {
+            match evict::parse_duration(&v) {
+                Ok(d) => memory = memory.age_limit(d),
+                Err(e) => warn("MEMENTO_AGE_LIMIT", e),
+            }
+        }
+        memory
     }
 
     /// A cache kept by another [`Store`] backend.
@@ -184,6 +246,7 @@ impl Memory {
             Options {
                 location: None,
                 in_memory_bytes: DEFAULT_IN_MEMORY_BYTES,
+                limits: Limits::default(),
             },
         )
     }
@@ -196,6 +259,8 @@ impl Memory {
                 options,
                 functions: RwLock::new(HashMap::default()),
                 warned_io: AtomicBool::new(false),
+                usage: Mutex::new(Usage::default()),
+                reducing: Mutex::new(()),
             }),
         }
     }
@@ -209,9 +274,192 @@ impl Memory {
     /// # let _ = memory;
     /// ```
     pub fn in_memory_limit(self, bytes: u64) -> Memory {
+        self.with_options(|o| o.in_memory_bytes = bytes)
+    }
+
+    fn with_options(self, change: impl FnOnce(&mut Options)) -> Memory {
         let mut options = self.inner.options.clone();
-        options.in_memory_bytes = bytes;
+        change(&mut options);
         Memory::build(self.inner.store.clone(), options)
+    }
+
+    /// Keeps the bytes stored under the location (outputs, metadata,
+    /// records) at most `bytes`: after a write that crosses it, the least
+    /// recently used results are removed.
+    ///
+    /// ```
+    /// let memory = memento::Memory::new("cache").bytes_limit(10 << 30);
+    /// assert_eq!(memory.limits().bytes, Some(10 << 30));
+    /// ```
+    pub fn bytes_limit(self, bytes: u64) -> Memory {
+        self.with_options(|o| o.limits.bytes = Some(bytes))
+    }
+
+    /// Keeps at most `items` stored results (least recently used go first).
+    pub fn items_limit(self, items: u64) -> Memory {
+        self.with_options(|o| o.limits.items = Some(items))
+    }
+
+    /// Removes results not used for longer than `age`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let memory = memento::Memory::new("cache").age_limit(Duration::from_secs(30 * 86400));
+    /// # let _ = memory;
+    /// ```
+    pub fn age_limit(self, age: Duration) -> Memory {
+        self.with_options(|o| o.limits.age = Some(age))
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        self.inner.options.limits
+    }
+
+    /// Removes least recently used results until every limit holds, now.
+    /// Writes do this by themselves when a limit is crossed.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let memory = memento::Memory::new(dir.path());
+    /// let f = memento::Function::new("docs", "id");
+    /// for i in 0..10u32 {
+    ///     let _: u32 = memory.call(&f, &i, || i);
+    /// }
+    /// let reduced = memory.clone().items_limit(3).reduce_size().unwrap();
+    /// assert_eq!(reduced.removed, 7);
+    /// assert_eq!(memory.stats().unwrap().entries, 3);
+    /// ```
+    pub fn reduce_size(&self) -> Result<Reduction> {
+        self.reduce(1.0, true)
+    }
+
+    fn reduce(&self, fraction: f64, wait: bool) -> Result<Reduction> {
+        let _guard = if wait {
+            self.inner
+                .reducing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+        } else {
+            match self.inner.reducing.try_lock() {
+                Ok(guard) => guard,
+                // Another thread of this Memory is at it.
+                Err(_) => return Ok(Reduction::default()),
+            }
+        };
+        let store = &*self.inner.store;
+        let inventory = Inventory::scan(store)?;
+        let limits = self.inner.options.limits;
+        let mut done = Reduction::default();
+        let mut first_error = None;
+        for victim in inventory.victims(&limits, fraction, SystemTime::now()) {
+            match store.delete_prefix(&victim.dir) {
+                Ok(()) => {
+                    done.removed += u64::from(victim.complete);
+                    done.freed_bytes += victim.bytes;
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        {
+            let mut usage = self.inner.usage.lock().unwrap_or_else(|e| e.into_inner());
+            usage.known = Some((
+                inventory.bytes().saturating_sub(done.freed_bytes),
+                inventory.items().saturating_sub(done.removed),
+            ));
+            usage.last_scan = Some(Instant::now());
+        }
+        if done.removed > 0 {
+            tracing::info!(
+                "{}: removed {} least recently used result(s), {}",
+                self.location(),
+                done.removed,
+                bytesize::ByteSize::b(done.freed_bytes)
+            );
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(done),
+        }
+    }
+
+    /// Counts a write of `added` bytes; lists and evicts when a limit is
+    /// crossed (or an age limit is due).
+    fn after_write(&self, added: u64) {
+        let limits = self.inner.options.limits;
+        if !limits.any() {
+            return;
+        }
+        let due = {
+            let mut usage = self.inner.usage.lock().unwrap_or_else(|e| e.into_inner());
+            let over = match &mut usage.known {
+                None => true,
+                Some((bytes, items)) => {
+                    *bytes += added;
+                    *items += 1;
+                    limits.bytes.is_some_and(|l| *bytes > l)
+                        || limits.items.is_some_and(|l| *items > l)
+                }
+            };
+            let age_due = limits.age.is_some_and(|age| {
+                usage
+                    .last_scan
+                    .is_none_or(|t| t.elapsed() >= (age / 4).max(Duration::from_secs(1)))
+            });
+            over || age_due
+        };
+        if due {
+            if let Err(e) = self.reduce(AUTO_FRACTION, false) {
+                self.report_io(&e);
+            }
+        }
+    }
+
+    /// What the cache holds: results and bytes, per function.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let memory = memento::Memory::new(dir.path());
+    /// let f = memento::Function::new("docs", "twice");
+    /// let _: u32 = memory.call(&f, &2u32, || 4);
+    /// let stats = memory.stats().unwrap();
+    /// assert_eq!(stats.entries, 1);
+    /// assert_eq!(stats.functions[0].name, "docs::twice");
+    /// ```
+    pub fn stats(&self) -> Result<Stats> {
+        let store = &*self.inner.store;
+        Ok(Stats::of(&Inventory::scan(store)?, store))
+    }
+
+    /// Removes every stored result of every function (the location itself
+    /// and its `.gitignore` stay).
+    pub fn clear(&self) -> Result<()> {
+        let store = &*self.inner.store;
+        let mut tops: Vec<String> = store
+            .list("")?
+            .into_iter()
+            .filter_map(|name| name.split('/').next().map(str::to_string))
+            .filter(|top| top != ".gitignore")
+            .collect();
+        tops.dedup();
+        for top in tops {
+            store.delete_prefix(&top)?;
+        }
+        self.forget();
+        Ok(())
+    }
+
+    /// Forgets what this Memory knew of the store (after a clear).
+    fn forget(&self) {
+        self.inner.hot.clear();
+        self.inner
+            .functions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        *self.inner.usage.lock().unwrap_or_else(|e| e.into_inner()) = Usage::default();
     }
 
     /// Where the results live (a folder).
@@ -307,9 +555,15 @@ impl Memory {
                 return Lookup::Miss(self.pending(function, None, None, shape, String::new()));
             }
         };
-        if let Some(payload) = self.inner.hot.get(&key) {
+        if let Some((payload, touch)) = self.inner.hot.get(&key) {
             if let Ok(value) = codec::decode::<T>(&payload) {
                 tracing::debug!("{}: hit in memory ({key})", function.full_name());
+                if touch {
+                    let name = EntryName::new(function.folder(), &key, "output.bin");
+                    if let Err(e) = self.inner.store.touch(name.as_str()) {
+                        self.report_io(&e);
+                    }
+                }
                 return Lookup::Hit(value);
             }
             self.inner.hot.remove(&key);
@@ -453,15 +707,17 @@ impl Memory {
         }
         if !stale.is_empty() {
             match self.write_record(&name, &record) {
-                Ok(()) => state.record_on_disk.store(true, Ordering::Release),
+                Ok(_) => state.record_on_disk.store(true, Ordering::Release),
                 Err(e) => self.report_io(&e),
             }
         }
     }
 
-    fn write_record(&self, name: &str, record: &FunctionRecord) -> Result<()> {
+    /// Writes `function.json`; returns its size.
+    fn write_record(&self, name: &str, record: &FunctionRecord) -> Result<u64> {
         let json = serde_json::to_vec_pretty(record).unwrap_or_default();
-        self.inner.store.write(name, &json)
+        self.inner.store.write(name, &json)?;
+        Ok(json.len() as u64)
     }
 
     /// Removes every entry folder (`xx/<62 hex>/`) of `function`; other
@@ -503,10 +759,12 @@ impl Memory {
             type_name: std::any::type_name::<T>(),
             message: e.to_string(),
         })?;
+        let mut written = 0;
         if let Some(state) = &pending.state {
             if !state.record_on_disk.load(Ordering::Acquire) {
                 let record = function.record(pending.shape, std::any::type_name::<T>());
-                self.write_record(&format!("{}/function.json", function.folder()), &record)?;
+                written +=
+                    self.write_record(&format!("{}/function.json", function.folder()), &record)?;
                 state.record_on_disk.store(true, Ordering::Release);
             }
         }
@@ -522,8 +780,12 @@ impl Memory {
             let json = serde_json::to_vec_pretty(&meta).unwrap_or_default();
             let name = EntryName::new(function.folder(), key, "metadata.json");
             self.inner.store.write(name.as_str(), &json)?;
+            written += (bytes.len() + json.len()) as u64;
         }
         self.inner.hot.insert(*key, &bytes[HEADER_LEN..]);
+        if written > 0 {
+            self.after_write(written);
+        }
         Ok(())
     }
 
@@ -664,34 +926,58 @@ impl Hasher for KeyIdHasher {
 /// repeated hit in one process costs a map lookup and a decode.
 struct Hot {
     limit: u64,
+    /// Zero point of `HotEntry::touched`.
+    base: Instant,
     map: RwLock<HotMap>,
 }
 
 #[derive(Default)]
 struct HotMap {
     bytes: u64,
-    entries: HashMap<Key, Arc<[u8]>, BuildHasherDefault<KeyIdHasher>>,
+    entries: HashMap<Key, HotEntry, BuildHasherDefault<KeyIdHasher>>,
 }
+
+struct HotEntry {
+    payload: Arc<[u8]>,
+    /// Seconds after `Hot::base` when the store last recorded an access.
+    touched: AtomicU64,
+}
+
+/// How often, at most, a result served from memory has its last access
+/// recorded in the store.
+const TOUCH_EVERY: u64 = 60;
 
 impl Hot {
     fn new(limit: u64) -> Hot {
         Hot {
             limit,
+            base: Instant::now(),
             map: RwLock::new(HotMap::default()),
         }
     }
 
+    fn now(&self) -> u64 {
+        self.base.elapsed().as_secs()
+    }
+
+    /// The payload, and whether the store should record an access (true at
+    /// most once a minute per result, so that results used only from
+    /// memory do not look unused to eviction).
     #[inline]
-    fn get(&self, key: &Key) -> Option<Arc<[u8]>> {
+    fn get(&self, key: &Key) -> Option<(Arc<[u8]>, bool)> {
         if self.limit == 0 {
             return None;
         }
-        self.map
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .entries
-            .get(key)
-            .cloned()
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        let entry = map.entries.get(key)?;
+        let now = self.now();
+        let touched = entry.touched.load(Ordering::Relaxed);
+        let touch = now >= touched + TOUCH_EVERY
+            && entry
+                .touched
+                .compare_exchange(touched, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok();
+        Some((entry.payload.clone(), touch))
     }
 
     fn insert(&self, key: Key, payload: &[u8]) {
@@ -699,6 +985,7 @@ impl Hot {
         if self.limit == 0 || size > self.limit / 16 {
             return;
         }
+        let now = self.now();
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
         if map.entries.contains_key(&key) {
             return;
@@ -708,18 +995,28 @@ impl Hot {
                 break;
             };
             if let Some(old) = map.entries.remove(&victim) {
-                map.bytes -= old.len() as u64;
+                map.bytes -= old.payload.len() as u64;
             }
         }
         map.bytes += size;
-        map.entries.insert(key, Arc::from(payload));
+        map.entries.insert(
+            key,
+            HotEntry {
+                payload: Arc::from(payload),
+                touched: AtomicU64::new(now),
+            },
+        );
     }
 
     fn remove(&self, key: &Key) {
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
         if let Some(old) = map.entries.remove(key) {
-            map.bytes -= old.len() as u64;
+            map.bytes -= old.payload.len() as u64;
         }
+    }
+
+    fn clear(&self) {
+        *self.map.write().unwrap_or_else(|e| e.into_inner()) = HotMap::default();
     }
 }
 

@@ -263,8 +263,8 @@ impl Store for FullDisk {
     fn write(&self, _: &str, _: &[u8]) -> memento::Result<()> {
         Err(full())
     }
-    fn list(&self, prefix: &str) -> memento::Result<Vec<String>> {
-        self.0.list(prefix)
+    fn list_meta(&self, prefix: &str) -> memento::Result<Vec<memento::store::ObjectMeta>> {
+        self.0.list_meta(prefix)
     }
     fn delete(&self, name: &str) -> memento::Result<()> {
         self.0.delete(name)

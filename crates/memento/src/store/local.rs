@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
-use super::{check_name, Store};
+use super::{check_name, ObjectMeta, Store};
 use crate::error::{Error, Result};
 
 /// Prefix of temporary files; listings skip them and a later cleanup may
@@ -197,14 +197,14 @@ impl Store for LocalStore {
         Ok(())
     }
 
-    fn list(&self, prefix: &str) -> Result<Vec<String>> {
+    fn list_meta(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         let start = if prefix.is_empty() {
             self.root.clone()
         } else {
             check_name(prefix)?;
             self.root.join(prefix)
         };
-        let mut names = Vec::new();
+        let mut found = Vec::new();
         let mut stack = vec![start];
         while let Some(dir) = stack.pop() {
             let entries = match fs::read_dir(&dir) {
@@ -213,27 +213,47 @@ impl Store for LocalStore {
                 Err(e) => return Err(Error::io("list", &dir, e)),
             };
             for entry in entries {
-                let entry = entry.map_err(|e| Error::io("list", &dir, e))?;
-                let file_name = entry.file_name();
-                let file_name = file_name.to_string_lossy();
-                if file_name.starts_with(TEMP_PREFIX) {
+                let entry = match entry {
+                    Ok(entry) => entry,
+                    // Removed while listing (another process's cleanup).
+                    Err(e) if absent(&e) => continue,
+                    Err(e) => return Err(Error::io("list", &dir, e)),
+                };
+                if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
                     continue;
                 }
                 let path = entry.path();
-                let is_dir = entry
-                    .file_type()
-                    .map_err(|e| Error::io("list", &path, e))?
-                    .is_dir();
-                if is_dir {
+                let meta = match entry.metadata() {
+                    Ok(meta) => meta,
+                    Err(e) if absent(&e) => continue,
+                    Err(e) => return Err(Error::io("list", &path, e)),
+                };
+                if meta.is_dir() {
                     stack.push(path);
                 } else if let Ok(rel) = path.strip_prefix(&self.root) {
                     let parts: Vec<_> = rel.iter().map(|p| p.to_string_lossy()).collect();
-                    names.push(parts.join("/"));
+                    found.push(ObjectMeta {
+                        name: parts.join("/"),
+                        size: meta.len(),
+                        modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                    });
                 }
             }
         }
-        names.sort();
-        Ok(names)
+        found.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(found)
+    }
+
+    fn touch(&self, name: &str) -> Result<()> {
+        check_name(name)?;
+        self.with_path(name, |path| match File::open(path) {
+            Ok(file) => {
+                let _ = file.set_modified(SystemTime::now());
+                Ok(())
+            }
+            Err(e) if absent(&e) => Ok(()),
+            Err(e) => Err(Error::io("open", path, e)),
+        })
     }
 
     fn delete(&self, name: &str) -> Result<()> {

@@ -10,6 +10,7 @@
 
 use std::fmt;
 use std::ops::Range;
+use std::time::SystemTime;
 
 use crate::error::{Error, Result};
 
@@ -54,9 +55,25 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Writes the object, replacing any previous one atomically.
     fn write(&self, name: &str, bytes: &[u8]) -> Result<()>;
 
-    /// Names of all objects whose name starts with the folder `prefix`
-    /// (`""` for all), sorted.
-    fn list(&self, prefix: &str) -> Result<Vec<String>>;
+    /// Every object under the folder `prefix` (`""` for all) with its size
+    /// and last modification (for entries: last access), sorted by name.
+    fn list_meta(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
+
+    /// Names of all objects under the folder `prefix` (`""` for all), sorted.
+    fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        Ok(self
+            .list_meta(prefix)?
+            .into_iter()
+            .map(|m| m.name)
+            .collect())
+    }
+
+    /// Records an access to the object (its last access time), if the
+    /// backend keeps one. Missing objects are not an error.
+    fn touch(&self, name: &str) -> Result<()> {
+        let _ = name;
+        Ok(())
+    }
 
     /// Deletes the object; deleting a missing object is not an error.
     fn delete(&self, name: &str) -> Result<()>;
@@ -71,6 +88,17 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Where the objects live, for messages (a folder, a URL).
     fn location(&self) -> String;
+}
+
+/// An object as listed: its name, size and last modification time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// The object's name.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// When it was last written or, for entries, last read.
+    pub modified: SystemTime,
 }
 
 /// Checks that `name` is relative, '/'-separated, with no empty, `.` or `..`

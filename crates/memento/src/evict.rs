@@ -1,0 +1,345 @@
+//! Eviction: what a cache holds (an inventory from one listing of the
+//! store), and which entries go when a limit is exceeded: the least recently
+//! used first.
+//!
+//! Last access is the modification time of an entry's `output.bin` (a hit
+//! read from disk, or a repeated hit from memory, sets it when it is more
+//! than a minute old). [`Memory`](crate::Memory) keeps a running count of the
+//! bytes and entries it writes, so it lists the store only when that count
+//! crosses a limit (or an age limit is due), then removes entries down to 90%
+//! of each limit, so that the next listing is many writes away.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use crate::error::{Error, Result};
+use crate::function::FunctionRecord;
+use crate::store::{ObjectMeta, Store};
+
+/// Limits on what a cache holds. `None` is no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Total bytes under the location (outputs, metadata, records).
+    pub bytes: Option<u64>,
+    /// Number of stored results.
+    pub items: Option<u64>,
+    /// Longest time since a result's last access.
+    pub age: Option<Duration>,
+}
+
+impl Limits {
+    /// Is any limit set?
+    pub fn any(&self) -> bool {
+        self.bytes.is_some() || self.items.is_some() || self.age.is_some()
+    }
+}
+
+/// One stored result, as found in a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryInfo {
+    /// The function's folder (`my_crate/module/f`).
+    pub function_folder: String,
+    /// The entry's folder (`my_crate/module/f/ab/<62 hex>`).
+    pub dir: String,
+    /// The key, hex.
+    pub key: String,
+    /// Bytes of all its files.
+    pub bytes: u64,
+    /// Last access: `output.bin`'s modification time.
+    pub last_access: SystemTime,
+    /// False for a folder without `output.bin` (an interrupted write):
+    /// such leftovers go first.
+    pub complete: bool,
+}
+
+/// Everything under a location, grouped into entries.
+#[derive(Debug, Clone, Default)]
+pub struct Inventory {
+    /// The stored results, least recently used first.
+    pub entries: Vec<EntryInfo>,
+    /// Other files: `function.json`, `.gitignore`, stray files.
+    pub others: Vec<ObjectMeta>,
+}
+
+/// Splits `folder/ab/<62 hex>/file` into `(folder, dir, key, file)`.
+pub(crate) fn parse_entry_name(name: &str) -> Option<(&str, &str, String, &str)> {
+    let (dir, file) = name.rsplit_once('/')?;
+    let (rest, entry) = dir.rsplit_once('/')?;
+    let (folder, shard) = rest.rsplit_once('/')?;
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    (hex(shard, 2) && hex(entry, 62)).then(|| (folder, dir, format!("{shard}{entry}"), file))
+}
+
+impl Inventory {
+    /// Lists the whole store once.
+    pub fn scan(store: &dyn Store) -> Result<Inventory> {
+        Inventory::scan_prefix(store, "")
+    }
+
+    /// Lists the store under the folder `prefix` (`""` for all).
+    pub fn scan_prefix(store: &dyn Store, prefix: &str) -> Result<Inventory> {
+        let mut entries: BTreeMap<String, EntryInfo> = BTreeMap::new();
+        let mut others = Vec::new();
+        for object in store.list_meta(prefix)? {
+            let Some((folder, dir, key, file)) = parse_entry_name(&object.name) else {
+                others.push(object);
+                continue;
+            };
+            let entry = entries.entry(dir.to_string()).or_insert_with(|| EntryInfo {
+                function_folder: folder.to_string(),
+                dir: dir.to_string(),
+                key,
+                bytes: 0,
+                last_access: SystemTime::UNIX_EPOCH,
+                complete: false,
+            });
+            entry.bytes += object.size;
+            if file == "output.bin" {
+                entry.complete = true;
+                entry.last_access = object.modified;
+            }
+        }
+        let mut entries: Vec<EntryInfo> = entries.into_values().collect();
+        entries.sort_by_key(|e| (e.complete, e.last_access));
+        Ok(Inventory { entries, others })
+    }
+
+    /// Bytes of everything listed.
+    pub fn bytes(&self) -> u64 {
+        self.entries.iter().map(|e| e.bytes).sum::<u64>()
+            + self.others.iter().map(|o| o.size).sum::<u64>()
+    }
+
+    /// Number of stored results.
+    pub fn items(&self) -> u64 {
+        self.entries.iter().filter(|e| e.complete).count() as u64
+    }
+
+    /// The entries to remove so that every limit holds with `fraction` of
+    /// its room (1.0: exactly the limit; 0.9: 10% below it), least recently
+    /// used first. Incomplete entries always go.
+    pub fn victims(&self, limits: &Limits, fraction: f64, now: SystemTime) -> Vec<&EntryInfo> {
+        let target = |limit: u64| (limit as f64 * fraction) as u64;
+        let mut bytes = self.bytes();
+        let mut items = self.items();
+        let mut out = Vec::new();
+        for entry in &self.entries {
+            let too_old = limits.age.is_some_and(|age| {
+                now.duration_since(entry.last_access)
+                    .is_ok_and(|since| since > age)
+            });
+            let over = limits.bytes.is_some_and(|b| bytes > target(b))
+                || limits.items.is_some_and(|n| items > target(n));
+            if !entry.complete || too_old || over {
+                bytes -= entry.bytes;
+                items -= u64::from(entry.complete);
+                out.push(entry);
+            }
+        }
+        out
+    }
+}
+
+/// What a cache holds, per function.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stats {
+    /// Number of stored results.
+    pub entries: u64,
+    /// Bytes under the location.
+    pub bytes: u64,
+    /// Per function, sorted by name.
+    pub functions: Vec<FunctionStats>,
+}
+
+/// What a cache holds for one function.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FunctionStats {
+    /// `module::name` from `function.json` (the folder if it has none).
+    pub name: String,
+    /// The function's folder.
+    pub folder: String,
+    /// Number of stored results.
+    pub entries: u64,
+    /// Bytes of its results and its record.
+    pub bytes: u64,
+    /// The most recent last access among its results.
+    pub last_access: Option<SystemTime>,
+}
+
+impl Stats {
+    /// Gathers the statistics of an inventory, reading each function's
+    /// record for its name.
+    pub fn of(inventory: &Inventory, store: &dyn Store) -> Stats {
+        let mut functions: BTreeMap<String, FunctionStats> = BTreeMap::new();
+        fn stats_of<'a>(
+            functions: &'a mut BTreeMap<String, FunctionStats>,
+            folder: &str,
+        ) -> &'a mut FunctionStats {
+            functions
+                .entry(folder.to_string())
+                .or_insert_with(|| FunctionStats {
+                    name: folder.replace('/', "::"),
+                    folder: folder.to_string(),
+                    entries: 0,
+                    bytes: 0,
+                    last_access: None,
+                })
+        }
+        for entry in inventory.entries.iter() {
+            let f = stats_of(&mut functions, &entry.function_folder);
+            f.bytes += entry.bytes;
+            if entry.complete {
+                f.entries += 1;
+                f.last_access = f.last_access.max(Some(entry.last_access));
+            }
+        }
+        for other in &inventory.others {
+            if let Some(folder) = other.name.strip_suffix("/function.json") {
+                let mut buf = Vec::new();
+                let record = store
+                    .read(&other.name, &mut buf)
+                    .ok()
+                    .and_then(|_| serde_json::from_slice::<FunctionRecord>(&buf).ok());
+                let f = stats_of(&mut functions, folder);
+                f.bytes += other.size;
+                if let Some(record) = record {
+                    f.name = record.function;
+                }
+            }
+        }
+        let mut functions: Vec<FunctionStats> = functions.into_values().collect();
+        functions.sort_by(|a, b| a.name.cmp(&b.name));
+        Stats {
+            entries: inventory.items(),
+            bytes: inventory.bytes(),
+            functions,
+        }
+    }
+}
+
+/// Parses a size such as `10GB`, `512 MiB` or `1000` (bytes).
+///
+/// ```
+/// assert_eq!(memento::evict::parse_size("10GB").unwrap(), 10_000_000_000);
+/// assert_eq!(memento::evict::parse_size("1 KiB").unwrap(), 1024);
+/// assert!(memento::evict::parse_size("ten").is_err());
+/// ```
+pub fn parse_size(text: &str) -> Result<u64> {
+    text.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| Error::Option {
+            option: "size",
+            value: text.to_string(),
+            expected: format!("a size such as 500MB, 10GB or 2GiB ({e})"),
+        })
+}
+
+/// Parses a duration such as `30d`, `12h`, `15m`, `90s` or `2w`.
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(memento::evict::parse_duration("7d").unwrap(), Duration::from_secs(7 * 86400));
+/// assert_eq!(memento::evict::parse_duration("90s").unwrap(), Duration::from_secs(90));
+/// assert!(memento::evict::parse_duration("soon").is_err());
+/// ```
+pub fn parse_duration(text: &str) -> Result<Duration> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let seconds = match unit.trim() {
+        "s" | "sec" | "secs" | "second" | "seconds" => 1.0,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60.0,
+        "h" | "hour" | "hours" => 3600.0,
+        "d" | "day" | "days" => 86_400.0,
+        "w" | "week" | "weeks" => 604_800.0,
+        _ => f64::NAN,
+    };
+    match number.parse::<f64>() {
+        Ok(n) if seconds.is_finite() && n >= 0.0 => Ok(Duration::from_secs_f64(n * seconds)),
+        _ => Err(Error::Option {
+            option: "duration",
+            value: text.to_string(),
+            expected: "a number and a unit: s, m, h, d or w (for example 30d or 12h)".into(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str, bytes: u64, age_s: u64, complete: bool) -> EntryInfo {
+        EntryInfo {
+            function_folder: "f".into(),
+            dir: name.into(),
+            key: name.into(),
+            bytes,
+            last_access: SystemTime::UNIX_EPOCH + Duration::from_secs(1000 - age_s),
+            complete,
+        }
+    }
+
+    fn inventory(mut entries: Vec<EntryInfo>) -> Inventory {
+        entries.sort_by_key(|e| (e.complete, e.last_access));
+        Inventory {
+            entries,
+            others: Vec::new(),
+        }
+    }
+
+    fn names(v: Vec<&EntryInfo>) -> Vec<&str> {
+        v.into_iter().map(|e| e.dir.as_str()).collect()
+    }
+
+    #[test]
+    fn least_recently_used_go_first() {
+        let inv = inventory(vec![
+            entry("new", 10, 1, true),
+            entry("old", 10, 100, true),
+            entry("mid", 10, 50, true),
+        ]);
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        let bytes = Limits {
+            bytes: Some(20),
+            ..Limits::default()
+        };
+        assert_eq!(names(inv.victims(&bytes, 1.0, now)), ["old"]);
+        assert_eq!(names(inv.victims(&bytes, 0.5, now)), ["old", "mid"]);
+        let items = Limits {
+            items: Some(1),
+            ..Limits::default()
+        };
+        assert_eq!(names(inv.victims(&items, 1.0, now)), ["old", "mid"]);
+        let age = Limits {
+            age: Some(Duration::from_secs(60)),
+            ..Limits::default()
+        };
+        assert_eq!(names(inv.victims(&age, 1.0, now)), ["old"]);
+        assert!(inv.victims(&Limits::default(), 1.0, now).is_empty());
+    }
+
+    #[test]
+    fn leftovers_always_go() {
+        let inv = inventory(vec![
+            entry("whole", 10, 1, true),
+            entry("half", 3, 0, false),
+        ]);
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        assert_eq!(names(inv.victims(&Limits::default(), 1.0, now)), ["half"]);
+    }
+
+    #[test]
+    fn entry_names_parse() {
+        let key = "ab".to_string() + &"c".repeat(62);
+        let name = format!("m/f/ab/{}/output.bin", &key[2..]);
+        let (folder, dir, k, file) = parse_entry_name(&name).unwrap();
+        assert_eq!((folder, file), ("m/f", "output.bin"));
+        assert_eq!(dir, format!("m/f/ab/{}", &key[2..]));
+        assert_eq!(k, key);
+        assert!(parse_entry_name("m/f/function.json").is_none());
+        assert!(parse_entry_name("m/f/zz/short/output.bin").is_none());
+    }
+}
