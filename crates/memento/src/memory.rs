@@ -1041,6 +1041,20 @@ mod tests {
     }
 
     #[test]
+    fn hot_hits_record_access_once_a_minute() {
+        let mut hot = Hot::new(1 << 20);
+        hot.base = Instant::now() - Duration::from_secs(600);
+        let key = Key::of(&1u8).unwrap();
+        hot.insert(key, b"x");
+        assert!(!hot.get(&key).unwrap().1, "just stored: recorded");
+        hot.map.read().unwrap().entries[&key]
+            .touched
+            .store(600 - TOUCH_EVERY, Ordering::Relaxed);
+        assert!(hot.get(&key).unwrap().1, "a minute later: record again");
+        assert!(!hot.get(&key).unwrap().1, "then not before another minute");
+    }
+
+    #[test]
     fn hot_layer_stays_bounded() {
         let hot = Hot::new(16 * 100);
         for i in 0..1000u32 {

@@ -1,0 +1,224 @@
+//! Limits: eviction order under each limit, amortized enforcement, clear,
+//! stats.
+
+mod common;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use common::{fresh_dir, outputs};
+use memento::store::{LocalStore, ObjectMeta, Store};
+use memento::{Function, Memory};
+
+fn f() -> Function {
+    Function::new("limits", "blob")
+}
+
+/// Stores a 1000-byte result for `i`.
+fn put(memory: &Memory, i: u32) {
+    let v: Vec<u8> = memory.call(&f(), &i, || vec![i as u8; 1000]);
+    assert_eq!(v, vec![i as u8; 1000]);
+}
+
+fn entry_of(dir: &Path, i: u32) -> std::path::PathBuf {
+    // Entries are told apart by their metadata's arguments.
+    for out in outputs(dir) {
+        let meta = std::fs::read_to_string(out.with_file_name("metadata.json")).unwrap();
+        if meta.contains(&format!("\"args\": \"{i}\"")) {
+            return out;
+        }
+    }
+    panic!("no entry for {i}");
+}
+
+fn age(dir: &Path, i: u32, ago: Duration) {
+    let out = entry_of(dir, i);
+    let file = std::fs::File::options().write(true).open(&out).unwrap();
+    file.set_modified(SystemTime::now() - ago).unwrap();
+}
+
+fn stored(dir: &Path) -> Vec<u32> {
+    let mut found: Vec<u32> = outputs(dir)
+        .into_iter()
+        .map(|out| {
+            let meta: memento::entry::Metadata = serde_json::from_slice(
+                &std::fs::read(out.with_file_name("metadata.json")).unwrap(),
+            )
+            .unwrap();
+            meta.args.parse().unwrap()
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+#[test]
+fn least_recently_used_go_first() {
+    let dir = fresh_dir("lru");
+    let memory = Memory::new(&dir);
+    for i in 0..4 {
+        put(&memory, i);
+    }
+    let hour = Duration::from_secs(3600);
+    for (i, hours) in [(0, 4), (1, 3), (2, 2), (3, 1)] {
+        age(&dir, i, hour * hours);
+    }
+    // Reading 0 from disk (a fresh Memory) makes it the most recently used.
+    put(&Memory::new(&dir), 0);
+    let reduced = Memory::new(&dir).items_limit(2).reduce_size().unwrap();
+    assert_eq!(reduced.removed, 2);
+    assert_eq!(stored(&dir), [0, 3]);
+}
+
+#[test]
+fn bytes_limit_holds_after_every_write() {
+    let dir = fresh_dir("bytes");
+    let limit = 20_000;
+    let memory = Memory::new(&dir).bytes_limit(limit);
+    let mut largest_entry = 0;
+    for i in 0..60 {
+        put(&memory, i);
+        let stats = memory.stats().unwrap();
+        let entry = stats.bytes / stats.entries.max(1);
+        largest_entry = largest_entry.max(entry);
+        assert!(
+            stats.bytes <= limit + 2 * largest_entry,
+            "write {i}: {} bytes over a {limit} limit",
+            stats.bytes
+        );
+    }
+    let stats = memory.stats().unwrap();
+    assert!(stats.bytes <= limit, "{} > {limit}", stats.bytes);
+    // The newest results are the ones kept.
+    let kept = stored(&dir);
+    assert!(kept.contains(&59) && !kept.contains(&0), "{kept:?}");
+}
+
+/// A local store that counts its listings.
+#[derive(Debug)]
+struct Counting(LocalStore, Arc<AtomicUsize>);
+
+impl Store for Counting {
+    fn read(&self, name: &str, out: &mut Vec<u8>) -> memento::Result<bool> {
+        self.0.read(name, out)
+    }
+    fn read_range(
+        &self,
+        name: &str,
+        range: std::ops::Range<u64>,
+        out: &mut Vec<u8>,
+    ) -> memento::Result<bool> {
+        self.0.read_range(name, range, out)
+    }
+    fn publish(&self, name: &str, bytes: &[u8]) -> memento::Result<bool> {
+        self.0.publish(name, bytes)
+    }
+    fn write(&self, name: &str, bytes: &[u8]) -> memento::Result<()> {
+        self.0.write(name, bytes)
+    }
+    fn list_meta(&self, prefix: &str) -> memento::Result<Vec<ObjectMeta>> {
+        if prefix.is_empty() {
+            self.1.fetch_add(1, SeqCst);
+        }
+        self.0.list_meta(prefix)
+    }
+    fn delete(&self, name: &str) -> memento::Result<()> {
+        self.0.delete(name)
+    }
+    fn delete_prefix(&self, prefix: &str) -> memento::Result<()> {
+        self.0.delete_prefix(prefix)
+    }
+    fn location(&self) -> String {
+        self.0.location()
+    }
+}
+
+#[test]
+fn enforcement_is_amortized() {
+    let dir = fresh_dir("amortized");
+    let scans = Arc::new(AtomicUsize::new(0));
+    let memory =
+        Memory::with_store(Counting(LocalStore::new(&dir), scans.clone())).items_limit(100);
+    let writes = 600;
+    for i in 0..writes {
+        put(&memory, i);
+    }
+    let scans = scans.load(SeqCst);
+    // One listing at the first write, then one each time the running count
+    // crosses the limit: eviction goes down to 90, so every 10 writes.
+    assert!(
+        scans <= 1 + (writes as usize - 100) / 10 + 1,
+        "{scans} listings"
+    );
+    assert!(scans >= 2, "the limit was enforced: {scans} listings");
+    let n = outputs(&dir).len();
+    assert!((90..=100).contains(&n), "{n} entries");
+}
+
+#[test]
+fn age_limit_removes_old_results() {
+    let dir = fresh_dir("age");
+    let memory = Memory::new(&dir);
+    for i in 0..3 {
+        put(&memory, i);
+    }
+    age(&dir, 0, Duration::from_secs(10 * 86400));
+    age(&dir, 1, Duration::from_secs(2 * 86400));
+    let week = Memory::new(&dir).age_limit(Duration::from_secs(7 * 86400));
+    // Automatically, at the first write of a Memory with an age limit.
+    put(&week, 3);
+    assert_eq!(stored(&dir), [1, 2, 3]);
+    let day = Memory::new(&dir).age_limit(Duration::from_secs(86400));
+    assert_eq!(day.reduce_size().unwrap().removed, 1);
+    assert_eq!(stored(&dir), [2, 3]);
+}
+
+#[test]
+fn clear_and_stats() {
+    let dir = fresh_dir("clear");
+    let memory = Memory::new(&dir);
+    for i in 0..5 {
+        put(&memory, i);
+    }
+    let g = Function::new("limits::other", "g");
+    let _: u8 = memory.call(&g, &(), || 1);
+    let stats = memory.stats().unwrap();
+    assert_eq!(stats.entries, 6);
+    let names: Vec<_> = stats
+        .functions
+        .iter()
+        .map(|f| (f.name.as_str(), f.entries))
+        .collect();
+    assert_eq!(names, [("limits::blob", 5), ("limits::other::g", 1)]);
+    let on_disk: u64 = walk_bytes(&dir);
+    assert_eq!(stats.bytes, on_disk, "every byte under the location counts");
+    assert!(stats.functions.iter().all(|f| f.last_access.is_some()));
+
+    memory.clear().unwrap();
+    assert_eq!(memory.stats().unwrap().entries, 0);
+    assert!(dir.join(".gitignore").is_file());
+    let mut ran = false;
+    let _: Vec<u8> = memory.call(&f(), &1u32, || {
+        ran = true;
+        vec![1; 1000]
+    });
+    assert!(
+        ran,
+        "cleared results are computed again, not served from memory"
+    );
+}
+
+fn walk_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        total += if p.is_dir() {
+            walk_bytes(&p)
+        } else {
+            std::fs::metadata(&p).unwrap().len()
+        };
+    }
+    total
+}
