@@ -26,7 +26,7 @@ use crate::fingerprint::fingerprint;
 use crate::options::{self, Options};
 
 pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
-    let options = options::parse(attr.clone())?;
+    let options = options::parse(attr)?;
     let function: ItemFn = syn::parse2(item)?;
     check_signature(&function)?;
     let keyed = keyed_bindings(&function, &options)?;
@@ -40,19 +40,23 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
     let name = sig.ident.to_string();
     let name = name.strip_prefix("r#").unwrap_or(&name);
     let version = options.version.clone().unwrap_or_default();
-    let fp = fingerprint(&[attr, sig.to_token_stream(), block.to_token_stream()]);
+    let ret: Type = match &sig.output {
+        ReturnType::Default => syn::parse_quote!(()),
+        ReturnType::Type(_, ty) => (**ty).clone(),
+    };
+    let is_result = options.result.unwrap_or_else(|| is_result_type(&ret));
+    // What changes the results: the keyed arguments and what is stored.
+    // (`memory`, `version`, `keep_versions`, `expires_after` and `validate`
+    // do not: the version is keyed on its own.)
+    let ignored = &options.ignore;
+    let keying = quote!(ignore(#(#ignored),*) result = #is_result);
+    let fp = fingerprint(&[keying, sig.to_token_stream(), block.to_token_stream()]);
     let signature = sig.to_token_stream().to_string();
     let generic = sig
         .generics
         .params
         .iter()
         .any(|p| !matches!(p, GenericParam::Lifetime(_)));
-
-    let ret: Type = match &sig.output {
-        ReturnType::Default => syn::parse_quote!(()),
-        ReturnType::Type(_, ty) => (**ty).clone(),
-    };
-    let is_result = options.result.unwrap_or_else(|| is_result_type(&ret));
 
     let mixed = Span::mixed_site();
     let func = format_ident!("__MEMENTO_FUNCTION", span = mixed);
@@ -76,6 +80,20 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
         (quote!(#value), quote!(store))
     };
 
+    let mut management = TokenStream::new();
+    if options.keep_versions {
+        management.extend(quote!(.keep_versions(true)));
+    }
+    if let Some(ttl) = &options.expires_after {
+        management.extend(quote_spanned!(ttl.span()=> .expires_after({
+            const TTL: ::std::time::Duration = ::memento::__private::ttl(#ttl);
+            TTL
+        })));
+    }
+    if let Some(validate) = &options.validate {
+        management.extend(quote_spanned!(validate.span()=> .validate(#validate)));
+    }
+
     Ok(quote! {
         #(#attrs)*
         #vis #sig {
@@ -84,6 +102,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
                     ::memento::Function::new(::core::module_path!(), #name)
                         .version(#version)
                         .__code([#(#fp),*], #signature, #generic)
+                        #management
                 });
             let #memory: &::memento::Memory = #memory_expr;
             let #pending = match #memory.lookup(&*#func, &(#(#key_args)*)) {

@@ -1,9 +1,10 @@
 //! The attribute's options: `memory = EXPR`, `ignore(a, b)`,
-//! `version = "2"`, `result = true|false`.
+//! `version = "2"`, `result = true|false`, `keep_versions`,
+//! `expires_after = "7d"`, `validate = path`.
 
 use proc_macro2::TokenStream;
 use syn::parse::Parser;
-use syn::{Expr, Ident, Lit, LitBool};
+use syn::{Expr, Ident, Lit, LitBool, LitStr};
 
 #[derive(Default)]
 pub(crate) struct Options {
@@ -11,6 +12,9 @@ pub(crate) struct Options {
     pub(crate) ignore: Vec<Ident>,
     pub(crate) version: Option<String>,
     pub(crate) result: Option<bool>,
+    pub(crate) keep_versions: bool,
+    pub(crate) expires_after: Option<LitStr>,
+    pub(crate) validate: Option<Expr>,
 }
 
 pub(crate) fn parse(attr: TokenStream) -> syn::Result<Options> {
@@ -46,13 +50,20 @@ pub(crate) fn parse(attr: TokenStream) -> syn::Result<Options> {
                 options.ignore.push(ident);
                 Ok(())
             })?;
+        } else if meta.path.is_ident("keep_versions") {
+            options.keep_versions = true;
+        } else if meta.path.is_ident("expires_after") {
+            options.expires_after = Some(meta.value()?.parse()?);
+        } else if meta.path.is_ident("validate") {
+            options.validate = Some(meta.value()?.parse()?);
         } else if meta.path.is_ident("result") {
             let b: LitBool = meta.value()?.parse()?;
             options.result = Some(b.value);
         } else {
             return Err(meta.error(
                 "unknown option of #[memento::cache]; the options are memory = EXPR, \
-                 ignore(arg, ..), version = \"..\" and result = true|false",
+                 ignore(arg, ..), version = \"..\", result = true|false, keep_versions, \
+                 expires_after = \"..\" and validate = path::to::fn",
             ));
         }
         Ok(())

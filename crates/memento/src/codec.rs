@@ -1,7 +1,7 @@
 //! Codec: turns a result into the bytes of an `output.bin` entry and back,
 //! and proves on the way back that the bytes are whole and belong to the key.
 //!
-//! An entry is a fixed 80-byte header followed by the payload:
+//! An entry is a fixed 88-byte header followed by the payload:
 //!
 //! | bytes  | field                                                       |
 //! |--------|-------------------------------------------------------------|
@@ -9,9 +9,10 @@
 //! | 4..6   | entry format version, `u16` little-endian ([`ENTRY_FORMAT_VERSION`]) |
 //! | 6..8   | payload codec, `u16` little-endian ([`CODEC_POSTCARD`])     |
 //! | 8..16  | payload length in bytes, `u64` little-endian               |
-//! | 16..48 | the entry's key                                             |
-//! | 48..80 | checksum: blake3 of bytes 0..48 followed by the payload     |
-//! | 80..   | payload: the value in postcard                              |
+//! | 16..24 | when it was computed, ms since the Unix epoch, `u64` LE     |
+//! | 24..56 | the entry's key                                             |
+//! | 56..88 | checksum: blake3 of bytes 0..56 followed by the payload     |
+//! | 88..   | payload: the value in postcard                              |
 //!
 //! Reading checks, in this order: length, magic, version, codec, payload
 //! length, key, checksum, then decodes and requires that the payload is used
@@ -32,7 +33,10 @@ pub const ENTRY_FORMAT_VERSION: u16 = 1;
 pub const CODEC_POSTCARD: u16 = 1;
 
 /// Length of the header in front of every payload.
-pub const HEADER_LEN: usize = 80;
+pub const HEADER_LEN: usize = 88;
+
+/// End of the checksummed part of the header.
+const SIGNED: usize = 56;
 
 const MAGIC: &[u8; 4] = b"MMTO";
 
@@ -85,6 +89,7 @@ pub enum Damage {
 pub(crate) fn encode<T: Serialize + ?Sized>(
     key: &Key,
     value: &T,
+    created_ms: u64,
 ) -> Result<Vec<u8>, postcard::Error> {
     let mut out = vec![0u8; HEADER_LEN];
     let mut out = postcard::to_extend(value, std::mem::take(&mut out))?;
@@ -93,9 +98,10 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     out[4..6].copy_from_slice(&ENTRY_FORMAT_VERSION.to_le_bytes());
     out[6..8].copy_from_slice(&CODEC_POSTCARD.to_le_bytes());
     out[8..16].copy_from_slice(&payload_len.to_le_bytes());
-    out[16..48].copy_from_slice(key.as_bytes());
-    let sum = checksum(&out[..48], &out[HEADER_LEN..]);
-    out[48..80].copy_from_slice(&sum);
+    out[16..24].copy_from_slice(&created_ms.to_le_bytes());
+    out[24..SIGNED].copy_from_slice(key.as_bytes());
+    let sum = checksum(&out[..SIGNED], &out[HEADER_LEN..]);
+    out[SIGNED..HEADER_LEN].copy_from_slice(&sum);
     Ok(out)
 }
 
@@ -144,15 +150,22 @@ pub(crate) fn verify<'a>(key: &Key, bytes: &'a [u8]) -> Result<&'a [u8], Damage>
         });
     }
     let mut stored_key = [0u8; 32];
-    stored_key.copy_from_slice(&bytes[16..48]);
+    stored_key.copy_from_slice(&bytes[24..SIGNED]);
     if &stored_key != key.as_bytes() {
         return Err(Damage::WrongKey(Key::from_bytes(stored_key)));
     }
     let payload = &bytes[HEADER_LEN..];
-    if checksum(&bytes[..48], payload) != bytes[48..80] {
+    if checksum(&bytes[..SIGNED], payload) != bytes[SIGNED..HEADER_LEN] {
         return Err(Damage::Checksum);
     }
     Ok(payload)
+}
+
+/// When a verified entry was computed, in ms since the Unix epoch.
+pub(crate) fn created_ms(entry: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&entry[16..24]);
+    u64::from_le_bytes(b)
 }
 
 /// Decodes a verified payload; the payload must be used up exactly.
@@ -177,15 +190,16 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let bytes = encode(&key(), &(1.5f64, "x".to_string())).unwrap();
+        let bytes = encode(&key(), &(1.5f64, "x".to_string()), 7).unwrap();
         let payload = verify(&key(), &bytes).unwrap();
         let v: (f64, String) = decode(payload).unwrap();
         assert_eq!(v, (1.5, "x".to_string()));
+        assert_eq!(created_ms(&bytes), 7);
     }
 
     #[test]
     fn every_single_byte_flip_is_caught() {
-        let bytes = encode(&key(), &vec![1u32, 2, 3]).unwrap();
+        let bytes = encode(&key(), &vec![1u32, 2, 3], 7).unwrap();
         for i in 0..bytes.len() {
             let mut b = bytes.clone();
             b[i] ^= 0x40;
@@ -195,7 +209,7 @@ mod tests {
 
     #[test]
     fn every_truncation_is_caught() {
-        let bytes = encode(&key(), &vec![1u32, 2, 3]).unwrap();
+        let bytes = encode(&key(), &vec![1u32, 2, 3], 7).unwrap();
         for n in 0..bytes.len() {
             assert!(verify(&key(), &bytes[..n]).is_err(), "truncation to {n}");
         }
@@ -206,14 +220,14 @@ mod tests {
 
     #[test]
     fn another_key_is_refused() {
-        let bytes = encode(&key(), &1u8).unwrap();
+        let bytes = encode(&key(), &1u8, 7).unwrap();
         let other = Key::of("other").unwrap();
         assert!(matches!(verify(&other, &bytes), Err(Damage::WrongKey(_))));
     }
 
     #[test]
     fn leftover_payload_is_refused() {
-        let bytes = encode(&key(), &(1u8, 2u8)).unwrap();
+        let bytes = encode(&key(), &(1u8, 2u8), 7).unwrap();
         let payload = verify(&key(), &bytes).unwrap();
         assert!(matches!(decode::<u8>(payload), Err(Damage::Decode(_))));
     }

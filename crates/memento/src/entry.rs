@@ -104,11 +104,12 @@ pub(crate) fn args_text<A: Serialize + ?Sized>(args: &A) -> String {
 pub(crate) fn new_metadata(
     function: &str,
     key: String,
+    created: SystemTime,
     duration: Duration,
     output_size: u64,
     args: String,
 ) -> Metadata {
-    let now = SystemTime::now();
+    let now = created;
     Metadata {
         format: ENTRY_FORMAT_VERSION,
         function: function.to_string(),

@@ -240,30 +240,60 @@ pub fn parse_size(text: &str) -> Result<u64> {
 /// ```
 /// use std::time::Duration;
 /// assert_eq!(memento::evict::parse_duration("7d").unwrap(), Duration::from_secs(7 * 86400));
-/// assert_eq!(memento::evict::parse_duration("90s").unwrap(), Duration::from_secs(90));
+/// assert_eq!(memento::evict::parse_duration("90 s").unwrap(), Duration::from_secs(90));
 /// assert!(memento::evict::parse_duration("soon").is_err());
 /// ```
 pub fn parse_duration(text: &str) -> Result<Duration> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let seconds = match unit.trim() {
-        "s" | "sec" | "secs" | "second" | "seconds" => 1.0,
-        "m" | "min" | "mins" | "minute" | "minutes" => 60.0,
-        "h" | "hour" | "hours" => 3600.0,
-        "d" | "day" | "days" => 86_400.0,
-        "w" | "week" | "weeks" => 604_800.0,
-        _ => f64::NAN,
+    duration_from_text(text).ok_or_else(|| Error::Option {
+        option: "duration",
+        value: text.to_string(),
+        expected: "a whole number and a unit: s, m, h, d or w (for example 30d or 12h)".into(),
+    })
+}
+
+/// [`parse_duration`] as a `const fn`, so that `#[memento::cache(expires_after
+/// = "..")]` rejects a bad duration at compile time.
+pub const fn duration_from_text(text: &str) -> Option<Duration> {
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i < b.len() && b[i] == b' ' {
+        i += 1;
+    }
+    let start = i;
+    let mut n: u64 = 0;
+    while i < b.len() && b[i].is_ascii_digit() {
+        n = match n.checked_mul(10) {
+            Some(v) => match v.checked_add((b[i] - b'0') as u64) {
+                Some(v) => v,
+                None => return None,
+            },
+            None => return None,
+        };
+        i += 1;
+    }
+    if i == start {
+        return None;
+    }
+    while i < b.len() && b[i] == b' ' {
+        i += 1;
+    }
+    let mut end = b.len();
+    while end > i && b[end - 1] == b' ' {
+        end -= 1;
+    }
+    let (unit, _) = b.split_at(end);
+    let (_, unit) = unit.split_at(i);
+    let seconds: u64 = match unit {
+        b"s" | b"sec" | b"secs" | b"second" | b"seconds" => 1,
+        b"m" | b"min" | b"mins" | b"minute" | b"minutes" => 60,
+        b"h" | b"hour" | b"hours" => 3600,
+        b"d" | b"day" | b"days" => 86_400,
+        b"w" | b"week" | b"weeks" => 604_800,
+        _ => return None,
     };
-    match number.parse::<f64>() {
-        Ok(n) if seconds.is_finite() && n >= 0.0 => Ok(Duration::from_secs_f64(n * seconds)),
-        _ => Err(Error::Option {
-            option: "duration",
-            value: text.to_string(),
-            expected: "a number and a unit: s, m, h, d or w (for example 30d or 12h)".into(),
-        }),
+    match n.checked_mul(seconds) {
+        Some(total) => Some(Duration::from_secs(total)),
+        None => None,
     }
 }
 

@@ -6,12 +6,14 @@ use std::any::TypeId;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::{LazyLock, OnceLock, RwLock};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_reflection::{FormatHolder, Tracer, TracerConfig};
 
 use crate::codec::{CODEC_POSTCARD, ENTRY_FORMAT_VERSION};
+use crate::entry::Metadata;
 use crate::key::{Key, KEY_FORMAT_VERSION};
 
 /// A cached function: its identity (module path and name), the fingerprint
@@ -37,9 +39,16 @@ pub struct Function {
     code: Option<[u8; 32]>,
     signature: String,
     generic: bool,
+    keep_versions: bool,
+    expires_after: Option<Duration>,
+    validate: Option<Validate>,
     derived: Derived,
     shape: OnceLock<(TypeId, Shape)>,
 }
+
+/// A check of a stored result's metadata before it is served: `false`
+/// removes the result and computes it again.
+pub type Validate = fn(&Metadata) -> bool;
 
 #[derive(Debug, Clone)]
 struct Derived {
@@ -67,6 +76,9 @@ impl Function {
             code: None,
             signature: String::new(),
             generic: true,
+            keep_versions: false,
+            expires_after: None,
+            validate: None,
             derived: Derived {
                 hash: [0; 32],
                 folder: String::new(),
@@ -85,6 +97,57 @@ impl Function {
         self.version = version.into();
         self.derive();
         self
+    }
+
+    /// Keeps the results of other versions of the code instead of removing
+    /// them when the code changes, so that reverting the code brings its
+    /// results back at once. They age out under the limits like any result.
+    pub fn keep_versions(mut self, keep: bool) -> Function {
+        self.keep_versions = keep;
+        self
+    }
+
+    /// Results older than `ttl` (since they were computed) are removed and
+    /// computed again.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let f = memento::Function::new("m", "prices").expires_after(Duration::from_secs(3600));
+    /// assert_eq!(f.ttl(), Some(Duration::from_secs(3600)));
+    /// ```
+    pub fn expires_after(mut self, ttl: Duration) -> Function {
+        self.expires_after = Some(ttl);
+        self
+    }
+
+    /// Checks each stored result's metadata before serving it (like joblib's
+    /// `cache_validation_callback`); a rejected result is removed and
+    /// computed again. Results of such a function are always read from the
+    /// store, never from the in-memory layer.
+    ///
+    /// ```
+    /// fn quick_ones_only(meta: &memento::entry::Metadata) -> bool {
+    ///     meta.duration < 1.0
+    /// }
+    /// let f = memento::Function::new("m", "f").validate(quick_ones_only);
+    /// # let _ = f;
+    /// ```
+    pub fn validate(mut self, check: Validate) -> Function {
+        self.validate = Some(check);
+        self
+    }
+
+    /// The time to live set by [`expires_after`](Function::expires_after).
+    pub fn ttl(&self) -> Option<Duration> {
+        self.expires_after
+    }
+
+    pub(crate) fn keeps_versions(&self) -> bool {
+        self.keep_versions
+    }
+
+    pub(crate) fn validator(&self) -> Option<Validate> {
+        self.validate
     }
 
     /// Used by `#[memento::cache]`: the fingerprint of the function's tokens,

@@ -105,7 +105,7 @@ pub mod store;
 
 pub use error::{Error, Result};
 pub use evict::{FunctionStats, Limits, Stats};
-pub use function::{Function, FunctionRecord};
+pub use function::{Function, FunctionRecord, Validate};
 pub use key::{Key, KeyError};
 pub use memento_macros::cache;
 pub use memory::{Location, Lookup, Memory, Pending, DEFAULT_DIR, MEMENTO_DIR};
@@ -118,6 +118,17 @@ pub mod __private {
     pub use serde::Serialize;
 
     use crate::Memory;
+
+    /// `expires_after = ".."`, checked at compile time.
+    pub const fn ttl(text: &str) -> std::time::Duration {
+        match crate::evict::duration_from_text(text) {
+            Some(d) => d,
+            None => panic!(
+                "#[memento::cache(expires_after = ..)]: expected a whole number and a unit \
+                 (s, m, h, d or w), such as \"7d\" or \"12h\""
+            ),
+        }
+    }
 
     /// The Memory of `#[memento::cache]` without `memory = ..`.
     pub fn default_memory() -> &'static Memory {

@@ -11,13 +11,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::codec::{self, HEADER_LEN};
-use crate::entry;
+use crate::entry::{self, Metadata};
 use crate::error::{Error, Result};
 use crate::evict::{self, Inventory, Limits, Stats};
 use crate::function::{Function, FunctionRecord, Shape};
@@ -555,8 +555,9 @@ impl Memory {
                 return Lookup::Miss(self.pending(function, None, None, shape, String::new()));
             }
         };
-        if let Some((payload, touch)) = self.inner.hot.get(&key) {
-            if let Ok(value) = codec::decode::<T>(&payload) {
+        if let Some((payload, created, touch)) = self.inner.hot.get(&key) {
+            let fresh = !expired(function, created) && function.validator().is_none();
+            if let (true, Ok(value)) = (fresh, codec::decode::<T>(&payload)) {
                 tracing::debug!("{}: hit in memory ({key})", function.full_name());
                 if touch {
                     let name = EntryName::new(function.folder(), &key, "output.bin");
@@ -602,25 +603,32 @@ impl Memory {
     fn read<T: DeserializeOwned>(&self, function: &Function, key: &Key) -> Option<T> {
         let name = EntryName::new(function.folder(), key, "output.bin");
         let mut buf = READ_BUF.with(Cell::take);
-        let found = self.inner.store.read(name.as_str(), &mut buf);
-        let result = match found {
+        let result = match self.inner.store.read(name.as_str(), &mut buf) {
             Ok(false) => None,
-            Ok(true) => match codec::verify(key, &buf).and_then(|p| Ok((p, codec::decode(p)?))) {
-                Ok((payload, value)) => {
+            Ok(true) => match self.accept::<T>(function, key, &buf) {
+                Ok(value) => {
                     tracing::debug!("{}: hit on disk ({key})", function.full_name());
-                    self.inner.hot.insert(*key, payload);
+                    if function.validator().is_none() {
+                        let created = codec::created_ms(&buf);
+                        self.inner.hot.insert(*key, &buf[HEADER_LEN..], created);
+                    }
                     Some(value)
                 }
-                Err(damage) => {
+                Err(Refusal::Damaged(damage)) => {
                     let e = Error::Damaged {
                         name: format!("{}/{}", self.location(), name.as_str()),
                         damage,
                     };
                     tracing::warn!("{e}; it is removed and recomputed");
-                    let dir = EntryName::new(function.folder(), key, "");
-                    if let Err(e) = self.inner.store.delete_prefix(dir.as_str()) {
-                        self.report_io(&e);
-                    }
+                    self.remove_entry(function, key);
+                    None
+                }
+                Err(Refusal::Rejected(why)) => {
+                    tracing::info!(
+                        "{}: stored result {why}; computing it again",
+                        function.full_name()
+                    );
+                    self.remove_entry(function, key);
                     None
                 }
             },
@@ -633,6 +641,57 @@ impl Memory {
             READ_BUF.with(|cell| cell.set(buf));
         }
         result
+    }
+
+    /// Verifies an entry, applies the function's expiry and validation, and
+    /// decodes it.
+    fn accept<T: DeserializeOwned>(
+        &self,
+        function: &Function,
+        key: &Key,
+        entry: &[u8],
+    ) -> std::result::Result<T, Refusal> {
+        let payload = codec::verify(key, entry).map_err(Refusal::Damaged)?;
+        let created = codec::created_ms(entry);
+        if expired(function, created) {
+            return Err(Refusal::Rejected("expired"));
+        }
+        if let Some(validate) = function.validator() {
+            let meta = self.metadata_of(function, key, entry);
+            if !validate(&meta) {
+                return Err(Refusal::Rejected("was rejected by its validate function"));
+            }
+        }
+        codec::decode(payload).map_err(Refusal::Damaged)
+    }
+
+    /// The entry's `metadata.json`, or what its header tells if that file is
+    /// missing or unreadable.
+    fn metadata_of(&self, function: &Function, key: &Key, entry: &[u8]) -> Metadata {
+        let name = EntryName::new(function.folder(), key, "metadata.json");
+        let mut buf = Vec::new();
+        if let Ok(true) = self.inner.store.read(name.as_str(), &mut buf) {
+            if let Ok(meta) = serde_json::from_slice::<Metadata>(&buf) {
+                return meta;
+            }
+        }
+        let created = UNIX_EPOCH + Duration::from_millis(codec::created_ms(entry));
+        entry::new_metadata(
+            function.full_name(),
+            key.to_hex(),
+            created,
+            Duration::ZERO,
+            entry.len() as u64,
+            String::new(),
+        )
+    }
+
+    fn remove_entry(&self, function: &Function, key: &Key) {
+        self.inner.hot.remove(key);
+        let dir = EntryName::new(function.folder(), key, "");
+        if let Err(e) = self.inner.store.delete_prefix(dir.as_str()) {
+            self.report_io(&e);
+        }
     }
 
     /// This Memory's state of `function`; the first use checks
@@ -687,6 +746,19 @@ impl Memory {
                 return;
             }
         };
+        if function.keeps_versions() {
+            if !stale.is_empty() {
+                tracing::info!(
+                    "{}: {stale}; the results of other versions are kept (keep_versions)",
+                    function.full_name()
+                );
+                match self.write_record(&name, &record) {
+                    Ok(_) => state.record_on_disk.store(true, Ordering::Release),
+                    Err(e) => self.report_io(&e),
+                }
+            }
+            return;
+        }
         let removed = match self.remove_entries(function) {
             Ok(n) => n,
             Err(e) => {
@@ -754,7 +826,12 @@ impl Memory {
         duration: Duration,
     ) -> Result<()> {
         let function = pending.function;
-        let bytes = codec::encode(key, value).map_err(|e| Error::Encode {
+        let created = SystemTime::now();
+        let created_ms = created
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_millis() as u64;
+        let bytes = codec::encode(key, value, created_ms).map_err(|e| Error::Encode {
             function: function.full_name().to_string(),
             type_name: std::any::type_name::<T>(),
             message: e.to_string(),
@@ -773,6 +850,7 @@ impl Memory {
             let meta = entry::new_metadata(
                 function.full_name(),
                 key.to_hex(),
+                created,
                 duration,
                 bytes.len() as u64,
                 pending.args.clone(),
@@ -782,7 +860,11 @@ impl Memory {
             self.inner.store.write(name.as_str(), &json)?;
             written += (bytes.len() + json.len()) as u64;
         }
-        self.inner.hot.insert(*key, &bytes[HEADER_LEN..]);
+        if function.validator().is_none() {
+            self.inner
+                .hot
+                .insert(*key, &bytes[HEADER_LEN..], created_ms);
+        }
         if written > 0 {
             self.after_write(written);
         }
@@ -844,6 +926,24 @@ impl<T: Serialize> Pending<'_, T> {
     pub fn key(&self) -> Option<Key> {
         self.key
     }
+}
+
+/// Why a stored entry is not served.
+enum Refusal {
+    /// Damaged bytes: a warning.
+    Damaged(codec::Damage),
+    /// Whole but expired or rejected by `validate`: an info event.
+    Rejected(&'static str),
+}
+
+/// Is a result computed at `created_ms` past the function's time to live?
+fn expired(function: &Function, created_ms: u64) -> bool {
+    function.ttl().is_some_and(|ttl| {
+        let created = UNIX_EPOCH + Duration::from_millis(created_ms);
+        SystemTime::now()
+            .duration_since(created)
+            .is_ok_and(|age| age > ttl)
+    })
 }
 
 /// `folder/ab/<62 hex>/file` built without allocating when short.
@@ -939,6 +1039,8 @@ struct HotMap {
 
 struct HotEntry {
     payload: Arc<[u8]>,
+    /// When the result was computed (ms since the Unix epoch), for expiry.
+    created_ms: u64,
     /// Seconds after `Hot::base` when the store last recorded an access.
     touched: AtomicU64,
 }
@@ -964,7 +1066,7 @@ impl Hot {
     /// most once a minute per result, so that results used only from
     /// memory do not look unused to eviction).
     #[inline]
-    fn get(&self, key: &Key) -> Option<(Arc<[u8]>, bool)> {
+    fn get(&self, key: &Key) -> Option<(Arc<[u8]>, u64, bool)> {
         if self.limit == 0 {
             return None;
         }
@@ -977,10 +1079,10 @@ impl Hot {
                 .touched
                 .compare_exchange(touched, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok();
-        Some((entry.payload.clone(), touch))
+        Some((entry.payload.clone(), entry.created_ms, touch))
     }
 
-    fn insert(&self, key: Key, payload: &[u8]) {
+    fn insert(&self, key: Key, payload: &[u8], created_ms: u64) {
         let size = payload.len() as u64;
         if self.limit == 0 || size > self.limit / 16 {
             return;
@@ -1003,6 +1105,7 @@ impl Hot {
             key,
             HotEntry {
                 payload: Arc::from(payload),
+                created_ms,
                 touched: AtomicU64::new(now),
             },
         );
@@ -1045,26 +1148,26 @@ mod tests {
         let mut hot = Hot::new(1 << 20);
         hot.base = Instant::now() - Duration::from_secs(600);
         let key = Key::of(&1u8).unwrap();
-        hot.insert(key, b"x");
-        assert!(!hot.get(&key).unwrap().1, "just stored: recorded");
+        hot.insert(key, b"x", 0);
+        assert!(!hot.get(&key).unwrap().2, "just stored: recorded");
         hot.map.read().unwrap().entries[&key]
             .touched
             .store(600 - TOUCH_EVERY, Ordering::Relaxed);
-        assert!(hot.get(&key).unwrap().1, "a minute later: record again");
-        assert!(!hot.get(&key).unwrap().1, "then not before another minute");
+        assert!(hot.get(&key).unwrap().2, "a minute later: record again");
+        assert!(!hot.get(&key).unwrap().2, "then not before another minute");
     }
 
     #[test]
     fn hot_layer_stays_bounded() {
         let hot = Hot::new(16 * 100);
         for i in 0..1000u32 {
-            hot.insert(Key::of(&i).unwrap(), &[0u8; 50]);
+            hot.insert(Key::of(&i).unwrap(), &[0u8; 50], 0);
         }
         let map = hot.map.read().unwrap();
         assert!(map.bytes <= 1600);
         assert_eq!(map.bytes, 50 * map.entries.len() as u64);
         drop(map);
-        hot.insert(Key::of(&"big").unwrap(), &[0u8; 101]);
+        hot.insert(Key::of(&"big").unwrap(), &[0u8; 101], 0);
         assert!(hot.get(&Key::of(&"big").unwrap()).is_none());
     }
 }
