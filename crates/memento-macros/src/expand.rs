@@ -20,6 +20,7 @@
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
+use syn::visit_mut::VisitMut;
 use syn::{FnArg, GenericParam, Ident, ItemFn, Pat, ReturnType, Type};
 
 use crate::fingerprint::fingerprint;
@@ -68,9 +69,10 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
         Some(expr) => quote_spanned!(expr.span()=> &#expr),
         None => quote!(::memento::__private::default_memory()),
     };
-    let key_args = keyed
+    let key_args: Vec<TokenStream> = keyed
         .iter()
-        .map(|ident| quote_spanned!(ident.span()=> ::memento::__private::key_arg(&#ident),));
+        .map(|ident| quote_spanned!(ident.span()=> ::memento::__private::key_arg(&#ident),))
+        .collect();
     let (hit, store) = if is_result {
         (
             quote!(::core::result::Result::Ok(#value)),
@@ -94,18 +96,48 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
         management.extend(quote_spanned!(validate.span()=> .validate(#validate)));
     }
 
+    let fn_ident = &sig.ident;
+    let with_handle = options.handle.unwrap_or(true) && !mentions_self(&function);
+    // Inside the handle module, `module_path!()` names the module: the
+    // function's own module is its parent.
+    let module = if with_handle {
+        quote!(::memento::__private::parent_module(::core::module_path!()))
+    } else {
+        quote!(::core::module_path!())
+    };
+    let make_function = quote! {
+        ::std::sync::LazyLock::new(|| {
+            ::memento::Function::new(#module, #name)
+                .version(#version)
+                .__code([#(#fp),*], #signature, #generic)
+                #management
+        })
+    };
+    let (function_static, function_ref, handle) = if with_handle {
+        let handle = handle_module(
+            &function,
+            &options,
+            &ret,
+            is_result,
+            &key_args,
+            &memory_expr,
+            &make_function,
+        );
+        (quote!(), quote!(&*#fn_ident::FUNCTION), handle)
+    } else {
+        (
+            quote!(static #func: ::std::sync::LazyLock<::memento::Function> = #make_function;),
+            quote!(&*#func),
+            quote!(),
+        )
+    };
+
     Ok(quote! {
         #(#attrs)*
         #vis #sig {
-            static #func: ::std::sync::LazyLock<::memento::Function> =
-                ::std::sync::LazyLock::new(|| {
-                    ::memento::Function::new(::core::module_path!(), #name)
-                        .version(#version)
-                        .__code([#(#fp),*], #signature, #generic)
-                        #management
-                });
+            #function_static
             let #memory: &::memento::Memory = #memory_expr;
-            let #pending = match #memory.lookup(&*#func, &(#(#key_args)*)) {
+            let #pending = match #memory.lookup(#function_ref, &(#(#key_args)*)) {
                 ::memento::Lookup::Hit(#value) => return #hit,
                 ::memento::Lookup::Miss(#pending) => #pending,
             };
@@ -113,7 +145,159 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
             let #value: #ret = (|| -> #ret #block)();
             #pending.#store(#value)
         }
+        #handle
     })
+}
+
+/// Does the function name `Self` (so it sits in an `impl` block, where no
+/// module can be written)?
+fn mentions_self(function: &ItemFn) -> bool {
+    fn walk(stream: TokenStream) -> bool {
+        stream.into_iter().any(|tt| match tt {
+            proc_macro2::TokenTree::Ident(i) => i == "Self",
+            proc_macro2::TokenTree::Group(g) => walk(g.stream()),
+            _ => false,
+        })
+    }
+    walk(function.sig.to_token_stream()) || walk(function.block.to_token_stream())
+}
+
+/// Rewrites paths that start with `self::` or `super::` for use one module
+/// deeper.
+struct OneDeeper;
+
+impl VisitMut for OneDeeper {
+    fn visit_path_mut(&mut self, path: &mut syn::Path) {
+        if path.leading_colon.is_none() {
+            if let Some(first) = path.segments.first_mut() {
+                if first.ident == "self" {
+                    first.ident = Ident::new("super", first.ident.span());
+                } else if first.ident == "super" {
+                    path.segments.insert(0, syn::parse_quote!(super));
+                }
+            }
+        }
+        syn::visit_mut::visit_path_mut(self, path);
+    }
+}
+
+/// The handle module: same name as the function, next to it.
+fn handle_module(
+    function: &ItemFn,
+    options: &Options,
+    ret: &Type,
+    is_result: bool,
+    key_args: &[TokenStream],
+    memory_expr: &TokenStream,
+    make_function: &TokenStream,
+) -> TokenStream {
+    let vis = &function.vis;
+    let mut sig = function.sig.clone();
+    OneDeeper.visit_signature_mut(&mut sig);
+    let mut ret = ret.clone();
+    OneDeeper.visit_type_mut(&mut ret);
+    let name = &sig.ident;
+    let generics = &sig.generics;
+    let where_clause = &generics.where_clause;
+    let inputs = &sig.inputs;
+    let stored = if is_result {
+        quote!(<#ret as ::memento::__private::ResultOk>::Ok)
+    } else {
+        quote!(#ret)
+    };
+    // The same parameters under plain names, to pass them on.
+    let mixed = Span::mixed_site();
+    let mut pass_inputs = Vec::new();
+    let mut pass_args = Vec::new();
+    for (i, input) in sig.inputs.iter().enumerate() {
+        if let FnArg::Typed(arg) = input {
+            let ident = format_ident!("__memento_arg{}", i, span = mixed);
+            let ty = &arg.ty;
+            pass_inputs.push(quote!(#ident: #ty));
+            pass_args.push(quote!(#ident));
+        }
+    }
+    let impl_trait_args = sig.inputs.iter().any(|input| {
+        matches!(input, FnArg::Typed(arg) if arg.ty.to_token_stream().into_iter().any(|t| matches!(&t, proc_macro2::TokenTree::Ident(i) if i == "impl")))
+    });
+    let turbofish = {
+        let params: Vec<TokenStream> = generics
+            .params
+            .iter()
+            .filter_map(|p| match p {
+                GenericParam::Type(t) => Some(t.ident.to_token_stream()),
+                GenericParam::Const(c) => Some(c.ident.to_token_stream()),
+                GenericParam::Lifetime(_) => None,
+            })
+            .collect();
+        if params.is_empty() || impl_trait_args {
+            quote!()
+        } else {
+            quote!(::<#(#params),*>)
+        }
+    };
+    let call = quote!(super::#name #turbofish(#(#pass_args),*));
+    let memory_expr = match &options.memory {
+        Some(expr) => {
+            let mut expr = expr.clone();
+            OneDeeper.visit_expr_mut(&mut expr);
+            quote_spanned!(expr.span()=> &#expr)
+        }
+        None => memory_expr.clone(),
+    };
+    let doc = format!(
+        "Cache handle of [`{name}`](fn@{name}) (generated by `#[memento::cache]`): \
+         see `memento::handle`."
+    );
+    quote! {
+        #[doc = #doc]
+        #[allow(unused_imports, unused_variables, unused_mut, private_interfaces, private_bounds, dead_code, clippy::all)]
+        #vis mod #name {
+            use super::*;
+
+            /// The cached function's identity and fingerprint.
+            pub static FUNCTION: ::std::sync::LazyLock<::memento::Function> = #make_function;
+
+            /// The cache it uses.
+            pub fn memory() -> ::memento::Memory {
+                let memory: &::memento::Memory = #memory_expr;
+                memory.clone()
+            }
+
+            /// Removes every stored result of the function; returns how many.
+            pub fn clear() -> ::memento::Result<usize> {
+                memory().clear_function(&FUNCTION)
+            }
+
+            /// Is a result for these arguments stored? Computes nothing.
+            pub fn check_call_in_cache #generics (#inputs) -> bool #where_clause {
+                memory().contains::<#stored, _>(&FUNCTION, &(#(#key_args)*))
+            }
+
+            /// Computes the result again and overwrites the stored one.
+            pub fn call_forced #generics (#(#pass_inputs),*) -> #ret #where_clause {
+                ::memento::__private::next_call(true, false);
+                #call
+            }
+
+            /// Calls the function and says whether the value came from the cache.
+            pub fn call_with_outcome #generics (#(#pass_inputs),*) -> ::memento::Outcome<#ret> #where_clause {
+                let start = ::std::time::Instant::now();
+                ::memento::__private::next_call(false, true);
+                let value = #call;
+                let hit = ::memento::__private::last_call().is_some_and(|(hit, _)| hit);
+                ::memento::Outcome { value, hit, duration: start.elapsed() }
+            }
+
+            /// Finds or computes the result and returns a handle to it instead.
+            pub fn call_and_shelve #generics (#(#pass_inputs),*) -> ::memento::StoredResult<#stored> #where_clause {
+                ::memento::__private::next_call(false, true);
+                let _ = #call;
+                let key = ::memento::__private::last_call().and_then(|(_, key)| key);
+                ::memento::StoredResult::__new(&memory(), &FUNCTION, key)
+            }
+        }
+    }
 }
 
 /// Refuses what a cached function cannot be, each error spanned to the

@@ -15,6 +15,7 @@ pub(crate) struct Options {
     pub(crate) keep_versions: bool,
     pub(crate) expires_after: Option<LitStr>,
     pub(crate) validate: Option<Expr>,
+    pub(crate) handle: Option<bool>,
 }
 
 pub(crate) fn parse(attr: TokenStream) -> syn::Result<Options> {
@@ -56,6 +57,9 @@ pub(crate) fn parse(attr: TokenStream) -> syn::Result<Options> {
             options.expires_after = Some(meta.value()?.parse()?);
         } else if meta.path.is_ident("validate") {
             options.validate = Some(meta.value()?.parse()?);
+        } else if meta.path.is_ident("handle") {
+            let b: LitBool = meta.value()?.parse()?;
+            options.handle = Some(b.value);
         } else if meta.path.is_ident("result") {
             let b: LitBool = meta.value()?.parse()?;
             options.result = Some(b.value);
@@ -63,7 +67,7 @@ pub(crate) fn parse(attr: TokenStream) -> syn::Result<Options> {
             return Err(meta.error(
                 "unknown option of #[memento::cache]; the options are memory = EXPR, \
                  ignore(arg, ..), version = \"..\", result = true|false, keep_versions, \
-                 expires_after = \"..\" and validate = path::to::fn",
+                 expires_after = \"..\", validate = path::to::fn and handle = false",
             ));
         }
         Ok(())

@@ -52,6 +52,14 @@ pub enum Error {
         #[source]
         damage: Damage,
     },
+    /// A shelved result is not (or no longer) in the cache.
+    #[error("{function}: no stored result {key}; it was cleared or evicted, or never stored (the computation failed): call the function again")]
+    NotStored {
+        /// The function's full name.
+        function: String,
+        /// The key, hex.
+        key: String,
+    },
     /// An option's value could not be understood.
     #[error("invalid {option} {value:?}: expected {expected}")]
     Option {

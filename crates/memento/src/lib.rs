@@ -99,6 +99,7 @@ pub mod entry;
 mod error;
 pub mod evict;
 mod function;
+pub mod handle;
 pub mod key;
 mod memory;
 pub mod store;
@@ -106,9 +107,10 @@ pub mod store;
 pub use error::{Error, Result};
 pub use evict::{FunctionStats, Limits, Stats};
 pub use function::{Function, FunctionRecord, Validate};
+pub use handle::{Outcome, StoredResult};
 pub use key::{Key, KeyError};
 pub use memento_macros::cache;
-pub use memory::{Location, Lookup, Memory, Pending, DEFAULT_DIR, MEMENTO_DIR};
+pub use memory::{Location, Lookup, Memory, Pending, Reduction, DEFAULT_DIR, MEMENTO_DIR};
 
 /// Support for the code `#[memento::cache]` generates. Not a public API.
 #[doc(hidden)]
@@ -116,6 +118,18 @@ pub mod __private {
     use std::sync::LazyLock;
 
     pub use serde::Serialize;
+
+    pub use crate::handle::{last_call, next_call};
+
+    /// The type stored for an output type: `T` for `Result<T, E>`.
+    pub trait ResultOk {
+        /// The `Ok` type.
+        type Ok;
+    }
+
+    impl<T, E> ResultOk for Result<T, E> {
+        type Ok = T;
+    }
 
     use crate::Memory;
 
@@ -128,6 +142,11 @@ pub mod __private {
                  (s, m, h, d or w), such as \"7d\" or \"12h\""
             ),
         }
+    }
+
+    /// The module path without its last segment.
+    pub fn parent_module(path: &'static str) -> &'static str {
+        path.rsplit_once("::").map_or(path, |(parent, _)| parent)
     }
 
     /// The Memory of `#[memento::cache]` without `memory = ..`.

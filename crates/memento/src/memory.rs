@@ -21,6 +21,7 @@ use crate::entry::{self, Metadata};
 use crate::error::{Error, Result};
 use crate::evict::{self, Inventory, Limits, Stats};
 use crate::function::{Function, FunctionRecord, Shape};
+use crate::handle::Mode;
 use crate::key::{self, Key};
 use crate::store::{LocalStore, Store};
 
@@ -164,6 +165,7 @@ pub struct Pending<'m, T> {
     shape: Shape,
     args: String,
     started: Instant,
+    mode: Mode,
     _output: PhantomData<fn() -> T>,
 }
 
@@ -543,6 +545,7 @@ impl Memory {
         T: Serialize + DeserializeOwned + 'static,
         A: Serialize + ?Sized,
     {
+        let mode = Mode::take();
         let shape = function.shape::<T>();
         let key = match key::call_key(function.hash(), &shape.hash, args) {
             Ok(key) => key,
@@ -552,9 +555,20 @@ impl Memory {
                     source,
                 };
                 tracing::warn!("{e}");
-                return Lookup::Miss(self.pending(function, None, None, shape, String::new()));
+                let pending = self.pending(function, None, None, shape, String::new(), mode);
+                return Lookup::Miss(pending);
             }
         };
+        if mode.force {
+            let state = self.state(function, shape, std::any::type_name::<T>());
+            let args = entry::args_text(args);
+            tracing::info!(
+                "calling {}({}) (forced)",
+                function.full_name(),
+                trim_brackets(&args)
+            );
+            return Lookup::Miss(self.pending(function, Some(state), Some(key), shape, args, mode));
+        }
         if let Some((payload, created, touch)) = self.inner.hot.get(&key) {
             let fresh = !expired(function, created) && function.validator().is_none();
             if let (true, Ok(value)) = (fresh, codec::decode::<T>(&payload)) {
@@ -565,17 +579,73 @@ impl Memory {
                         self.report_io(&e);
                     }
                 }
+                mode.record(true, Some(key));
                 return Lookup::Hit(value);
             }
             self.inner.hot.remove(&key);
         }
         let state = self.state(function, shape, std::any::type_name::<T>());
         if let Some(value) = self.read::<T>(function, &key) {
+            mode.record(true, Some(key));
             return Lookup::Hit(value);
         }
         let args = entry::args_text(args);
         tracing::info!("calling {}({})", function.full_name(), trim_brackets(&args));
-        Lookup::Miss(self.pending(function, Some(state), Some(key), shape, args))
+        Lookup::Miss(self.pending(function, Some(state), Some(key), shape, args, mode))
+    }
+
+    /// Is a usable result of `function` for `args` stored? Nothing is
+    /// computed; a damaged, expired or rejected entry counts as absent.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let memory = memento::Memory::new(dir.path());
+    /// let f = memento::Function::new("docs", "inc");
+    /// assert!(!memory.contains::<u32, _>(&f, &1u32));
+    /// let _: u32 = memory.call(&f, &1u32, || 2);
+    /// assert!(memory.contains::<u32, _>(&f, &1u32));
+    /// ```
+    pub fn contains<T, A>(&self, function: &Function, args: &A) -> bool
+    where
+        T: Serialize + DeserializeOwned + 'static,
+        A: Serialize + ?Sized,
+    {
+        let shape = function.shape::<T>();
+        let Ok(key) = key::call_key(function.hash(), &shape.hash, args) else {
+            return false;
+        };
+        self.state(function, shape, std::any::type_name::<T>());
+        self.read::<T>(function, &key).is_some()
+    }
+
+    /// Removes every stored result of `function` (and its record); returns
+    /// how many results were removed.
+    pub fn clear_function(&self, function: &Function) -> Result<usize> {
+        let removed = self.remove_entries(function)?;
+        self.inner
+            .store
+            .delete(&format!("{}/function.json", function.folder()))?;
+        self.inner
+            .functions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(function.hash());
+        // Keys do not name their function: drop the whole in-memory layer.
+        self.inner.hot.clear();
+        Ok(removed)
+    }
+
+    /// The key of a call of `function` with `args` returning `T`.
+    pub fn key_of<T, A>(&self, function: &Function, args: &A) -> Result<Key>
+    where
+        T: DeserializeOwned + 'static,
+        A: Serialize + ?Sized,
+    {
+        let shape = function.shape::<T>();
+        key::call_key(function.hash(), &shape.hash, args).map_err(|source| Error::Key {
+            function: function.full_name().to_string(),
+            source,
+        })
     }
 
     fn pending<'m, T>(
@@ -585,6 +655,7 @@ impl Memory {
         key: Option<Key>,
         shape: Shape,
         args: String,
+        mode: Mode,
     ) -> Pending<'m, T> {
         Pending {
             memory: self,
@@ -594,6 +665,7 @@ impl Memory {
             shape,
             args,
             started: Instant::now(),
+            mode,
             _output: PhantomData,
         }
     }
@@ -846,7 +918,14 @@ impl Memory {
             }
         }
         let output = EntryName::new(function.folder(), key, "output.bin");
-        if self.inner.store.publish(output.as_str(), &bytes)? {
+        let published = if pending.mode.force {
+            self.inner.hot.remove(key);
+            self.inner.store.write(output.as_str(), &bytes)?;
+            true
+        } else {
+            self.inner.store.publish(output.as_str(), &bytes)?
+        };
+        if published {
             let meta = entry::new_metadata(
                 function.full_name(),
                 key.to_hex(),
@@ -898,6 +977,7 @@ impl<T: Serialize> Pending<'_, T> {
             self.function.full_name(),
             duration.as_secs_f64()
         );
+        self.mode.record(false, self.key);
         if let Some(key) = self.key {
             match self.memory.save(&self, &key, &value, duration) {
                 Ok(()) => {}

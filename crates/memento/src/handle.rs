@@ -1,0 +1,231 @@
+//! Per-function handles: the module that `#[memento::cache]` generates beside
+//! each free function, with the same name, and the types it returns.
+//!
+//! For `#[memento::cache] fn slow_sine(x: f64) -> f64`, the module
+//! `slow_sine` holds:
+//!
+//! | item | does |
+//! |---|---|
+//! | `slow_sine::clear()` | removes every stored result of the function |
+//! | `slow_sine::check_call_in_cache(x) -> bool` | is a result for `x` stored? (computes nothing) |
+//! | `slow_sine::call_and_shelve(x) -> StoredResult<f64>` | computes or finds the result, returns a handle to it instead |
+//! | `slow_sine::call_forced(x) -> f64` | computes again and overwrites |
+//! | `slow_sine::call_with_outcome(x) -> Outcome<f64>` | the value, whether it was a hit, how long the call took |
+//! | `slow_sine::memory()` | the [`Memory`](crate::Memory) it uses |
+//! | `slow_sine::FUNCTION` | its [`Function`](crate::Function) |
+//!
+//! Functions in `impl` blocks that take `self` or name `Self` get no module
+//! (a module cannot be written inside an `impl` block); other associated
+//! functions need `#[memento::cache(handle = false)]` there. Their
+//! [`Function`](crate::Function) and [`Memory`](crate::Memory) methods
+//! (`contains`, `clear_function`, `lookup`) do the same work.
+//!
+//! ```
+//! # let dir = tempfile::tempdir().unwrap();
+//! # std::env::set_var("MEMENTO_DIR", dir.path());
+//! #[memento::cache]
+//! fn cube(x: u64) -> u64 {
+//!     x * x * x
+//! }
+//!
+//! assert!(!cube::check_call_in_cache(3));
+//! let outcome = cube::call_with_outcome(3);
+//! assert_eq!((outcome.value, outcome.hit), (27, false));
+//! assert!(cube::check_call_in_cache(3));
+//! assert!(cube::call_with_outcome(3).hit);
+//!
+//! let shelved = cube::call_and_shelve(4);
+//! assert_eq!(shelved.get().unwrap(), 64);
+//! let text = serde_json::to_string(&shelved).unwrap(); // to another process
+//! let back: memento::StoredResult<u64> = serde_json::from_str(&text).unwrap();
+//! assert_eq!(back.get().unwrap(), 64);
+//!
+//! assert_eq!(cube::call_forced(3), 27);
+//! assert_eq!(cube::clear().unwrap(), 2);
+//! assert!(!cube::check_call_in_cache(3));
+//! ```
+
+use std::cell::Cell;
+use std::marker::PhantomData;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::codec;
+use crate::entry::Metadata;
+use crate::error::{Error, Result};
+use crate::function::Function;
+use crate::key::Key;
+use crate::memory::Memory;
+use crate::store::{LocalStore, Store};
+
+/// What the next cached call on a thread is asked to do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Mode {
+    /// Skip the lookup, compute and overwrite.
+    pub(crate) force: bool,
+    /// Report hit or miss and the key to `last_call`.
+    record: bool,
+}
+
+thread_local! {
+    static NEXT: Cell<Mode> = const { Cell::new(Mode { force: false, record: false }) };
+    static LAST: Cell<Option<(bool, Option<Key>)>> = const { Cell::new(None) };
+}
+
+impl Mode {
+    /// The mode of this call; later (nested) calls are normal again.
+    #[inline]
+    pub(crate) fn take() -> Mode {
+        NEXT.with(|next| next.replace(Mode::default()))
+    }
+
+    #[inline]
+    pub(crate) fn record(&self, hit: bool, key: Option<Key>) {
+        if self.record {
+            LAST.with(|last| last.set(Some((hit, key))));
+        }
+    }
+}
+
+/// Sets what the next cached call on this thread does. Used by the handle
+/// modules.
+#[doc(hidden)]
+pub fn next_call(force: bool, record: bool) {
+    NEXT.with(|next| next.set(Mode { force, record }));
+    LAST.with(|last| last.set(None));
+}
+
+/// Whether the last recorded call was a hit, and its key.
+#[doc(hidden)]
+pub fn last_call() -> Option<(bool, Option<Key>)> {
+    LAST.with(Cell::take)
+}
+
+/// A call's value and how it was obtained.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome<T> {
+    /// The value returned.
+    pub value: T,
+    /// True when it was read from the cache, false when computed.
+    pub hit: bool,
+    /// How long the call took.
+    pub duration: Duration,
+}
+
+/// A handle to a stored result: where it is, not the value. It can be
+/// serialized and sent to another process, which reads the value with
+/// [`get`](StoredResult::get).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct StoredResult<T> {
+    location: PathBuf,
+    folder: String,
+    function: String,
+    key: Option<Key>,
+    #[serde(skip)]
+    _value: PhantomData<fn() -> T>,
+}
+
+impl<T> StoredResult<T> {
+    #[doc(hidden)]
+    pub fn __new(memory: &Memory, function: &Function, key: Option<Key>) -> StoredResult<T> {
+        StoredResult {
+            location: memory
+                .path()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(memory.location())),
+            folder: function.folder().to_string(),
+            function: function.full_name().to_string(),
+            key,
+            _value: PhantomData,
+        }
+    }
+
+    /// The result's key (`None` if the arguments could not be hashed, in
+    /// which case nothing was stored).
+    pub fn key(&self) -> Option<Key> {
+        self.key
+    }
+
+    /// `module::name` of the function.
+    pub fn function(&self) -> &str {
+        &self.function
+    }
+
+    fn store(&self) -> LocalStore {
+        LocalStore::new(&self.location)
+    }
+
+    fn name(&self, file: &str) -> Result<String> {
+        let key = self.key.ok_or_else(|| self.not_stored())?;
+        let hex = key.to_hex();
+        Ok(format!(
+            "{}/{}/{}/{file}",
+            self.folder,
+            &hex[..2],
+            &hex[2..]
+        ))
+    }
+
+    fn not_stored(&self) -> Error {
+        Error::NotStored {
+            function: self.function.clone(),
+            key: self.key.map(|k| k.to_hex()).unwrap_or_default(),
+        }
+    }
+
+    /// The entry's metadata.
+    pub fn metadata(&self) -> Result<Metadata> {
+        let mut buf = Vec::new();
+        if !self.store().read(&self.name("metadata.json")?, &mut buf)? {
+            return Err(self.not_stored());
+        }
+        serde_json::from_slice(&buf).map_err(|e| Error::Damaged {
+            name: self.name("metadata.json").unwrap_or_default(),
+            damage: codec::Damage::Decode(e.to_string()),
+        })
+    }
+
+    /// Removes the stored result.
+    pub fn clear(&self) -> Result<()> {
+        let name = self.name("output.bin")?;
+        let dir = name.trim_end_matches("/output.bin");
+        self.store().delete_prefix(dir)
+    }
+}
+
+impl<T: DeserializeOwned> StoredResult<T> {
+    /// Reads, verifies and decodes the value.
+    ///
+    /// # Errors
+    /// [`Error::NotStored`] when it is gone (cleared, evicted, or never
+    /// stored because the computation failed), [`Error::Damaged`] when its
+    /// bytes are damaged, [`Error::Io`] when the store cannot be read.
+    pub fn get(&self) -> Result<T> {
+        let name = self.name("output.bin")?;
+        let key = self.key.ok_or_else(|| self.not_stored())?;
+        let mut buf = Vec::new();
+        if !self.store().read(&name, &mut buf)? {
+            return Err(self.not_stored());
+        }
+        codec::verify(&key, &buf)
+            .and_then(codec::decode)
+            .map_err(|damage| Error::Damaged { name, damage })
+    }
+}
+
+impl Serialize for Key {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Key, D::Error> {
+        let text = String::deserialize(d)?;
+        Key::from_hex(&text).ok_or_else(|| serde::de::Error::custom("expected 64 hex digits"))
+    }
+}
