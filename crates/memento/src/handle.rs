@@ -1,8 +1,11 @@
-//! Per-function handles: the module that `#[memento::cache]` generates beside
-//! each free function, with the same name, and the types it returns.
+//! Per-function handles: what `#[memento::cache]` generates beside each
+//! function, under the same name, and the types it returns.
 //!
-//! For `#[memento::cache] fn slow_sine(x: f64) -> f64`, the module
-//! `slow_sine` holds:
+//! For `#[memento::cache] fn slow_sine(x: f64) -> f64`, the attribute also
+//! writes a struct `slow_sine {}` (a struct with braces lives in the type
+//! namespace and the function in the value namespace, so both fit; a struct
+//! rather than a module, so that it sees what the function sees even inside
+//! a block) whose associated functions are the handle:
 //!
 //! | item | does |
 //! |---|---|
@@ -12,10 +15,10 @@
 //! | `slow_sine::call_forced(x) -> f64` | computes again and overwrites |
 //! | `slow_sine::call_with_outcome(x) -> Outcome<f64>` | the value, whether it was a hit, how long the call took |
 //! | `slow_sine::memory()` | the [`Memory`](crate::Memory) it uses |
-//! | `slow_sine::FUNCTION` | its [`Function`](crate::Function) |
+//! | `slow_sine::function()` | its [`Function`](crate::Function) |
 //!
-//! Functions in `impl` blocks that take `self` or name `Self` get no module
-//! (a module cannot be written inside an `impl` block); other associated
+//! Functions in `impl` blocks that take `self` or name `Self` get no handle
+//! (no struct can be written inside an `impl` block); other associated
 //! functions need `#[memento::cache(handle = false)]` there. Their
 //! [`Function`](crate::Function) and [`Memory`](crate::Memory) methods
 //! (`contains`, `clear_function`, `lookup`) do the same work.

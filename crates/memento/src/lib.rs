@@ -144,11 +144,6 @@ pub mod __private {
         }
     }
 
-    /// The module path without its last segment.
-    pub fn parent_module(path: &'static str) -> &'static str {
-        path.rsplit_once("::").map_or(path, |(parent, _)| parent)
-    }
-
     /// The Memory of `#[memento::cache]` without `memory = ..`.
     pub fn default_memory() -> &'static Memory {
         static DEFAULT: LazyLock<Memory> = LazyLock::new(Memory::from_env);

@@ -32,7 +32,7 @@ fn check_outcome_forced_shelve_clear() {
     assert_ne!(forced, first.value, "recomputed");
     assert_eq!(numbered(1), forced, "and overwritten");
     let on_disk: (u32, u32) =
-        Memory::new(MEM.path().unwrap()).call(&numbered::FUNCTION, &(&1u32,), || unreachable!());
+        Memory::new(MEM.path().unwrap()).call(numbered::function(), &(&1u32,), || unreachable!());
     assert_eq!(on_disk, forced, "on disk too");
 
     let shelved: StoredResult<(u32, u32)> = numbered::call_and_shelve(2);
