@@ -96,11 +96,26 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
     }
 
     let fn_ident = &sig.ident;
-    let with_handle = options.handle.unwrap_or(true) && !mentions_self(&function);
-    let module = quote!(::core::module_path!());
+    let with_handle =
+        options.handle.unwrap_or(true) && !mentions_self(&function) && !has_receiver(&function);
+    // `module_path!()` cannot see an impl block's type or enclosing
+    // functions; the type name of an item declared beside the static can.
+    let here = format_ident!("__memento_here");
+    let strip = if with_handle {
+        "::function::__memento_here"
+    } else {
+        "::__memento_here"
+    };
     let make_function = quote! {
         ::std::sync::LazyLock::new(|| {
-            ::memento::Function::new(#module, #name)
+            let module = ::core::module_path!();
+            let name = ::memento::__private::qualified_name(
+                module,
+                ::std::any::type_name_of_val(&#here),
+                #strip,
+                #name,
+            );
+            ::memento::Function::new(module, name)
                 .version(#version)
                 .__code([#(#fp),*], #signature, #generic)
                 #management
@@ -118,7 +133,10 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
         (quote!(), quote!(#fn_ident::function()), handle)
     } else {
         (
-            quote!(static #func: ::std::sync::LazyLock<::memento::Function> = #make_function;),
+            quote! {
+                fn #here() {}
+                static #func: ::std::sync::LazyLock<::memento::Function> = #make_function;
+            },
             quote!(&*#func),
             quote!(),
         )
@@ -141,8 +159,12 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
     })
 }
 
+fn has_receiver(function: &ItemFn) -> bool {
+    matches!(function.sig.inputs.first(), Some(FnArg::Receiver(_)))
+}
+
 /// Does the function name `Self` (so it sits in an `impl` block, where no
-/// module can be written)?
+/// struct can be written)?
 fn mentions_self(function: &ItemFn) -> bool {
     fn walk(stream: TokenStream) -> bool {
         stream.into_iter().any(|tt| match tt {
@@ -222,6 +244,7 @@ fn handle_module(
         impl #name {
             /// The cached function's identity and fingerprint.
             pub fn function() -> &'static ::memento::Function {
+                fn __memento_here() {}
                 static FUNCTION: ::std::sync::LazyLock<::memento::Function> = #make_function;
                 &FUNCTION
             }
@@ -301,15 +324,6 @@ fn check_signature(function: &ItemFn) -> syn::Result<()> {
             ));
         }
     }
-    for input in &sig.inputs {
-        if let FnArg::Receiver(receiver) = input {
-            return Err(syn::Error::new_spanned(
-                receiver,
-                "#[memento::cache] does not support methods taking `self` yet; move the \
-                 computation into a free function that takes what it needs as arguments",
-            ));
-        }
-    }
     Ok(())
 }
 
@@ -320,7 +334,27 @@ fn keyed_bindings(function: &ItemFn, options: &Options) -> syn::Result<Vec<Ident
     let mut keyed = Vec::new();
     let mut all = Vec::new();
     for input in &function.sig.inputs {
-        let FnArg::Typed(arg) = input else { continue };
+        let arg = match input {
+            FnArg::Receiver(receiver) => {
+                let this = Ident::new("self", receiver.self_token.span);
+                let ignored = options.ignore.iter().any(|i| i == "self");
+                if receiver.mutability.is_some() && receiver.reference.is_some() && !ignored {
+                    return Err(syn::Error::new_spanned(
+                        receiver,
+                        "`&mut self`: a cached method must be pure, and on a hit its body does \
+                         not run, so the mutation would be lost; take `&self`, or, if the \
+                         mutation is not part of the result, leave `self` out of the key with \
+                         #[memento::cache(ignore(self))]",
+                    ));
+                }
+                all.push(this.clone());
+                if !ignored {
+                    keyed.push(this);
+                }
+                continue;
+            }
+            FnArg::Typed(arg) => arg,
+        };
         let mut bound = Vec::new();
         bindings(&arg.pat, &mut bound);
         let ignored = |ident: &Ident| options.ignore.iter().any(|i| i == ident);

@@ -158,7 +158,30 @@ impl Function {
         self.signature = signature.to_string();
         self.generic = generic;
         self.derive();
+        self.register();
         self
+    }
+
+    /// Warns when two different functions of this process end up with one
+    /// identity: they would share a folder and drop each other's results.
+    fn register(&self) {
+        static SEEN: LazyLock<std::sync::Mutex<HashMap<String, [u8; 32]>>> =
+            LazyLock::new(Default::default);
+        let (Some(code), Ok(mut seen)) = (self.code, SEEN.lock()) else {
+            return;
+        };
+        let name = self.full_name().to_string();
+        match seen.get(&name) {
+            Some(other) if *other != code => tracing::warn!(
+                "memento: two different cached functions are both named {name} (for example \
+                 functions of the same name in two closures of one function); they share one \
+                 cache folder and drop each other's results: rename one, or give it a version"
+            ),
+            Some(_) => {}
+            None => {
+                seen.insert(name, code);
+            }
+        }
     }
 
     /// `module::name`.
@@ -194,7 +217,10 @@ impl Function {
             None => h.update(&[0]),
         };
         let mut folder = String::new();
-        for segment in self.module.split("::").chain([self.name.as_str()]) {
+        for segment in split_path(&self.module)
+            .into_iter()
+            .chain(split_path(&self.name))
+        {
             if !folder.is_empty() {
                 folder.push('/');
             }
@@ -237,6 +263,29 @@ impl Function {
             signature: self.signature.clone(),
         }
     }
+}
+
+/// Splits a Rust path at its `::`s, but not at those inside `<..>`
+/// (`<a::A as b::Tr>::go` is two segments).
+fn split_path(path: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut depth, mut start, mut i) = (0i32, 0, 0);
+    let bytes = path.as_bytes();
+    while i < bytes.len() {
+        match bytes[i] {
+            b'<' => depth += 1,
+            b'>' => depth -= 1,
+            b':' if depth == 0 && bytes.get(i + 1) == Some(&b':') => {
+                parts.push(&path[start..i]);
+                start = i + 2;
+                i += 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    parts.push(&path[start..]);
+    parts
 }
 
 fn push_segment(out: &mut String, segment: &str) {
@@ -363,6 +412,19 @@ mod tests {
         assert_eq!(f.folder(), "a/%2E%2E/b%20c/type");
         let f = Function::new("x/y", "");
         assert_eq!(f.folder(), "x%2Fy/%00");
+    }
+
+    #[test]
+    fn paths_split_outside_angle_brackets() {
+        assert_eq!(split_path("a::b"), ["a", "b"]);
+        assert_eq!(split_path("<m::A as m::Tr>::go"), ["<m::A as m::Tr>", "go"]);
+        assert_eq!(split_path("B<_>::area"), ["B<_>", "area"]);
+        let f = Function::new("c::m", "<c::m::A as c::m::Tr>::go");
+        assert_eq!(
+            f.folder(),
+            "c/m/%3Cc%3A%3Am%3A%3AA%20as%20c%3A%3Am%3A%3ATr%3E/go"
+        );
+        assert_eq!(Function::new("c::m", "A::area").folder(), "c/m/A/area");
     }
 
     #[test]

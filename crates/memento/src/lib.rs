@@ -144,6 +144,24 @@ pub mod __private {
         }
     }
 
+    /// The function's name qualified by what `module_path!()` cannot see:
+    /// the type of an `impl` block (`Circle::area`), the enclosing
+    /// functions of a nested function (`outer::inner`). `here` is the type
+    /// name of an item declared beside the expansion, `strip` its own part.
+    /// A trait impl's method is `<Type as Trait>::name`.
+    pub fn qualified_name(module: &str, here: &str, strip: &str, name: &str) -> String {
+        let Some(path) = here.strip_suffix(strip) else {
+            return name.to_string();
+        };
+        if path.starts_with('<') {
+            return path.to_string();
+        }
+        path.strip_prefix(module)
+            .and_then(|rest| rest.strip_prefix("::"))
+            .filter(|rest| !rest.is_empty())
+            .map_or_else(|| name.to_string(), str::to_string)
+    }
+
     /// The Memory of `#[memento::cache]` without `memory = ..`.
     pub fn default_memory() -> &'static Memory {
         static DEFAULT: LazyLock<Memory> = LazyLock::new(Memory::from_env);
