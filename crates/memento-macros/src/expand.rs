@@ -68,10 +68,25 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
         Some(expr) => quote_spanned!(expr.span()=> &#expr),
         None => quote!(::memento::__private::default_memory()),
     };
-    let key_args: Vec<TokenStream> = keyed
+    let mut key_args: Vec<TokenStream> = keyed
         .iter()
         .map(|ident| quote_spanned!(ident.span()=> ::memento::__private::key_arg(&#ident),))
         .collect();
+    // The concrete types and constants of a generic function are part of
+    // the key: `f::<u8>()` and `f::<u64>()` may differ with equal arguments.
+    for param in &sig.generics.params {
+        match param {
+            GenericParam::Type(t) => {
+                let t = &t.ident;
+                key_args.push(quote!(::std::any::type_name::<#t>(),));
+            }
+            GenericParam::Const(c) => {
+                let c = &c.ident;
+                key_args.push(quote!(#c,));
+            }
+            GenericParam::Lifetime(_) => {}
+        }
+    }
     let (hit, store) = if is_result {
         (
             quote!(::core::result::Result::Ok(#value)),

@@ -369,3 +369,22 @@ fn memory_is_clone_send_sync_and_cheap() {
     assert_traits::<memento::Function>();
     assert_eq!(std::mem::size_of::<Memory>(), std::mem::size_of::<usize>());
 }
+
+#[memento::cache(memory = MEM)]
+fn size_of_type<T: 'static>() -> usize {
+    std::mem::size_of::<T>()
+}
+
+#[memento::cache(memory = MEM)]
+fn repeat<const N: usize>(x: u8) -> Vec<u8> {
+    vec![x; N]
+}
+
+#[test]
+fn concrete_types_and_constants_are_keyed() {
+    assert_eq!(size_of_type::<u8>(), 1);
+    assert_eq!(size_of_type::<u64>(), 8);
+    assert_eq!(size_of_type::<u8>(), 1);
+    assert_eq!(repeat::<2>(7), vec![7, 7]);
+    assert_eq!(repeat::<3>(7), vec![7, 7, 7]);
+}
