@@ -94,6 +94,7 @@
 
 #![warn(missing_docs)]
 
+mod background;
 pub mod codec;
 pub mod entry;
 mod error;

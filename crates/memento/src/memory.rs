@@ -889,14 +889,14 @@ impl Memory {
         Ok(dirs.len())
     }
 
-    /// Encodes and writes one result.
-    fn save<T: Serialize>(
+    /// Encodes one result and prepares all that is to be written.
+    fn prepare<T: Serialize>(
         &self,
         pending: &Pending<'_, T>,
         key: &Key,
         value: &T,
         duration: Duration,
-    ) -> Result<()> {
+    ) -> Result<Write> {
         let function = pending.function;
         let created = SystemTime::now();
         let created_ms = created
@@ -908,41 +908,68 @@ impl Memory {
             type_name: std::any::type_name::<T>(),
             message: e.to_string(),
         })?;
-        let mut written = 0;
-        if let Some(state) = &pending.state {
-            if !state.record_on_disk.load(Ordering::Acquire) {
+        let record = match &pending.state {
+            Some(state) if !state.record_on_disk.load(Ordering::Acquire) => {
                 let record = function.record(pending.shape, std::any::type_name::<T>());
-                written +=
-                    self.write_record(&format!("{}/function.json", function.folder()), &record)?;
-                state.record_on_disk.store(true, Ordering::Release);
+                let json = serde_json::to_vec_pretty(&record).unwrap_or_default();
+                Some((
+                    format!("{}/function.json", function.folder()),
+                    json,
+                    state.clone(),
+                ))
             }
+            _ => None,
+        };
+        let meta = entry::new_metadata(
+            function.full_name(),
+            key.to_hex(),
+            created,
+            duration,
+            bytes.len() as u64,
+            pending.args.clone(),
+        );
+        Ok(Write {
+            key: *key,
+            record,
+            output: EntryName::new(function.folder(), key, "output.bin")
+                .as_str()
+                .to_string(),
+            bytes,
+            metadata: EntryName::new(function.folder(), key, "metadata.json")
+                .as_str()
+                .to_string(),
+            json: serde_json::to_vec_pretty(&meta).unwrap_or_default(),
+            force: pending.mode.force,
+            created_ms,
+            keep_in_memory: function.validator().is_none(),
+        })
+    }
+
+    /// Writes a prepared result: the record if needed, `output.bin`
+    /// (published if absent, or replaced when forced), then `metadata.json`.
+    fn commit(&self, write: Write) -> Result<()> {
+        let store = &*self.inner.store;
+        let mut written = 0;
+        if let Some((name, json, state)) = &write.record {
+            store.write(name, json)?;
+            state.record_on_disk.store(true, Ordering::Release);
+            written += json.len() as u64;
         }
-        let output = EntryName::new(function.folder(), key, "output.bin");
-        let published = if pending.mode.force {
-            self.inner.hot.remove(key);
-            self.inner.store.write(output.as_str(), &bytes)?;
+        let published = if write.force {
+            self.inner.hot.remove(&write.key);
+            store.write(&write.output, &write.bytes)?;
             true
         } else {
-            self.inner.store.publish(output.as_str(), &bytes)?
+            store.publish(&write.output, &write.bytes)?
         };
         if published {
-            let meta = entry::new_metadata(
-                function.full_name(),
-                key.to_hex(),
-                created,
-                duration,
-                bytes.len() as u64,
-                pending.args.clone(),
-            );
-            let json = serde_json::to_vec_pretty(&meta).unwrap_or_default();
-            let name = EntryName::new(function.folder(), key, "metadata.json");
-            self.inner.store.write(name.as_str(), &json)?;
-            written += (bytes.len() + json.len()) as u64;
+            store.write(&write.metadata, &write.json)?;
+            written += (write.bytes.len() + write.json.len()) as u64;
         }
-        if function.validator().is_none() {
+        if write.keep_in_memory {
             self.inner
                 .hot
-                .insert(*key, &bytes[HEADER_LEN..], created_ms);
+                .insert(write.key, &write.bytes[HEADER_LEN..], write.created_ms);
         }
         if written > 0 {
             self.after_write(written);
@@ -971,18 +998,11 @@ impl<T: Serialize> Pending<'_, T> {
     /// Stores `value` and returns it. Storage problems are logged, never
     /// returned: the value comes back either way.
     pub fn store(self, value: T) -> T {
-        let duration = self.started.elapsed();
-        tracing::info!(
-            "{}: computed in {:.3}s",
-            self.function.full_name(),
-            duration.as_secs_f64()
-        );
+        let write = self.prepare(&value);
         self.mode.record(false, self.key);
-        if let Some(key) = self.key {
-            match self.memory.save(&self, &key, &value, duration) {
-                Ok(()) => {}
-                Err(e @ Error::Encode { .. }) => tracing::error!("{e}"),
-                Err(e) => self.memory.report_io(&e),
+        if let Some(write) = write {
+            if let Err(e) = self.memory.commit(write) {
+                self.memory.report_io(&e);
             }
         }
         value
@@ -1002,10 +1022,78 @@ impl<T: Serialize> Pending<'_, T> {
         }
     }
 
+    /// [`store`](Pending::store) for async code: the value is encoded here,
+    /// and the files are written on a thread of their own, so that the
+    /// executor's threads do not wait for the disk. Works with any executor.
+    pub async fn store_async(self, value: T) -> T {
+        if let Some(write) = self.prepare(&value) {
+            let memory = self.memory.clone();
+            let committed = crate::background::run(move || memory.commit(write)).await;
+            if let Err(e) = committed {
+                self.memory.report_io(&e);
+            }
+        }
+        // After the await: the caller's next step runs in this same poll.
+        self.mode.record(false, self.key);
+        value
+    }
+
+    /// [`store_result`](Pending::store_result) for async code.
+    pub async fn store_result_async<E>(self, result: Result<T, E>) -> Result<T, E> {
+        match result {
+            Ok(value) => Ok(self.store_async(value).await),
+            Err(e) => {
+                tracing::debug!(
+                    "{}: returned an error; not stored",
+                    self.function.full_name()
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// Logs the computation and encodes the value; `None` when there is
+    /// nothing to write (no key, or the value cannot be encoded).
+    fn prepare(&self, value: &T) -> Option<Write> {
+        let duration = self.started.elapsed();
+        tracing::info!(
+            "{}: computed in {:.3}s",
+            self.function.full_name(),
+            duration.as_secs_f64()
+        );
+        let key = self.key?;
+        match self.memory.prepare(self, &key, value, duration) {
+            Ok(write) => Some(write),
+            Err(e @ Error::Encode { .. }) => {
+                tracing::error!("{e}");
+                None
+            }
+            Err(e) => {
+                self.memory.report_io(&e);
+                None
+            }
+        }
+    }
+
     /// The key of this call (`None` when the arguments could not be hashed).
     pub fn key(&self) -> Option<Key> {
         self.key
     }
+}
+
+/// A result ready to be written, owning all it needs so that the writing
+/// can move to another thread.
+struct Write {
+    key: Key,
+    /// `function.json`, when this Memory has not written it yet.
+    record: Option<(String, Vec<u8>, Arc<FnState>)>,
+    output: String,
+    bytes: Vec<u8>,
+    metadata: String,
+    json: Vec<u8>,
+    force: bool,
+    created_ms: u64,
+    keep_in_memory: bool,
 }
 
 /// Why a stored entry is not served.

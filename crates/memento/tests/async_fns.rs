@@ -1,0 +1,70 @@
+//! `async fn`s: cached like any function, on any executor (tokio here).
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use memento::Memory;
+
+static MEM: LazyLock<Memory> = LazyLock::new(|| Memory::new(common::fresh_dir("async")));
+static FETCHES: AtomicUsize = AtomicUsize::new(0);
+
+#[memento::cache(memory = MEM)]
+async fn fetch(id: u32) -> String {
+    FETCHES.fetch_add(1, SeqCst);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    if id == 0 {
+        return "zero".to_string();
+    }
+    format!("item {id}")
+}
+
+#[memento::cache(memory = MEM)]
+async fn parse_later(text: String) -> Result<u32, std::num::ParseIntError> {
+    tokio::task::yield_now().await;
+    let n: u32 = text.parse()?;
+    Ok(n + 1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_functions_are_cached() {
+    assert_eq!(fetch(1).await, "item 1");
+    assert_eq!(fetch(1).await, "item 1");
+    assert_eq!(fetch(0).await, "zero");
+    assert_eq!(FETCHES.load(SeqCst), 2);
+    // Stored on disk: a new Memory (a new process) finds it.
+    let fresh = Memory::new(MEM.path().unwrap());
+    let v: String = fresh.call(fetch::function(), &(&1u32,), || unreachable!());
+    assert_eq!(v, "item 1");
+
+    assert_eq!(parse_later("41".into()).await, Ok(42));
+    assert!(parse_later("x".into()).await.is_err());
+    assert!(parse_later::check_call_in_cache("41".into()));
+    assert!(!parse_later::check_call_in_cache("x".into()));
+}
+
+static LOADS: AtomicUsize = AtomicUsize::new(0);
+
+#[memento::cache(memory = MEM)]
+async fn load(id: u32) -> Vec<u32> {
+    LOADS.fetch_add(1, SeqCst);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    vec![id; 3]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn futures_are_send_and_handles_await() {
+    let task = tokio::spawn(async { load(7).await });
+    assert_eq!(task.await.unwrap(), vec![7; 3]);
+    let outcome = load::call_with_outcome(7).await;
+    assert!(outcome.hit);
+    assert_eq!(outcome.value, vec![7; 3]);
+    assert!(!load::call_with_outcome(9).await.hit);
+    assert_eq!(LOADS.load(SeqCst), 2);
+    assert_eq!(load::call_forced(7).await, vec![7; 3]);
+    assert_eq!(LOADS.load(SeqCst), 3);
+    let shelved = load::call_and_shelve(8).await;
+    assert_eq!(shelved.get().unwrap(), vec![8; 3]);
+}
