@@ -113,7 +113,12 @@ fn checksum(head: &[u8], payload: &[u8]) -> [u8; 32] {
 }
 
 /// Checks a whole entry read for `key` and returns its payload.
-pub(crate) fn verify<'a>(key: &Key, bytes: &'a [u8]) -> Result<&'a [u8], Damage> {
+///
+/// ```
+/// let key = memento::Key::of(&1u8).unwrap();
+/// assert_eq!(memento::codec::verify(&key, b""), Err(memento::codec::Damage::Empty));
+/// ```
+pub fn verify<'a>(key: &Key, bytes: &'a [u8]) -> Result<&'a [u8], Damage> {
     if bytes.is_empty() {
         return Err(Damage::Empty);
     }

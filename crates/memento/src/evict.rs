@@ -164,6 +164,9 @@ pub struct FunctionStats {
     pub bytes: u64,
     /// The most recent last access among its results.
     pub last_access: Option<SystemTime>,
+    /// Hits recorded in `hits.json`: approximate, since each process adds
+    /// its hits in batches (every 256, and when it stores a result).
+    pub hits: u64,
 }
 
 impl Stats {
@@ -183,6 +186,7 @@ impl Stats {
                     entries: 0,
                     bytes: 0,
                     last_access: None,
+                    hits: 0,
                 })
         }
         for entry in inventory.entries.iter() {
@@ -194,6 +198,20 @@ impl Stats {
             }
         }
         for other in &inventory.others {
+            if let Some(folder) = other.name.strip_suffix("/hits.json") {
+                #[derive(serde::Deserialize)]
+                struct Hits {
+                    hits: u64,
+                }
+                let mut buf = Vec::new();
+                let hits = store
+                    .read(&other.name, &mut buf)
+                    .ok()
+                    .and_then(|_| serde_json::from_slice::<Hits>(&buf).ok());
+                let f = stats_of(&mut functions, folder);
+                f.bytes += other.size;
+                f.hits += hits.map_or(0, |h| h.hits);
+            }
             if let Some(folder) = other.name.strip_suffix("/function.json") {
                 let mut buf = Vec::new();
                 let record = store

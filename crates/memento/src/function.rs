@@ -5,7 +5,8 @@
 use std::any::TypeId;
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::{LazyLock, OnceLock, RwLock};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, LazyLock, OnceLock, RwLock};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -44,6 +45,8 @@ pub struct Function {
     validate: Option<Validate>,
     derived: Derived,
     shape: OnceLock<(TypeId, Shape)>,
+    /// Hits of this process not yet added to `hits.json`.
+    pub(crate) hits: Arc<AtomicU64>,
 }
 
 /// A check of a stored result's metadata before it is served: `false`
@@ -85,6 +88,7 @@ impl Function {
                 full_name: String::new(),
             },
             shape: OnceLock::new(),
+            hits: Arc::new(AtomicU64::new(0)),
         };
         f.derive();
         f

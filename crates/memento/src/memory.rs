@@ -116,6 +116,55 @@ struct Usage {
     last_scan: Option<Instant>,
 }
 
+/// Hits are added to `hits.json` in batches of this many, whenever the
+/// process stores a result of the function, and when the process exits.
+const HITS_FLUSH_EVERY: u64 = 256;
+
+/// Hits still counted in memory when the process exits are added to their
+/// `hits.json` then (on Unix, through `atexit`; not after a crash or a
+/// signal).
+mod at_exit {
+    use std::sync::atomic::AtomicU64;
+    use std::sync::{Arc, Mutex, Once};
+
+    use super::Memory;
+    use crate::function::Function;
+
+    type Pending = Vec<(Memory, String, Arc<AtomicU64>)>;
+    static PENDING: Mutex<Pending> = Mutex::new(Vec::new());
+
+    pub(super) fn register(memory: &Memory, function: &Function) {
+        static HOOK: Once = Once::new();
+        HOOK.call_once(|| {
+            #[cfg(unix)]
+            // SAFETY: `flush` is an `extern "C" fn()` that does not unwind.
+            unsafe {
+                libc::atexit(flush);
+            }
+        });
+        let mut pending = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+        if !pending.iter().any(|(m, folder, _)| {
+            Arc::ptr_eq(&m.inner, &memory.inner) && folder == function.folder()
+        }) {
+            pending.push((
+                memory.clone(),
+                function.folder().to_string(),
+                function.hits.clone(),
+            ));
+        }
+    }
+
+    #[cfg(unix)]
+    extern "C" fn flush() {
+        let _ = std::panic::catch_unwind(|| {
+            let pending = std::mem::take(&mut *PENDING.lock().unwrap_or_else(|e| e.into_inner()));
+            for (memory, folder, hits) in pending {
+                memory.flush_hits(&folder, &hits);
+            }
+        });
+    }
+}
+
 /// Automatic eviction brings each limit down to this fraction of itself, so
 /// that the next listing is many writes away.
 const AUTO_FRACTION: f64 = 0.9;
@@ -580,6 +629,7 @@ impl Memory {
                     }
                 }
                 mode.record(true, Some(key));
+                self.count_hit(function);
                 return Lookup::Hit(value);
             }
             self.inner.hot.remove(&key);
@@ -587,6 +637,7 @@ impl Memory {
         let state = self.state(function, shape, std::any::type_name::<T>());
         if let Some(value) = self.read::<T>(function, &key) {
             mode.record(true, Some(key));
+            self.count_hit(function);
             return Lookup::Hit(value);
         }
         let args = entry::args_text(args);
@@ -622,9 +673,11 @@ impl Memory {
     /// how many results were removed.
     pub fn clear_function(&self, function: &Function) -> Result<usize> {
         let removed = self.remove_entries(function)?;
-        self.inner
-            .store
-            .delete(&format!("{}/function.json", function.folder()))?;
+        for file in ["function.json", "hits.json"] {
+            self.inner
+                .store
+                .delete(&format!("{}/{file}", function.folder()))?;
+        }
         self.inner
             .functions
             .write()
@@ -942,6 +995,10 @@ impl Memory {
             force: pending.mode.force,
             created_ms,
             keep_in_memory: function.validator().is_none(),
+            hits: (
+                format!("{}/hits.json", function.folder()),
+                function.hits.swap(0, Ordering::Relaxed),
+            ),
         })
     }
 
@@ -971,10 +1028,58 @@ impl Memory {
                 .hot
                 .insert(write.key, &write.bytes[HEADER_LEN..], write.created_ms);
         }
+        self.add_hits(&write.hits.0, write.hits.1);
         if written > 0 {
             self.after_write(written);
         }
         Ok(())
+    }
+
+    /// Counts a hit; every [`HITS_FLUSH_EVERY`] hits, adds them to the
+    /// function's `hits.json` on a thread of its own.
+    #[inline]
+    fn count_hit(&self, function: &Function) {
+        let n = function.hits.fetch_add(1, Ordering::Relaxed) + 1;
+        if n == 1 {
+            at_exit::register(self, function);
+        }
+        if n >= HITS_FLUSH_EVERY {
+            let n = function.hits.swap(0, Ordering::Relaxed);
+            let memory = self.clone();
+            let name = format!("{}/hits.json", function.folder());
+            drop(crate::background::run(move || memory.add_hits(&name, n)));
+        }
+    }
+
+    /// Adds the function's pending hits to its `hits.json`.
+    pub(crate) fn flush_hits(&self, folder: &str, hits: &AtomicU64) {
+        let n = hits.swap(0, Ordering::Relaxed);
+        self.add_hits(&format!("{folder}/hits.json"), n);
+    }
+
+    /// Adds `n` to the count in `hits.json` (read, add, replace: two
+    /// processes flushing at once may lose one's count; it is a statistic).
+    fn add_hits(&self, name: &str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        #[derive(Serialize, serde::Deserialize, Default)]
+        struct Hits {
+            hits: u64,
+        }
+        let mut buf = Vec::new();
+        let old = match self.inner.store.read(name, &mut buf) {
+            Ok(true) => {
+                serde_json::from_slice::<Hits>(&buf)
+                    .unwrap_or_default()
+                    .hits
+            }
+            _ => 0,
+        };
+        let json = serde_json::to_vec(&Hits { hits: old + n }).unwrap_or_default();
+        if let Err(e) = self.inner.store.write(name, &json) {
+            self.report_io(&e);
+        }
     }
 
     /// Storage errors: the first one of this Memory is a warning, later ones
@@ -1094,6 +1199,8 @@ struct Write {
     force: bool,
     created_ms: u64,
     keep_in_memory: bool,
+    /// Hits of this process to add to `hits.json`.
+    hits: (String, u64),
 }
 
 /// Why a stored entry is not served.

@@ -1,0 +1,578 @@
+//! `memento`: look after a memento cache from the shell.
+//!
+//! ```text
+//! memento ls [LOCATION] [--json]      functions, entries, size, hits, last access
+//! memento show FUNCTION [KEY]         a function's record and entries, or one entry
+//! memento clear [FUNCTION]            remove all results, or one function's
+//! memento gc --bytes 10GB --items N --age 30d
+//! memento verify [--remove]           check every checksum
+//! memento du                          disk usage per function
+//! ```
+//!
+//! The cache is `--location`, else `MEMENTO_DIR`, else `.memento`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use bytesize::ByteSize;
+use clap::{Parser, Subcommand};
+use memento::entry::{rfc3339, Metadata};
+use memento::evict::{self, EntryInfo, Inventory};
+use memento::{FunctionRecord, FunctionStats, Key, Limits, Memory, Stats};
+use serde::Serialize;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  verify found damaged results (and did not remove them: use --remove)
+  2  error: bad arguments, no cache at the location, or a file that cannot be read or removed";
+
+#[derive(Parser)]
+#[command(
+    name = "memento",
+    version,
+    about = "Look after a memento cache: list, show, clear, gc, verify, du.",
+    after_help = EXIT_CODES
+)]
+struct Cli {
+    /// The cache folder [default: $MEMENTO_DIR, else .memento]
+    #[arg(
+        long,
+        short = 'C',
+        global = true,
+        env = "MEMENTO_DIR",
+        value_name = "LOCATION"
+    )]
+    location: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the cached functions: entries, size, hits, last access
+    Ls {
+        /// The cache folder (same as --location)
+        #[arg(value_name = "LOCATION")]
+        folder: Option<PathBuf>,
+        /// Print JSON for scripts
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a function's record and results, or one result's metadata
+    Show {
+        /// The function: its full name (crate::module::f), a unique last part (f), or its folder
+        function: String,
+        /// A result's key, or a unique prefix of it
+        key: Option<String>,
+        /// Print JSON for scripts
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove every result, or those of one function
+    Clear {
+        /// The function (as for show); all functions if left out
+        function: Option<String>,
+    },
+    /// Remove least recently used results until every given limit holds
+    Gc {
+        /// Keep at most this many bytes, such as 10GB or 500MiB
+        #[arg(long)]
+        bytes: Option<String>,
+        /// Keep at most this many results
+        #[arg(long)]
+        items: Option<u64>,
+        /// Remove results not used for this long, such as 30d or 12h
+        #[arg(long)]
+        age: Option<String>,
+    },
+    /// Check the checksum of every stored result
+    Verify {
+        /// Remove the damaged results found
+        #[arg(long)]
+        remove: bool,
+    },
+    /// Disk usage, per function, largest first
+    Du,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("memento: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let location = match &cli.command {
+        Command::Ls {
+            folder: Some(folder),
+            ..
+        } => folder.clone(),
+        _ => cli
+            .location
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(memento::DEFAULT_DIR)),
+    };
+    if !location.is_dir() {
+        bail!(
+            "no cache at {}: run a program that uses memento first, or point --location (or \
+             MEMENTO_DIR) at the cache folder",
+            location.display()
+        );
+    }
+    let memory = Memory::new(&location);
+    match cli.command {
+        Command::Ls { json, .. } => ls(&memory, json),
+        Command::Show {
+            function,
+            key,
+            json,
+        } => show(&memory, &function, key.as_deref(), json),
+        Command::Clear { function } => clear(&memory, function.as_deref()),
+        Command::Gc { bytes, items, age } => gc(&memory, bytes, items, age),
+        Command::Verify { remove } => verify(&memory, remove),
+        Command::Du => du(&memory),
+    }
+}
+
+fn time(t: Option<SystemTime>) -> String {
+    match t {
+        Some(t) if t > UNIX_EPOCH => {
+            let mut s = rfc3339(t);
+            // Seconds are enough in a table.
+            if let Some(dot) = s.find('.') {
+                s.replace_range(dot..s.len() - 1, "");
+            }
+            s
+        }
+        _ => "-".into(),
+    }
+}
+
+fn size(bytes: u64) -> String {
+    ByteSize::b(bytes).to_string()
+}
+
+/// Prints rows as a table whose columns fit their widest cell; the first
+/// column is left-aligned, the others right-aligned.
+fn table(rows: &[Vec<String>]) {
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(c, cell)| {
+                if c == 0 {
+                    format!("{cell:<w$}", w = widths[c])
+                } else {
+                    format!("{cell:>w$}", w = widths[c])
+                }
+            })
+            .collect();
+        println!("{}", cells.join("  ").trim_end());
+    }
+}
+
+#[derive(Serialize)]
+struct FunctionRow {
+    function: String,
+    folder: String,
+    entries: u64,
+    bytes: u64,
+    hits: u64,
+    last_access: Option<String>,
+}
+
+fn row_of(f: &FunctionStats) -> FunctionRow {
+    FunctionRow {
+        function: f.name.clone(),
+        folder: f.folder.clone(),
+        entries: f.entries,
+        bytes: f.bytes,
+        hits: f.hits,
+        last_access: f.last_access.map(rfc3339),
+    }
+}
+
+fn ls(memory: &Memory, json: bool) -> Result<ExitCode> {
+    let stats = memory.stats().context("cannot list the cache")?;
+    if json {
+        #[derive(Serialize)]
+        struct Listing {
+            location: String,
+            entries: u64,
+            bytes: u64,
+            functions: Vec<FunctionRow>,
+        }
+        let listing = Listing {
+            location: memory.location(),
+            entries: stats.entries,
+            bytes: stats.bytes,
+            functions: stats.functions.iter().map(row_of).collect(),
+        };
+        println!("{}", serde_json::to_string_pretty(&listing)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("cache: {}", memory.location());
+    let mut rows = vec![vec![
+        "FUNCTION".to_string(),
+        "ENTRIES".into(),
+        "SIZE".into(),
+        "HITS".into(),
+        "LAST ACCESS".into(),
+    ]];
+    for f in &stats.functions {
+        rows.push(vec![
+            f.name.clone(),
+            f.entries.to_string(),
+            size(f.bytes),
+            f.hits.to_string(),
+            time(f.last_access),
+        ]);
+    }
+    rows.push(vec![
+        "total".into(),
+        stats.entries.to_string(),
+        size(stats.bytes),
+        stats
+            .functions
+            .iter()
+            .map(|f| f.hits)
+            .sum::<u64>()
+            .to_string(),
+        String::new(),
+    ]);
+    table(&rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Finds a function by full name, unique last part, or folder.
+fn find_function<'a>(stats: &'a Stats, wanted: &str) -> Result<&'a FunctionStats> {
+    let wanted = wanted.trim_end_matches('/');
+    if let Some(f) = stats
+        .functions
+        .iter()
+        .find(|f| f.name == wanted || f.folder == wanted)
+    {
+        return Ok(f);
+    }
+    let suffix = format!("::{wanted}");
+    let matches: Vec<&FunctionStats> = stats
+        .functions
+        .iter()
+        .filter(|f| f.name.ends_with(&suffix))
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok(one),
+        [] => bail!(
+            "no function {wanted:?} in this cache; `memento ls` lists them ({} in all)",
+            stats.functions.len()
+        ),
+        many => bail!(
+            "{wanted:?} names several functions: {}; give the full name",
+            many.iter()
+                .map(|f| f.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(memory: &Memory, name: &str) -> Option<T> {
+    let mut buf = Vec::new();
+    match memory.store().read(name, &mut buf) {
+        Ok(true) => serde_json::from_slice(&buf).ok(),
+        _ => None,
+    }
+}
+
+fn show(memory: &Memory, function: &str, key: Option<&str>, json: bool) -> Result<ExitCode> {
+    let stats = memory.stats().context("cannot list the cache")?;
+    let f = find_function(&stats, function)?;
+    let inventory = Inventory::scan_prefix(memory.store(), &f.folder)?;
+    let mut entries: Vec<(&EntryInfo, Option<Metadata>)> = inventory
+        .entries
+        .iter()
+        .filter(|e| e.function_folder == f.folder)
+        .map(|e| (e, read_json(memory, &format!("{}/metadata.json", e.dir))))
+        .collect();
+    entries.sort_by(|a, b| {
+        let created = |m: &Option<Metadata>| m.as_ref().map_or(0.0, |m| m.created_unix);
+        created(&a.1).total_cmp(&created(&b.1))
+    });
+    if let Some(prefix) = key {
+        let found: Vec<_> = entries
+            .iter()
+            .filter(|(e, _)| e.key.starts_with(&prefix.to_ascii_lowercase()))
+            .collect();
+        let (entry, meta) = match found.as_slice() {
+            [one] => *one,
+            [] => bail!("{} has no result with a key starting {prefix:?}", f.name),
+            _ => bail!(
+                "{prefix:?} starts {} keys of {}; give more digits",
+                found.len(),
+                f.name
+            ),
+        };
+        #[derive(Serialize)]
+        struct Shown<'a> {
+            path: String,
+            last_access: String,
+            complete: bool,
+            metadata: &'a Option<Metadata>,
+        }
+        let shown = Shown {
+            path: format!("{}/{}", memory.location(), entry.dir),
+            last_access: rfc3339(entry.last_access),
+            complete: entry.complete,
+            metadata: meta,
+        };
+        println!("{}", serde_json::to_string_pretty(&shown)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let record: Option<FunctionRecord> = read_json(memory, &format!("{}/function.json", f.folder));
+    if json {
+        #[derive(Serialize)]
+        struct Shown<'a> {
+            function: FunctionRow,
+            record: Option<FunctionRecord>,
+            entries: Vec<&'a Option<Metadata>>,
+        }
+        let shown = Shown {
+            function: row_of(f),
+            record,
+            entries: entries.iter().map(|(_, m)| m).collect(),
+        };
+        println!("{}", serde_json::to_string_pretty(&shown)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("function:  {}", f.name);
+    println!("folder:    {}/{}", memory.location(), f.folder);
+    if let Some(r) = &record {
+        println!("signature: {}", r.signature);
+        println!("output:    {}", r.output_type);
+        if !r.version.is_empty() {
+            println!("version:   {}", r.version);
+        }
+        println!("fingerprint: {}", r.fingerprint);
+    }
+    println!("results:   {} ({})", f.entries, size(f.bytes));
+    println!();
+    let mut rows = vec![vec![
+        "KEY".to_string(),
+        "CREATED".into(),
+        "TOOK".into(),
+        "SIZE".into(),
+        "LAST ACCESS".into(),
+        "ARGUMENTS".into(),
+    ]];
+    for (e, m) in &entries {
+        let (created, took, args) = match m {
+            Some(m) => (
+                time(Some(
+                    UNIX_EPOCH + std::time::Duration::from_secs_f64(m.created_unix),
+                )),
+                format!("{:.3}s", m.duration),
+                cut(&m.args, 48),
+            ),
+            None => ("-".into(), "-".into(), "(no metadata.json)".into()),
+        };
+        rows.push(vec![
+            e.key[..16].to_string(),
+            created,
+            took,
+            size(e.bytes),
+            time(Some(e.last_access)),
+            args,
+        ]);
+    }
+    table(&rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cut(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut s: String = text.chars().take(max - 1).collect();
+    s.push('…');
+    s
+}
+
+fn clear(memory: &Memory, function: Option<&str>) -> Result<ExitCode> {
+    match function {
+        None => {
+            let stats = memory.stats()?;
+            memory.clear().context("cannot clear the cache")?;
+            println!(
+                "removed {} result(s) of {} function(s), {}",
+                stats.entries,
+                stats.functions.len(),
+                size(stats.bytes)
+            );
+        }
+        Some(name) => {
+            let stats = memory.stats()?;
+            let f = find_function(&stats, name)?;
+            memory
+                .store()
+                .delete_prefix(&f.folder)
+                .with_context(|| format!("cannot clear {}", f.name))?;
+            println!(
+                "removed {} result(s) of {}, {}",
+                f.entries,
+                f.name,
+                size(f.bytes)
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn progress(len: usize, what: &str) -> indicatif::ProgressBar {
+    // Hidden when stderr is not a terminal, and for short runs.
+    if !std::io::stderr().is_terminal() || len < 1000 {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len as u64);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({eta} left)")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what.to_string());
+    bar
+}
+
+fn gc(
+    memory: &Memory,
+    bytes: Option<String>,
+    items: Option<u64>,
+    age: Option<String>,
+) -> Result<ExitCode> {
+    let limits = Limits {
+        bytes: bytes.as_deref().map(evict::parse_size).transpose()?,
+        items,
+        age: age.as_deref().map(evict::parse_duration).transpose()?,
+    };
+    if !limits.any() {
+        bail!("give at least one limit: --bytes 10GB, --items 10000 or --age 30d");
+    }
+    let inventory = Inventory::scan(memory.store()).context("cannot list the cache")?;
+    let victims = inventory.victims(&limits, 1.0, SystemTime::now());
+    let bar = progress(victims.len(), "removing");
+    let (mut removed, mut freed) = (0u64, 0u64);
+    for victim in &victims {
+        memory
+            .store()
+            .delete_prefix(&victim.dir)
+            .with_context(|| format!("cannot remove {}", victim.dir))?;
+        removed += u64::from(victim.complete);
+        freed += victim.bytes;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    println!(
+        "removed {removed} result(s), {}; {} result(s), {} left",
+        size(freed),
+        inventory.items() - removed,
+        size(inventory.bytes() - freed)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify(memory: &Memory, remove: bool) -> Result<ExitCode> {
+    let inventory = Inventory::scan(memory.store()).context("cannot list the cache")?;
+    let bar = progress(inventory.entries.len(), "verifying");
+    let mut damaged = Vec::new();
+    let mut buf = Vec::new();
+    for entry in &inventory.entries {
+        bar.inc(1);
+        let problem = if !entry.complete {
+            Some("no output.bin (an interrupted write)".to_string())
+        } else {
+            let name = format!("{}/output.bin", entry.dir);
+            let key = Key::from_hex(&entry.key).context("bad key in a folder name")?;
+            match memory.store().read(&name, &mut buf) {
+                Ok(true) => memento::codec::verify(&key, &buf)
+                    .err()
+                    .map(|d| d.to_string()),
+                Ok(false) => Some("removed while verifying".into()),
+                Err(e) => Some(e.to_string()),
+            }
+        };
+        if let Some(problem) = problem {
+            damaged.push((entry, problem));
+        }
+    }
+    bar.finish_and_clear();
+    for (entry, problem) in &damaged {
+        println!("damaged: {}/{}: {problem}", memory.location(), entry.dir);
+        if remove {
+            memory
+                .store()
+                .delete_prefix(&entry.dir)
+                .with_context(|| format!("cannot remove {}", entry.dir))?;
+        }
+    }
+    let checked = inventory.entries.len();
+    match (damaged.len(), remove) {
+        (0, _) => {
+            println!("verified {checked} result(s): all whole");
+            Ok(ExitCode::SUCCESS)
+        }
+        (n, true) => {
+            println!("verified {checked} result(s): {n} damaged, removed");
+            Ok(ExitCode::SUCCESS)
+        }
+        (n, false) => {
+            println!(
+                "verified {checked} result(s): {n} damaged; `memento verify --remove` removes them"
+            );
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn du(memory: &Memory) -> Result<ExitCode> {
+    let stats = memory.stats().context("cannot list the cache")?;
+    let mut functions: Vec<&FunctionStats> = stats.functions.iter().collect();
+    functions.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+    let mut rows = vec![vec![
+        "SIZE".to_string(),
+        "ENTRIES".into(),
+        "FUNCTION".into(),
+    ]];
+    for f in functions {
+        rows.push(vec![size(f.bytes), f.entries.to_string(), f.name.clone()]);
+    }
+    let listed: u64 = stats.functions.iter().map(|f| f.bytes).sum();
+    if stats.bytes > listed {
+        rows.push(vec![
+            size(stats.bytes - listed),
+            String::new(),
+            "(other files)".into(),
+        ]);
+    }
+    rows.push(vec![
+        size(stats.bytes),
+        stats.entries.to_string(),
+        format!("total: {}", memory.location()),
+    ]);
+    // Sizes first, like du: right-align all but the last column.
+    for row in &rows {
+        println!("{:>10}  {:>8}  {}", row[0], row[1], row[2]);
+    }
+    Ok(ExitCode::SUCCESS)
+}
