@@ -548,7 +548,7 @@ fn verify(memory: &Memory, remove: bool) -> Result<ExitCode> {
 fn du(memory: &Memory) -> Result<ExitCode> {
     let stats = memory.stats().context("cannot list the cache")?;
     let mut functions: Vec<&FunctionStats> = stats.functions.iter().collect();
-    functions.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+    functions.sort_by_key(|f| std::cmp::Reverse(f.bytes));
     let mut rows = vec![vec![
         "SIZE".to_string(),
         "ENTRIES".into(),
