@@ -47,6 +47,9 @@ pub struct Function {
     shape: OnceLock<(TypeId, Shape)>,
     /// Hits of this process not yet added to `hits.json`.
     pub(crate) hits: Arc<AtomicU64>,
+    /// When they were last added, in seconds since the process's first use
+    /// of memento.
+    hits_flushed: Arc<AtomicU64>,
 }
 
 /// A check of a stored result's metadata before it is served: `false`
@@ -89,6 +92,7 @@ impl Function {
             },
             shape: OnceLock::new(),
             hits: Arc::new(AtomicU64::new(0)),
+            hits_flushed: Arc::new(AtomicU64::new(0)),
         };
         f.derive();
         f
@@ -144,6 +148,24 @@ impl Function {
     /// The time to live set by [`expires_after`](Function::expires_after).
     pub fn ttl(&self) -> Option<Duration> {
         self.expires_after
+    }
+
+    /// Is it time to add this process's hits to `hits.json`? (True at most
+    /// once every `HITS_FLUSH_SECONDS`.)
+    pub(crate) fn hits_flush_due(&self) -> bool {
+        static START: LazyLock<std::time::Instant> = LazyLock::new(std::time::Instant::now);
+        let now = START.elapsed().as_secs();
+        let last = self.hits_flushed.load(std::sync::atomic::Ordering::Relaxed);
+        now >= last + crate::memory::HITS_FLUSH_SECONDS
+            && self
+                .hits_flushed
+                .compare_exchange(
+                    last,
+                    now,
+                    std::sync::atomic::Ordering::Relaxed,
+                    std::sync::atomic::Ordering::Relaxed,
+                )
+                .is_ok()
     }
 
     pub(crate) fn keeps_versions(&self) -> bool {

@@ -116,9 +116,13 @@ struct Usage {
     last_scan: Option<Instant>,
 }
 
-/// Hits are added to `hits.json` in batches of this many, whenever the
-/// process stores a result of the function, and when the process exits.
-const HITS_FLUSH_EVERY: u64 = 256;
+/// Hits are added to `hits.json` at most every [`HITS_FLUSH_SECONDS`]
+/// (checked every this many hits), whenever the process stores a result of
+/// the function, and when the process exits.
+const HITS_CHECK_EVERY: u64 = 1024;
+
+/// See [`HITS_CHECK_EVERY`].
+pub(crate) const HITS_FLUSH_SECONDS: u64 = 10;
 
 /// Hits still counted in memory when the process exits are added to their
 /// `hits.json` then (on Unix, through `atexit`; not after a crash or a
@@ -1035,15 +1039,16 @@ impl Memory {
         Ok(())
     }
 
-    /// Counts a hit; every [`HITS_FLUSH_EVERY`] hits, adds them to the
-    /// function's `hits.json` on a thread of its own.
+    /// Counts a hit. Every [`HITS_CHECK_EVERY`] hits, if the last flush of
+    /// the function is more than [`HITS_FLUSH_SECONDS`] old, adds them to
+    /// its `hits.json` on a thread of its own.
     #[inline]
     fn count_hit(&self, function: &Function) {
         let n = function.hits.fetch_add(1, Ordering::Relaxed) + 1;
         if n == 1 {
             at_exit::register(self, function);
         }
-        if n >= HITS_FLUSH_EVERY {
+        if n % HITS_CHECK_EVERY == 0 && function.hits_flush_due() {
             let n = function.hits.swap(0, Ordering::Relaxed);
             let memory = self.clone();
             let name = format!("{}/hits.json", function.folder());

@@ -24,6 +24,7 @@ pub(crate) const TEMP_PREFIX: &str = ".tmp-";
 pub struct LocalStore {
     root: PathBuf,
     root_ready: AtomicBool,
+    access_granularity: Duration,
 }
 
 impl LocalStore {
@@ -32,7 +33,16 @@ impl LocalStore {
         LocalStore {
             root: root.into(),
             root_ready: AtomicBool::new(false),
+            access_granularity: ACCESS_GRANULARITY,
         }
+    }
+
+    /// How old a result's recorded last access must be before a read
+    /// records a new one ([`ACCESS_GRANULARITY`] by default; zero records
+    /// every read, at the cost of a metadata write per hit).
+    pub fn access_granularity(mut self, granularity: Duration) -> LocalStore {
+        self.access_granularity = granularity;
+        self
     }
 
     /// The root folder.
@@ -116,11 +126,11 @@ impl LocalStore {
 /// here, more than the rest of a hit), so it is only set when older.
 pub const ACCESS_GRANULARITY: Duration = Duration::from_secs(60);
 
-fn touch(file: &File, meta: &fs::Metadata) {
+fn touch(file: &File, meta: &fs::Metadata, granularity: Duration) {
     let now = SystemTime::now();
     let stale = meta
         .modified()
-        .map(|m| now.duration_since(m).unwrap_or(Duration::ZERO) >= ACCESS_GRANULARITY)
+        .map(|m| now.duration_since(m).unwrap_or(Duration::ZERO) >= granularity)
         .unwrap_or(true);
     if stale {
         // A read-only cache simply keeps the old time.
@@ -153,7 +163,7 @@ impl Store for LocalStore {
                 .take(meta.len())
                 .read_to_end(out)
                 .map_err(|e| Error::io("read", path, e))?;
-            touch(&file, &meta);
+            touch(&file, &meta, self.access_granularity);
             Ok(true)
         })
     }
