@@ -163,7 +163,7 @@ fn size(bytes: u64) -> String {
 }
 
 /// Prints rows as a table whose columns fit their widest cell; the first
-/// column is left-aligned, the others right-aligned.
+/// and last columns are left-aligned, the others right-aligned.
 fn table(rows: &[Vec<String>]) {
     let widths: Vec<usize> = (0..rows[0].len())
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
@@ -173,7 +173,7 @@ fn table(rows: &[Vec<String>]) {
             .iter()
             .enumerate()
             .map(|(c, cell)| {
-                if c == 0 {
+                if c == 0 || c + 1 == row.len() {
                     format!("{cell:<w$}", w = widths[c])
                 } else {
                     format!("{cell:>w$}", w = widths[c])

@@ -63,6 +63,50 @@
 //! - `result = true | false`: whether the output is a `Result` of which only
 //!   `Ok` is stored. By default, an output type whose last path segment is
 //!   `Result` is one.
+//! - `keep_versions`: keep the results of other versions of the code, so
+//!   that reverting the code brings them back at once.
+//! - `expires_after = "7d"`: results older than this are computed again
+//!   (`s`, `m`, `h`, `d`, `w`; a bad value is a compile error).
+//! - `validate = path::to::fn`: a `fn(&entry::Metadata) -> bool` asked
+//!   before a stored result is served; `false` computes it again.
+//! - `handle = false`: no handle struct (see below).
+//!
+//! # Handles, methods, async
+//!
+//! Beside each free function the attribute writes a struct of the same name
+//! whose associated functions manage the function's results:
+//! `f::check_call_in_cache(args)`, `f::call_with_outcome(args)`,
+//! `f::call_forced(args)`, `f::call_and_shelve(args)` and `f::clear()` (see
+//! the [`handle`] module). Methods key `&self` (or leave it out with
+//! `ignore(self)`), and functions of the same name in two `impl` blocks, or
+//! nested in two functions, keep apart. `async fn`s work on any executor.
+//!
+//! ```
+//! # let dir = tempfile::tempdir().unwrap();
+//! # std::env::set_var("MEMENTO_DIR", dir.path());
+//! #[derive(serde::Serialize)]
+//! struct Circle {
+//!     r: f64,
+//! }
+//!
+//! impl Circle {
+//!     #[memento::cache]
+//!     fn area(&self) -> f64 {
+//!         std::f64::consts::PI * self.r * self.r
+//!     }
+//! }
+//!
+//! let c = Circle { r: 1.0 };
+//! assert_eq!(c.area(), c.area());
+//! ```
+//!
+//! # Limits
+//!
+//! A [`Memory`] can bound what it keeps: [`Memory::bytes_limit`],
+//! [`Memory::items_limit`] and [`Memory::age_limit`] are enforced after
+//! writes, least recently used results first (the [`evict`] module tells
+//! how); [`Memory::stats`] tells what is kept. The `memento` command
+//! (crate `memento-cli`) does the same from the shell.
 //!
 //! # What makes a key
 //!
