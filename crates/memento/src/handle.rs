@@ -14,13 +14,13 @@
 //! | `slow_sine::call_and_shelve(x) -> StoredResult<f64>` | computes or finds the result, returns a handle to it instead |
 //! | `slow_sine::call_forced(x) -> f64` | computes again and overwrites |
 //! | `slow_sine::call_with_outcome(x) -> Outcome<f64>` | the value, whether it was a hit, how long the call took |
-//! | `slow_sine::memory()` | the [`Memory`](crate::Memory) it uses |
-//! | `slow_sine::function()` | its [`Function`](crate::Function) |
+//! | `slow_sine::memory()` | the [`Memory`] it uses |
+//! | `slow_sine::function()` | its [`Function`] |
 //!
 //! Functions in `impl` blocks that take `self` or name `Self` get no handle
 //! (no struct can be written inside an `impl` block); other associated
 //! functions need `#[memento::cache(handle = false)]` there. Their
-//! [`Function`](crate::Function) and [`Memory`](crate::Memory) methods
+//! [`Function`] and [`Memory`] methods
 //! (`contains`, `clear_function`, `lookup`) do the same work.
 //!
 //! ```
