@@ -10,7 +10,7 @@ use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::de::DeserializeOwned;
@@ -23,7 +23,7 @@ use crate::evict::{self, Inventory, Limits, Stats};
 use crate::function::{Function, FunctionRecord, Shape};
 use crate::handle::Mode;
 use crate::key::{self, Key};
-use crate::store::{LocalStore, Store};
+use crate::store::{LocalStore, LockOutcome, Store, StoreLock};
 
 /// Environment variable naming the default cache folder.
 pub const MEMENTO_DIR: &str = "MEMENTO_DIR";
@@ -98,6 +98,9 @@ struct Inner {
     warned_io: AtomicBool,
     usage: Mutex<Usage>,
     reducing: Mutex<()>,
+    /// Computations running in this process, by key: later callers of the
+    /// same key wait for them instead of computing again.
+    inflight: Mutex<HashMap<Key, Arc<Flight>, BuildHasherDefault<KeyIdHasher>>>,
 }
 
 #[derive(Clone)]
@@ -105,6 +108,60 @@ struct Options {
     location: Option<PathBuf>,
     in_memory_bytes: u64,
     limits: Limits,
+    lock_timeout: Option<Duration>,
+}
+
+/// One computation in flight in this process.
+#[derive(Default)]
+struct Flight {
+    done: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Flight {
+    /// Waits until the computation ends; false if `timeout` passed first.
+    fn wait(&self, timeout: Option<Duration>) -> bool {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        while !*done {
+            match deadline {
+                None => done = self.cv.wait(done).unwrap_or_else(|e| e.into_inner()),
+                Some(deadline) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return false;
+                    }
+                    done = self
+                        .cv
+                        .wait_timeout(done, deadline - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+            }
+        }
+        true
+    }
+}
+
+/// The leader of a computation in this process: when it drops (the result
+/// stored, or the computation failed or panicked), the waiters wake up.
+struct Leader {
+    memory: Memory,
+    key: Key,
+    flight: Arc<Flight>,
+}
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        self.memory
+            .inner
+            .inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+        *self.flight.done.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.flight.cv.notify_all();
+    }
 }
 
 /// Running count of what the store holds, from the last listing plus this
@@ -219,6 +276,10 @@ pub struct Pending<'m, T> {
     args: String,
     started: Instant,
     mode: Mode,
+    /// Released after the result is written, or when the computation
+    /// fails: the cross-process lock first, then this process's waiters.
+    lock: Option<StoreLock>,
+    leader: Option<Leader>,
     _output: PhantomData<fn() -> T>,
 }
 
@@ -239,6 +300,7 @@ impl Memory {
                 location: Some(path),
                 in_memory_bytes: DEFAULT_IN_MEMORY_BYTES,
                 limits: Limits::default(),
+                lock_timeout: None,
             },
         )
     }
@@ -302,6 +364,7 @@ impl Memory {
                 location: None,
                 in_memory_bytes: DEFAULT_IN_MEMORY_BYTES,
                 limits: Limits::default(),
+                lock_timeout: None,
             },
         )
     }
@@ -316,6 +379,7 @@ impl Memory {
                 warned_io: AtomicBool::new(false),
                 usage: Mutex::new(Usage::default()),
                 reducing: Mutex::new(()),
+                inflight: Mutex::new(HashMap::default()),
             }),
         }
     }
@@ -364,6 +428,20 @@ impl Memory {
     /// ```
     pub fn age_limit(self, age: Duration) -> Memory {
         self.with_options(|o| o.limits.age = Some(age))
+    }
+
+    /// Bounds how long a call waits for the same call running in another
+    /// thread or process (by default it waits until that one finishes, or
+    /// its process dies). After the wait it computes the value itself, with
+    /// a warning.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let memory = memento::Memory::new("cache").lock_timeout(Duration::from_secs(600));
+    /// # let _ = memory;
+    /// ```
+    pub fn lock_timeout(self, timeout: Duration) -> Memory {
+        self.with_options(|o| o.lock_timeout = Some(timeout))
     }
 
     /// The limits in force.
@@ -622,21 +700,8 @@ impl Memory {
             );
             return Lookup::Miss(self.pending(function, Some(state), Some(key), shape, args, mode));
         }
-        if let Some((payload, created, touch)) = self.inner.hot.get(&key) {
-            let fresh = !expired(function, created) && function.validator().is_none();
-            if let (true, Ok(value)) = (fresh, codec::decode::<T>(&payload)) {
-                tracing::debug!("{}: hit in memory ({key})", function.full_name());
-                if touch {
-                    let name = EntryName::new(function.folder(), &key, "output.bin");
-                    if let Err(e) = self.inner.store.touch(name.as_str()) {
-                        self.report_io(&e);
-                    }
-                }
-                mode.record(true, Some(key));
-                self.count_hit(function);
-                return Lookup::Hit(value);
-            }
-            self.inner.hot.remove(&key);
+        if let Some(value) = self.find_hot::<T>(function, &key, mode) {
+            return Lookup::Hit(value);
         }
         let state = self.state(function, shape, std::any::type_name::<T>());
         if let Some(value) = self.read::<T>(function, &key) {
@@ -644,9 +709,118 @@ impl Memory {
             self.count_hit(function);
             return Lookup::Hit(value);
         }
+        // Compute once: wait for a computation of this key running in this
+        // process, then for one running in another process (a lock per
+        // key), and look again after each wait.
+        let timeout = self.inner.options.lock_timeout;
+        let leader = loop {
+            match self.lead_or_follow(&key) {
+                Ok(leader) => break Some(leader),
+                Err(flight) => {
+                    if !flight.wait(timeout) {
+                        tracing::warn!(
+                            "{}: waited {:?} for the same call running in another thread; \
+                             computing it here too (lock_timeout)",
+                            function.full_name(),
+                            timeout.unwrap_or_default()
+                        );
+                        break None;
+                    }
+                    if let Some(value) = self.find::<T>(function, &key, mode) {
+                        return Lookup::Hit(value);
+                    }
+                }
+            }
+        };
+        let lock_name = EntryName::new(function.folder(), &key, ".lock");
+        // `<folder>/ab/<62 hex>.lock`, beside the entry's folder.
+        let lock_name = lock_name.as_str().replace("/.lock", ".lock");
+        let lock = match self.inner.store.lock(&lock_name, timeout) {
+            Ok(LockOutcome::Held(lock)) => Some(lock),
+            Ok(LockOutcome::TimedOut) => {
+                tracing::warn!(
+                    "{}: waited {:?} for the same call running in another process; computing \
+                     it here too (lock_timeout)",
+                    function.full_name(),
+                    timeout.unwrap_or_default()
+                );
+                None
+            }
+            Ok(LockOutcome::Unsupported) => None,
+            Err(e) => {
+                self.report_io(&e);
+                None
+            }
+        };
+        if lock.is_some() {
+            if let Some(value) = self.find::<T>(function, &key, mode) {
+                return Lookup::Hit(value);
+            }
+        }
         let args = entry::args_text(args);
         tracing::info!("calling {}({})", function.full_name(), trim_brackets(&args));
-        Lookup::Miss(self.pending(function, Some(state), Some(key), shape, args, mode))
+        let mut pending = self.pending(function, Some(state), Some(key), shape, args, mode);
+        pending.lock = lock;
+        pending.leader = leader;
+        Lookup::Miss(pending)
+    }
+
+    /// Becomes the leader of `key`'s computation in this process, or gets
+    /// the running one to wait for.
+    fn lead_or_follow(&self, key: &Key) -> std::result::Result<Leader, Arc<Flight>> {
+        let mut inflight = self
+            .inner
+            .inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(flight) = inflight.get(key) {
+            return Err(flight.clone());
+        }
+        let flight = Arc::new(Flight::default());
+        inflight.insert(*key, flight.clone());
+        Ok(Leader {
+            memory: self.clone(),
+            key: *key,
+            flight,
+        })
+    }
+
+    /// A stored result, from the in-memory layer or the store.
+    fn find<T: DeserializeOwned>(&self, function: &Function, key: &Key, mode: Mode) -> Option<T> {
+        if let Some(value) = self.find_hot(function, key, mode) {
+            return Some(value);
+        }
+        let value = self.read::<T>(function, key)?;
+        mode.record(true, Some(*key));
+        self.count_hit(function);
+        Some(value)
+    }
+
+    /// A stored result from the in-memory layer.
+    #[inline]
+    fn find_hot<T: DeserializeOwned>(
+        &self,
+        function: &Function,
+        key: &Key,
+        mode: Mode,
+    ) -> Option<T> {
+        if let Some((payload, created, touch)) = self.inner.hot.get(key) {
+            let fresh = !expired(function, created) && function.validator().is_none();
+            if let (true, Ok(value)) = (fresh, codec::decode::<T>(&payload)) {
+                tracing::debug!("{}: hit in memory ({key})", function.full_name());
+                if touch {
+                    let name = EntryName::new(function.folder(), key, "output.bin");
+                    if let Err(e) = self.inner.store.touch(name.as_str()) {
+                        self.report_io(&e);
+                    }
+                }
+                mode.record(true, Some(*key));
+                self.count_hit(function);
+                return Some(value);
+            }
+            self.inner.hot.remove(key);
+        }
+        None
     }
 
     /// Is a usable result of `function` for `args` stored? Nothing is
@@ -723,6 +897,8 @@ impl Memory {
             args,
             started: Instant::now(),
             mode,
+            lock: None,
+            leader: None,
             _output: PhantomData,
         }
     }
@@ -857,59 +1033,84 @@ impl Memory {
     fn check_record(&self, function: &Function, state: &FnState, shape: Shape, output_type: &str) {
         let record = function.record(shape, output_type);
         let name = format!("{}/function.json", function.folder());
-        let mut buf = Vec::new();
-        let stale = match self.inner.store.read(&name, &mut buf) {
-            Ok(true) => match serde_json::from_slice::<FunctionRecord>(&buf) {
-                Ok(stored) if record.same_code(&stored) => {
-                    state.record_on_disk.store(true, Ordering::Release);
-                    return;
-                }
-                Ok(_) => "its code or its output type changed since they were stored".to_string(),
-                Err(e) => format!("its function.json is unreadable ({e})"),
-            },
-            // No record: a new function, or a folder whose record was lost.
-            // Results without a record cannot be told apart, so they go.
-            Ok(false) => String::new(),
+        let stale = match self.stored_record(&name, &record) {
+            Ok(None) => {
+                state.record_on_disk.store(true, Ordering::Release);
+                return;
+            }
+            Ok(Some(stale)) => stale,
             Err(e) => {
                 self.report_io(&e);
                 return;
             }
         };
-        if function.keeps_versions() {
-            if !stale.is_empty() {
-                tracing::info!(
-                    "{}: {stale}; the results of other versions are kept (keep_versions)",
-                    function.full_name()
-                );
-                match self.write_record(&name, &record) {
-                    Ok(_) => state.record_on_disk.store(true, Ordering::Release),
-                    Err(e) => self.report_io(&e),
-                }
-            }
+        let Some(stale) = stale else {
+            // No record: a new function (written with its first result).
+            // Results left without a record can only be of other code, whose
+            // keys differ: they are never read, and age out under limits.
             return;
-        }
-        let removed = match self.remove_entries(function) {
-            Ok(n) => n,
+        };
+        // One process invalidates; the others, waiting on the lock, then
+        // find the new record and keep what it wrote.
+        let _lock = self.function_lock(function);
+        match self.stored_record(&name, &record) {
+            Ok(None) => {
+                state.record_on_disk.store(true, Ordering::Release);
+                return;
+            }
+            Ok(Some(_)) => {}
             Err(e) => {
                 self.report_io(&e);
-                0
+                return;
             }
-        };
-        if removed > 0 || !stale.is_empty() {
+        }
+        if function.keeps_versions() {
+            tracing::info!(
+                "{}: {stale}; the results of other versions are kept (keep_versions)",
+                function.full_name()
+            );
+        } else {
+            let removed = self.remove_entries(function).unwrap_or_else(|e| {
+                self.report_io(&e);
+                0
+            });
             tracing::warn!(
-                "{}: {}; its {removed} stored result(s) are removed",
-                function.full_name(),
-                if stale.is_empty() {
-                    "no function.json beside its stored results"
-                } else {
-                    &stale
-                }
+                "{}: {stale}; its {removed} stored result(s) are removed",
+                function.full_name()
             );
         }
-        if !stale.is_empty() {
-            match self.write_record(&name, &record) {
-                Ok(_) => state.record_on_disk.store(true, Ordering::Release),
-                Err(e) => self.report_io(&e),
+        match self.write_record(&name, &record) {
+            Ok(_) => state.record_on_disk.store(true, Ordering::Release),
+            Err(e) => self.report_io(&e),
+        }
+    }
+
+    /// Compares the stored `function.json` with `record`: `None` when they
+    /// agree, `Some(None)` when there is none, `Some(Some(why))` when it
+    /// differs or cannot be read.
+    fn stored_record(&self, name: &str, record: &FunctionRecord) -> Result<Option<Option<String>>> {
+        let mut buf = Vec::new();
+        if !self.inner.store.read(name, &mut buf)? {
+            return Ok(Some(None));
+        }
+        Ok(match serde_json::from_slice::<FunctionRecord>(&buf) {
+            Ok(stored) if record.same_code(&stored) => None,
+            Ok(_) => Some(Some(
+                "its code or its output type changed since they were stored".to_string(),
+            )),
+            Err(e) => Some(Some(format!("its function.json is unreadable ({e})"))),
+        })
+    }
+
+    /// The lock that serializes changes of a function's record.
+    fn function_lock(&self, function: &Function) -> Option<StoreLock> {
+        let name = format!("{}/function.lock", function.folder());
+        match self.inner.store.lock(&name, None) {
+            Ok(LockOutcome::Held(lock)) => Some(lock),
+            Ok(_) => None,
+            Err(e) => {
+                self.report_io(&e);
+                None
             }
         }
     }
@@ -1012,9 +1213,19 @@ impl Memory {
         let store = &*self.inner.store;
         let mut written = 0;
         if let Some((name, json, state)) = &write.record {
-            store.write(name, json)?;
+            // Under the function's lock, and only if no record appeared
+            // meanwhile: another process's invalidation must not be undone.
+            let lock_name = name.replace("/function.json", "/function.lock");
+            let _lock = match store.lock(&lock_name, None) {
+                Ok(LockOutcome::Held(lock)) => Some(lock),
+                _ => None,
+            };
+            let mut existing = Vec::new();
+            if !store.read(name, &mut existing)? {
+                store.write(name, json)?;
+                written += json.len() as u64;
+            }
             state.record_on_disk.store(true, Ordering::Release);
-            written += json.len() as u64;
         }
         let published = if write.force {
             self.inner.hot.remove(&write.key);

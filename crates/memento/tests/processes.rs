@@ -20,13 +20,56 @@ fn triple(x: u64) -> u64 {
     x * 3
 }
 
-fn child(arg: u64) {
-    println!("{}", triple(arg));
+/// A slow computation: one second (or `MEMENTO_TEST_SLEEP_MS`), logged at
+/// its start and end in the counter file.
+#[memento::cache]
+fn slow_once(x: u64) -> u64 {
+    let counter = std::env::var(COUNTER).expect("counter file");
+    let log = |what: &str| {
+        use std::io::Write;
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&counter)
+            .unwrap();
+        writeln!(f, "{what} {}", std::process::id()).unwrap();
+    };
+    log("start");
+    let ms = std::env::var("MEMENTO_TEST_SLEEP_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    log("done");
+    x * 10
+}
+
+/// A large result (256 KiB) whose every byte tells which call made it.
+#[memento::cache]
+fn big(i: u64) -> Vec<u8> {
+    vec![(i % 251) as u8; 1 << 18]
+}
+
+fn child(role: &str) {
+    let (what, arg) = role.split_once(':').unwrap_or((role, "0"));
+    let arg: u64 = arg.parse().unwrap();
+    match what {
+        "triple" => println!("{}", triple(arg)),
+        "slow" => println!("{}", slow_once(arg)),
+        "writer" => {
+            // Write large entries until killed.
+            for i in 0.. {
+                let _ = big(i % 64);
+                let _ = big::call_forced(i % 64);
+            }
+        }
+        other => panic!("unknown role {other}"),
+    }
 }
 
 fn run_child(cache: Option<&Path>, cwd: &Path, counter: &Path, arg: u64) -> u64 {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.env(ROLE, arg.to_string())
+    cmd.env(ROLE, format!("triple:{arg}"))
         .env(COUNTER, counter)
         .current_dir(cwd);
     match cache {
@@ -120,15 +163,172 @@ fn damage_between_processes() {
     assert_eq!(lines(&counter), 2, "and stored whole again");
 }
 
+fn spawn(role: &str, cache: &Path, counter: &Path, sleep_ms: u64) -> std::process::Child {
+    Command::new(std::env::current_exe().unwrap())
+        .env(ROLE, role)
+        .env(COUNTER, counter)
+        .env("MEMENTO_DIR", cache)
+        .env("MEMENTO_TEST_SLEEP_MS", sleep_ms.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn count(counter: &Path, what: &str) -> usize {
+    fs::read_to_string(counter)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with(what))
+        .count()
+}
+
+/// 16 processes started together on one key whose computation takes 1 s:
+/// it runs once, and all 16 get its value.
+fn sixteen_processes_compute_once() {
+    let work = fresh_dir("sixteen");
+    let (cache, counter) = (work.join("cache"), work.join("counter.txt"));
+    let children: Vec<_> = (0..16)
+        .map(|_| spawn("slow:4", &cache, &counter, 1000))
+        .collect();
+    let mut values = Vec::new();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        values.push(String::from_utf8(out.stdout).unwrap().trim().to_string());
+    }
+    assert!(values.iter().all(|v| v == "40"), "{values:?}");
+    assert_eq!(count(&counter, "done"), 1, "computed once");
+    assert_eq!(count(&counter, "start"), 1, "started once");
+    println!(
+        "  16 processes: {} value(s) \"40\", 1 computation",
+        values.len()
+    );
+}
+
+/// The process computing a key is killed: a process waiting for it takes
+/// over and completes.
+fn lock_holder_killed() {
+    let work = fresh_dir("killed");
+    let (cache, counter) = (work.join("cache"), work.join("counter.txt"));
+    let mut holder = spawn("slow:5", &cache, &counter, 60_000);
+    let started = std::time::Instant::now();
+    while count(&counter, "start") == 0 {
+        assert!(started.elapsed().as_secs() < 30, "holder never started");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let waiter = spawn("slow:5", &cache, &counter, 100);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(count(&counter, "start"), 1, "the waiter waits");
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let out = waiter.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), "50");
+    assert_eq!(count(&counter, "start"), 2);
+    assert_eq!(count(&counter, "done"), 1, "only the waiter finished");
+    println!(
+        "  holder killed after {:?}; the waiter completed",
+        started.elapsed()
+    );
+}
+
+/// A process writing 256 KiB entries is killed at random moments, 200 times:
+/// every entry left is whole and right, and every call then returns the
+/// right value.
+fn crash_loop() {
+    let work = fresh_dir("crash");
+    let (cache, counter) = (work.join("cache"), work.join("counter.txt"));
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    let mut random = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let memory = memento::Memory::new(&cache);
+    let (mut whole, mut checked_rounds) = (0usize, 0usize);
+    for _ in 0..200 {
+        let mut child = spawn("writer", &cache, &counter, 0);
+        std::thread::sleep(std::time::Duration::from_micros(2_000 + random(60_000)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // Every entry that can be read is whole and holds the right bytes.
+        let inventory = memento::evict::Inventory::scan(memory.store()).unwrap();
+        let mut buf = Vec::new();
+        for entry in inventory.entries.iter().filter(|e| e.complete) {
+            let name = format!("{}/output.bin", entry.dir);
+            if !memory.store().read(&name, &mut buf).unwrap() {
+                continue;
+            }
+            let key = memento::Key::from_hex(&entry.key).unwrap();
+            let payload =
+                memento::codec::verify(&key, &buf).unwrap_or_else(|d| panic!("{}: {d}", entry.dir));
+            let bytes: Vec<u8> = postcard_vec(payload);
+            assert_eq!(bytes.len(), 1 << 18);
+            assert!(
+                bytes.iter().all(|b| *b == bytes[0]),
+                "mixed bytes in {}",
+                entry.dir
+            );
+            whole += 1;
+        }
+        checked_rounds += 1;
+    }
+    // Every call returns the right value, whatever was left.
+    for i in 0..64u64 {
+        let v = memory.call(big::function(), &(&i,), || vec![(i % 251) as u8; 1 << 18]);
+        assert_eq!(v, vec![(i % 251) as u8; 1 << 18], "big({i})");
+    }
+    let swept = memory.store().sweep(std::time::Duration::ZERO).unwrap();
+    println!(
+        "  {checked_rounds} kills; {whole} whole entries checked after them; {swept} leftover temp/lock file(s) swept"
+    );
+}
+
+/// Decodes a postcard `Vec<u8>` payload (a length, then the bytes).
+fn postcard_vec(payload: &[u8]) -> Vec<u8> {
+    let (mut len, mut shift, mut i) = (0usize, 0, 0);
+    loop {
+        let b = payload[i];
+        len |= ((b & 0x7f) as usize) << shift;
+        i += 1;
+        if b & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+    }
+    assert_eq!(payload.len() - i, len, "payload length");
+    payload[i..].to_vec()
+}
+
 fn main() {
-    if let Ok(arg) = std::env::var(ROLE) {
-        child(arg.parse().unwrap());
+    if let Ok(role) = std::env::var(ROLE) {
+        child(&role);
         return;
     }
-    let tests: [(&str, fn()); 3] = [
+    let tests: [(&str, fn()); 6] = [
         ("second_process_hits", second_process_hits),
         ("default_location", default_location),
         ("damage_between_processes", damage_between_processes),
+        (
+            "sixteen_processes_compute_once",
+            sixteen_processes_compute_once,
+        ),
+        ("lock_holder_killed", lock_holder_killed),
+        ("crash_loop", crash_loop),
     ];
     let mut failed = 0;
     for (name, test) in tests {

@@ -1,13 +1,13 @@
 //! The local folder backend: one file per object under a root folder.
 
-use std::fs::{self, File};
+use std::fs::{self, File, TryLockError};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use super::{check_name, ObjectMeta, Store};
+use super::{check_name, LockOutcome, ObjectMeta, Store, StoreLock};
 use crate::error::{Error, Result};
 
 /// Prefix of temporary files; listings skip them and a later cleanup may
@@ -292,5 +292,117 @@ impl Store for LocalStore {
 
     fn location(&self) -> String {
         self.root.display().to_string()
+    }
+
+    fn lock(&self, name: &str, timeout: Option<Duration>) -> Result<LockOutcome> {
+        check_name(name)?;
+        self.ensure_root()?;
+        let path = self.root.join(name);
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(|e| Error::io("create folder", dir, e))?;
+        }
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let file = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(|e| Error::io("open the lock", &path, e))?;
+            match deadline {
+                None => file.lock().map_err(|e| Error::io("lock", &path, e))?,
+                Some(deadline) => loop {
+                    match file.try_lock() {
+                        Ok(()) => break,
+                        Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
+                        Err(TryLockError::WouldBlock) => return Ok(LockOutcome::TimedOut),
+                        Err(TryLockError::Error(e)) => return Err(Error::io("lock", &path, e)),
+                    }
+                },
+            }
+            // A holder removes the file before it unlocks: if the name now
+            // names another file (or none), this lock is on a removed file
+            // and means nothing. Take the lock of the file that is there.
+            if same_file(&file, &path) {
+                return Ok(LockOutcome::Held(StoreLock::new(LocalLock { file, path })));
+            }
+        }
+    }
+
+    fn sweep(&self, age: Duration) -> Result<u64> {
+        let now = SystemTime::now();
+        let old = |meta: &fs::Metadata| {
+            meta.modified()
+                .ok()
+                .and_then(|m| now.duration_since(m).ok())
+                .is_some_and(|d| d >= age)
+        };
+        let mut removed = 0;
+        let mut stack = vec![self.root.clone()];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let Ok(meta) = entry.metadata() else { continue };
+                if meta.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with(TEMP_PREFIX) && old(&meta) {
+                    if fs::remove_file(&path).is_ok() {
+                        removed += 1;
+                    }
+                } else if name.ends_with(".lock") && old(&meta) {
+                    // Only a lock nobody holds; removed while holding it, as
+                    // a holder does.
+                    if let Ok(file) = File::open(&path) {
+                        if file.try_lock().is_ok()
+                            && same_file(&file, &path)
+                            && fs::remove_file(&path).is_ok()
+                        {
+                            removed += 1;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// A held lock file: removed, then unlocked, when dropped.
+struct LocalLock {
+    file: File,
+    path: PathBuf,
+}
+
+impl Drop for LocalLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+        let _ = self.file.unlock();
+    }
+}
+
+/// Is the open `file` the one at `path` now?
+fn same_file(file: &File, path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (file.metadata(), fs::metadata(path)) {
+            (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = file;
+        path.exists()
     }
 }

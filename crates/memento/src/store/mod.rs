@@ -10,7 +10,7 @@
 
 use std::fmt;
 use std::ops::Range;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::error::{Error, Result};
 
@@ -88,6 +88,50 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Where the objects live, for messages (a folder, a URL).
     fn location(&self) -> String;
+
+    /// Takes the exclusive lock `name` across processes (and machines, where
+    /// the backend can), waiting at most `timeout` (`None`: until it is
+    /// free, or its holder dies). The lock is held until the returned
+    /// [`StoreLock`] drops. A backend without locks answers
+    /// [`LockOutcome::Unsupported`]: callers then go on without one.
+    fn lock(&self, name: &str, timeout: Option<Duration>) -> Result<LockOutcome> {
+        let _ = (name, timeout);
+        Ok(LockOutcome::Unsupported)
+    }
+
+    /// Removes leftovers older than `age`: temporary files of interrupted
+    /// writes and lock files nobody holds. Returns how many went.
+    fn sweep(&self, age: Duration) -> Result<u64> {
+        let _ = age;
+        Ok(0)
+    }
+}
+
+/// The answer of [`Store::lock`].
+#[derive(Debug)]
+pub enum LockOutcome {
+    /// The lock is held until this drops.
+    Held(StoreLock),
+    /// The timeout passed while another holder kept it.
+    TimedOut,
+    /// The backend has no locks.
+    Unsupported,
+}
+
+/// A held lock of a [`Store`]; dropping it releases the lock.
+pub struct StoreLock(#[allow(dead_code)] Box<dyn Send + Sync>);
+
+impl StoreLock {
+    /// Wraps a backend's guard, which releases the lock when dropped.
+    pub fn new(guard: impl Send + Sync + 'static) -> StoreLock {
+        StoreLock(Box::new(guard))
+    }
+}
+
+impl fmt::Debug for StoreLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StoreLock")
+    }
 }
 
 /// An object as listed: its name, size and last modification time.
