@@ -1259,7 +1259,7 @@ impl Memory {
         if n == 1 {
             at_exit::register(self, function);
         }
-        if n % HITS_CHECK_EVERY == 0 && function.hits_flush_due() {
+        if n.is_multiple_of(HITS_CHECK_EVERY) && function.hits_flush_due() {
             let n = function.hits.swap(0, Ordering::Relaxed);
             let memory = self.clone();
             let name = format!("{}/hits.json", function.folder());
