@@ -1,0 +1,153 @@
+//! Threads on one cache: compute once, eviction and clearing beside readers
+//! and writers, the lock timeout.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use common::{capture_logs, fresh_dir};
+use memento::{Function, Memory};
+
+#[test]
+fn threads_compute_a_key_once() {
+    let memory = Memory::new(fresh_dir("once"));
+    let runs = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(Barrier::new(8));
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let (memory, runs, barrier) = (memory.clone(), runs.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let f = Function::new("conc", "slow");
+                barrier.wait();
+                memory.call(&f, &7u32, || {
+                    runs.fetch_add(1, SeqCst);
+                    std::thread::sleep(Duration::from_millis(200));
+                    49u32
+                })
+            })
+        })
+        .collect();
+    let values: Vec<u32> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(values, vec![49; 8]);
+    assert_eq!(runs.load(SeqCst), 1);
+}
+
+#[test]
+fn different_keys_do_not_wait_for_each_other() {
+    let memory = Memory::new(fresh_dir("apart"));
+    // Each computation waits (up to 10 s) until both are inside at once:
+    // were one key waiting for the other, they could never meet.
+    let inside = Arc::new(AtomicUsize::new(0));
+    let handles: Vec<_> = (0..2u32)
+        .map(|i| {
+            let (memory, inside) = (memory.clone(), inside.clone());
+            std::thread::spawn(move || {
+                let f = Function::new("conc", "apart");
+                memory.call(&f, &i, || {
+                    inside.fetch_add(1, SeqCst);
+                    let start = std::time::Instant::now();
+                    while inside.load(SeqCst) < 2 && start.elapsed() < Duration::from_secs(10) {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    inside.load(SeqCst) == 2
+                })
+            })
+        })
+        .collect();
+    for h in handles {
+        assert!(h.join().unwrap(), "the two keys ran one after the other");
+    }
+}
+
+#[test]
+fn a_failed_leader_lets_a_waiter_compute() {
+    let memory = Memory::new(fresh_dir("failed"));
+    let barrier = Arc::new(Barrier::new(2));
+    let first = {
+        let (memory, barrier) = (memory.clone(), barrier.clone());
+        std::thread::spawn(move || {
+            let f = Function::new("conc", "flaky");
+            memory.call_result(&f, &1u8, || {
+                barrier.wait();
+                std::thread::sleep(Duration::from_millis(100));
+                Err::<u8, &str>("failed")
+            })
+        })
+    };
+    barrier.wait();
+    let f = Function::new("conc", "flaky");
+    let second: Result<u8, &str> = memory.call_result(&f, &1u8, || Ok(2));
+    assert_eq!(first.join().unwrap(), Err("failed"));
+    assert_eq!(second, Ok(2));
+}
+
+#[test]
+fn lock_timeout_bounds_the_wait() {
+    let dir = fresh_dir("timeout");
+    let memory = Memory::new(&dir);
+    let barrier = Arc::new(Barrier::new(2));
+    let holder = {
+        let (memory, barrier) = (memory.clone(), barrier.clone());
+        std::thread::spawn(move || {
+            let f = Function::new("conc", "slow_holder");
+            memory.call(&f, &1u8, || {
+                barrier.wait();
+                std::thread::sleep(Duration::from_millis(1500));
+                1u8
+            })
+        })
+    };
+    barrier.wait();
+    let impatient = Memory::new(&dir).lock_timeout(Duration::from_millis(100));
+    let f = Function::new("conc", "slow_holder");
+    let (v, logs) = capture_logs(|| impatient.call(&f, &1u8, || 2u8));
+    assert_eq!(v, 2, "computed itself after the timeout");
+    assert!(logs.contains("lock_timeout"), "{logs}");
+    assert_eq!(holder.join().unwrap(), 1);
+}
+
+/// 8 threads × 200 calls on mixed keys, a byte limit forcing eviction the
+/// whole time, and a clear in the middle: no error, every value right.
+#[test]
+fn eviction_and_clear_beside_readers_and_writers() {
+    let memory = Memory::new(fresh_dir("churn")).bytes_limit(64 * 1024);
+    let errors = Arc::new(AtomicUsize::new(0));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let handles: Vec<_> = (0..8u64)
+        .map(|t| {
+            let (memory, errors, calls) = (memory.clone(), errors.clone(), calls.clone());
+            std::thread::spawn(move || {
+                let f = Function::new("conc", "churn");
+                for i in 0..200u64 {
+                    let k = (i * 7 + t * 13) % 97;
+                    let v: Vec<u64> = memory.call(&f, &k, || vec![k; 1000]);
+                    calls.fetch_add(1, SeqCst);
+                    if v != vec![k; 1000] {
+                        errors.fetch_add(1, SeqCst);
+                    }
+                    if t == 0 && i == 100 {
+                        memory.clear().unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    let (_, logs) = capture_logs(|| {
+        for h in handles {
+            h.join().unwrap();
+        }
+    });
+    assert_eq!(errors.load(SeqCst), 0);
+    assert_eq!(calls.load(SeqCst), 1600);
+    assert!(!logs.contains("WARN"), "{logs}");
+    let stats = memory.stats().unwrap();
+    assert!(stats.bytes <= 64 * 1024 + 4096, "{} bytes", stats.bytes);
+    assert!(
+        stats.entries < 97,
+        "eviction ran: {} results kept",
+        stats.entries
+    );
+    println!("1600 calls, 0 wrong values, {} results kept", stats.entries);
+}
