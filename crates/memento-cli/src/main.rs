@@ -495,6 +495,8 @@ fn gc(
 fn verify(memory: &Memory, remove: bool) -> Result<ExitCode> {
     let inventory = Inventory::scan(memory.store()).context("cannot list the cache")?;
     let bar = progress(inventory.entries.len(), "verifying");
+    // Signed caches are checked with MEMENTO_KEY.
+    let signer = memento::codec::Signer::from_env();
     let mut damaged = Vec::new();
     let mut buf = Vec::new();
     for entry in &inventory.entries {
@@ -505,7 +507,7 @@ fn verify(memory: &Memory, remove: bool) -> Result<ExitCode> {
             let name = format!("{}/output.bin", entry.dir);
             let key = Key::from_hex(&entry.key).context("bad key in a folder name")?;
             match memory.store().read(&name, &mut buf) {
-                Ok(true) => memento::codec::verify(&key, &buf)
+                Ok(true) => memento::codec::verify(&key, &buf, signer.as_ref())
                     .err()
                     .map(|d| d.to_string()),
                 Ok(false) => Some("removed while verifying".into()),

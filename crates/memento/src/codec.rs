@@ -7,17 +7,26 @@
 //! |--------|-------------------------------------------------------------|
 //! | 0..4   | magic `MMTO`                                                |
 //! | 4..6   | entry format version, `u16` little-endian ([`ENTRY_FORMAT_VERSION`]) |
-//! | 6..8   | payload codec, `u16` little-endian ([`CODEC_POSTCARD`])     |
+//! | 6..8   | payload codec, `u16` LE ([`CODEC_POSTCARD`]); bit 15 set: signed |
 //! | 8..16  | payload length in bytes, `u64` little-endian               |
 //! | 16..24 | when it was computed, ms since the Unix epoch, `u64` LE     |
 //! | 24..56 | the entry's key                                             |
-//! | 56..88 | checksum: blake3 of bytes 0..56 followed by the payload     |
+//! | 56..88 | checksum: blake3 of bytes 0..56 followed by the payload, keyed (an HMAC) when signed |
 //! | 88..   | payload: the value in postcard                              |
 //!
 //! Reading checks, in this order: length, magic, version, codec, payload
-//! length, key, checksum, then decodes and requires that the payload is used
-//! up exactly. Any failure is a [`Damage`], never a panic, and the caller
-//! recomputes.
+//! length, key, signature state, checksum, then decodes and requires that the
+//! payload is used up exactly. Any failure is a [`Damage`], never a panic,
+//! and the caller recomputes.
+//!
+//! # Signing
+//!
+//! With a [`Signer`] (from a secret: `MEMENTO_KEY` or
+//! [`Memory::signing_key`](crate::Memory::signing_key)), the checksum is
+//! blake3 in keyed mode, and a reader with a signer refuses any entry that
+//! is unsigned or whose keyed checksum does not match: a cache shared with
+//! others cannot be used to hand it a value. A reader without a signer
+//! refuses signed entries (it cannot check them).
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -39,6 +48,43 @@ pub const HEADER_LEN: usize = 88;
 const SIGNED: usize = 56;
 
 const MAGIC: &[u8; 4] = b"MMTO";
+
+/// Bit of the codec field that marks a signed entry.
+const SIGNED_FLAG: u16 = 0x8000;
+
+/// The key that signs entries: derived from a secret with blake3's key
+/// derivation, so any secret (a passphrase, random bytes) will do.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Signer([u8; 32]);
+
+impl Signer {
+    /// A signer from a secret.
+    ///
+    /// ```
+    /// let a = memento::codec::Signer::new("correct horse battery staple");
+    /// let b = memento::codec::Signer::new("correct horse battery staple");
+    /// assert!(a == b);
+    /// ```
+    pub fn new(secret: impl AsRef<[u8]>) -> Signer {
+        Signer(blake3::derive_key(
+            "memento 2026-11 entry signature v1",
+            secret.as_ref(),
+        ))
+    }
+
+    /// The signer named by `MEMENTO_KEY`, if that variable is set.
+    pub fn from_env() -> Option<Signer> {
+        std::env::var_os("MEMENTO_KEY")
+            .filter(|v| !v.is_empty())
+            .map(|v| Signer::new(v.as_encoded_bytes()))
+    }
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Signer(..)")
+    }
+}
 
 /// Why stored bytes were refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -80,6 +126,15 @@ pub enum Damage {
     /// The checksum does not match: the bytes changed after writing.
     #[error("the entry's checksum does not match its contents")]
     Checksum,
+    /// A signing key is set and the entry is not signed.
+    #[error("the entry is not signed, and a signing key is set (MEMENTO_KEY)")]
+    Unsigned,
+    /// The entry is signed, and no signing key is set to check it.
+    #[error("the entry is signed; set its key (MEMENTO_KEY) to read it")]
+    NoKey,
+    /// The signature does not match: another key, or the bytes were edited.
+    #[error("the entry's signature does not match (another key, or edited after signing)")]
+    Signature,
     /// The payload does not decode into the expected type.
     #[error("the entry's payload does not decode: {0}")]
     Decode(String),
@@ -90,23 +145,28 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     key: &Key,
     value: &T,
     created_ms: u64,
+    signer: Option<&Signer>,
 ) -> Result<Vec<u8>, postcard::Error> {
     let mut out = vec![0u8; HEADER_LEN];
     let mut out = postcard::to_extend(value, std::mem::take(&mut out))?;
     let payload_len = (out.len() - HEADER_LEN) as u64;
     out[0..4].copy_from_slice(MAGIC);
     out[4..6].copy_from_slice(&ENTRY_FORMAT_VERSION.to_le_bytes());
-    out[6..8].copy_from_slice(&CODEC_POSTCARD.to_le_bytes());
+    let codec = CODEC_POSTCARD | if signer.is_some() { SIGNED_FLAG } else { 0 };
+    out[6..8].copy_from_slice(&codec.to_le_bytes());
     out[8..16].copy_from_slice(&payload_len.to_le_bytes());
     out[16..24].copy_from_slice(&created_ms.to_le_bytes());
     out[24..SIGNED].copy_from_slice(key.as_bytes());
-    let sum = checksum(&out[..SIGNED], &out[HEADER_LEN..]);
+    let sum = checksum(&out[..SIGNED], &out[HEADER_LEN..], signer);
     out[SIGNED..HEADER_LEN].copy_from_slice(&sum);
     Ok(out)
 }
 
-fn checksum(head: &[u8], payload: &[u8]) -> [u8; 32] {
-    let mut h = blake3::Hasher::new();
+fn checksum(head: &[u8], payload: &[u8], signer: Option<&Signer>) -> [u8; 32] {
+    let mut h = match signer {
+        Some(signer) => blake3::Hasher::new_keyed(&signer.0),
+        None => blake3::Hasher::new(),
+    };
     h.update(head);
     h.update(payload);
     *h.finalize().as_bytes()
@@ -116,9 +176,9 @@ fn checksum(head: &[u8], payload: &[u8]) -> [u8; 32] {
 ///
 /// ```
 /// let key = memento::Key::of(&1u8).unwrap();
-/// assert_eq!(memento::codec::verify(&key, b""), Err(memento::codec::Damage::Empty));
+/// assert_eq!(memento::codec::verify(&key, b"", None), Err(memento::codec::Damage::Empty));
 /// ```
-pub fn verify<'a>(key: &Key, bytes: &'a [u8]) -> Result<&'a [u8], Damage> {
+pub fn verify<'a>(key: &Key, bytes: &'a [u8], signer: Option<&Signer>) -> Result<&'a [u8], Damage> {
     if bytes.is_empty() {
         return Err(Damage::Empty);
     }
@@ -139,8 +199,9 @@ pub fn verify<'a>(key: &Key, bytes: &'a [u8]) -> Result<&'a [u8], Damage> {
         });
     }
     let codec = u16::from_le_bytes([bytes[6], bytes[7]]);
-    if codec != CODEC_POSTCARD {
-        return Err(Damage::Codec(codec));
+    let signed = codec & SIGNED_FLAG != 0;
+    if codec & !SIGNED_FLAG != CODEC_POSTCARD {
+        return Err(Damage::Codec(codec & !SIGNED_FLAG));
     }
     let mut len = [0u8; 8];
     len.copy_from_slice(&bytes[8..16]);
@@ -160,8 +221,17 @@ pub fn verify<'a>(key: &Key, bytes: &'a [u8]) -> Result<&'a [u8], Damage> {
         return Err(Damage::WrongKey(Key::from_bytes(stored_key)));
     }
     let payload = &bytes[HEADER_LEN..];
-    if checksum(&bytes[..SIGNED], payload) != bytes[SIGNED..HEADER_LEN] {
-        return Err(Damage::Checksum);
+    match (signed, signer) {
+        (false, Some(_)) => return Err(Damage::Unsigned),
+        (true, None) => return Err(Damage::NoKey),
+        _ => {}
+    }
+    if checksum(&bytes[..SIGNED], payload, signer) != bytes[SIGNED..HEADER_LEN] {
+        return Err(if signed {
+            Damage::Signature
+        } else {
+            Damage::Checksum
+        });
     }
     Ok(payload)
 }
@@ -195,8 +265,8 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let bytes = encode(&key(), &(1.5f64, "x".to_string()), 7).unwrap();
-        let payload = verify(&key(), &bytes).unwrap();
+        let bytes = encode(&key(), &(1.5f64, "x".to_string()), 7, None).unwrap();
+        let payload = verify(&key(), &bytes, None).unwrap();
         let v: (f64, String) = decode(payload).unwrap();
         assert_eq!(v, (1.5, "x".to_string()));
         assert_eq!(created_ms(&bytes), 7);
@@ -204,36 +274,75 @@ mod tests {
 
     #[test]
     fn every_single_byte_flip_is_caught() {
-        let bytes = encode(&key(), &vec![1u32, 2, 3], 7).unwrap();
+        let bytes = encode(&key(), &vec![1u32, 2, 3], 7, None).unwrap();
         for i in 0..bytes.len() {
             let mut b = bytes.clone();
             b[i] ^= 0x40;
-            assert!(verify(&key(), &b).is_err(), "flip at {i} went unnoticed");
+            assert!(
+                verify(&key(), &b, None).is_err(),
+                "flip at {i} went unnoticed"
+            );
         }
     }
 
     #[test]
     fn every_truncation_is_caught() {
-        let bytes = encode(&key(), &vec![1u32, 2, 3], 7).unwrap();
+        let bytes = encode(&key(), &vec![1u32, 2, 3], 7, None).unwrap();
         for n in 0..bytes.len() {
-            assert!(verify(&key(), &bytes[..n]).is_err(), "truncation to {n}");
+            assert!(
+                verify(&key(), &bytes[..n], None).is_err(),
+                "truncation to {n}"
+            );
         }
         let mut longer = bytes.clone();
         longer.push(0);
-        assert_eq!(verify(&key(), &longer), Err(Damage::TooLong { extra: 1 }));
+        assert_eq!(
+            verify(&key(), &longer, None),
+            Err(Damage::TooLong { extra: 1 })
+        );
+    }
+
+    #[test]
+    fn signatures() {
+        let alice = Signer::new("alice");
+        let bob = Signer::new("bob");
+        let signed = encode(&key(), &5u32, 7, Some(&alice)).unwrap();
+        assert!(verify(&key(), &signed, Some(&alice)).is_ok());
+        assert_eq!(verify(&key(), &signed, Some(&bob)), Err(Damage::Signature));
+        assert_eq!(verify(&key(), &signed, None), Err(Damage::NoKey));
+        let plain = encode(&key(), &5u32, 7, None).unwrap();
+        assert_eq!(verify(&key(), &plain, Some(&alice)), Err(Damage::Unsigned));
+        // Editing a signed entry and fixing a plain checksum does not help.
+        let mut forged = signed.clone();
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        let sum = checksum(&forged[..SIGNED], &forged[HEADER_LEN..], None);
+        forged[SIGNED..HEADER_LEN].copy_from_slice(&sum);
+        assert_eq!(
+            verify(&key(), &forged, Some(&alice)),
+            Err(Damage::Signature)
+        );
+        // Nor does clearing the signed flag.
+        forged[6..8].copy_from_slice(&CODEC_POSTCARD.to_le_bytes());
+        let sum = checksum(&forged[..SIGNED], &forged[HEADER_LEN..], None);
+        forged[SIGNED..HEADER_LEN].copy_from_slice(&sum);
+        assert_eq!(verify(&key(), &forged, Some(&alice)), Err(Damage::Unsigned));
     }
 
     #[test]
     fn another_key_is_refused() {
-        let bytes = encode(&key(), &1u8, 7).unwrap();
+        let bytes = encode(&key(), &1u8, 7, None).unwrap();
         let other = Key::of("other").unwrap();
-        assert!(matches!(verify(&other, &bytes), Err(Damage::WrongKey(_))));
+        assert!(matches!(
+            verify(&other, &bytes, None),
+            Err(Damage::WrongKey(_))
+        ));
     }
 
     #[test]
     fn leftover_payload_is_refused() {
-        let bytes = encode(&key(), &(1u8, 2u8), 7).unwrap();
-        let payload = verify(&key(), &bytes).unwrap();
+        let bytes = encode(&key(), &(1u8, 2u8), 7, None).unwrap();
+        let payload = verify(&key(), &bytes, None).unwrap();
         assert!(matches!(decode::<u8>(payload), Err(Damage::Decode(_))));
     }
 }

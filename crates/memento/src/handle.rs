@@ -201,7 +201,8 @@ impl<T> StoredResult<T> {
 }
 
 impl<T: DeserializeOwned> StoredResult<T> {
-    /// Reads, verifies and decodes the value.
+    /// Reads, verifies and decodes the value (with the signing key of
+    /// `MEMENTO_KEY`, when set).
     ///
     /// # Errors
     /// [`Error::NotStored`] when it is gone (cleared, evicted, or never
@@ -214,7 +215,7 @@ impl<T: DeserializeOwned> StoredResult<T> {
         if !self.store().read(&name, &mut buf)? {
             return Err(self.not_stored());
         }
-        codec::verify(&key, &buf)
+        codec::verify(&key, &buf, codec::Signer::from_env().as_ref())
             .and_then(codec::decode)
             .map_err(|damage| Error::Damaged { name, damage })
     }

@@ -109,6 +109,7 @@ struct Options {
     in_memory_bytes: u64,
     limits: Limits,
     lock_timeout: Option<Duration>,
+    signer: Option<codec::Signer>,
 }
 
 /// One computation in flight in this process.
@@ -301,6 +302,7 @@ impl Memory {
                 in_memory_bytes: DEFAULT_IN_MEMORY_BYTES,
                 limits: Limits::default(),
                 lock_timeout: None,
+                signer: None,
             },
         )
     }
@@ -309,7 +311,9 @@ impl Memory {
     /// in the current directory. `#[memento::cache]` without `memory = ..`
     /// uses one such Memory for the whole process.
     ///
-    /// Limits come from `MEMENTO_BYTES_LIMIT` (a size such as `10GB`),
+    /// Entries are signed with `MEMENTO_KEY` when it is set (see
+    /// [`signing_key`](Memory::signing_key)). Limits come from
+    /// `MEMENTO_BYTES_LIMIT` (a size such as `10GB`),
     /// `MEMENTO_ITEMS_LIMIT` (a number) and `MEMENTO_AGE_LIMIT` (a duration
     /// such as `30d`); a value that cannot be read is ignored with a warning.
     pub fn from_env() -> Memory {
@@ -321,6 +325,9 @@ impl Memory {
         let warn = |name: &str, e: Error| {
             tracing::warn!("{name}: {e}; the limit is not applied");
         };
+        if let Some(signer) = codec::Signer::from_env() {
+            memory = memory.with_options(|o| o.signer = Some(signer));
+        }
         if let Some(v) = var("MEMENTO_BYTES_LIMIT") {
             match evict::parse_size(&v) {
                 Ok(n) => memory = memory.bytes_limit(n),
@@ -365,6 +372,7 @@ impl Memory {
                 in_memory_bytes: DEFAULT_IN_MEMORY_BYTES,
                 limits: Limits::default(),
                 lock_timeout: None,
+                signer: None,
             },
         )
     }
@@ -428,6 +436,27 @@ impl Memory {
     /// ```
     pub fn age_limit(self, age: Duration) -> Memory {
         self.with_options(|o| o.limits.age = Some(age))
+    }
+
+    /// Signs every entry written with a key derived from `secret`, and
+    /// refuses (recomputes) every entry that is unsigned or signed with
+    /// another key: a cache folder or bucket shared with others then cannot
+    /// be used to hand this program a value. All programs sharing the cache
+    /// must use the same secret.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let memory = memento::Memory::new(dir.path()).signing_key("a long random secret");
+    /// let f = memento::Function::new("docs", "signed");
+    /// let _: u8 = memory.call(&f, &1u8, || 1);
+    /// let mut ran = false;
+    /// let other = memento::Memory::new(dir.path()).signing_key("another secret");
+    /// let _: u8 = other.call(&f, &1u8, || { ran = true; 1 });
+    /// assert!(ran, "another key's entry is not trusted");
+    /// ```
+    pub fn signing_key(self, secret: impl AsRef<[u8]>) -> Memory {
+        let signer = codec::Signer::new(secret);
+        self.with_options(|o| o.signer = Some(signer))
     }
 
     /// Bounds how long a call waits for the same call running in another
@@ -956,7 +985,8 @@ impl Memory {
         key: &Key,
         entry: &[u8],
     ) -> std::result::Result<T, Refusal> {
-        let payload = codec::verify(key, entry).map_err(Refusal::Damaged)?;
+        let signer = self.inner.options.signer.as_ref();
+        let payload = codec::verify(key, entry, signer).map_err(Refusal::Damaged)?;
         let created = codec::created_ms(entry);
         if expired(function, created) {
             return Err(Refusal::Rejected("expired"));
@@ -1161,7 +1191,8 @@ impl Memory {
             .duration_since(UNIX_EPOCH)
             .unwrap_or(Duration::ZERO)
             .as_millis() as u64;
-        let bytes = codec::encode(key, value, created_ms).map_err(|e| Error::Encode {
+        let signer = self.inner.options.signer.as_ref();
+        let bytes = codec::encode(key, value, created_ms, signer).map_err(|e| Error::Encode {
             function: function.full_name().to_string(),
             type_name: std::any::type_name::<T>(),
             message: e.to_string(),

@@ -348,3 +348,40 @@ fn custom_store_through_the_trait() {
     assert_eq!(buf, b"1");
     assert!(store.write("../escape", b"no").is_err());
 }
+
+#[test]
+fn signed_cache_refuses_unsigned_and_edited_entries() {
+    let dir = fresh_dir("signed");
+    let f = Function::new("trust", "answer");
+    let plain = Memory::new(&dir);
+    let _: u32 = plain.call(&f, &1u8, || 666);
+    // With a key, the unsigned entry is recomputed, never returned.
+    let signed = || Memory::new(&dir).signing_key("s3cret");
+    let (v, logs) = capture_logs(|| signed().call(&f, &1u8, || 42u32));
+    assert_eq!(v, 42);
+    assert!(logs.contains("not signed"), "{logs}");
+    let v: u32 = signed().call(&f, &1u8, || unreachable!("signed and stored"));
+    assert_eq!(v, 42);
+
+    // Edited after signing, even with a fixed-up plain checksum: refused.
+    let out = outputs(&dir).pop().unwrap();
+    let mut bytes = fs::read(&out).unwrap();
+    let n = bytes.len();
+    bytes[n - 1] ^= 0x7f;
+    let sum = blake3::Hasher::new()
+        .update(&bytes[..56])
+        .update(&bytes[88..])
+        .finalize();
+    bytes[56..88].copy_from_slice(sum.as_bytes());
+    fs::write(&out, &bytes).unwrap();
+    let (v, logs) = capture_logs(|| signed().call(&f, &1u8, || 42u32));
+    assert_eq!(v, 42);
+    assert!(logs.contains("signature does not match"), "{logs}");
+
+    // Another key does not trust it either; no key cannot check it.
+    let other: u32 = Memory::new(&dir).signing_key("other").call(&f, &1u8, || 7);
+    assert_eq!(other, 7);
+    let (v, logs) = capture_logs(|| Memory::new(&dir).call(&f, &1u8, || 9u32));
+    assert_eq!(v, 9);
+    assert!(logs.contains("MEMENTO_KEY"), "{logs}");
+}

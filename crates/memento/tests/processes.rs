@@ -274,8 +274,8 @@ fn crash_loop() {
                 continue;
             }
             let key = memento::Key::from_hex(&entry.key).unwrap();
-            let payload =
-                memento::codec::verify(&key, &buf).unwrap_or_else(|d| panic!("{}: {d}", entry.dir));
+            let payload = memento::codec::verify(&key, &buf, None)
+                .unwrap_or_else(|d| panic!("{}: {d}", entry.dir));
             let bytes: Vec<u8> = postcard_vec(payload);
             assert_eq!(bytes.len(), 1 << 18);
             assert!(
@@ -314,12 +314,48 @@ fn postcard_vec(payload: &[u8]) -> Vec<u8> {
     payload[i..].to_vec()
 }
 
+/// MEMENTO_KEY signs what a process writes; a process with another key (or
+/// none) does not trust it and computes again.
+fn signed_between_processes() {
+    let work = fresh_dir("signed");
+    let (cache, counter) = (work.join("cache"), work.join("counter.txt"));
+    let run = |key: Option<&str>| {
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.env(ROLE, "triple:9")
+            .env(COUNTER, &counter)
+            .env("MEMENTO_DIR", &cache);
+        match key {
+            Some(k) => cmd.env("MEMENTO_KEY", k),
+            None => cmd.env_remove("MEMENTO_KEY"),
+        };
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), "27");
+        lines(&counter)
+    };
+    assert_eq!(run(Some("alpha")), 1, "computed and signed");
+    assert_eq!(run(Some("alpha")), 1, "same key: trusted");
+    assert_eq!(run(Some("beta")), 2, "another key: computed again");
+    assert_eq!(run(None), 3, "no key: cannot check a signed entry");
+    assert_eq!(run(None), 3, "its own unsigned entry: trusted");
+    assert_eq!(
+        run(Some("alpha")),
+        4,
+        "unsigned entry under a key: computed again"
+    );
+}
+
 fn main() {
     if let Ok(role) = std::env::var(ROLE) {
         child(&role);
         return;
     }
-    let tests: [(&str, fn()); 6] = [
+    let tests: [(&str, fn()); 7] = [
+        ("signed_between_processes", signed_between_processes),
         ("second_process_hits", second_process_hits),
         ("default_location", default_location),
         ("damage_between_processes", damage_between_processes),
