@@ -147,9 +147,20 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     created_ms: u64,
     signer: Option<&Signer>,
 ) -> Result<Vec<u8>, postcard::Error> {
-    let mut out = vec![0u8; HEADER_LEN];
-    let mut out = postcard::to_extend(value, std::mem::take(&mut out))?;
+    let mut out = postcard::to_extend(value, vec![0u8; HEADER_LEN])?;
     let payload_len = (out.len() - HEADER_LEN) as u64;
+    write_header(&mut out, key, payload_len, created_ms, signer);
+    Ok(out)
+}
+
+/// Fills the header in front of a payload already in place.
+fn write_header(
+    out: &mut [u8],
+    key: &Key,
+    payload_len: u64,
+    created_ms: u64,
+    signer: Option<&Signer>,
+) {
     out[0..4].copy_from_slice(MAGIC);
     out[4..6].copy_from_slice(&ENTRY_FORMAT_VERSION.to_le_bytes());
     let codec = CODEC_POSTCARD | if signer.is_some() { SIGNED_FLAG } else { 0 };
@@ -159,7 +170,6 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     out[24..SIGNED].copy_from_slice(key.as_bytes());
     let sum = checksum(&out[..SIGNED], &out[HEADER_LEN..], signer);
     out[SIGNED..HEADER_LEN].copy_from_slice(&sum);
-    Ok(out)
 }
 
 fn checksum(head: &[u8], payload: &[u8], signer: Option<&Signer>) -> [u8; 32] {
@@ -243,8 +253,26 @@ pub(crate) fn created_ms(entry: &[u8]) -> u64 {
     u64::from_le_bytes(b)
 }
 
-/// Decodes a verified payload; the payload must be used up exactly.
-pub(crate) fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Damage> {
+/// Wraps payload bytes already in postcard form into a whole entry for
+/// `key`: for tools, tests and fuzzing.
+///
+/// ```
+/// use memento::codec;
+/// let key = memento::Key::of(&1u8).unwrap();
+/// let entry = codec::seal(&key, &[42], 0, None);
+/// let payload = codec::verify(&key, &entry, None).unwrap();
+/// assert_eq!(codec::decode::<u8>(payload), Ok(42));
+/// ```
+pub fn seal(key: &Key, payload: &[u8], created_ms: u64, signer: Option<&Signer>) -> Vec<u8> {
+    let mut out = vec![0u8; HEADER_LEN];
+    out.extend_from_slice(payload);
+    write_header(&mut out, key, payload.len() as u64, created_ms, signer);
+    out
+}
+
+/// Decodes a verified payload; the payload must be used up exactly. Never
+/// panics and runs no code of the entry's: postcard only reads data.
+pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Damage> {
     match postcard::take_from_bytes::<T>(payload) {
         Ok((value, [])) => Ok(value),
         Ok((_, rest)) => Err(Damage::Decode(format!(

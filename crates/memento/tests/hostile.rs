@@ -1,0 +1,55 @@
+//! Hostile entries never panic and never decode into a value: the same
+//! checks as the cargo-fuzz target (`fuzz/`), run on every test run with
+//! proptest.
+
+use std::collections::BTreeMap;
+
+use memento::codec::{self, Damage};
+use memento::Key;
+use proptest::prelude::*;
+
+fn key() -> Key {
+    Key::of(&0u8).unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn arbitrary_entries_are_refused_without_panic(data in prop::collection::vec(any::<u8>(), 0..300)) {
+        // Random bytes almost never form a valid entry; if they did, they
+        // would carry the right checksum, which is the point.
+        let _ = codec::verify(&key(), &data, None);
+        let _ = codec::verify(&key(), &data, Some(&codec::Signer::new("k")));
+    }
+
+    #[test]
+    fn arbitrary_payloads_decode_or_fail_cleanly(data in prop::collection::vec(any::<u8>(), 0..300)) {
+        let entry = codec::seal(&key(), &data, 0, None);
+        let payload = codec::verify(&key(), &entry, None).unwrap();
+        let _ = codec::decode::<Vec<String>>(payload);
+        let _ = codec::decode::<(u64, f64, Option<Vec<u8>>)>(payload);
+        let _ = codec::decode::<BTreeMap<String, Vec<u32>>>(payload);
+    }
+}
+
+#[test]
+fn huge_length_claims_fail_fast() {
+    // A payload claiming 2^62 bytes follow, in a 10-byte entry payload.
+    let mut payload = vec![0xff; 8];
+    payload.push(0x3f);
+    let entry = codec::seal(&key(), &payload, 0, None);
+    let bytes = codec::verify(&key(), &entry, None).unwrap();
+    assert!(matches!(
+        codec::decode::<Vec<u8>>(bytes),
+        Err(Damage::Decode(_))
+    ));
+    assert!(matches!(
+        codec::decode::<Vec<Vec<u64>>>(bytes),
+        Err(Damage::Decode(_))
+    ));
+    assert!(matches!(
+        codec::decode::<String>(bytes),
+        Err(Damage::Decode(_))
+    ));
+}

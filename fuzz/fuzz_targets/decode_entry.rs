@@ -1,0 +1,48 @@
+//! Hostile entries: any bytes read from a cache folder go through the same
+//! verification and decoding as `Memory` uses. Neither may panic, and
+//! decoding never runs code of the entry's (postcard only reads data).
+//!
+//! `RUSTC_BOOTSTRAP=1 cargo fuzz run decode_entry -- -max_total_time=60 -malloc_limit_mb=64`
+#![no_main]
+
+use std::collections::BTreeMap;
+
+use libfuzzer_sys::fuzz_target;
+use memento::codec;
+use serde::Deserialize;
+
+#[derive(Deserialize, Debug)]
+#[allow(dead_code)]
+enum Shape {
+    Empty,
+    Circle(f64),
+    Rect { w: f64, h: f64 },
+    Many(Vec<Shape>),
+}
+
+#[derive(Deserialize, Debug)]
+#[allow(dead_code)]
+struct Record {
+    name: String,
+    values: Vec<f64>,
+    tags: BTreeMap<String, Option<u32>>,
+    raw: Vec<u8>,
+}
+
+fuzz_target!(|data: &[u8]| {
+    let key = memento::Key::of(&0u8).unwrap();
+    let signer = codec::Signer::new("fuzz");
+    // The bytes as a whole entry, checked with and without a key.
+    if let Ok(payload) = codec::verify(&key, data, None) {
+        let _ = codec::decode::<Record>(payload);
+    }
+    let _ = codec::verify(&key, data, Some(&signer));
+    // The bytes as a payload that passed verification: decoding into
+    // several types.
+    let entry = codec::seal(&key, data, 0, None);
+    let payload = codec::verify(&key, &entry, None).expect("a sealed entry verifies");
+    let _ = codec::decode::<Record>(payload);
+    let _ = codec::decode::<Vec<Shape>>(payload);
+    let _ = codec::decode::<(u64, f64, Option<Vec<String>>)>(payload);
+    let _ = codec::decode::<BTreeMap<String, Vec<u32>>>(payload);
+});
