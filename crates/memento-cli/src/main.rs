@@ -483,11 +483,22 @@ fn gc(
         bar.inc(1);
     }
     bar.finish_and_clear();
+    // Leftovers of killed writers: temporary files and unheld locks older
+    // than an hour.
+    let swept = memory
+        .store()
+        .sweep(std::time::Duration::from_secs(3600))
+        .context("cannot sweep leftovers")?;
     println!(
-        "removed {removed} result(s), {}; {} result(s), {} left",
+        "removed {removed} result(s), {}; {} result(s), {} left{}",
         size(freed),
         inventory.items() - removed,
-        size(inventory.bytes() - freed)
+        size(inventory.bytes() - freed),
+        if swept > 0 {
+            format!("; {swept} leftover file(s) of interrupted writes removed")
+        } else {
+            String::new()
+        }
     );
     Ok(ExitCode::SUCCESS)
 }

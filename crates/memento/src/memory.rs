@@ -510,6 +510,10 @@ impl Memory {
             }
         };
         let store = &*self.inner.store;
+        // Leftovers of killed writers (temporary files, unheld locks).
+        if let Err(e) = store.sweep(Duration::from_secs(3600)) {
+            self.report_io(&e);
+        }
         let inventory = Inventory::scan(store)?;
         let limits = self.inner.options.limits;
         let mut done = Reduction::default();

@@ -385,3 +385,48 @@ fn signed_cache_refuses_unsigned_and_edited_entries() {
     assert_eq!(v, 9);
     assert!(logs.contains("MEMENTO_KEY"), "{logs}");
 }
+
+#[test]
+fn leftovers_of_killed_writers_are_cleaned() {
+    let dir = fresh_dir("leftovers");
+    assert_eq!(run(&dir, 2.0), (5.0, true));
+    let out = outputs(&dir).pop().unwrap();
+    let entry = out.parent().unwrap().to_path_buf();
+    // A writer killed before its rename leaves a temporary file and no
+    // output.bin.
+    fs::remove_file(&out).unwrap();
+    fs::remove_file(entry.join("metadata.json")).unwrap();
+    let tmp = entry.join(".tmp-killed");
+    fs::write(&tmp, b"half a result").unwrap();
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    fs::File::options()
+        .write(true)
+        .open(&tmp)
+        .unwrap()
+        .set_modified(hour_ago)
+        .unwrap();
+    // It never makes the call miss forever: computed, stored, and the
+    // leftover removed by that write.
+    assert_eq!(run(&dir, 2.0), (5.0, true));
+    assert_eq!(run(&dir, 2.0), (5.0, false));
+    assert!(!tmp.exists());
+
+    // Store::sweep: old temporary files and unheld locks go, held ones stay.
+    let store = LocalStore::new(&dir);
+    let stray = dir.join("damage/.tmp-stray");
+    fs::write(&stray, b"x").unwrap();
+    let stale_lock = dir.join("damage/stale.lock");
+    fs::write(&stale_lock, b"").unwrap();
+    let held = match store.lock("damage/held.lock", None).unwrap() {
+        memento::store::LockOutcome::Held(lock) => lock,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(store.sweep(std::time::Duration::ZERO).unwrap(), 2);
+    assert!(!stray.exists() && !stale_lock.exists());
+    assert!(dir.join("damage/held.lock").exists());
+    drop(held);
+    assert!(
+        !dir.join("damage/held.lock").exists(),
+        "a holder removes its lock"
+    );
+}

@@ -192,7 +192,13 @@ impl Store for LocalStore {
         let path = self.root.join(name);
         let tmp = self.temp_with(&path, bytes)?;
         match tmp.persist_noclobber(&path) {
-            Ok(_) => Ok(true),
+            Ok(_) => {
+                // Leftovers of writers killed in this folder go now.
+                if let Some(dir) = path.parent() {
+                    sweep_folder(dir, LEFTOVER_AGE);
+                }
+                Ok(true)
+            }
             Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => Ok(false),
             Err(e) => Err(Error::io("write", path, e.error)),
         }
@@ -374,6 +380,32 @@ impl Store for LocalStore {
             }
         }
         Ok(removed)
+    }
+}
+
+/// Temporary files older than this, in a folder being written, are
+/// leftovers of a killed writer.
+pub(crate) const LEFTOVER_AGE: Duration = Duration::from_secs(60);
+
+/// Removes the temporary files older than `age` in one folder.
+fn sweep_folder(dir: &Path, age: Duration) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let now = SystemTime::now();
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+            continue;
+        }
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .is_some_and(|d| d >= age);
+        if old {
+            let _ = fs::remove_file(entry.path());
+        }
     }
 }
 
