@@ -349,12 +349,62 @@ fn signed_between_processes() {
     );
 }
 
+/// The same guarantees on a second file system: tmpfs at /dev/shm (where
+/// the machine has one; the run says so when it has not). Locks, links and
+/// renames behave per file system.
+fn on_tmpfs() {
+    let mounts = fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let Some(shm) = mounts
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() > 2 && f[2] == "tmpfs" && f[1] == "/dev/shm")
+        .map(|f| PathBuf::from(f[1]))
+    else {
+        println!("  no tmpfs at /dev/shm on this machine: this case did not run");
+        return;
+    };
+    let work = shm.join(format!("memento-test-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&work);
+    fs::create_dir_all(&work).unwrap();
+    let (cache, counter) = (work.join("cache"), work.join("counter.txt"));
+    let children: Vec<_> = (0..6)
+        .map(|_| spawn("slow:6", &cache, &counter, 500))
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), "60");
+    }
+    assert_eq!(count(&counter, "done"), 1, "computed once on tmpfs");
+    let memory = memento::Memory::new(&cache);
+    let v: u64 = memory.call(slow_once::function(), &(&6u64,), || unreachable!("stored"));
+    assert_eq!(v, 60);
+    let mut child = spawn("writer", &cache, &counter, 0);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for i in 0..64u64 {
+        let v = memory.call(big::function(), &(&i,), || vec![(i % 251) as u8; 1 << 18]);
+        assert_eq!(v, vec![(i % 251) as u8; 1 << 18]);
+    }
+    fs::remove_dir_all(&work).unwrap();
+    println!(
+        "  tmpfs at {}: 6 processes, 1 computation; killed writer, all values right",
+        shm.display()
+    );
+}
+
 fn main() {
     if let Ok(role) = std::env::var(ROLE) {
         child(&role);
         return;
     }
-    let tests: [(&str, fn()); 7] = [
+    let tests: [(&str, fn()); 8] = [
+        ("on_tmpfs", on_tmpfs),
         ("signed_between_processes", signed_between_processes),
         ("second_process_hits", second_process_hits),
         ("default_location", default_location),
