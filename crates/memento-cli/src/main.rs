@@ -472,17 +472,11 @@ fn gc(
     let inventory = Inventory::scan(memory.store()).context("cannot list the cache")?;
     let victims = inventory.victims(&limits, 1.0, SystemTime::now());
     let bar = progress(victims.len(), "removing");
-    let (mut removed, mut freed) = (0u64, 0u64);
-    for victim in &victims {
-        memory
-            .store()
-            .delete_prefix(&victim.dir)
-            .with_context(|| format!("cannot remove {}", victim.dir))?;
-        removed += u64::from(victim.complete);
-        freed += victim.bytes;
-        bar.inc(1);
-    }
+    let (removed, freed, error) = evict::remove_entries(memory.store(), &victims, &|| bar.inc(1));
     bar.finish_and_clear();
+    if let Some(e) = error {
+        return Err(e).context("cannot remove every result chosen");
+    }
     // Leftovers of killed writers: temporary files and unheld locks older
     // than an hour.
     let swept = memory

@@ -27,15 +27,21 @@ fn fill(dir: &Path, n: u64) {
     // The first one through a call, so function.json and the folder are
     // what a real run leaves.
     let _: u64 = memory.call(&f, &(0u64,), || 0);
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
     for i in 1..n {
         let key = memory.key_of::<u64, _>(&f, &(i,)).unwrap();
         let hex = key.to_hex();
         let entry = dir.join(f.folder()).join(&hex[..2]).join(&hex[2..]);
         std::fs::create_dir_all(&entry).unwrap();
         let payload = postcard::to_allocvec(&(i * 2)).unwrap();
-        std::fs::write(entry.join("output.bin"), memento::codec::seal(&key, &payload, now, None))
-            .unwrap();
+        std::fs::write(
+            entry.join("output.bin"),
+            memento::codec::seal(&key, &payload, now, None),
+        )
+        .unwrap();
         std::fs::write(
             entry.join("metadata.json"),
             format!("{{\"function\":\"scale::f\",\"key\":\"{hex}\",\"args\":\"[{i}]\"}}"),
@@ -90,7 +96,11 @@ fn main() {
             seed ^= seed << 17;
             let i = seed % n;
             let key = memory.key_of::<u64, _>(&f, &(i,)).unwrap().to_hex();
-            let path = dir.join(f.folder()).join(&key[..2]).join(&key[2..]).join("output.bin");
+            let path = dir
+                .join(f.folder())
+                .join(&key[..2])
+                .join(&key[2..])
+                .join("output.bin");
             let t = Instant::now();
             black_box(std::fs::read(&path).unwrap());
             raw.push(t.elapsed());

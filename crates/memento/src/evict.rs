@@ -140,6 +140,50 @@ impl Inventory {
     }
 }
 
+/// Removes `victims` from `store`, on a few threads (removal is system
+/// calls, which overlap well), calling `progress` after each. Returns the
+/// results removed, the bytes freed and the first error met (the others go
+/// on).
+pub fn remove_entries(
+    store: &dyn Store,
+    victims: &[&EntryInfo],
+    progress: &(dyn Fn() + Sync),
+) -> (u64, u64, Option<Error>) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Mutex;
+    let (removed, freed) = (AtomicU64::new(0), AtomicU64::new(0));
+    let first_error = Mutex::new(None);
+    let threads = if victims.len() < 64 { 1 } else { 4 };
+    let chunk = victims.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        for part in victims.chunks(chunk) {
+            let (removed, freed, first_error) = (&removed, &freed, &first_error);
+            scope.spawn(move || {
+                for victim in part {
+                    match store.delete_prefix(&victim.dir) {
+                        Ok(()) => {
+                            removed.fetch_add(u64::from(victim.complete), Ordering::Relaxed);
+                            freed.fetch_add(victim.bytes, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            first_error
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .get_or_insert(e);
+                        }
+                    }
+                    progress();
+                }
+            });
+        }
+    });
+    (
+        removed.into_inner(),
+        freed.into_inner(),
+        first_error.into_inner().unwrap_or_else(|p| p.into_inner()),
+    )
+}
+
 /// What a cache holds, per function.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Stats {

@@ -516,19 +516,12 @@ impl Memory {
         }
         let inventory = Inventory::scan(store)?;
         let limits = self.inner.options.limits;
-        let mut done = Reduction::default();
-        let mut first_error = None;
-        for victim in inventory.victims(&limits, fraction, SystemTime::now()) {
-            match store.delete_prefix(&victim.dir) {
-                Ok(()) => {
-                    done.removed += u64::from(victim.complete);
-                    done.freed_bytes += victim.bytes;
-                }
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
+        let victims = inventory.victims(&limits, fraction, SystemTime::now());
+        let (removed, freed_bytes, first_error) = evict::remove_entries(store, &victims, &|| {});
+        let done = Reduction {
+            removed,
+            freed_bytes,
+        };
         {
             let mut usage = self.inner.usage.lock().unwrap_or_else(|e| e.into_inner());
             usage.known = Some((
