@@ -184,12 +184,18 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
         }
     };
 
+    let (lookup, lookup_await) = if sig.asyncness.is_some() {
+        (quote!(lookup_async), quote!(.await))
+    } else {
+        (quote!(lookup), quote!())
+    };
+
     Ok(quote! {
         #(#attrs)*
         #vis #sig {
             #function_static
             let #memory: &::memento::Memory = #memory_expr;
-            let #pending = match #memory.lookup(#function_ref, &(#(#key_args)*)) {
+            let #pending = match #memory.#lookup(#function_ref, &(#(#key_args)*))#lookup_await {
                 ::memento::Lookup::Hit(#value) => return #hit,
                 ::memento::Lookup::Miss(#pending) => #pending,
             };

@@ -702,6 +702,28 @@ impl Memory {
         T: Serialize + DeserializeOwned + 'static,
         A: Serialize + ?Sized,
     {
+        let mut contended = match self.lookup_begin::<T, A>(function, args) {
+            Begun::Done(lookup) => return lookup,
+            Begun::Contended(contended) => contended,
+        };
+        let mut waited = None;
+        loop {
+            match contended.step::<T>(self, function, waited.take()) {
+                Step::Done(lookup) => return lookup,
+                Step::Wait(wait) => waited = Some(wait.block()),
+            }
+        }
+    }
+
+    /// The part of a lookup that needs no waiting: the key, the in-memory
+    /// layer, the store. `Contended` when nothing usable is stored and the
+    /// call must take its turn to compute.
+    #[inline]
+    fn lookup_begin<'m, T, A>(&'m self, function: &'m Function, args: &A) -> Begun<'m, T>
+    where
+        T: Serialize + DeserializeOwned + 'static,
+        A: Serialize + ?Sized,
+    {
         let mode = Mode::take();
         let shape = function.shape::<T>();
         let key = match key::call_key(function.hash(), &shape.hash, args) {
@@ -713,7 +735,7 @@ impl Memory {
                 };
                 tracing::warn!("{e}");
                 let pending = self.pending(function, None, None, shape, String::new(), mode);
-                return Lookup::Miss(pending);
+                return Begun::Done(Lookup::Miss(pending));
             }
         };
         if mode.force {
@@ -724,71 +746,70 @@ impl Memory {
                 function.full_name(),
                 trim_brackets(&args)
             );
-            return Lookup::Miss(self.pending(function, Some(state), Some(key), shape, args, mode));
+            return Begun::Done(Lookup::Miss(self.pending(
+                function,
+                Some(state),
+                Some(key),
+                shape,
+                args,
+                mode,
+            )));
         }
         if let Some(value) = self.find_hot::<T>(function, &key, mode) {
-            return Lookup::Hit(value);
+            return Begun::Done(Lookup::Hit(value));
         }
         let state = self.state(function, shape, std::any::type_name::<T>());
         if let Some(value) = self.read::<T>(function, &key) {
             mode.record(true, Some(key));
             self.count_hit(function);
-            return Lookup::Hit(value);
+            return Begun::Done(Lookup::Hit(value));
         }
         // Compute once: wait for a computation of this key running in this
         // process, then for one running in another process (a lock per
-        // key), and look again after each wait.
-        let timeout = self.inner.options.lock_timeout;
-        let leader = loop {
-            match self.lead_or_follow(&key) {
-                Ok(leader) => break Some(leader),
-                Err(flight) => {
-                    if !flight.wait(timeout) {
-                        tracing::warn!(
-                            "{}: waited {:?} for the same call running in another thread; \
-                             computing it here too (lock_timeout)",
-                            function.full_name(),
-                            timeout.unwrap_or_default()
-                        );
-                        break None;
-                    }
-                    if let Some(value) = self.find::<T>(function, &key, mode) {
-                        return Lookup::Hit(value);
+        // key), and look again after each wait (see `Contended::step`).
+        Begun::Contended(Contended {
+            state,
+            key,
+            shape,
+            args: entry::args_text(args),
+            mode,
+            leader: None,
+            lock: None,
+            phase: Phase::Flight,
+        })
+    }
+
+    /// [`lookup`](Memory::lookup) for async code: when the same call runs
+    /// in another task, thread or process, the wait for it happens on a
+    /// thread of its own, so the executor's threads go on (any executor).
+    /// The arguments are hashed before the first await: the returned future
+    /// does not borrow them. `#[memento::cache]` on an `async fn` expands to
+    /// this.
+    pub fn lookup_async<'m, T, A>(
+        &'m self,
+        function: &'m Function,
+        args: &A,
+    ) -> impl std::future::Future<Output = Lookup<'m, T>> + Send + 'm
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+        A: Serialize + ?Sized,
+    {
+        let begun = self.lookup_begin::<T, A>(function, args);
+        async move {
+            let mut contended = match begun {
+                Begun::Done(lookup) => return lookup,
+                Begun::Contended(contended) => contended,
+            };
+            let mut waited = None;
+            loop {
+                match contended.step::<T>(self, function, waited.take()) {
+                    Step::Done(lookup) => return lookup,
+                    Step::Wait(wait) => {
+                        waited = Some(crate::background::run(move || wait.block()).await);
                     }
                 }
             }
-        };
-        let lock_name = EntryName::new(function.folder(), &key, ".lock");
-        // `<folder>/ab/<62 hex>.lock`, beside the entry's folder.
-        let lock_name = lock_name.as_str().replace("/.lock", ".lock");
-        let lock = match self.inner.store.lock(&lock_name, timeout) {
-            Ok(LockOutcome::Held(lock)) => Some(lock),
-            Ok(LockOutcome::TimedOut) => {
-                tracing::warn!(
-                    "{}: waited {:?} for the same call running in another process; computing \
-                     it here too (lock_timeout)",
-                    function.full_name(),
-                    timeout.unwrap_or_default()
-                );
-                None
-            }
-            Ok(LockOutcome::Unsupported) => None,
-            Err(e) => {
-                self.report_io(&e);
-                None
-            }
-        };
-        if lock.is_some() {
-            if let Some(value) = self.find::<T>(function, &key, mode) {
-                return Lookup::Hit(value);
-            }
         }
-        let args = entry::args_text(args);
-        tracing::info!("calling {}({})", function.full_name(), trim_brackets(&args));
-        let mut pending = self.pending(function, Some(state), Some(key), shape, args, mode);
-        pending.lock = lock;
-        pending.leader = leader;
-        Lookup::Miss(pending)
     }
 
     /// Becomes the leader of `key`'s computation in this process, or gets
@@ -1445,6 +1466,151 @@ struct Write {
     keep_in_memory: bool,
     /// Hits of this process to add to `hits.json`.
     hits: (String, u64),
+}
+
+/// The first, non-waiting part of a lookup.
+enum Begun<'m, T> {
+    Done(Lookup<'m, T>),
+    Contended(Contended),
+}
+
+/// A lookup that found nothing and must take its turn to compute.
+struct Contended {
+    state: Arc<FnState>,
+    key: Key,
+    shape: Shape,
+    args: String,
+    mode: Mode,
+    leader: Option<Leader>,
+    lock: Option<StoreLock>,
+    phase: Phase,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Join this process's flight for the key.
+    Flight,
+    /// Waited for another thread's flight.
+    FlightWaited,
+    /// Waited for the key's lock across processes.
+    LockWaited,
+}
+
+/// What a contended lookup waits for next: blocking work, run in place
+/// (sync) or on a thread of its own (async).
+enum Wait {
+    Flight(Arc<Flight>, Option<Duration>),
+    Lock(Arc<dyn Store>, String, Option<Duration>),
+}
+
+enum Waited {
+    Flight(bool),
+    Lock(Result<LockOutcome>),
+}
+
+impl Wait {
+    fn block(self) -> Waited {
+        match self {
+            Wait::Flight(flight, timeout) => Waited::Flight(flight.wait(timeout)),
+            Wait::Lock(store, name, timeout) => Waited::Lock(store.lock(&name, timeout)),
+        }
+    }
+}
+
+enum Step<'m, T> {
+    Done(Lookup<'m, T>),
+    Wait(Wait),
+}
+
+impl Contended {
+    /// One step of taking the turn to compute; `waited` is the answer to the
+    /// last `Step::Wait`.
+    fn step<'m, T: DeserializeOwned>(
+        &mut self,
+        memory: &'m Memory,
+        function: &'m Function,
+        waited: Option<Waited>,
+    ) -> Step<'m, T> {
+        let timeout = memory.inner.options.lock_timeout;
+        match (self.phase, waited) {
+            (Phase::FlightWaited, Some(Waited::Flight(true))) => {
+                if let Some(value) = memory.find::<T>(function, &self.key, self.mode) {
+                    return Step::Done(Lookup::Hit(value));
+                }
+                // The leader failed: try to lead.
+                self.phase = Phase::Flight;
+                self.step(memory, function, None)
+            }
+            (Phase::FlightWaited, Some(Waited::Flight(false))) => {
+                tracing::warn!(
+                    "{}: waited {:?} for the same call running in another thread; \
+                     computing it here too (lock_timeout)",
+                    function.full_name(),
+                    timeout.unwrap_or_default()
+                );
+                self.lock_step(memory, function)
+            }
+            (Phase::LockWaited, Some(Waited::Lock(outcome))) => {
+                match outcome {
+                    Ok(LockOutcome::Held(lock)) => {
+                        self.lock = Some(lock);
+                        // Another process may have finished while we waited.
+                        if let Some(value) = memory.find::<T>(function, &self.key, self.mode) {
+                            return Step::Done(Lookup::Hit(value));
+                        }
+                    }
+                    Ok(LockOutcome::TimedOut) => tracing::warn!(
+                        "{}: waited {:?} for the same call running in another process; \
+                         computing it here too (lock_timeout)",
+                        function.full_name(),
+                        timeout.unwrap_or_default()
+                    ),
+                    Ok(LockOutcome::Unsupported) => {}
+                    Err(e) => memory.report_io(&e),
+                }
+                tracing::info!(
+                    "calling {}({})",
+                    function.full_name(),
+                    trim_brackets(&self.args)
+                );
+                let mut pending = memory.pending(
+                    function,
+                    Some(self.state.clone()),
+                    Some(self.key),
+                    self.shape,
+                    std::mem::take(&mut self.args),
+                    self.mode,
+                );
+                pending.lock = self.lock.take();
+                pending.leader = self.leader.take();
+                Step::Done(Lookup::Miss(pending))
+            }
+            _ => match memory.lead_or_follow(&self.key) {
+                Ok(leader) => {
+                    self.leader = Some(leader);
+                    self.lock_step(memory, function)
+                }
+                Err(flight) => {
+                    self.phase = Phase::FlightWaited;
+                    Step::Wait(Wait::Flight(flight, timeout))
+                }
+            },
+        }
+    }
+
+    /// Asks for the key's lock across processes:
+    /// `<folder>/ab/<62 hex>.lock`, beside the entry's folder.
+    fn lock_step<'m, T>(&mut self, memory: &'m Memory, function: &'m Function) -> Step<'m, T> {
+        let name = EntryName::new(function.folder(), &self.key, ".lock")
+            .as_str()
+            .replace("/.lock", ".lock");
+        self.phase = Phase::LockWaited;
+        Step::Wait(Wait::Lock(
+            memory.inner.store.clone(),
+            name,
+            memory.inner.options.lock_timeout,
+        ))
+    }
 }
 
 /// Why a stored entry is not served.

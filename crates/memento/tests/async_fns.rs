@@ -68,3 +68,22 @@ async fn futures_are_send_and_handles_await() {
     let shelved = load::call_and_shelve(8).await;
     assert_eq!(shelved.get().unwrap(), vec![8; 3]);
 }
+
+static SHARED: AtomicUsize = AtomicUsize::new(0);
+
+#[memento::cache(memory = MEM)]
+async fn shared(x: u32) -> u32 {
+    SHARED.fetch_add(1, SeqCst);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    x + 1
+}
+
+/// Two tasks on a one-thread executor call the same key at once: the second
+/// waits for the first without blocking the only thread (a blocking wait
+/// would deadlock here), and the computation runs once.
+#[tokio::test(flavor = "current_thread")]
+async fn waiting_does_not_block_the_executor() {
+    let (a, b) = tokio::join!(shared(1), shared(1));
+    assert_eq!((a, b), (2, 2));
+    assert_eq!(SHARED.load(SeqCst), 1);
+}
