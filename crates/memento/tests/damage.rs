@@ -233,52 +233,14 @@ fn unwritable_location_still_computes_with_one_warning() {
     assert!(logs.contains("MEMENTO_DIR"), "says what to do: {logs}");
 }
 
-/// A local store whose disk is full: every write fails with ENOSPC.
-#[derive(Debug)]
-struct FullDisk(LocalStore);
-
-fn full() -> memento::Error {
-    memento::Error::Io {
-        action: "write",
-        path: "full".into(),
-        source: std::io::Error::from(std::io::ErrorKind::StorageFull),
-    }
-}
-
-impl Store for FullDisk {
-    fn read(&self, name: &str, out: &mut Vec<u8>) -> memento::Result<bool> {
-        self.0.read(name, out)
-    }
-    fn read_range(
-        &self,
-        name: &str,
-        range: std::ops::Range<u64>,
-        out: &mut Vec<u8>,
-    ) -> memento::Result<bool> {
-        self.0.read_range(name, range, out)
-    }
-    fn publish(&self, _: &str, _: &[u8]) -> memento::Result<bool> {
-        Err(full())
-    }
-    fn write(&self, _: &str, _: &[u8]) -> memento::Result<()> {
-        Err(full())
-    }
-    fn list_meta(&self, prefix: &str) -> memento::Result<Vec<memento::store::ObjectMeta>> {
-        self.0.list_meta(prefix)
-    }
-    fn delete(&self, name: &str) -> memento::Result<()> {
-        self.0.delete(name)
-    }
-    fn location(&self) -> String {
-        self.0.location()
-    }
-}
-
 #[test]
 fn full_disk_keeps_what_is_stored() {
     let dir = fresh_dir("full");
     assert_eq!(run(&dir, 2.0), (5.0, true));
-    let memory = Memory::with_store(FullDisk(LocalStore::new(&dir)));
+    // A disk that is full: every write fails with ENOSPC.
+    let mut full = common::Hooked::new(&dir);
+    full.disk_full = true;
+    let memory = Memory::with_store(full);
     let f = Function::new("damage", "scale");
     let (out, logs) = capture_logs(|| {
         let old: f64 = memory.call(&f, &(2.0f64,), || unreachable!("stored before"));

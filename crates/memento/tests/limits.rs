@@ -4,12 +4,10 @@
 mod common;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::sync::Arc;
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, SystemTime};
 
 use common::{fresh_dir, outputs};
-use memento::store::{LocalStore, ObjectMeta, Store};
 use memento::{Function, Memory};
 
 fn f() -> Function {
@@ -96,51 +94,12 @@ fn bytes_limit_holds_after_every_write() {
     assert!(kept.contains(&59) && !kept.contains(&0), "{kept:?}");
 }
 
-/// A local store that counts its listings.
-#[derive(Debug)]
-struct Counting(LocalStore, Arc<AtomicUsize>);
-
-impl Store for Counting {
-    fn read(&self, name: &str, out: &mut Vec<u8>) -> memento::Result<bool> {
-        self.0.read(name, out)
-    }
-    fn read_range(
-        &self,
-        name: &str,
-        range: std::ops::Range<u64>,
-        out: &mut Vec<u8>,
-    ) -> memento::Result<bool> {
-        self.0.read_range(name, range, out)
-    }
-    fn publish(&self, name: &str, bytes: &[u8]) -> memento::Result<bool> {
-        self.0.publish(name, bytes)
-    }
-    fn write(&self, name: &str, bytes: &[u8]) -> memento::Result<()> {
-        self.0.write(name, bytes)
-    }
-    fn list_meta(&self, prefix: &str) -> memento::Result<Vec<ObjectMeta>> {
-        if prefix.is_empty() {
-            self.1.fetch_add(1, SeqCst);
-        }
-        self.0.list_meta(prefix)
-    }
-    fn delete(&self, name: &str) -> memento::Result<()> {
-        self.0.delete(name)
-    }
-    fn delete_prefix(&self, prefix: &str) -> memento::Result<()> {
-        self.0.delete_prefix(prefix)
-    }
-    fn location(&self) -> String {
-        self.0.location()
-    }
-}
-
 #[test]
 fn enforcement_is_amortized() {
     let dir = fresh_dir("amortized");
-    let scans = Arc::new(AtomicUsize::new(0));
-    let memory =
-        Memory::with_store(Counting(LocalStore::new(&dir), scans.clone())).items_limit(100);
+    let store = common::Hooked::new(&dir);
+    let scans = store.listings.clone();
+    let memory = Memory::with_store(store).items_limit(100);
     let writes = 600;
     for i in 0..writes {
         put(&memory, i);

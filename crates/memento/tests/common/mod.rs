@@ -68,3 +68,71 @@ pub fn fresh_dir(name: &str) -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("{name}-{}-{nanos}", std::process::id()))
 }
+
+/// A local store with test hooks: writes that fail as on a full disk, and a
+/// count of whole-store listings.
+#[derive(Debug)]
+pub struct Hooked {
+    pub inner: memento::store::LocalStore,
+    pub disk_full: bool,
+    pub listings: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Hooked {
+    pub fn new(dir: &std::path::Path) -> Hooked {
+        Hooked {
+            inner: memento::store::LocalStore::new(dir),
+            disk_full: false,
+            listings: Arc::default(),
+        }
+    }
+
+    fn full(&self) -> memento::Result<()> {
+        if self.disk_full {
+            return Err(memento::Error::Io {
+                action: "write",
+                path: "full".into(),
+                source: io::Error::from(io::ErrorKind::StorageFull),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl memento::store::Store for Hooked {
+    fn read(&self, name: &str, out: &mut Vec<u8>) -> memento::Result<bool> {
+        self.inner.read(name, out)
+    }
+    fn read_range(
+        &self,
+        name: &str,
+        range: std::ops::Range<u64>,
+        out: &mut Vec<u8>,
+    ) -> memento::Result<bool> {
+        self.inner.read_range(name, range, out)
+    }
+    fn publish(&self, name: &str, bytes: &[u8]) -> memento::Result<bool> {
+        self.full()?;
+        self.inner.publish(name, bytes)
+    }
+    fn write(&self, name: &str, bytes: &[u8]) -> memento::Result<()> {
+        self.full()?;
+        self.inner.write(name, bytes)
+    }
+    fn list_meta(&self, prefix: &str) -> memento::Result<Vec<memento::store::ObjectMeta>> {
+        if prefix.is_empty() {
+            self.listings
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.inner.list_meta(prefix)
+    }
+    fn delete(&self, name: &str) -> memento::Result<()> {
+        self.inner.delete(name)
+    }
+    fn delete_prefix(&self, prefix: &str) -> memento::Result<()> {
+        self.inner.delete_prefix(prefix)
+    }
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+}
