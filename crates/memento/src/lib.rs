@@ -145,6 +145,7 @@ mod error;
 pub mod evict;
 mod function;
 pub mod handle;
+mod index;
 pub mod key;
 mod memory;
 pub mod store;

@@ -98,6 +98,8 @@ struct Inner {
     warned_io: AtomicBool,
     usage: Mutex<Usage>,
     reducing: Mutex<()>,
+    /// This Memory's eviction index log (local caches).
+    index: Option<crate::index::IndexLog>,
     /// Computations running in this process, by key: later callers of the
     /// same key wait for them instead of computing again.
     inflight: Mutex<HashMap<Key, Arc<Flight>, BuildHasherDefault<KeyIdHasher>>>,
@@ -378,6 +380,7 @@ impl Memory {
     }
 
     fn build(store: Arc<dyn Store>, options: Options) -> Memory {
+        let index = options.location.as_deref().map(crate::index::IndexLog::new);
         Memory {
             inner: Arc::new(Inner {
                 store,
@@ -388,6 +391,7 @@ impl Memory {
                 usage: Mutex::new(Usage::default()),
                 reducing: Mutex::new(()),
                 inflight: Mutex::new(HashMap::default()),
+                index,
             }),
         }
     }
@@ -493,41 +497,45 @@ impl Memory {
     /// assert_eq!(memory.stats().unwrap().entries, 3);
     /// ```
     pub fn reduce_size(&self) -> Result<Reduction> {
-        self.reduce(1.0, true)
+        self.reduce(1.0)
     }
 
-    fn reduce(&self, fraction: f64, wait: bool) -> Result<Reduction> {
-        let _guard = if wait {
-            self.inner
-                .reducing
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-        } else {
-            match self.inner.reducing.try_lock() {
-                Ok(guard) => guard,
-                // Another thread of this Memory is at it.
-                Err(_) => return Ok(Reduction::default()),
-            }
-        };
+    fn reduce(&self, fraction: f64) -> Result<Reduction> {
+        // One eviction at a time per Memory; a writer over a limit waits for
+        // a running one, then finds the limit held (or evicts itself), so
+        // no write returns with the cache above a limit by more than it.
+        let _guard = self
+            .inner
+            .reducing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let store = &*self.inner.store;
-        // Leftovers of killed writers (temporary files, unheld locks).
-        if let Err(e) = store.sweep(Duration::from_secs(3600)) {
-            self.report_io(&e);
-        }
-        let inventory = Inventory::scan(store)?;
         let limits = self.inner.options.limits;
-        let victims = inventory.victims(&limits, fraction, SystemTime::now());
-        let (removed, freed_bytes, first_error) = evict::remove_entries(store, &victims, &|| {});
-        let done = Reduction {
-            removed,
-            freed_bytes,
+        let (done, remaining, first_error) = match (&self.inner.options.location, &self.inner.index)
+        {
+            (Some(root), Some(_)) => self.reduce_indexed(root, &limits, fraction)?,
+            _ => {
+                let inventory = Inventory::scan(store)?;
+                let victims = inventory.victims(&limits, fraction, SystemTime::now());
+                let (removed, freed_bytes, first_error) =
+                    evict::remove_entries(store, &victims, &|| {});
+                let remaining = (
+                    inventory.bytes().saturating_sub(freed_bytes),
+                    inventory.items().saturating_sub(removed),
+                );
+                (
+                    Reduction {
+                        removed,
+                        freed_bytes,
+                    },
+                    remaining,
+                    first_error,
+                )
+            }
         };
         {
             let mut usage = self.inner.usage.lock().unwrap_or_else(|e| e.into_inner());
-            usage.known = Some((
-                inventory.bytes().saturating_sub(done.freed_bytes),
-                inventory.items().saturating_sub(done.removed),
-            ));
+            usage.known = Some(remaining);
             usage.last_scan = Some(Instant::now());
         }
         if done.removed > 0 {
@@ -542,6 +550,54 @@ impl Memory {
             Some(e) => Err(e),
             None => Ok(done),
         }
+    }
+
+    /// Eviction through the index (see the `index` module): no listing of
+    /// the store, except once to build the index of a cache that has none.
+    fn reduce_indexed(
+        &self,
+        root: &Path,
+        limits: &Limits,
+        fraction: f64,
+    ) -> Result<(Reduction, (u64, u64), Option<Error>)> {
+        use crate::index;
+        let store = &*self.inner.store;
+        let index_dir = root.join(index::INDEX_DIR);
+        if !index::complete(root) {
+            let inventory = Inventory::scan(store)?;
+            index::rebuild(root, &inventory)
+                .map_err(|e| Error::io("build the eviction index in", &index_dir, e))?;
+        }
+        let mut snapshot = index::read(root)
+            .map_err(|e| Error::io("read the eviction index in", &index_dir, e))?;
+        let chosen = index::victims(root, &mut snapshot, limits, fraction, SystemTime::now());
+        let infos: Vec<evict::EntryInfo> = chosen
+            .iter()
+            .map(|(key, e)| evict::EntryInfo {
+                function_folder: e.folder.clone(),
+                dir: index::entry_dir(&e.folder, key),
+                key: key.to_hex(),
+                bytes: e.size,
+                last_access: UNIX_EPOCH + Duration::from_millis(e.time_ms),
+                complete: true,
+            })
+            .collect();
+        let refs: Vec<&evict::EntryInfo> = infos.iter().collect();
+        let (removed, freed_bytes, first_error) = evict::remove_entries(store, &refs, &|| {});
+        let remaining = (snapshot.bytes(), snapshot.entries.len() as u64);
+        if !chosen.is_empty() {
+            let logs = std::mem::take(&mut snapshot.logs);
+            index::compact(root, snapshot.entries.into_iter(), &logs)
+                .map_err(|e| Error::io("compact the eviction index in", &index_dir, e))?;
+        }
+        Ok((
+            Reduction {
+                removed,
+                freed_bytes,
+            },
+            remaining,
+            first_error,
+        ))
     }
 
     /// Counts a write of `added` bytes; lists and evicts when a limit is
@@ -570,7 +626,7 @@ impl Memory {
             over || age_due
         };
         if due {
-            if let Err(e) = self.reduce(AUTO_FRACTION, false) {
+            if let Err(e) = self.reduce(AUTO_FRACTION) {
                 self.report_io(&e);
             }
         }
@@ -1253,6 +1309,7 @@ impl Memory {
                 format!("{}/hits.json", function.folder()),
                 function.hits.swap(0, Ordering::Relaxed),
             ),
+            folder: function.folder().to_string(),
         })
     }
 
@@ -1285,7 +1342,11 @@ impl Memory {
         };
         if published {
             store.write(&write.metadata, &write.json)?;
-            written += (write.bytes.len() + write.json.len()) as u64;
+            let size = (write.bytes.len() + write.json.len()) as u64;
+            written += size;
+            if let Some(index) = &self.inner.index {
+                index.append(&write.folder, &write.key, size, write.created_ms);
+            }
         }
         if write.keep_in_memory {
             self.inner
@@ -1466,6 +1527,8 @@ struct Write {
     keep_in_memory: bool,
     /// Hits of this process to add to `hits.json`.
     hits: (String, u64),
+    /// The function's folder, for the eviction index.
+    folder: String,
 }
 
 /// The first, non-waiting part of a lookup.

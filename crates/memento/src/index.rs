@@ -1,0 +1,387 @@
+//! The eviction index of a local cache: what is stored, without listing the
+//! store.
+//!
+//! Listing a million entries takes tens of seconds, so eviction does not
+//! list: each [`Memory`](crate::Memory) appends one small record per result
+//! it writes to a log of its own, `<location>/.index/<id>.log` (no two
+//! processes share a log, so appends never interleave). A record holds the
+//! entry's function folder, key, size and creation time. Eviction reads the
+//! logs (a million records are ~100 MB read sequentially), sums the sizes,
+//! and takes victims from a heap ordered by the best known last access: a
+//! popped entry's real last access (its `output.bin` mtime) is read with one
+//! `stat`; if it is more recent than the heap knew, it goes back in with that
+//! time, else it is the least recently used of all and goes. Each entry is
+//! looked at at most twice, and only the oldest ones are. Afterwards the logs
+//! are compacted into one.
+//!
+//! The index is complete once `<location>/.index/complete` exists: written
+//! after one full listing of a cache that had results before it had an index
+//! (and at once for a new cache). Records of entries removed by other means
+//! (a clear, a damaged entry) are dropped when their `stat` fails. A record
+//! lost to a crash between the result's write and its append only hides
+//! that entry from eviction; a full listing (`Memory::reduce_size` with
+//! `rebuild_index`, or `memento gc`) finds it again.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::evict::{Inventory, Limits};
+use crate::key::Key;
+
+/// Folder of the logs under the location.
+pub(crate) const INDEX_DIR: &str = ".index";
+const COMPLETE: &str = "complete";
+const RECORD: u8 = b'W';
+
+/// This Memory's log. It is opened for each record (a write of a result
+/// costs far more), so a log removed under it (a clear, a compaction) is
+/// simply created again.
+pub(crate) struct IndexLog {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+/// A log name no other log of this or another process has: process id,
+/// time, and a counter of this process.
+fn unique_name(kind: &str) -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!(
+        "{kind}-{}-{}-{n}.log",
+        std::process::id(),
+        millis(SystemTime::now())
+    )
+}
+
+fn millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as u64
+}
+
+impl IndexLog {
+    pub(crate) fn new(root: &Path) -> IndexLog {
+        let dir = root.join(INDEX_DIR);
+        IndexLog {
+            path: dir.join(unique_name("log")),
+            dir,
+        }
+    }
+
+    /// Appends the record of a written entry (best effort: a failure only
+    /// hides the entry from eviction until the next full listing).
+    pub(crate) fn append(&self, folder: &str, key: &Key, size: u64, created_ms: u64) {
+        let mut record = Vec::with_capacity(51 + folder.len());
+        record.push(RECORD);
+        record.extend_from_slice(key.as_bytes());
+        record.extend_from_slice(&size.to_le_bytes());
+        record.extend_from_slice(&created_ms.to_le_bytes());
+        record.extend_from_slice(&(folder.len() as u16).to_le_bytes());
+        record.extend_from_slice(folder.as_bytes());
+        let open = || {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+        };
+        let file = open().or_else(|_| {
+            fs::create_dir_all(&self.dir)?;
+            open()
+        });
+        // One write of one small buffer: appends of other processes (to
+        // their own logs) and compactions never see half a record.
+        if let Ok(mut file) = file {
+            let _ = file.write_all(&record);
+        }
+    }
+}
+
+/// An entry as the index knows it.
+#[derive(Debug, Clone)]
+pub(crate) struct Indexed {
+    pub(crate) folder: String,
+    pub(crate) size: u64,
+    /// Best known last access, ms since the epoch (at first, creation).
+    pub(crate) time_ms: u64,
+}
+
+/// All the logs, read.
+pub(crate) struct Snapshot {
+    pub(crate) entries: HashMap<Key, Indexed>,
+    /// Each log read, with the length read.
+    pub(crate) logs: Vec<(PathBuf, u64)>,
+    pub(crate) log_bytes: u64,
+    /// Bytes of the files beside the entries: each function's records
+    /// (`function.json`, `hits.json`) and the `.gitignore`.
+    pub(crate) other_bytes: u64,
+}
+
+impl Snapshot {
+    pub(crate) fn bytes(&self) -> u64 {
+        self.entries.values().map(|e| e.size).sum::<u64>() + self.log_bytes + self.other_bytes
+    }
+}
+
+/// Is the index of `root` complete (every result has a record)?
+pub(crate) fn complete(root: &Path) -> bool {
+    root.join(INDEX_DIR).join(COMPLETE).exists()
+}
+
+/// Reads every log; a torn last record (a crash while appending) is
+/// skipped.
+pub(crate) fn read(root: &Path) -> io::Result<Snapshot> {
+    let dir = root.join(INDEX_DIR);
+    let mut snapshot = Snapshot {
+        entries: HashMap::new(),
+        logs: Vec::new(),
+        log_bytes: 0,
+        other_bytes: 0,
+    };
+    let listing = match fs::read_dir(&dir) {
+        Ok(listing) => listing,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(snapshot),
+        Err(e) => return Err(e),
+    };
+    for entry in listing.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "log") {
+            continue;
+        }
+        let mut bytes = Vec::new();
+        if File::open(&path)
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .is_err()
+        {
+            continue;
+        }
+        snapshot.log_bytes += bytes.len() as u64;
+        snapshot.logs.push((path, bytes.len() as u64));
+        let mut at = 0;
+        while at + 51 <= bytes.len() && bytes[at] == RECORD {
+            let mut key = [0u8; 32];
+            key.copy_from_slice(&bytes[at + 1..at + 33]);
+            let num = |i: usize| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&bytes[i..i + 8]);
+                u64::from_le_bytes(b)
+            };
+            let (size, time_ms) = (num(at + 33), num(at + 41));
+            let len = u16::from_le_bytes([bytes[at + 49], bytes[at + 50]]) as usize;
+            let Some(folder) = bytes.get(at + 51..at + 51 + len) else {
+                break;
+            };
+            let folder = String::from_utf8_lossy(folder).into_owned();
+            at += 51 + len;
+            let entry = snapshot
+                .entries
+                .entry(Key::from_bytes(key))
+                .or_insert(Indexed {
+                    folder,
+                    size: 0,
+                    time_ms: 0,
+                });
+            // A key written again (forced) replaces its record.
+            entry.size = size;
+            entry.time_ms = entry.time_ms.max(time_ms);
+        }
+    }
+    let size = |p: PathBuf| fs::metadata(p).map_or(0, |m| m.len());
+    let folders: std::collections::HashSet<&str> = snapshot
+        .entries
+        .values()
+        .map(|e| e.folder.as_str())
+        .collect();
+    snapshot.other_bytes = size(root.join(".gitignore"))
+        + folders
+            .into_iter()
+            .map(|f| {
+                size(root.join(f).join("function.json")) + size(root.join(f).join("hits.json"))
+            })
+            .sum::<u64>();
+    Ok(snapshot)
+}
+
+/// Builds the index from a full listing and marks it complete.
+pub(crate) fn rebuild(root: &Path, inventory: &Inventory) -> io::Result<()> {
+    let entries = inventory
+        .entries
+        .iter()
+        .filter(|e| e.complete)
+        .filter_map(|e| {
+            Some((
+                Key::from_hex(&e.key)?,
+                Indexed {
+                    folder: e.function_folder.clone(),
+                    size: e.bytes,
+                    time_ms: millis(e.last_access),
+                },
+            ))
+        });
+    let old = read(root)?.logs;
+    compact(root, entries, &old)?;
+    File::create(root.join(INDEX_DIR).join(COMPLETE))?;
+    Ok(())
+}
+
+/// Writes `entries` as one new log (atomically), then removes the `old`
+/// logs; records appended to them since they were read are carried over.
+pub(crate) fn compact(
+    root: &Path,
+    entries: impl Iterator<Item = (Key, Indexed)>,
+    old: &[(PathBuf, u64)],
+) -> io::Result<()> {
+    let dir = root.join(INDEX_DIR);
+    fs::create_dir_all(&dir)?;
+    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(&dir)?;
+    {
+        let mut out = io::BufWriter::new(tmp.as_file_mut());
+        for (key, e) in entries {
+            out.write_all(&[RECORD])?;
+            out.write_all(key.as_bytes())?;
+            out.write_all(&e.size.to_le_bytes())?;
+            out.write_all(&e.time_ms.to_le_bytes())?;
+            out.write_all(&(e.folder.len() as u16).to_le_bytes())?;
+            out.write_all(e.folder.as_bytes())?;
+        }
+        // Records appended since the snapshot.
+        for (log, read) in old {
+            let mut bytes = Vec::new();
+            if File::open(log)
+                .and_then(|mut f| f.read_to_end(&mut bytes))
+                .is_ok()
+            {
+                if let Some(tail) = bytes.get(*read as usize..) {
+                    out.write_all(tail)?;
+                }
+            }
+        }
+        out.flush()?;
+    }
+    let new = dir.join(unique_name("compact"));
+    tmp.persist_noclobber(&new).map_err(|e| e.error)?;
+    for (log, _) in old {
+        if *log != new {
+            let _ = fs::remove_file(log);
+        }
+    }
+    Ok(())
+}
+
+/// The entry folder of a record, relative to the location.
+pub(crate) fn entry_dir(folder: &str, key: &Key) -> String {
+    let hex = key.to_hex();
+    format!("{folder}/{}/{}", &hex[..2], &hex[2..])
+}
+
+/// Chooses least recently used victims until every limit holds with
+/// `fraction` of its room, reading real last-access times (one `stat` each)
+/// only for the entries at the old end. Entries whose `output.bin` is gone
+/// leave the snapshot, and so do the victims. Returns the victims.
+pub(crate) fn victims(
+    root: &Path,
+    snapshot: &mut Snapshot,
+    limits: &Limits,
+    fraction: f64,
+    now: SystemTime,
+) -> Vec<(Key, Indexed)> {
+    let target = |limit: u64| (limit as f64 * fraction) as u64;
+    let mut bytes = snapshot.bytes();
+    let mut items = snapshot.entries.len() as u64;
+    let cutoff = limits
+        .age
+        .map(|age| millis(now).saturating_sub(age.as_millis() as u64));
+    let mut heap: BinaryHeap<Reverse<(u64, Key)>> = snapshot
+        .entries
+        .iter()
+        .map(|(k, e)| Reverse((e.time_ms, *k)))
+        .collect();
+    let mut checked: HashMap<Key, ()> = HashMap::new();
+    let mut out = Vec::new();
+    while let Some(Reverse((time_ms, key))) = heap.pop() {
+        let over = limits.bytes.is_some_and(|b| bytes > target(b))
+            || limits.items.is_some_and(|n| items > target(n));
+        let old = cutoff.is_some_and(|c| time_ms < c);
+        if !over && !old {
+            break;
+        }
+        let Some(entry) = snapshot.entries.get(&key).cloned() else {
+            continue;
+        };
+        if checked.insert(key, ()).is_none() {
+            let output = root.join(entry_dir(&entry.folder, &key)).join("output.bin");
+            match fs::metadata(&output).and_then(|m| m.modified()) {
+                Err(_) => {
+                    // Gone already (cleared, damaged, another gc).
+                    bytes = bytes.saturating_sub(entry.size);
+                    items = items.saturating_sub(1);
+                    snapshot.entries.remove(&key);
+                    continue;
+                }
+                Ok(modified) => {
+                    let real = millis(modified);
+                    if real > time_ms {
+                        if let Some(e) = snapshot.entries.get_mut(&key) {
+                            e.time_ms = real;
+                        }
+                        heap.push(Reverse((real, key)));
+                        continue;
+                    }
+                }
+            }
+        }
+        bytes = bytes.saturating_sub(entry.size);
+        items = items.saturating_sub(1);
+        snapshot.entries.remove(&key);
+        out.push((key, entry));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot_of(root: &Path) -> Vec<(Key, u64)> {
+        let mut v: Vec<(Key, u64)> = read(root)
+            .unwrap()
+            .entries
+            .into_iter()
+            .map(|(k, e)| (k, e.size))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn appends_compactions_and_torn_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let log = IndexLog::new(root);
+        let keys: Vec<Key> = (0..3u8).map(|i| Key::of(&i).unwrap()).collect();
+        for (i, k) in keys.iter().enumerate() {
+            log.append("c/f", k, 100 + i as u64, 1000);
+        }
+        assert_eq!(snapshot_of(root).len(), 3);
+        // Two compactions in a row (the same millisecond, often) keep
+        // everything.
+        for _ in 0..2 {
+            let snap = read(root).unwrap();
+            compact(root, snap.entries.into_iter(), &snap.logs).unwrap();
+        }
+        assert_eq!(snapshot_of(root).len(), 3);
+        // A record appended after a snapshot is carried over by compaction.
+        let snap = read(root).unwrap();
+        let late = Key::of(&"late").unwrap();
+        log.append("c/f", &late, 7, 2000);
+        compact(root, snap.entries.into_iter(), &snap.logs).unwrap();
+        assert!(snapshot_of(root).contains(&(late, 7)));
+        // A torn record at the end of a log is ignored.
+        let torn = root.join(INDEX_DIR).join("torn.log");
+        std::fs::write(&torn, [RECORD, 1, 2, 3]).unwrap();
+        assert_eq!(snapshot_of(root).len(), 4);
+    }
+}
