@@ -410,6 +410,14 @@ fn cut(text: &str, max: usize) -> String {
     s
 }
 
+/// Rebuilds the eviction index after results were removed here.
+fn reindex(memory: &Memory) -> Result<()> {
+    let inventory = Inventory::scan(memory.store()).context("cannot list the cache")?;
+    memory
+        .rebuild_index(&inventory)
+        .context("cannot rebuild the eviction index")
+}
+
 fn clear(memory: &Memory, function: Option<&str>) -> Result<ExitCode> {
     match function {
         None => {
@@ -477,6 +485,7 @@ fn gc(
     if let Some(e) = error {
         return Err(e).context("cannot remove every result chosen");
     }
+    reindex(memory)?;
     // Leftovers of killed writers: temporary files and unheld locks older
     // than an hour.
     let swept = memory
@@ -532,6 +541,9 @@ fn verify(memory: &Memory, remove: bool) -> Result<ExitCode> {
                 .delete_prefix(&entry.dir)
                 .with_context(|| format!("cannot remove {}", entry.dir))?;
         }
+    }
+    if remove && !damaged.is_empty() {
+        reindex(memory)?;
     }
     let checked = inventory.entries.len();
     match (damaged.len(), remove) {

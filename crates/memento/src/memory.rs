@@ -966,7 +966,48 @@ impl Memory {
             .remove(function.hash());
         // Keys do not name their function: drop the whole in-memory layer.
         self.inner.hot.clear();
+        // And its records in the eviction index.
+        if let (Some(root), Some(_)) = (&self.inner.options.location, &self.inner.index) {
+            let _guard = self
+                .inner
+                .reducing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let dir = root.join(crate::index::INDEX_DIR);
+            let snapshot = crate::index::read(root)
+                .map_err(|e| Error::io("read the eviction index in", &dir, e))?;
+            let keep = snapshot
+                .entries
+                .into_iter()
+                .filter(|(_, e)| e.folder != function.folder());
+            crate::index::compact(root, keep, &snapshot.logs)
+                .map_err(|e| Error::io("compact the eviction index in", &dir, e))?;
+        }
         Ok(removed)
+    }
+
+    /// Rebuilds the eviction index of a local cache from a listing of it:
+    /// after its results were removed by other means than this library
+    /// (the `memento` command does this after `gc`, `clear` and `verify
+    /// --remove`).
+    pub fn rebuild_index(&self, inventory: &Inventory) -> Result<()> {
+        let Some(root) = &self.inner.options.location else {
+            return Ok(());
+        };
+        let _guard = self
+            .inner
+            .reducing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        crate::index::rebuild(root, inventory).map_err(|e| {
+            Error::io(
+                "rebuild the eviction index in",
+                root.join(crate::index::INDEX_DIR),
+                e,
+            )
+        })?;
+        *self.inner.usage.lock().unwrap_or_else(|e| e.into_inner()) = Usage::default();
+        Ok(())
     }
 
     /// The key of a call of `function` with `args` returning `T`.

@@ -181,3 +181,25 @@ fn walk_bytes(dir: &Path) -> u64 {
     }
     total
 }
+
+#[test]
+fn the_index_forgets_cleared_functions() {
+    let dir = fresh_dir("index-clear");
+    let memory = Memory::new(&dir);
+    let g = Function::new("limits", "other");
+    for i in 0..10 {
+        put(&memory, i);
+        let _: Vec<u8> = memory.call(&g, &i, || vec![0; 1000]);
+    }
+    // Build the index, then clear one function.
+    memory.clone().items_limit(1000).reduce_size().unwrap();
+    assert_eq!(memory.clear_function(&g).unwrap(), 10);
+    // What is left fits its own size exactly: nothing may go.
+    let bytes = memory.stats().unwrap().bytes;
+    let reduced = memory.clone().bytes_limit(bytes).reduce_size().unwrap();
+    assert_eq!(reduced.removed, 0);
+    assert_eq!(stored(&dir).len(), 10);
+    // And a real limit still evicts the oldest.
+    let reduced = memory.clone().items_limit(4).reduce_size().unwrap();
+    assert_eq!(reduced.removed, 6);
+}
