@@ -1,0 +1,283 @@
+//! Limits: the running count of what a cache holds, eviction (through the
+//! eviction index for a local cache), statistics and clearing.
+
+use super::*;
+
+/// Running count of what the store holds, from the last listing plus this
+/// Memory's writes since.
+#[derive(Default)]
+pub(super) struct Usage {
+    /// (bytes, items); `None` until the first listing.
+    pub(super) known: Option<(u64, u64)>,
+    pub(super) last_scan: Option<Instant>,
+}
+
+/// Automatic eviction brings each limit down to this fraction of itself, so
+/// that the next listing is many writes away.
+const AUTO_FRACTION: f64 = 0.9;
+
+/// What [`Memory::reduce_size`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reduction {
+    /// Stored results removed.
+    pub removed: u64,
+    /// Bytes freed.
+    pub freed_bytes: u64,
+}
+
+impl Memory {
+    /// Removes least recently used results until every limit holds, now.
+    /// Writes do this by themselves when a limit is crossed.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let memory = memento::Memory::new(dir.path());
+    /// let f = memento::Function::new("docs", "id");
+    /// for i in 0..10u32 {
+    ///     let _: u32 = memory.call(&f, &i, || i);
+    /// }
+    /// let reduced = memory.clone().items_limit(3).reduce_size().unwrap();
+    /// assert_eq!(reduced.removed, 7);
+    /// assert_eq!(memory.stats().unwrap().entries, 3);
+    /// ```
+    pub fn reduce_size(&self) -> Result<Reduction> {
+        self.reduce(1.0)
+    }
+
+    fn reduce(&self, fraction: f64) -> Result<Reduction> {
+        // One eviction at a time per Memory; a writer over a limit waits for
+        // a running one, then finds the limit held (or evicts itself), so
+        // no write returns with the cache above a limit by more than it.
+        let _guard = self
+            .inner
+            .reducing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let store = &*self.inner.store;
+        let limits = self.inner.options.limits;
+        let (done, remaining, first_error) = match (&self.inner.options.location, &self.inner.index)
+        {
+            (Some(root), Some(_)) => self.reduce_indexed(root, &limits, fraction)?,
+            _ => {
+                let inventory = Inventory::scan(store)?;
+                let victims = inventory.victims(&limits, fraction, SystemTime::now());
+                let (removed, freed_bytes, first_error) =
+                    evict::remove_entries(store, &victims, &|| {});
+                let remaining = (
+                    inventory.bytes().saturating_sub(freed_bytes),
+                    inventory.items().saturating_sub(removed),
+                );
+                (
+                    Reduction {
+                        removed,
+                        freed_bytes,
+                    },
+                    remaining,
+                    first_error,
+                )
+            }
+        };
+        {
+            let mut usage = self.inner.usage.lock().unwrap_or_else(|e| e.into_inner());
+            usage.known = Some(remaining);
+            usage.last_scan = Some(Instant::now());
+        }
+        if done.removed > 0 {
+            tracing::info!(
+                "{}: removed {} least recently used result(s), {}",
+                self.location(),
+                done.removed,
+                bytesize::ByteSize::b(done.freed_bytes)
+            );
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(done),
+        }
+    }
+
+    /// Eviction through the index (see the `index` module): no listing of
+    /// the store, except once to build the index of a cache that has none.
+    fn reduce_indexed(
+        &self,
+        root: &Path,
+        limits: &Limits,
+        fraction: f64,
+    ) -> Result<(Reduction, (u64, u64), Option<Error>)> {
+        use crate::index;
+        let store = &*self.inner.store;
+        let index_dir = root.join(index::INDEX_DIR);
+        if !index::complete(root) {
+            let inventory = Inventory::scan(store)?;
+            index::rebuild(root, &inventory)
+                .map_err(|e| Error::io("build the eviction index in", &index_dir, e))?;
+        }
+        let mut snapshot = index::read(root)
+            .map_err(|e| Error::io("read the eviction index in", &index_dir, e))?;
+        let chosen = index::victims(root, &mut snapshot, limits, fraction, SystemTime::now());
+        let infos: Vec<evict::EntryInfo> = chosen
+            .iter()
+            .map(|(key, e)| evict::EntryInfo {
+                function_folder: e.folder.clone(),
+                dir: index::entry_dir(&e.folder, key),
+                key: key.to_hex(),
+                bytes: e.size,
+                last_access: UNIX_EPOCH + Duration::from_millis(e.time_ms),
+                complete: true,
+            })
+            .collect();
+        let refs: Vec<&evict::EntryInfo> = infos.iter().collect();
+        let (removed, freed_bytes, first_error) = evict::remove_entries(store, &refs, &|| {});
+        let remaining = (snapshot.bytes(), snapshot.entries.len() as u64);
+        if !chosen.is_empty() {
+            let logs = std::mem::take(&mut snapshot.logs);
+            index::compact(root, snapshot.entries.into_iter(), &logs)
+                .map_err(|e| Error::io("compact the eviction index in", &index_dir, e))?;
+        }
+        Ok((
+            Reduction {
+                removed,
+                freed_bytes,
+            },
+            remaining,
+            first_error,
+        ))
+    }
+
+    /// Counts a write of `added` bytes; lists and evicts when a limit is
+    /// crossed (or an age limit is due).
+    pub(super) fn after_write(&self, added: u64) {
+        let limits = self.inner.options.limits;
+        if !limits.any() {
+            return;
+        }
+        let due = {
+            let mut usage = self.inner.usage.lock().unwrap_or_else(|e| e.into_inner());
+            let over = match &mut usage.known {
+                None => true,
+                Some((bytes, items)) => {
+                    *bytes += added;
+                    *items += 1;
+                    limits.bytes.is_some_and(|l| *bytes > l)
+                        || limits.items.is_some_and(|l| *items > l)
+                }
+            };
+            let age_due = limits.age.is_some_and(|age| {
+                usage
+                    .last_scan
+                    .is_none_or(|t| t.elapsed() >= (age / 4).max(Duration::from_secs(1)))
+            });
+            over || age_due
+        };
+        if due {
+            if let Err(e) = self.reduce(AUTO_FRACTION) {
+                self.report_io(&e);
+            }
+        }
+    }
+
+    /// What the cache holds: results and bytes, per function.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let memory = memento::Memory::new(dir.path());
+    /// let f = memento::Function::new("docs", "twice");
+    /// let _: u32 = memory.call(&f, &2u32, || 4);
+    /// let stats = memory.stats().unwrap();
+    /// assert_eq!(stats.entries, 1);
+    /// assert_eq!(stats.functions[0].name, "docs::twice");
+    /// ```
+    pub fn stats(&self) -> Result<Stats> {
+        let store = &*self.inner.store;
+        Ok(Stats::of(&Inventory::scan(store)?, store))
+    }
+
+    /// Removes every stored result of every function (the location itself
+    /// and its `.gitignore` stay).
+    pub fn clear(&self) -> Result<()> {
+        let store = &*self.inner.store;
+        let mut tops: Vec<String> = store
+            .list("")?
+            .into_iter()
+            .filter_map(|name| name.split('/').next().map(str::to_string))
+            .filter(|top| top != ".gitignore")
+            .collect();
+        tops.dedup();
+        for top in tops {
+            store.delete_prefix(&top)?;
+        }
+        self.forget();
+        Ok(())
+    }
+
+    /// Forgets what this Memory knew of the store (after a clear).
+    fn forget(&self) {
+        self.inner.hot.clear();
+        self.inner
+            .functions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        *self.inner.usage.lock().unwrap_or_else(|e| e.into_inner()) = Usage::default();
+    }
+
+    /// Removes every stored result of `function` (and its record); returns
+    /// how many results were removed.
+    pub fn clear_function(&self, function: &Function) -> Result<usize> {
+        let removed = self.remove_entries(function)?;
+        for file in ["function.json", "hits.json"] {
+            self.inner
+                .store
+                .delete(&format!("{}/{file}", function.folder()))?;
+        }
+        self.inner
+            .functions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(function.hash());
+        // Keys do not name their function: drop the whole in-memory layer.
+        self.inner.hot.clear();
+        // And its records in the eviction index.
+        if let (Some(root), Some(_)) = (&self.inner.options.location, &self.inner.index) {
+            let _guard = self
+                .inner
+                .reducing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let dir = root.join(crate::index::INDEX_DIR);
+            let snapshot = crate::index::read(root)
+                .map_err(|e| Error::io("read the eviction index in", &dir, e))?;
+            let keep = snapshot
+                .entries
+                .into_iter()
+                .filter(|(_, e)| e.folder != function.folder());
+            crate::index::compact(root, keep, &snapshot.logs)
+                .map_err(|e| Error::io("compact the eviction index in", &dir, e))?;
+        }
+        Ok(removed)
+    }
+
+    /// Rebuilds the eviction index of a local cache from a listing of it:
+    /// after its results were removed by other means than this library
+    /// (the `memento` command does this after `gc`, `clear` and `verify
+    /// --remove`).
+    pub fn rebuild_index(&self, inventory: &Inventory) -> Result<()> {
+        let Some(root) = &self.inner.options.location else {
+            return Ok(());
+        };
+        let _guard = self
+            .inner
+            .reducing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        crate::index::rebuild(root, inventory).map_err(|e| {
+            Error::io(
+                "rebuild the eviction index in",
+                root.join(crate::index::INDEX_DIR),
+                e,
+            )
+        })?;
+        *self.inner.usage.lock().unwrap_or_else(|e| e.into_inner()) = Usage::default();
+        Ok(())
+    }
+}
