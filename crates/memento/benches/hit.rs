@@ -102,5 +102,40 @@ fn hits(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, hits);
+static MISSES: LazyLock<Memory> = LazyLock::new(|| Memory::new(bench_dir("misses")));
+
+#[memento::cache(memory = MISSES)]
+fn stored_sine(x: f64) -> f64 {
+    x.sin()
+}
+
+/// What a miss costs beyond the computation: key, lock, encode, write
+/// (output.bin, metadata.json, index record), beside a raw
+/// create + write + rename of the same number of bytes.
+fn misses(c: &mut Criterion) {
+    let mut group = c.benchmark_group("miss");
+    let mut x = 0.0f64;
+    group.bench_function("miss storing f(f64) -> f64 (memento)", |b| {
+        b.iter(|| {
+            x += 1.0;
+            black_box(stored_sine(black_box(x)))
+        })
+    });
+    let dir = bench_dir("raw-writes");
+    std::fs::create_dir_all(&dir).unwrap();
+    let bytes = vec![7u8; 96];
+    let mut n = 0u64;
+    group.bench_function("raw create+write+rename of an output.bin", |b| {
+        b.iter(|| {
+            use std::io::Write;
+            n += 1;
+            let mut tmp = tempfile::NamedTempFile::new_in(&dir).unwrap();
+            tmp.write_all(&bytes).unwrap();
+            tmp.persist(dir.join(format!("{n}.bin"))).unwrap();
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, hits, misses);
 criterion_main!(benches);
