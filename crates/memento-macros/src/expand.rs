@@ -109,6 +109,13 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
     if let Some(validate) = &options.validate {
         management.extend(quote_spanned!(validate.span()=> .validate(#validate)));
     }
+    if let Some(compress) = &options.compress {
+        management.extend(quote_spanned!(compress.span()=> .compress({
+            const COMPRESSION: ::memento::codec::Compression =
+                ::memento::__private::compression(#compress);
+            COMPRESSION
+        })));
+    }
 
     let fn_ident = &sig.ident;
     let with_handle =

@@ -1,6 +1,7 @@
 //! The attribute's options: `memory = EXPR`, `ignore(a, b)`,
 //! `version = "2"`, `result = true|false`, `keep_versions`,
-//! `expires_after = "7d"`, `validate = path`.
+//! `expires_after = "7d"`, `validate = path`, `compress = "zstd"`,
+//! `handle = false`.
 
 use proc_macro2::TokenStream;
 use syn::parse::Parser;
@@ -16,6 +17,7 @@ pub(crate) struct Options {
     pub(crate) expires_after: Option<LitStr>,
     pub(crate) validate: Option<Expr>,
     pub(crate) handle: Option<bool>,
+    pub(crate) compress: Option<LitStr>,
 }
 
 pub(crate) fn parse(attr: TokenStream) -> syn::Result<Options> {
@@ -57,6 +59,8 @@ pub(crate) fn parse(attr: TokenStream) -> syn::Result<Options> {
             options.expires_after = Some(meta.value()?.parse()?);
         } else if meta.path.is_ident("validate") {
             options.validate = Some(meta.value()?.parse()?);
+        } else if meta.path.is_ident("compress") {
+            options.compress = Some(meta.value()?.parse()?);
         } else if meta.path.is_ident("handle") {
             let b: LitBool = meta.value()?.parse()?;
             options.handle = Some(b.value);
@@ -67,7 +71,8 @@ pub(crate) fn parse(attr: TokenStream) -> syn::Result<Options> {
             return Err(meta.error(
                 "unknown option of #[memento::cache]; the options are memory = EXPR, \
                  ignore(arg, ..), version = \"..\", result = true|false, keep_versions, \
-                 expires_after = \"..\", validate = path::to::fn and handle = false",
+                 expires_after = \"..\", validate = path::to::fn, compress = \"lz4\"|\"zstd\" and \
+                 handle = false",
             ));
         }
         Ok(())

@@ -28,6 +28,8 @@
 //! others cannot be used to hand it a value. A reader without a signer
 //! refuses signed entries (it cannot check them).
 
+use std::borrow::Cow;
+
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -40,6 +42,79 @@ pub const ENTRY_FORMAT_VERSION: u16 = 1;
 /// Payload codec: postcard 1.x. Part of every function's fingerprint, so a
 /// change of codec invalidates old results instead of misreading them.
 pub const CODEC_POSTCARD: u16 = 1;
+
+/// Payload codec: postcard, then an LZ4 block with its size in front
+/// (feature `lz4`).
+pub const CODEC_POSTCARD_LZ4: u16 = 2;
+
+/// Payload codec: postcard, then a zstd frame (feature `zstd`).
+pub const CODEC_POSTCARD_ZSTD: u16 = 3;
+
+/// Compression of stored results: off by default.
+///
+/// ```
+/// use memento::codec::Compression;
+/// assert_eq!(Compression::parse("lz4"), Ok(Compression::Lz4));
+/// assert_eq!(Compression::parse("zstd:19"), Ok(Compression::Zstd(19)));
+/// assert_eq!(Compression::parse("none"), Ok(Compression::None));
+/// assert!(Compression::parse("gzip").is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// Stored as postcard bytes.
+    #[default]
+    None,
+    /// LZ4 (fast, moderate ratio). Needs the `lz4` feature.
+    Lz4,
+    /// zstd at a level (1 to 22; 3 is zstd's default). Needs the `zstd`
+    /// feature.
+    Zstd(i32),
+}
+
+impl Compression {
+    /// Parses `none`, `lz4`, `zstd` or `zstd:LEVEL`; usable in constants.
+    pub const fn parse(text: &str) -> Result<Compression, &'static str> {
+        let b = text.as_bytes();
+        match b {
+            b"none" => Ok(Compression::None),
+            b"lz4" => Ok(Compression::Lz4),
+            b"zstd" => Ok(Compression::Zstd(3)),
+            [b'z', b's', b't', b'd', b':', level @ ..] if !level.is_empty() => {
+                let mut n: i32 = 0;
+                let mut i = 0;
+                while i < level.len() {
+                    if !level[i].is_ascii_digit() || n > 100 {
+                        return Err("the zstd level is a number from 1 to 22, as in \"zstd:3\"");
+                    }
+                    n = n * 10 + (level[i] - b'0') as i32;
+                    i += 1;
+                }
+                if n < 1 || n > 22 {
+                    return Err("the zstd level is a number from 1 to 22, as in \"zstd:3\"");
+                }
+                Ok(Compression::Zstd(n))
+            }
+            _ => Err("compression is \"none\", \"lz4\", \"zstd\" or \"zstd:LEVEL\""),
+        }
+    }
+
+    /// Is the feature this compression needs compiled in?
+    pub const fn available(self) -> bool {
+        match self {
+            Compression::None => true,
+            Compression::Lz4 => cfg!(feature = "lz4"),
+            Compression::Zstd(_) => cfg!(feature = "zstd"),
+        }
+    }
+
+    fn codec(self) -> u16 {
+        match self {
+            Compression::None => CODEC_POSTCARD,
+            Compression::Lz4 => CODEC_POSTCARD_LZ4,
+            Compression::Zstd(_) => CODEC_POSTCARD_ZSTD,
+        }
+    }
+}
 
 /// Length of the header in front of every payload.
 pub const HEADER_LEN: usize = 88;
@@ -117,8 +192,9 @@ pub enum Damage {
         /// Version this build reads.
         expected: u16,
     },
-    /// Written with an unknown payload codec.
-    #[error("the entry uses payload codec {0}, which this memento cannot read")]
+    /// Written with an unknown payload codec (or a compression whose feature
+    /// is not compiled in).
+    #[error("the entry uses payload codec {0}, which this memento cannot read (2 needs the `lz4` feature, 3 the `zstd` feature)")]
     Codec(u16),
     /// The header names another key: the file was moved or copied.
     #[error("the entry belongs to another key ({0})")]
@@ -140,17 +216,110 @@ pub enum Damage {
     Decode(String),
 }
 
+/// An encoded entry, and its payload before compression when compressed.
+pub(crate) struct Encoded {
+    pub(crate) entry: Vec<u8>,
+    pub(crate) plain: Option<Vec<u8>>,
+}
+
 /// Encodes `value` as a whole entry for `key`.
 pub(crate) fn encode<T: Serialize + ?Sized>(
     key: &Key,
     value: &T,
     created_ms: u64,
     signer: Option<&Signer>,
-) -> Result<Vec<u8>, postcard::Error> {
-    let mut out = postcard::to_extend(value, vec![0u8; HEADER_LEN])?;
-    let payload_len = (out.len() - HEADER_LEN) as u64;
-    write_header(&mut out, key, payload_len, created_ms, signer);
-    Ok(out)
+    compression: Compression,
+) -> Result<Encoded, String> {
+    if compression == Compression::None {
+        let mut out =
+            postcard::to_extend(value, vec![0u8; HEADER_LEN]).map_err(|e| e.to_string())?;
+        let payload_len = (out.len() - HEADER_LEN) as u64;
+        write_header(
+            &mut out,
+            key,
+            payload_len,
+            created_ms,
+            signer,
+            CODEC_POSTCARD,
+        );
+        return Ok(Encoded {
+            entry: out,
+            plain: None,
+        });
+    }
+    let plain = postcard::to_allocvec(value).map_err(|e| e.to_string())?;
+    let packed = compress(&plain, compression)?;
+    let mut out = vec![0u8; HEADER_LEN];
+    out.extend_from_slice(&packed);
+    write_header(
+        &mut out,
+        key,
+        packed.len() as u64,
+        created_ms,
+        signer,
+        compression.codec(),
+    );
+    Ok(Encoded {
+        entry: out,
+        plain: Some(plain),
+    })
+}
+
+fn compress(plain: &[u8], compression: Compression) -> Result<Vec<u8>, String> {
+    match compression {
+        Compression::None => Ok(plain.to_vec()),
+        #[cfg(feature = "lz4")]
+        Compression::Lz4 => Ok(lz4_flex::compress_prepend_size(plain)),
+        #[cfg(feature = "zstd")]
+        Compression::Zstd(level) => zstd::bulk::compress(plain, level).map_err(|e| e.to_string()),
+        #[allow(unreachable_patterns)]
+        other => Err(format!(
+            "{other:?} needs memento's `{}` feature",
+            if other == Compression::Lz4 {
+                "lz4"
+            } else {
+                "zstd"
+            }
+        )),
+    }
+}
+
+/// The postcard bytes of a verified entry: its payload, decompressed if it
+/// is compressed. A compressed payload may not claim more than 255 times its
+/// size (LZ4's most) or, for zstd, more than its frame declares.
+pub fn unpack<'a>(entry: &[u8], payload: &'a [u8]) -> Result<Cow<'a, [u8]>, Damage> {
+    let codec = u16::from_le_bytes([entry[6], entry[7]]) & !SIGNED_FLAG;
+    match codec {
+        CODEC_POSTCARD => Ok(Cow::Borrowed(payload)),
+        #[cfg(feature = "lz4")]
+        CODEC_POSTCARD_LZ4 => {
+            let claimed = payload
+                .get(..4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+                .ok_or_else(|| Damage::Decode("no LZ4 size".into()))?;
+            if claimed > payload.len().saturating_mul(255) + 64 {
+                return Err(Damage::Decode(format!(
+                    "an LZ4 payload of {} bytes claims {claimed}",
+                    payload.len()
+                )));
+            }
+            lz4_flex::decompress_size_prepended(payload)
+                .map(Cow::Owned)
+                .map_err(|e| Damage::Decode(e.to_string()))
+        }
+        #[cfg(feature = "zstd")]
+        CODEC_POSTCARD_ZSTD => {
+            let size = zstd::zstd_safe::get_frame_content_size(payload)
+                .ok()
+                .flatten()
+                .ok_or_else(|| Damage::Decode("a zstd frame without its size".into()))?;
+            let size = usize::try_from(size).map_err(|_| Damage::Decode("too large".into()))?;
+            zstd::bulk::decompress(payload, size)
+                .map(Cow::Owned)
+                .map_err(|e| Damage::Decode(e.to_string()))
+        }
+        other => Err(Damage::Codec(other)),
+    }
 }
 
 /// Fills the header in front of a payload already in place.
@@ -160,10 +329,11 @@ fn write_header(
     payload_len: u64,
     created_ms: u64,
     signer: Option<&Signer>,
+    codec: u16,
 ) {
     out[0..4].copy_from_slice(MAGIC);
     out[4..6].copy_from_slice(&ENTRY_FORMAT_VERSION.to_le_bytes());
-    let codec = CODEC_POSTCARD | if signer.is_some() { SIGNED_FLAG } else { 0 };
+    let codec = codec | if signer.is_some() { SIGNED_FLAG } else { 0 };
     out[6..8].copy_from_slice(&codec.to_le_bytes());
     out[8..16].copy_from_slice(&payload_len.to_le_bytes());
     out[16..24].copy_from_slice(&created_ms.to_le_bytes());
@@ -210,7 +380,13 @@ pub fn verify<'a>(key: &Key, bytes: &'a [u8], signer: Option<&Signer>) -> Result
     }
     let codec = u16::from_le_bytes([bytes[6], bytes[7]]);
     let signed = codec & SIGNED_FLAG != 0;
-    if codec & !SIGNED_FLAG != CODEC_POSTCARD {
+    let known = [
+        (CODEC_POSTCARD, true),
+        (CODEC_POSTCARD_LZ4, cfg!(feature = "lz4")),
+        (CODEC_POSTCARD_ZSTD, cfg!(feature = "zstd")),
+    ]
+    .contains(&(codec & !SIGNED_FLAG, true));
+    if !known {
         return Err(Damage::Codec(codec & !SIGNED_FLAG));
     }
     let mut len = [0u8; 8];
@@ -266,7 +442,14 @@ pub(crate) fn created_ms(entry: &[u8]) -> u64 {
 pub fn seal(key: &Key, payload: &[u8], created_ms: u64, signer: Option<&Signer>) -> Vec<u8> {
     let mut out = vec![0u8; HEADER_LEN];
     out.extend_from_slice(payload);
-    write_header(&mut out, key, payload.len() as u64, created_ms, signer);
+    write_header(
+        &mut out,
+        key,
+        payload.len() as u64,
+        created_ms,
+        signer,
+        CODEC_POSTCARD,
+    );
     out
 }
 
@@ -293,7 +476,15 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let bytes = encode(&key(), &(1.5f64, "x".to_string()), 7, None).unwrap();
+        let bytes = encode(
+            &key(),
+            &(1.5f64, "x".to_string()),
+            7,
+            None,
+            Compression::None,
+        )
+        .unwrap()
+        .entry;
         let payload = verify(&key(), &bytes, None).unwrap();
         let v: (f64, String) = decode(payload).unwrap();
         assert_eq!(v, (1.5, "x".to_string()));
@@ -302,7 +493,9 @@ mod tests {
 
     #[test]
     fn every_single_byte_flip_is_caught() {
-        let bytes = encode(&key(), &vec![1u32, 2, 3], 7, None).unwrap();
+        let bytes = encode(&key(), &vec![1u32, 2, 3], 7, None, Compression::None)
+            .unwrap()
+            .entry;
         for i in 0..bytes.len() {
             let mut b = bytes.clone();
             b[i] ^= 0x40;
@@ -315,7 +508,9 @@ mod tests {
 
     #[test]
     fn every_truncation_is_caught() {
-        let bytes = encode(&key(), &vec![1u32, 2, 3], 7, None).unwrap();
+        let bytes = encode(&key(), &vec![1u32, 2, 3], 7, None, Compression::None)
+            .unwrap()
+            .entry;
         for n in 0..bytes.len() {
             assert!(
                 verify(&key(), &bytes[..n], None).is_err(),
@@ -330,15 +525,66 @@ mod tests {
         );
     }
 
+    #[cfg(any(feature = "lz4", feature = "zstd"))]
+    #[test]
+    fn compressed_round_trips_and_damage() {
+        let value: Vec<u64> = (0..10_000).map(|i| i % 7).collect();
+        let mut modes = Vec::new();
+        if cfg!(feature = "lz4") {
+            modes.push(Compression::Lz4);
+        }
+        if cfg!(feature = "zstd") {
+            modes.push(Compression::Zstd(3));
+        }
+        for mode in modes {
+            let enc = encode(&key(), &value, 7, None, mode).unwrap();
+            assert!(
+                enc.entry.len() < enc.plain.as_ref().unwrap().len(),
+                "{mode:?} compresses"
+            );
+            let payload = verify(&key(), &enc.entry, None).unwrap();
+            let plain = unpack(&enc.entry, payload).unwrap();
+            assert_eq!(decode::<Vec<u64>>(&plain).unwrap(), value);
+            // A flipped byte is caught by the checksum before decompression.
+            let mut bad = enc.entry.clone();
+            let last = bad.len() - 1;
+            bad[last] ^= 1;
+            assert_eq!(verify(&key(), &bad, None), Err(Damage::Checksum));
+        }
+    }
+
+    #[cfg(feature = "lz4")]
+    #[test]
+    fn lz4_size_claims_are_bounded() {
+        let mut payload = u32::MAX.to_le_bytes().to_vec();
+        payload.extend_from_slice(&[0x10, 0x41]);
+        let mut entry = vec![0u8; HEADER_LEN];
+        entry.extend_from_slice(&payload);
+        write_header(
+            &mut entry,
+            &key(),
+            payload.len() as u64,
+            0,
+            None,
+            CODEC_POSTCARD_LZ4,
+        );
+        let p = verify(&key(), &entry, None).unwrap();
+        assert!(matches!(unpack(&entry, p), Err(Damage::Decode(_))));
+    }
+
     #[test]
     fn signatures() {
         let alice = Signer::new("alice");
         let bob = Signer::new("bob");
-        let signed = encode(&key(), &5u32, 7, Some(&alice)).unwrap();
+        let signed = encode(&key(), &5u32, 7, Some(&alice), Compression::None)
+            .unwrap()
+            .entry;
         assert!(verify(&key(), &signed, Some(&alice)).is_ok());
         assert_eq!(verify(&key(), &signed, Some(&bob)), Err(Damage::Signature));
         assert_eq!(verify(&key(), &signed, None), Err(Damage::NoKey));
-        let plain = encode(&key(), &5u32, 7, None).unwrap();
+        let plain = encode(&key(), &5u32, 7, None, Compression::None)
+            .unwrap()
+            .entry;
         assert_eq!(verify(&key(), &plain, Some(&alice)), Err(Damage::Unsigned));
         // Editing a signed entry and fixing a plain checksum does not help.
         let mut forged = signed.clone();
@@ -359,7 +605,9 @@ mod tests {
 
     #[test]
     fn another_key_is_refused() {
-        let bytes = encode(&key(), &1u8, 7, None).unwrap();
+        let bytes = encode(&key(), &1u8, 7, None, Compression::None)
+            .unwrap()
+            .entry;
         let other = Key::of("other").unwrap();
         assert!(matches!(
             verify(&other, &bytes, None),
@@ -369,7 +617,9 @@ mod tests {
 
     #[test]
     fn leftover_payload_is_refused() {
-        let bytes = encode(&key(), &(1u8, 2u8), 7, None).unwrap();
+        let bytes = encode(&key(), &(1u8, 2u8), 7, None, Compression::None)
+            .unwrap()
+            .entry;
         let payload = verify(&key(), &bytes, None).unwrap();
         assert!(matches!(decode::<u8>(payload), Err(Damage::Decode(_))));
     }

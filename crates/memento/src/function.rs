@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_reflection::{FormatHolder, Tracer, TracerConfig};
 
-use crate::codec::{CODEC_POSTCARD, ENTRY_FORMAT_VERSION};
+use crate::codec::{Compression, CODEC_POSTCARD, ENTRY_FORMAT_VERSION};
 use crate::entry::Metadata;
 use crate::key::{Key, KEY_FORMAT_VERSION};
 
@@ -43,6 +43,7 @@ pub struct Function {
     keep_versions: bool,
     expires_after: Option<Duration>,
     validate: Option<Validate>,
+    compression: Compression,
     derived: Derived,
     shape: OnceLock<(TypeId, Shape)>,
     /// Hits of this process not yet added to `hits.json`.
@@ -85,6 +86,7 @@ impl Function {
             keep_versions: false,
             expires_after: None,
             validate: None,
+            compression: Compression::None,
             derived: Derived {
                 hash: [0; 32],
                 folder: String::new(),
@@ -143,6 +145,24 @@ impl Function {
     pub fn validate(mut self, check: Validate) -> Function {
         self.validate = Some(check);
         self
+    }
+
+    /// Compresses the results stored from now on (results already stored
+    /// stay readable whatever their compression). See
+    /// [`Compression`]; each kind needs its cargo feature (`lz4`, `zstd`).
+    ///
+    /// ```
+    /// use memento::codec::Compression;
+    /// let f = memento::Function::new("m", "big").compress(Compression::None);
+    /// # let _ = f;
+    /// ```
+    pub fn compress(mut self, compression: Compression) -> Function {
+        self.compression = compression;
+        self
+    }
+
+    pub(crate) fn compression(&self) -> Compression {
+        self.compression
     }
 
     /// The time to live set by [`expires_after`](Function::expires_after).

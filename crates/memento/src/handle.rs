@@ -216,7 +216,7 @@ impl<T: DeserializeOwned> StoredResult<T> {
             return Err(self.not_stored());
         }
         codec::verify(&key, &buf, codec::Signer::from_env().as_ref())
-            .and_then(codec::decode)
+            .and_then(|payload| codec::decode(&codec::unpack(&buf, payload)?))
             .map_err(|damage| Error::Damaged { name, damage })
     }
 }

@@ -208,6 +208,22 @@ pub mod __private {
             .map_or_else(|| name.to_string(), str::to_string)
     }
 
+    /// `compress = ".."`, checked at compile time, feature included.
+    pub const fn compression(text: &str) -> crate::codec::Compression {
+        match crate::codec::Compression::parse(text) {
+            Ok(c) if c.available() => c,
+            Ok(crate::codec::Compression::Lz4) => panic!(
+                "#[memento::cache(compress = \"lz4\")] needs memento's `lz4` feature: \
+                 features = [\"lz4\"] in Cargo.toml"
+            ),
+            Ok(_) => panic!(
+                "#[memento::cache(compress = \"zstd\")] needs memento's `zstd` feature: \
+                 features = [\"zstd\"] in Cargo.toml"
+            ),
+            Err(message) => panic!("{}", message),
+        }
+    }
+
     /// The Memory of `#[memento::cache]` without `memory = ..`.
     pub fn default_memory() -> &'static Memory {
         static DEFAULT: LazyLock<Memory> = LazyLock::new(Memory::from_env);

@@ -657,11 +657,11 @@ impl Memory {
         let result = match self.inner.store.read(name.as_str(), &mut buf) {
             Ok(false) => None,
             Ok(true) => match self.accept::<T>(function, key, &buf) {
-                Ok(value) => {
+                Ok((value, plain)) => {
                     tracing::debug!("{}: hit on disk ({key})", function.full_name());
                     if function.validator().is_none() {
                         let created = codec::created_ms(&buf);
-                        self.inner.hot.insert(*key, &buf[HEADER_LEN..], created);
+                        self.inner.hot.insert(*key, &plain, created);
                     }
                     Some(value)
                 }
@@ -696,12 +696,12 @@ impl Memory {
 
     /// Verifies an entry, applies the function's expiry and validation, and
     /// decodes it.
-    fn accept<T: DeserializeOwned>(
+    fn accept<'e, T: DeserializeOwned>(
         &self,
         function: &Function,
         key: &Key,
-        entry: &[u8],
-    ) -> std::result::Result<T, Refusal> {
+        entry: &'e [u8],
+    ) -> std::result::Result<(T, std::borrow::Cow<'e, [u8]>), Refusal> {
         let signer = self.inner.options.signer.as_ref();
         let payload = codec::verify(key, entry, signer).map_err(Refusal::Damaged)?;
         let created = codec::created_ms(entry);
@@ -714,7 +714,9 @@ impl Memory {
                 return Err(Refusal::Rejected("was rejected by its validate function"));
             }
         }
-        codec::decode(payload).map_err(Refusal::Damaged)
+        let plain = codec::unpack(entry, payload).map_err(Refusal::Damaged)?;
+        let value = codec::decode(&plain).map_err(Refusal::Damaged)?;
+        Ok((value, plain))
     }
 
     /// The entry's `metadata.json`, or what its header tells if that file is
@@ -761,11 +763,13 @@ impl Memory {
             .unwrap_or(Duration::ZERO)
             .as_millis() as u64;
         let signer = self.inner.options.signer.as_ref();
-        let bytes = codec::encode(key, value, created_ms, signer).map_err(|e| Error::Encode {
-            function: function.full_name().to_string(),
-            type_name: std::any::type_name::<T>(),
-            message: e.to_string(),
-        })?;
+        let encoded = codec::encode(key, value, created_ms, signer, function.compression())
+            .map_err(|message| Error::Encode {
+                function: function.full_name().to_string(),
+                type_name: std::any::type_name::<T>(),
+                message,
+            })?;
+        let bytes = encoded.entry;
         let record = match &pending.state {
             Some(state) if !state.record_on_disk.load(Ordering::Acquire) => {
                 let record = function.record(pending.shape, std::any::type_name::<T>());
@@ -793,6 +797,7 @@ impl Memory {
                 .as_str()
                 .to_string(),
             bytes,
+            plain: encoded.plain,
             metadata: EntryName::new(function.folder(), key, "metadata.json")
                 .as_str()
                 .to_string(),
@@ -844,9 +849,8 @@ impl Memory {
             }
         }
         if write.keep_in_memory {
-            self.inner
-                .hot
-                .insert(write.key, &write.bytes[HEADER_LEN..], write.created_ms);
+            let plain = write.plain.as_deref().unwrap_or(&write.bytes[HEADER_LEN..]);
+            self.inner.hot.insert(write.key, plain, write.created_ms);
         }
         self.add_hits(&write.hits.0, write.hits.1);
         if written > 0 {
@@ -967,6 +971,8 @@ struct Write {
     record: Option<(String, Vec<u8>, Arc<FnState>)>,
     output: String,
     bytes: Vec<u8>,
+    /// The postcard bytes, when `bytes` holds them compressed.
+    plain: Option<Vec<u8>>,
     metadata: String,
     json: Vec<u8>,
     force: bool,
