@@ -290,11 +290,7 @@ fn find_function<'a>(stats: &'a Stats, wanted: &str) -> Result<&'a FunctionStats
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(memory: &Memory, name: &str) -> Option<T> {
-    let mut buf = Vec::new();
-    match memory.store().read(name, &mut buf) {
-        Ok(true) => serde_json::from_slice(&buf).ok(),
-        _ => None,
-    }
+    memento::store::read_json(memory.store(), name)
 }
 
 fn show(memory: &Memory, function: &str, key: Option<&str>, json: bool) -> Result<ExitCode> {

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::error::{Error, Result};
 use crate::function::FunctionRecord;
-use crate::store::{ObjectMeta, Store};
+use crate::store::{read_json, ObjectMeta, Store};
 
 /// Limits on what a cache holds. `None` is no limit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -184,6 +184,12 @@ pub fn remove_entries(
     )
 }
 
+/// `hits.json`: the hits counted for a function.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub(crate) struct HitsFile {
+    pub(crate) hits: u64,
+}
+
 /// What a cache holds, per function.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Stats {
@@ -243,25 +249,13 @@ impl Stats {
         }
         for other in &inventory.others {
             if let Some(folder) = other.name.strip_suffix("/hits.json") {
-                #[derive(serde::Deserialize)]
-                struct Hits {
-                    hits: u64,
-                }
-                let mut buf = Vec::new();
-                let hits = store
-                    .read(&other.name, &mut buf)
-                    .ok()
-                    .and_then(|_| serde_json::from_slice::<Hits>(&buf).ok());
+                let hits = read_json::<HitsFile>(store, &other.name);
                 let f = stats_of(&mut functions, folder);
                 f.bytes += other.size;
                 f.hits += hits.map_or(0, |h| h.hits);
             }
             if let Some(folder) = other.name.strip_suffix("/function.json") {
-                let mut buf = Vec::new();
-                let record = store
-                    .read(&other.name, &mut buf)
-                    .ok()
-                    .and_then(|_| serde_json::from_slice::<FunctionRecord>(&buf).ok());
+                let record = read_json::<FunctionRecord>(store, &other.name);
                 let f = stats_of(&mut functions, folder);
                 f.bytes += other.size;
                 if let Some(record) = record {

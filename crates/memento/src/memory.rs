@@ -497,9 +497,7 @@ impl Memory {
             return Begun::Done(Lookup::Hit(value));
         }
         let state = self.state(function, shape, std::any::type_name::<T>());
-        if let Some(value) = self.read::<T>(function, &key) {
-            mode.record(true, Some(key));
-            self.count_hit(function);
+        if let Some(value) = self.find_stored::<T>(function, &key, mode) {
             return Begun::Done(Lookup::Hit(value));
         }
         // Compute once: wait for a computation of this key running in this
@@ -552,9 +550,17 @@ impl Memory {
 
     /// A stored result, from the in-memory layer or the store.
     fn find<T: DeserializeOwned>(&self, function: &Function, key: &Key, mode: Mode) -> Option<T> {
-        if let Some(value) = self.find_hot(function, key, mode) {
-            return Some(value);
-        }
+        self.find_hot(function, key, mode)
+            .or_else(|| self.find_stored(function, key, mode))
+    }
+
+    /// A stored result from the store (a hit: recorded and counted).
+    fn find_stored<T: DeserializeOwned>(
+        &self,
+        function: &Function,
+        key: &Key,
+        mode: Mode,
+    ) -> Option<T> {
         let value = self.read::<T>(function, key)?;
         mode.record(true, Some(*key));
         self.count_hit(function);
@@ -723,11 +729,8 @@ impl Memory {
     /// missing or unreadable.
     fn metadata_of(&self, function: &Function, key: &Key, entry: &[u8]) -> Metadata {
         let name = EntryName::new(function.folder(), key, "metadata.json");
-        let mut buf = Vec::new();
-        if let Ok(true) = self.inner.store.read(name.as_str(), &mut buf) {
-            if let Ok(meta) = serde_json::from_slice::<Metadata>(&buf) {
-                return meta;
-            }
+        if let Some(meta) = crate::store::read_json::<Metadata>(&*self.inner.store, name.as_str()) {
+            return meta;
         }
         let created = UNIX_EPOCH + Duration::from_millis(codec::created_ms(entry));
         entry::new_metadata(

@@ -2,6 +2,7 @@
 //! batches (see [`HITS_CHECK_EVERY`]).
 
 use super::*;
+use crate::evict::HitsFile;
 
 /// Hits are added to `hits.json` at most every [`HITS_FLUSH_SECONDS`]
 /// (checked every this many hits), whenever the process stores a result of
@@ -86,20 +87,10 @@ impl Memory {
         if n == 0 {
             return;
         }
-        #[derive(Serialize, serde::Deserialize, Default)]
-        struct Hits {
-            hits: u64,
-        }
-        let mut buf = Vec::new();
-        let old = match self.inner.store.read(name, &mut buf) {
-            Ok(true) => {
-                serde_json::from_slice::<Hits>(&buf)
-                    .unwrap_or_default()
-                    .hits
-            }
-            _ => 0,
-        };
-        let json = serde_json::to_vec(&Hits { hits: old + n }).unwrap_or_default();
+        let old = crate::store::read_json::<HitsFile>(&*self.inner.store, name)
+            .unwrap_or_default()
+            .hits;
+        let json = serde_json::to_vec(&HitsFile { hits: old + n }).unwrap_or_default();
         if let Err(e) = self.inner.store.write(name, &json) {
             self.report_io(&e);
         }

@@ -134,6 +134,26 @@ impl fmt::Debug for StoreLock {
     }
 }
 
+/// Reads the object `name` as JSON; `None` when it is absent, unreadable or
+/// not of that shape (the small records beside entries: `function.json`,
+/// `metadata.json`, `hits.json`).
+///
+/// ```
+/// use memento::store::{read_json, LocalStore, Store};
+/// let dir = tempfile::tempdir().unwrap();
+/// let store = LocalStore::new(dir.path());
+/// store.write("a.json", b"[1, 2]").unwrap();
+/// assert_eq!(read_json::<Vec<u8>>(&store, "a.json"), Some(vec![1, 2]));
+/// assert_eq!(read_json::<Vec<u8>>(&store, "b.json"), None);
+/// ```
+pub fn read_json<T: serde::de::DeserializeOwned>(store: &dyn Store, name: &str) -> Option<T> {
+    let mut buf = Vec::new();
+    match store.read(name, &mut buf) {
+        Ok(true) => serde_json::from_slice(&buf).ok(),
+        _ => None,
+    }
+}
+
 /// An object as listed: its name, size and last modification time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectMeta {
