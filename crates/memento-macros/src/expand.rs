@@ -70,7 +70,15 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
     };
     let mut key_args: Vec<TokenStream> = keyed
         .iter()
-        .map(|ident| quote_spanned!(ident.span()=> ::memento::__private::key_arg(&#ident),))
+        .map(|ident| {
+            // Plain buffers (Vec<f64>, arrays) take the buffer form of the
+            // key, everything else serde: chosen by type (autoref).
+            quote_spanned!(ident.span()=> ::memento::__private::key_arg({
+                #[allow(unused_imports)]
+                use ::memento::__private::{ViaBuffer as _, ViaSerde as _};
+                (&::memento::__private::Probe(&#ident)).key_arg()
+            }),)
+        })
         .collect();
     // The concrete types and constants of a generic function are part of
     // the key: `f::<u8>()` and `f::<u64>()` may differ with equal arguments.

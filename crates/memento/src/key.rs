@@ -242,7 +242,12 @@ impl Sink<'_> {
             self.append(bytes);
         } else {
             self.flush();
-            if bytes.len() > IN_PLACE.min(self.buf.len()) {
+            if bytes.len() >= crate::buffer::PARALLEL_HASH {
+                #[cfg(feature = "parallel")]
+                self.hasher.update_rayon(bytes);
+                #[cfg(not(feature = "parallel"))]
+                self.hasher.update(bytes);
+            } else if bytes.len() > IN_PLACE.min(self.buf.len()) {
                 self.hasher.update(bytes);
             } else {
                 self.append(bytes);

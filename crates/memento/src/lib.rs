@@ -139,6 +139,7 @@
 #![warn(missing_docs)]
 
 mod background;
+pub mod buffer;
 pub mod codec;
 pub mod entry;
 mod error;
@@ -239,6 +240,8 @@ pub mod __private {
     pub trait KeyArg {}
 
     impl<T: Serialize + ?Sized> KeyArg for T {}
+
+    pub use crate::buffer::{Probe, ViaBuffer, ViaSerde};
 
     /// Spans the "not Serialize" error on the argument that is not.
     #[inline(always)]
