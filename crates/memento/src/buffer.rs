@@ -16,8 +16,8 @@
 //!   and shape hash alike. Other arguments go through serde as before; which
 //!   of the two an argument takes depends only on its type, so a function's
 //!   keys never mix them.
-//! - **Stored results.** A result of one of the types [`stored_buffer`]
-//!   knows is stored as the raw element bytes after a small descriptor
+//! - **Stored results.** A result of one of the types [`is_stored_buffer`]
+//!   accepts is stored as the raw element bytes after a small descriptor
 //!   (codec [`CODEC_BUFFER`](crate::codec::CODEC_BUFFER)), aligned so that
 //!   it can be read in one go or memory-mapped.
 //!
@@ -34,6 +34,7 @@
 //! assert_ne!(Key::of(&BufferKey(&owned)), Key::of(&BufferKey(&floats)));
 //! ```
 
+use std::any::{Any, TypeId};
 use std::borrow::Cow;
 
 use serde::ser::{Serialize, SerializeTuple, Serializer};
@@ -254,6 +255,332 @@ impl<'a, T: ?Sized> ViaSerde<'a, T> for &Probe<'a, T> {
     fn key_arg(&self) -> &'a T {
         self.0
     }
+}
+
+// ---------------------------------------------------------------------
+// Stored results.
+//
+// Payload of a buffer entry (codec `CODEC_BUFFER`, after the 88-byte
+// header):
+//
+// | bytes            | field                                         |
+// |------------------|-----------------------------------------------|
+// | 0                | element tag ([`Element::TAG`])                |
+// | 1                | number of dimensions `n` (at most 32)         |
+// | 2..8             | zero                                          |
+// | 8..8+8n          | the shape, `u64` little-endian each           |
+// | ..data           | zero, so that the data starts at a file offset that is a multiple of 64 |
+// | data..           | the elements, little-endian, row-major        |
+
+/// Most dimensions a stored buffer may have (ndarray's `IxDyn` has no
+/// limit; 32 keeps a hostile descriptor small).
+pub const MAX_DIMS: usize = 32;
+
+/// Data starts at a file offset that is a multiple of this.
+pub const DATA_ALIGN: usize = 64;
+
+/// A result type stored as a plain buffer. Which types are stored so is
+/// decided by [`is_stored_buffer`]; this trait says how.
+pub trait StoredBuffer: Sized + 'static {
+    /// The element type.
+    type Elem: Element;
+    /// Dimensions: `Some(n)` for a fixed number, `None` for any.
+    const DIMS: Option<usize>;
+    /// The shape.
+    fn shape(&self) -> Vec<u64>;
+    /// The elements, row-major and contiguous (copied if they are not).
+    fn elements(&self) -> Cow<'_, [Self::Elem]>;
+    /// The value from its shape and elements (`elements.len()` is the
+    /// product of `shape`).
+    fn from_elements(shape: &[u64], elements: Vec<Self::Elem>) -> Result<Self, String>;
+}
+
+impl<P: Element> StoredBuffer for Vec<P> {
+    type Elem = P;
+    const DIMS: Option<usize> = Some(1);
+    fn shape(&self) -> Vec<u64> {
+        vec![self.len() as u64]
+    }
+    fn elements(&self) -> Cow<'_, [P]> {
+        Cow::Borrowed(self)
+    }
+    fn from_elements(_: &[u64], elements: Vec<P>) -> Result<Self, String> {
+        Ok(elements)
+    }
+}
+
+impl<P: Element> StoredBuffer for Box<[P]> {
+    type Elem = P;
+    const DIMS: Option<usize> = Some(1);
+    fn shape(&self) -> Vec<u64> {
+        vec![self.len() as u64]
+    }
+    fn elements(&self) -> Cow<'_, [P]> {
+        Cow::Borrowed(self)
+    }
+    fn from_elements(_: &[u64], elements: Vec<P>) -> Result<Self, String> {
+        Ok(elements.into_boxed_slice())
+    }
+}
+
+#[cfg(feature = "ndarray")]
+impl<P: Element, D: ndarray::Dimension + 'static> StoredBuffer for ndarray::Array<P, D> {
+    type Elem = P;
+    const DIMS: Option<usize> = D::NDIM;
+    fn shape(&self) -> Vec<u64> {
+        self.shape().iter().map(|&n| n as u64).collect()
+    }
+    fn elements(&self) -> Cow<'_, [P]> {
+        match self.as_slice() {
+            Some(s) => Cow::Borrowed(s),
+            None => Cow::Owned(self.iter().copied().collect()),
+        }
+    }
+    fn from_elements(shape: &[u64], elements: Vec<P>) -> Result<Self, String> {
+        let shape: Vec<usize> = shape
+            .iter()
+            .map(|&n| usize::try_from(n).map_err(|_| "a dimension too large".to_string()))
+            .collect::<Result<_, _>>()?;
+        let dim = D::from_dimension(&ndarray::IxDyn(&shape))
+            .ok_or_else(|| format!("a {}-dimensional array is stored", shape.len()))?;
+        ndarray::Array::from_shape_vec(dim, elements).map_err(|e| e.to_string())
+    }
+}
+
+/// Where the data of a buffer payload with `dims` dimensions starts,
+/// relative to the payload (which starts at file offset `HEADER_LEN`).
+pub(crate) fn data_offset(dims: usize) -> usize {
+    let descriptor = crate::codec::HEADER_LEN + 8 + 8 * dims;
+    descriptor.div_ceil(DATA_ALIGN) * DATA_ALIGN - crate::codec::HEADER_LEN
+}
+
+/// Appends the payload of `value` to `out`.
+pub(crate) fn encode<B: StoredBuffer>(value: &B, out: &mut Vec<u8>) {
+    let shape = value.shape();
+    let start = out.len();
+    let offset = data_offset(shape.len());
+    let elements = value.elements();
+    let bytes = le_bytes(&elements);
+    out.reserve(offset + bytes.len());
+    out.extend_from_slice(&[B::Elem::TAG, shape.len() as u8, 0, 0, 0, 0, 0, 0]);
+    for n in &shape {
+        out.extend_from_slice(&n.to_le_bytes());
+    }
+    out.resize(start + offset, 0);
+    out.extend_from_slice(&bytes);
+}
+
+/// What the descriptor of a buffer payload says.
+pub(crate) struct Layout {
+    pub(crate) shape: Vec<u64>,
+    /// Data offset in the payload.
+    pub(crate) offset: usize,
+    /// Number of elements.
+    pub(crate) count: usize,
+}
+
+/// Reads and checks the descriptor of a buffer payload of `payload_len`
+/// bytes that `head` starts (at least its descriptor) for a `B`.
+pub(crate) fn layout<B: StoredBuffer>(head: &[u8], payload_len: u64) -> Result<Layout, String> {
+    let [tag, dims, ..] = *head else {
+        return Err("no buffer descriptor".into());
+    };
+    if tag != B::Elem::TAG {
+        return Err(format!(
+            "a buffer of element tag {tag} is stored, {} ({}) expected",
+            B::Elem::TAG,
+            B::Elem::NAME
+        ));
+    }
+    let dims = dims as usize;
+    if dims > MAX_DIMS || B::DIMS.is_some_and(|n| n != dims) {
+        return Err(format!("a {dims}-dimensional buffer is stored"));
+    }
+    if head.len() < 8 + 8 * dims || head[2..8] != [0; 6] {
+        return Err("a damaged buffer descriptor".into());
+    }
+    let shape: Vec<u64> = head[8..8 + 8 * dims]
+        .chunks_exact(8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .collect();
+    let offset = data_offset(dims);
+    let count = shape
+        .iter()
+        .try_fold(1u64, |acc, &n| acc.checked_mul(n))
+        .ok_or("a buffer shape that overflows")?;
+    let size = std::mem::size_of::<B::Elem>() as u64;
+    let expected = count
+        .checked_mul(size)
+        .and_then(|n| n.checked_add(offset as u64))
+        .ok_or("a buffer shape that overflows")?;
+    if expected != payload_len {
+        return Err(format!(
+            "a buffer payload of {payload_len} bytes, {expected} expected from its shape"
+        ));
+    }
+    if head.len() >= offset && head[8 + 8 * dims..offset].iter().any(|&b| b != 0) {
+        return Err("a damaged buffer descriptor".into());
+    }
+    let count = usize::try_from(count).map_err(|_| "a buffer too large for this machine")?;
+    Ok(Layout {
+        shape,
+        offset,
+        count,
+    })
+}
+
+/// A new vector of `count` elements whose bytes the caller fills.
+/// Large vectors ask the kernel for huge pages (as numpy does), which
+/// halves the cost of first touching them.
+pub(crate) fn uninit_elements<P: Element>(count: usize) -> Vec<P> {
+    let mut v: Vec<P> = Vec::with_capacity(count);
+    #[cfg(target_os = "linux")]
+    advise_huge_pages(v.as_mut_ptr().cast(), count * std::mem::size_of::<P>());
+    // SAFETY: every bit pattern is a valid `P` (sealed plain numbers), so
+    // the elements are valid once written; until the caller fills them they
+    // are only ever written, never read. `MaybeUninit` would force a second
+    // pass to convert the vector.
+    #[allow(clippy::uninit_vec)]
+    unsafe {
+        v.set_len(count)
+    };
+    v
+}
+
+#[cfg(target_os = "linux")]
+fn advise_huge_pages(ptr: *mut u8, len: usize) {
+    const HUGE: usize = 2 * 1024 * 1024;
+    if len < 4 * HUGE {
+        return;
+    }
+    let start = (ptr as usize).div_ceil(HUGE) * HUGE;
+    let end = (ptr as usize + len) / HUGE * HUGE;
+    if end > start {
+        // SAFETY: the range lies inside the allocation; MADV_HUGEPAGE only
+        // changes how the kernel backs it.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
+        }
+    }
+}
+
+/// The bytes of `elements`, to be filled with their little-endian form.
+pub(crate) fn bytes_mut<P: Element>(elements: &mut [P]) -> &mut [u8] {
+    // SAFETY: plain number types: any bytes written make valid elements.
+    unsafe {
+        std::slice::from_raw_parts_mut(
+            elements.as_mut_ptr().cast::<u8>(),
+            std::mem::size_of_val(elements),
+        )
+    }
+}
+
+/// Turns elements just filled with little-endian bytes into native ones.
+pub(crate) fn from_le_in_place<P: Element>(elements: &mut [P]) {
+    #[cfg(target_endian = "big")]
+    for e in elements.iter_mut() {
+        let b = bytes_mut(std::slice::from_mut(e));
+        b.reverse();
+    }
+    #[cfg(target_endian = "little")]
+    let _ = elements;
+}
+
+/// Decodes a whole buffer payload (descriptor and data).
+pub(crate) fn decode<B: StoredBuffer>(payload: &[u8]) -> Result<B, String> {
+    let layout = layout::<B>(payload, payload.len() as u64)?;
+    let mut elements = uninit_elements::<B::Elem>(layout.count);
+    bytes_mut(&mut elements).copy_from_slice(&payload[layout.offset..]);
+    from_le_in_place(&mut elements);
+    B::from_elements(&layout.shape, elements)
+}
+
+/// A stored buffer type's operations, type-erased so that the codec can
+/// pick them for a result type `T` at run time (by `TypeId`, which the
+/// compiler folds away).
+#[derive(Clone, Copy)]
+pub(crate) struct Ops {
+    pub(crate) encode: fn(&dyn Any, &mut Vec<u8>),
+    pub(crate) decode: fn(&[u8], &mut dyn Any) -> Result<(), String>,
+}
+
+impl Ops {
+    fn of<B: StoredBuffer>() -> Ops {
+        Ops {
+            encode: |value, out| {
+                if let Some(v) = value.downcast_ref::<B>() {
+                    encode(v, out);
+                }
+            },
+            decode: |payload, out| {
+                let slot = out
+                    .downcast_mut::<Option<B>>()
+                    .ok_or("internal: a buffer decoded for another type")?;
+                *slot = Some(decode::<B>(payload)?);
+                Ok(())
+            },
+        }
+    }
+}
+
+macro_rules! for_each_element {
+    ($m:ident) => {
+        $m!(u8);
+        $m!(u16);
+        $m!(u32);
+        $m!(u64);
+        $m!(i8);
+        $m!(i16);
+        $m!(i32);
+        $m!(i64);
+        $m!(f32);
+        $m!(f64);
+    };
+}
+
+/// Is a result of type `T` stored as a plain buffer? `Vec<P>` and
+/// `Box<[P]>` are, for every [`Element`] `P`, and (feature `ndarray`)
+/// `Array<P, D>` for `D` in `Ix0`..`Ix6` and `IxDyn`. Any other type (a
+/// struct holding a `Vec<f64>`, say) goes through serde (postcard).
+///
+/// ```
+/// use memento::buffer::is_stored_buffer;
+/// assert!(is_stored_buffer::<Vec<f64>>());
+/// assert!(is_stored_buffer::<Box<[u8]>>());
+/// assert!(!is_stored_buffer::<Vec<String>>());
+/// assert!(!is_stored_buffer::<(Vec<f64>, u8)>());
+/// ```
+pub fn is_stored_buffer<T: 'static>() -> bool {
+    ops::<T>().is_some()
+}
+
+pub(crate) fn ops<T: 'static>() -> Option<Ops> {
+    let t = TypeId::of::<T>();
+    macro_rules! check {
+        ($p:ty) => {
+            if t == TypeId::of::<Vec<$p>>() {
+                return Some(Ops::of::<Vec<$p>>());
+            }
+            if t == TypeId::of::<Box<[$p]>>() {
+                return Some(Ops::of::<Box<[$p]>>());
+            }
+            #[cfg(feature = "ndarray")]
+            {
+                use ndarray::{Array, Ix0, Ix1, Ix2, Ix3, Ix4, Ix5, Ix6, IxDyn};
+                check_dims!($p; Ix0, Ix1, Ix2, Ix3, Ix4, Ix5, Ix6, IxDyn);
+            }
+        };
+    }
+    #[cfg(feature = "ndarray")]
+    macro_rules! check_dims {
+        ($p:ty; $($d:ty),*) => {$(
+            if t == TypeId::of::<Array<$p, $d>>() {
+                return Some(Ops::of::<Array<$p, $d>>());
+            }
+        )*};
+    }
+    for_each_element!(check);
+    None
 }
 
 #[cfg(test)]

@@ -50,6 +50,18 @@ pub const CODEC_POSTCARD_LZ4: u16 = 2;
 /// Payload codec: postcard, then a zstd frame (feature `zstd`).
 pub const CODEC_POSTCARD_ZSTD: u16 = 3;
 
+/// Payload codec: a plain buffer (a descriptor, then the elements'
+/// little-endian bytes at a file offset that is a multiple of 64; see
+/// [`buffer`](crate::buffer)), for the result types
+/// [`is_stored_buffer`](crate::buffer::is_stored_buffer) accepts.
+pub const CODEC_BUFFER: u16 = 4;
+
+/// Payload codec: a plain buffer, then an LZ4 block (feature `lz4`).
+pub const CODEC_BUFFER_LZ4: u16 = 5;
+
+/// Payload codec: a plain buffer, then a zstd frame (feature `zstd`).
+pub const CODEC_BUFFER_ZSTD: u16 = 6;
+
 /// Compression of stored results: off by default.
 ///
 /// ```
@@ -107,11 +119,16 @@ impl Compression {
         }
     }
 
-    fn codec(self) -> u16 {
-        match self {
+    fn codec(self, buffer: bool) -> u16 {
+        let postcard = match self {
             Compression::None => CODEC_POSTCARD,
             Compression::Lz4 => CODEC_POSTCARD_LZ4,
             Compression::Zstd(_) => CODEC_POSTCARD_ZSTD,
+        };
+        if buffer {
+            postcard + (CODEC_BUFFER - CODEC_POSTCARD)
+        } else {
+            postcard
         }
     }
 }
@@ -194,7 +211,7 @@ pub enum Damage {
     },
     /// Written with an unknown payload codec (or a compression whose feature
     /// is not compiled in).
-    #[error("the entry uses payload codec {0}, which this memento cannot read (2 needs the `lz4` feature, 3 the `zstd` feature)")]
+    #[error("the entry uses payload codec {0}, which this memento cannot read (2 and 5 need the `lz4` feature, 3 and 6 the `zstd` feature)")]
     Codec(u16),
     /// The header names another key: the file was moved or copied.
     #[error("the entry belongs to another key ({0})")]
@@ -222,32 +239,37 @@ pub(crate) struct Encoded {
     pub(crate) plain: Option<Vec<u8>>,
 }
 
-/// Encodes `value` as a whole entry for `key`.
-pub(crate) fn encode<T: Serialize + ?Sized>(
+/// Encodes `value` as a whole entry for `key`: a plain buffer if `T` is
+/// one of the buffer types, else postcard.
+pub(crate) fn encode<T: Serialize + 'static>(
     key: &Key,
     value: &T,
     created_ms: u64,
     signer: Option<&Signer>,
     compression: Compression,
 ) -> Result<Encoded, String> {
+    let buffer = crate::buffer::ops::<T>();
+    let payload_into = |out: Vec<u8>| -> Result<Vec<u8>, String> {
+        match buffer {
+            Some(ops) => {
+                let mut out = out;
+                (ops.encode)(value, &mut out);
+                Ok(out)
+            }
+            None => postcard::to_extend(value, out).map_err(|e| e.to_string()),
+        }
+    };
+    let codec = compression.codec(buffer.is_some());
     if compression == Compression::None {
-        let mut out =
-            postcard::to_extend(value, vec![0u8; HEADER_LEN]).map_err(|e| e.to_string())?;
+        let mut out = payload_into(vec![0u8; HEADER_LEN])?;
         let payload_len = (out.len() - HEADER_LEN) as u64;
-        write_header(
-            &mut out,
-            key,
-            payload_len,
-            created_ms,
-            signer,
-            CODEC_POSTCARD,
-        );
+        write_header(&mut out, key, payload_len, created_ms, signer, codec);
         return Ok(Encoded {
             entry: out,
             plain: None,
         });
     }
-    let plain = postcard::to_allocvec(value).map_err(|e| e.to_string())?;
+    let plain = payload_into(Vec::new())?;
     let packed = compress(&plain, compression)?;
     let mut out = vec![0u8; HEADER_LEN];
     out.extend_from_slice(&packed);
@@ -257,7 +279,7 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
         packed.len() as u64,
         created_ms,
         signer,
-        compression.codec(),
+        codec,
     );
     Ok(Encoded {
         entry: out,
@@ -290,9 +312,9 @@ fn compress(plain: &[u8], compression: Compression) -> Result<Vec<u8>, String> {
 pub fn unpack<'a>(entry: &[u8], payload: &'a [u8]) -> Result<Cow<'a, [u8]>, Damage> {
     let codec = u16::from_le_bytes([entry[6], entry[7]]) & !SIGNED_FLAG;
     match codec {
-        CODEC_POSTCARD => Ok(Cow::Borrowed(payload)),
+        CODEC_POSTCARD | CODEC_BUFFER => Ok(Cow::Borrowed(payload)),
         #[cfg(feature = "lz4")]
-        CODEC_POSTCARD_LZ4 => {
+        CODEC_POSTCARD_LZ4 | CODEC_BUFFER_LZ4 => {
             let claimed = payload
                 .get(..4)
                 .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
@@ -308,7 +330,7 @@ pub fn unpack<'a>(entry: &[u8], payload: &'a [u8]) -> Result<Cow<'a, [u8]>, Dama
                 .map_err(|e| Damage::Decode(e.to_string()))
         }
         #[cfg(feature = "zstd")]
-        CODEC_POSTCARD_ZSTD => {
+        CODEC_POSTCARD_ZSTD | CODEC_BUFFER_ZSTD => {
             let size = zstd::zstd_safe::get_frame_content_size(payload)
                 .ok()
                 .flatten()
@@ -384,6 +406,9 @@ pub fn verify<'a>(key: &Key, bytes: &'a [u8], signer: Option<&Signer>) -> Result
         (CODEC_POSTCARD, true),
         (CODEC_POSTCARD_LZ4, cfg!(feature = "lz4")),
         (CODEC_POSTCARD_ZSTD, cfg!(feature = "zstd")),
+        (CODEC_BUFFER, true),
+        (CODEC_BUFFER_LZ4, cfg!(feature = "lz4")),
+        (CODEC_BUFFER_ZSTD, cfg!(feature = "zstd")),
     ]
     .contains(&(codec & !SIGNED_FLAG, true));
     if !known {
@@ -453,9 +478,17 @@ pub fn seal(key: &Key, payload: &[u8], created_ms: u64, signer: Option<&Signer>)
     out
 }
 
-/// Decodes a verified payload; the payload must be used up exactly. Never
-/// panics and runs no code of the entry's: postcard only reads data.
-pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Damage> {
+/// Decodes a verified, unpacked payload into a `T`: a plain buffer if `T`
+/// is one of the buffer types, else postcard, whose payload must be used up
+/// exactly. Never panics and runs no code of the entry's: both only read
+/// data. (Use [`decode_entry`] on whole entries: it also checks that the
+/// entry's codec is the one `T` is stored with.)
+pub fn decode<T: DeserializeOwned + 'static>(payload: &[u8]) -> Result<T, Damage> {
+    if let Some(ops) = crate::buffer::ops::<T>() {
+        let mut slot: Option<T> = None;
+        (ops.decode)(payload, &mut slot).map_err(Damage::Decode)?;
+        return slot.ok_or_else(|| Damage::Decode("internal: no value".into()));
+    }
     match postcard::take_from_bytes::<T>(payload) {
         Ok((value, [])) => Ok(value),
         Ok((_, rest)) => Err(Damage::Decode(format!(
@@ -464,6 +497,33 @@ pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Damage> {
         ))),
         Err(e) => Err(Damage::Decode(e.to_string())),
     }
+}
+
+/// Is the verified entry stored with the codec family (buffer or postcard)
+/// that `T` is stored with?
+pub(crate) fn check_family<T: 'static>(entry: &[u8]) -> Result<(), Damage> {
+    let codec = u16::from_le_bytes([entry[6], entry[7]]) & !SIGNED_FLAG;
+    let is_buffer = codec >= CODEC_BUFFER;
+    if is_buffer != crate::buffer::ops::<T>().is_some() {
+        return Err(Damage::Decode(format!(
+            "stored with codec {codec}, which is not how {} is stored",
+            std::any::type_name::<T>()
+        )));
+    }
+    Ok(())
+}
+
+/// Unpacks and decodes a verified entry (`payload` is what [`verify`]
+/// returned) into a `T`, after checking that its codec is the one `T` is
+/// stored with. Also returns the unpacked payload.
+pub fn decode_entry<'p, T: DeserializeOwned + 'static>(
+    entry: &[u8],
+    payload: &'p [u8],
+) -> Result<(T, Cow<'p, [u8]>), Damage> {
+    check_family::<T>(entry)?;
+    let plain = unpack(entry, payload)?;
+    let value = decode::<T>(&plain)?;
+    Ok((value, plain))
 }
 
 #[cfg(test)]

@@ -200,7 +200,7 @@ impl<T> StoredResult<T> {
     }
 }
 
-impl<T: DeserializeOwned> StoredResult<T> {
+impl<T: DeserializeOwned + 'static> StoredResult<T> {
     /// Reads, verifies and decodes the value (with the signing key of
     /// `MEMENTO_KEY`, when set).
     ///
@@ -216,7 +216,7 @@ impl<T: DeserializeOwned> StoredResult<T> {
             return Err(self.not_stored());
         }
         codec::verify(&key, &buf, codec::Signer::from_env().as_ref())
-            .and_then(|payload| codec::decode(&codec::unpack(&buf, payload)?))
+            .and_then(|payload| codec::decode_entry(&buf, payload).map(|(value, _)| value))
             .map_err(|damage| Error::Damaged { name, damage })
     }
 }

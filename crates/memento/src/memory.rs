@@ -549,13 +549,18 @@ impl Memory {
     }
 
     /// A stored result, from the in-memory layer or the store.
-    fn find<T: DeserializeOwned>(&self, function: &Function, key: &Key, mode: Mode) -> Option<T> {
+    fn find<T: DeserializeOwned + 'static>(
+        &self,
+        function: &Function,
+        key: &Key,
+        mode: Mode,
+    ) -> Option<T> {
         self.find_hot(function, key, mode)
             .or_else(|| self.find_stored(function, key, mode))
     }
 
     /// A stored result from the store (a hit: recorded and counted).
-    fn find_stored<T: DeserializeOwned>(
+    fn find_stored<T: DeserializeOwned + 'static>(
         &self,
         function: &Function,
         key: &Key,
@@ -569,7 +574,7 @@ impl Memory {
 
     /// A stored result from the in-memory layer.
     #[inline]
-    fn find_hot<T: DeserializeOwned>(
+    fn find_hot<T: DeserializeOwned + 'static>(
         &self,
         function: &Function,
         key: &Key,
@@ -657,7 +662,7 @@ impl Memory {
 
     /// Reads, verifies and decodes the entry of `key`; a damaged entry is
     /// reported, removed and counted as a miss.
-    fn read<T: DeserializeOwned>(&self, function: &Function, key: &Key) -> Option<T> {
+    fn read<T: DeserializeOwned + 'static>(&self, function: &Function, key: &Key) -> Option<T> {
         let name = EntryName::new(function.folder(), key, "output.bin");
         let mut buf = READ_BUF.with(Cell::take);
         let result = match self.inner.store.read(name.as_str(), &mut buf) {
@@ -702,7 +707,7 @@ impl Memory {
 
     /// Verifies an entry, applies the function's expiry and validation, and
     /// decodes it.
-    fn accept<'e, T: DeserializeOwned>(
+    fn accept<'e, T: DeserializeOwned + 'static>(
         &self,
         function: &Function,
         key: &Key,
@@ -720,9 +725,7 @@ impl Memory {
                 return Err(Refusal::Rejected("was rejected by its validate function"));
             }
         }
-        let plain = codec::unpack(entry, payload).map_err(Refusal::Damaged)?;
-        let value = codec::decode(&plain).map_err(Refusal::Damaged)?;
-        Ok((value, plain))
+        codec::decode_entry(entry, payload).map_err(Refusal::Damaged)
     }
 
     /// The entry's `metadata.json`, or what its header tells if that file is
@@ -752,7 +755,7 @@ impl Memory {
     }
 
     /// Encodes one result and prepares all that is to be written.
-    fn prepare<T: Serialize>(
+    fn prepare<T: Serialize + 'static>(
         &self,
         pending: &Pending<'_, T>,
         key: &Key,
@@ -879,7 +882,7 @@ fn trim_brackets(args: &str) -> &str {
         .unwrap_or(args)
 }
 
-impl<T: Serialize> Pending<'_, T> {
+impl<T: Serialize + 'static> Pending<'_, T> {
     /// Stores `value` and returns it. Storage problems are logged, never
     /// returned: the value comes back either way.
     pub fn store(self, value: T) -> T {

@@ -28,6 +28,10 @@ proptest! {
         let entry = codec::seal(&key(), &data, 0, None);
         let payload = codec::verify(&key(), &entry, None).unwrap();
         let _ = codec::decode::<Vec<String>>(payload);
+        // Plain buffers: the descriptor is checked against the payload's
+        // length before anything is allocated.
+        let _ = codec::decode::<Vec<f64>>(payload);
+        let _ = codec::decode::<Box<[u16]>>(payload);
         let _ = codec::decode::<(u64, f64, Option<Vec<u8>>)>(payload);
         let _ = codec::decode::<BTreeMap<String, Vec<u32>>>(payload);
     }
@@ -52,4 +56,29 @@ fn huge_length_claims_fail_fast() {
         codec::decode::<String>(bytes),
         Err(Damage::Decode(_))
     ));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// Buffer descriptors with any tag, rank and shape, before data of any
+    /// length: refused unless the shape matches the length exactly.
+    #[test]
+    fn buffer_descriptors_are_checked(
+        tag in 0u8..12,
+        dims in 0u8..40,
+        shape in prop::collection::vec(any::<u64>(), 0..4),
+        data in 0usize..200,
+    ) {
+        let mut payload = vec![tag, dims, 0, 0, 0, 0, 0, 0];
+        for n in &shape {
+            payload.extend_from_slice(&n.to_le_bytes());
+        }
+        payload.resize(payload.len() + data, 0);
+        if let Ok(v) = codec::decode::<Vec<f64>>(&payload) {
+            prop_assert_eq!(tag, 10);
+            prop_assert_eq!(dims, 1);
+            prop_assert_eq!(v.len() as u64, shape[0]);
+        }
+    }
 }

@@ -276,7 +276,8 @@ fn crash_loop() {
             let key = memento::Key::from_hex(&entry.key).unwrap();
             let payload = memento::codec::verify(&key, &buf, None)
                 .unwrap_or_else(|d| panic!("{}: {d}", entry.dir));
-            let bytes: Vec<u8> = postcard_vec(payload);
+            let (bytes, _) = memento::codec::decode_entry::<Vec<u8>>(&buf, payload)
+                .unwrap_or_else(|d| panic!("{}: {d}", entry.dir));
             assert_eq!(bytes.len(), 1 << 18);
             assert!(
                 bytes.iter().all(|b| *b == bytes[0]),
@@ -296,22 +297,6 @@ fn crash_loop() {
     println!(
         "  {checked_rounds} kills; {whole} whole entries checked after them; {swept} leftover temp/lock file(s) swept"
     );
-}
-
-/// Decodes a postcard `Vec<u8>` payload (a length, then the bytes).
-fn postcard_vec(payload: &[u8]) -> Vec<u8> {
-    let (mut len, mut shift, mut i) = (0usize, 0, 0);
-    loop {
-        let b = payload[i];
-        len |= ((b & 0x7f) as usize) << shift;
-        i += 1;
-        if b & 0x80 == 0 {
-            break;
-        }
-        shift += 7;
-    }
-    assert_eq!(payload.len() - i, len, "payload length");
-    payload[i..].to_vec()
 }
 
 /// MEMENTO_KEY signs what a process writes; a process with another key (or

@@ -149,7 +149,7 @@ pub(super) enum Step<'m, T> {
 impl Contended {
     /// One step of taking the turn to compute; `waited` is the answer to the
     /// last `Step::Wait`.
-    pub(super) fn step<'m, T: DeserializeOwned>(
+    pub(super) fn step<'m, T: DeserializeOwned + 'static>(
         &mut self,
         memory: &'m Memory,
         function: &'m Function,
