@@ -495,6 +495,97 @@ pub(crate) fn decode<B: StoredBuffer>(payload: &[u8]) -> Result<B, String> {
     B::from_elements(&layout.shape, elements)
 }
 
+/// Entries at least this large are read straight into their array instead
+/// of through a byte buffer.
+pub(crate) const LARGE_READ: u64 = 1024 * 1024;
+
+/// Why a large buffer could not be read.
+pub(crate) enum ReadError {
+    Io(std::io::Error),
+    Damage(String),
+}
+
+/// Reads `dst.len()` bytes at `offset`.
+pub(crate) fn read_at(file: &std::fs::File, dst: &mut [u8], offset: u64) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileExt;
+        file.read_exact_at(dst, offset)
+    }
+    #[cfg(not(unix))]
+    {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = file;
+        f.seek(SeekFrom::Start(offset))?;
+        f.read_exact(dst)
+    }
+}
+
+/// Reads `dst` from `file` at `offset` and feeds it to `hasher`: large
+/// reads in pieces on a thread of their own, hashed here as they arrive,
+/// so that reading and hashing overlap.
+fn read_hashing(
+    file: &std::fs::File,
+    offset: u64,
+    dst: &mut [u8],
+    hasher: &mut blake3::Hasher,
+) -> std::io::Result<()> {
+    const PIECE: usize = 4 * 1024 * 1024;
+    if dst.len() < 4 * PIECE {
+        read_at(file, dst, offset)?;
+        crate::codec::update(hasher, dst);
+        return Ok(());
+    }
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<&[u8]>(4);
+        let reader = scope.spawn(move || -> std::io::Result<()> {
+            let mut at = offset;
+            for piece in dst.chunks_mut(PIECE) {
+                read_at(file, piece, at)?;
+                at += piece.len() as u64;
+                if tx.send(&*piece).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        for piece in rx {
+            hasher.update(piece);
+        }
+        reader
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the reading thread panicked")))
+    })
+}
+
+/// Reads a large buffer entry of `payload_len` payload bytes, whose first
+/// bytes (header and descriptor) are `head`, straight into a new `B`,
+/// feeding the payload to `hasher` on the way (the caller checks the
+/// checksum before using the value).
+pub(crate) fn read_file<B: StoredBuffer>(
+    file: &std::fs::File,
+    head: &[u8],
+    payload_len: u64,
+    hasher: &mut blake3::Hasher,
+) -> Result<B, ReadError> {
+    let header = crate::codec::HEADER_LEN;
+    let layout = layout::<B>(&head[header..], payload_len).map_err(ReadError::Damage)?;
+    if head.len() < header + layout.offset {
+        return Err(ReadError::Damage("a damaged buffer descriptor".into()));
+    }
+    hasher.update(&head[header..header + layout.offset]);
+    let mut elements = uninit_elements::<B::Elem>(layout.count);
+    read_hashing(
+        file,
+        (header + layout.offset) as u64,
+        bytes_mut(&mut elements),
+        hasher,
+    )
+    .map_err(ReadError::Io)?;
+    from_le_in_place(&mut elements);
+    B::from_elements(&layout.shape, elements).map_err(ReadError::Damage)
+}
+
 /// A stored buffer type's operations, type-erased so that the codec can
 /// pick them for a result type `T` at run time (by `TypeId`, which the
 /// compiler folds away).
@@ -502,7 +593,11 @@ pub(crate) fn decode<B: StoredBuffer>(payload: &[u8]) -> Result<B, String> {
 pub(crate) struct Ops {
     pub(crate) encode: fn(&dyn Any, &mut Vec<u8>),
     pub(crate) decode: fn(&[u8], &mut dyn Any) -> Result<(), String>,
+    pub(crate) read_file: ReadFile,
 }
+
+type ReadFile =
+    fn(&std::fs::File, &[u8], u64, &mut blake3::Hasher, &mut dyn Any) -> Result<(), ReadError>;
 
 impl Ops {
     fn of<B: StoredBuffer>() -> Ops {
@@ -517,6 +612,13 @@ impl Ops {
                     .downcast_mut::<Option<B>>()
                     .ok_or("internal: a buffer decoded for another type")?;
                 *slot = Some(decode::<B>(payload)?);
+                Ok(())
+            },
+            read_file: |file, head, payload_len, hasher, out| {
+                let value = read_file::<B>(file, head, payload_len, hasher)?;
+                if let Some(slot) = out.downcast_mut::<Option<B>>() {
+                    *slot = Some(value);
+                }
                 Ok(())
             },
         }

@@ -365,13 +365,20 @@ fn write_header(
 }
 
 fn checksum(head: &[u8], payload: &[u8], signer: Option<&Signer>) -> [u8; 32] {
-    let mut h = match signer {
-        Some(signer) => blake3::Hasher::new_keyed(&signer.0),
-        None => blake3::Hasher::new(),
-    };
-    h.update(head);
-    h.update(payload);
+    let mut h = checksum_hasher(head, signer);
+    update(&mut h, payload);
     *h.finalize().as_bytes()
+}
+
+/// Feeds `bytes` to `h`, on every core when they are large (feature
+/// `parallel`).
+pub(crate) fn update(h: &mut blake3::Hasher, bytes: &[u8]) {
+    #[cfg(feature = "parallel")]
+    if bytes.len() >= crate::buffer::PARALLEL_HASH {
+        h.update_rayon(bytes);
+        return;
+    }
+    h.update(bytes);
 }
 
 /// Checks a whole entry read for `key` and returns its payload.
@@ -381,26 +388,52 @@ fn checksum(head: &[u8], payload: &[u8], signer: Option<&Signer>) -> [u8; 32] {
 /// assert_eq!(memento::codec::verify(&key, b"", None), Err(memento::codec::Damage::Empty));
 /// ```
 pub fn verify<'a>(key: &Key, bytes: &'a [u8], signer: Option<&Signer>) -> Result<&'a [u8], Damage> {
-    if bytes.is_empty() {
+    check_header(key, bytes, bytes.len() as u64, signer)?;
+    let payload = &bytes[HEADER_LEN..];
+    if checksum(&bytes[..SIGNED], payload, signer) != bytes[SIGNED..HEADER_LEN] {
+        return Err(checksum_damage(bytes));
+    }
+    Ok(payload)
+}
+
+/// The damage of an entry whose checksum does not match.
+pub(crate) fn checksum_damage(head: &[u8]) -> Damage {
+    if u16::from_le_bytes([head[6], head[7]]) & SIGNED_FLAG != 0 {
+        Damage::Signature
+    } else {
+        Damage::Checksum
+    }
+}
+
+/// Checks everything but the checksum of an entry of `file_len` bytes that
+/// `head` starts (at least the header), for `key`: returns the payload
+/// codec (without the signed bit).
+pub(crate) fn check_header(
+    key: &Key,
+    head: &[u8],
+    file_len: u64,
+    signer: Option<&Signer>,
+) -> Result<u16, Damage> {
+    if file_len == 0 {
         return Err(Damage::Empty);
     }
-    if bytes.len() < HEADER_LEN {
+    if head.len() < HEADER_LEN {
         return Err(Damage::Truncated {
             expected: HEADER_LEN as u64,
-            found: bytes.len() as u64,
+            found: file_len,
         });
     }
-    if &bytes[0..4] != MAGIC {
+    if &head[0..4] != MAGIC {
         return Err(Damage::BadMagic);
     }
-    let version = u16::from_le_bytes([bytes[4], bytes[5]]);
+    let version = u16::from_le_bytes([head[4], head[5]]);
     if version != ENTRY_FORMAT_VERSION {
         return Err(Damage::Version {
             found: version,
             expected: ENTRY_FORMAT_VERSION,
         });
     }
-    let codec = u16::from_le_bytes([bytes[6], bytes[7]]);
+    let codec = u16::from_le_bytes([head[6], head[7]]);
     let signed = codec & SIGNED_FLAG != 0;
     let known = [
         (CODEC_POSTCARD, true),
@@ -415,36 +448,45 @@ pub fn verify<'a>(key: &Key, bytes: &'a [u8], signer: Option<&Signer>) -> Result
         return Err(Damage::Codec(codec & !SIGNED_FLAG));
     }
     let mut len = [0u8; 8];
-    len.copy_from_slice(&bytes[8..16]);
+    len.copy_from_slice(&head[8..16]);
     let expected = (HEADER_LEN as u64).saturating_add(u64::from_le_bytes(len));
-    let found = bytes.len() as u64;
-    if found < expected {
-        return Err(Damage::Truncated { expected, found });
+    if file_len < expected {
+        return Err(Damage::Truncated {
+            expected,
+            found: file_len,
+        });
     }
-    if found > expected {
+    if file_len > expected {
         return Err(Damage::TooLong {
-            extra: found - expected,
+            extra: file_len - expected,
         });
     }
     let mut stored_key = [0u8; 32];
-    stored_key.copy_from_slice(&bytes[24..SIGNED]);
+    stored_key.copy_from_slice(&head[24..SIGNED]);
     if &stored_key != key.as_bytes() {
         return Err(Damage::WrongKey(Key::from_bytes(stored_key)));
     }
-    let payload = &bytes[HEADER_LEN..];
     match (signed, signer) {
-        (false, Some(_)) => return Err(Damage::Unsigned),
-        (true, None) => return Err(Damage::NoKey),
-        _ => {}
+        (false, Some(_)) => Err(Damage::Unsigned),
+        (true, None) => Err(Damage::NoKey),
+        _ => Ok(codec & !SIGNED_FLAG),
     }
-    if checksum(&bytes[..SIGNED], payload, signer) != bytes[SIGNED..HEADER_LEN] {
-        return Err(if signed {
-            Damage::Signature
-        } else {
-            Damage::Checksum
-        });
-    }
-    Ok(payload)
+}
+
+/// A hasher for the checksum of an entry, fed with the checked part of its
+/// header: the caller feeds the payload, then [`checksum_matches`].
+pub(crate) fn checksum_hasher(head: &[u8], signer: Option<&Signer>) -> blake3::Hasher {
+    let mut h = match signer {
+        Some(signer) => blake3::Hasher::new_keyed(&signer.0),
+        None => blake3::Hasher::new(),
+    };
+    h.update(&head[..SIGNED]);
+    h
+}
+
+/// Does the checksum that `h` computed match the one in `head`?
+pub(crate) fn checksum_matches(h: &blake3::Hasher, head: &[u8]) -> bool {
+    h.finalize().as_bytes()[..] == head[SIGNED..HEADER_LEN]
 }
 
 /// When a verified entry was computed, in ms since the Unix epoch.

@@ -27,12 +27,14 @@ use crate::store::{LocalStore, LockOutcome, Store, StoreLock};
 
 mod hits;
 mod hot;
+mod large;
 mod limits;
 mod once;
 mod record;
 
 pub(crate) use hits::HITS_FLUSH_SECONDS;
 use hot::{Hot, KeyIdHasher};
+use large::Got;
 pub use limits::Reduction;
 use limits::Usage;
 use once::{Begun, Contended, Flight, Leader, Phase, Step};
@@ -665,9 +667,27 @@ impl Memory {
     fn read<T: DeserializeOwned + 'static>(&self, function: &Function, key: &Key) -> Option<T> {
         let name = EntryName::new(function.folder(), key, "output.bin");
         let mut buf = READ_BUF.with(Cell::take);
-        let result = match self.inner.store.read(name.as_str(), &mut buf) {
-            Ok(false) => None,
-            Ok(true) => match self.accept::<T>(function, key, &buf) {
+        let read = match crate::buffer::ops::<T>() {
+            Some(ops) => self.read_buffer::<T>(function, key, &name, ops, &mut buf),
+            None => self.inner.store.read(name.as_str(), &mut buf).map(|found| {
+                if found {
+                    Got::Bytes
+                } else {
+                    Got::Absent
+                }
+            }),
+        };
+        let result = match read {
+            Ok(Got::Absent) => None,
+            Ok(Got::Value(value)) => {
+                tracing::debug!("{}: hit on disk ({key})", function.full_name());
+                Some(value)
+            }
+            Ok(Got::Refused(refusal)) => {
+                self.refused(function, key, &name, refusal);
+                None
+            }
+            Ok(Got::Bytes) => match self.accept::<T>(function, key, &buf) {
                 Ok((value, plain)) => {
                     tracing::debug!("{}: hit on disk ({key})", function.full_name());
                     if function.validator().is_none() {
@@ -676,21 +696,8 @@ impl Memory {
                     }
                     Some(value)
                 }
-                Err(Refusal::Damaged(damage)) => {
-                    let e = Error::Damaged {
-                        name: format!("{}/{}", self.location(), name.as_str()),
-                        damage,
-                    };
-                    tracing::warn!("{e}; it is removed and recomputed");
-                    self.remove_entry(function, key);
-                    None
-                }
-                Err(Refusal::Rejected(why)) => {
-                    tracing::info!(
-                        "{}: stored result {why}; computing it again",
-                        function.full_name()
-                    );
-                    self.remove_entry(function, key);
+                Err(refusal) => {
+                    self.refused(function, key, &name, refusal);
                     None
                 }
             },
@@ -705,6 +712,26 @@ impl Memory {
         result
     }
 
+    /// Reports a refused entry and removes it, so that it is recomputed.
+    fn refused(&self, function: &Function, key: &Key, name: &EntryName, refusal: Refusal) {
+        match refusal {
+            Refusal::Damaged(damage) => {
+                let e = Error::Damaged {
+                    name: format!("{}/{}", self.location(), name.as_str()),
+                    damage,
+                };
+                tracing::warn!("{e}; it is removed and recomputed");
+            }
+            Refusal::Rejected(why) => {
+                tracing::info!(
+                    "{}: stored result {why}; computing it again",
+                    function.full_name()
+                );
+            }
+        }
+        self.remove_entry(function, key);
+    }
+
     /// Verifies an entry, applies the function's expiry and validation, and
     /// decodes it.
     fn accept<'e, T: DeserializeOwned + 'static>(
@@ -715,17 +742,28 @@ impl Memory {
     ) -> std::result::Result<(T, std::borrow::Cow<'e, [u8]>), Refusal> {
         let signer = self.inner.options.signer.as_ref();
         let payload = codec::verify(key, entry, signer).map_err(Refusal::Damaged)?;
-        let created = codec::created_ms(entry);
-        if expired(function, created) {
+        self.admit(function, key, entry)?;
+        codec::decode_entry(entry, payload).map_err(Refusal::Damaged)
+    }
+
+    /// The function's expiry and validation, applied to an entry whose
+    /// header (at least) is `head`.
+    fn admit(
+        &self,
+        function: &Function,
+        key: &Key,
+        head: &[u8],
+    ) -> std::result::Result<(), Refusal> {
+        if expired(function, codec::created_ms(head)) {
             return Err(Refusal::Rejected("expired"));
         }
         if let Some(validate) = function.validator() {
-            let meta = self.metadata_of(function, key, entry);
+            let meta = self.metadata_of(function, key, head);
             if !validate(&meta) {
                 return Err(Refusal::Rejected("was rejected by its validate function"));
             }
         }
-        codec::decode_entry(entry, payload).map_err(Refusal::Damaged)
+        Ok(())
     }
 
     /// The entry's `metadata.json`, or what its header tells if that file is

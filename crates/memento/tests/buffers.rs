@@ -196,3 +196,57 @@ mod arrays {
         assert_eq!(fo, fo2);
     }
 }
+
+/// Entries of 1 MiB and more are read straight into their array: the same
+/// checks apply (checksum over the data, descriptor, length).
+#[test]
+fn large_buffers_are_checked_like_small_ones() {
+    let memory = Memory::new(fresh_dir("large")).in_memory_limit(0);
+    let f = Function::new("buffers", "large");
+    let make = |seed: u64| {
+        (0..(3 << 20) / 8)
+            .map(|i| (i ^ seed) as f64)
+            .collect::<Vec<f64>>()
+    };
+    let computed = std::cell::Cell::new(0);
+    let call = |seed: u64| -> Vec<f64> {
+        memory.call(&f, &seed, || {
+            computed.set(computed.get() + 1);
+            make(seed)
+        })
+    };
+    assert_eq!(call(1), make(1));
+    assert_eq!(call(1), make(1));
+    assert_eq!(computed.get(), 1, "read back from the file");
+
+    let path = |seed: u64| {
+        let hex = memory.key_of::<Vec<f64>, _>(&f, &seed).unwrap().to_hex();
+        memory
+            .path()
+            .unwrap()
+            .join(f.folder())
+            .join(&hex[..2])
+            .join(&hex[2..])
+            .join("output.bin")
+    };
+    // A bit flipped in the data, in the descriptor, or a truncated file:
+    // recomputed, never returned.
+    let cases: [(&str, fn(&mut Vec<u8>)); 3] = [
+        ("data", |b| {
+            let at = b.len() - 12_345;
+            b[at] ^= 1;
+        }),
+        ("descriptor", |b| b[88 + 8] ^= 1),
+        ("truncated", |b| b.truncate(b.len() - 8)),
+    ];
+    for (what, damage) in cases {
+        let before = computed.get();
+        let mut bytes = std::fs::read(path(1)).unwrap();
+        damage(&mut bytes);
+        std::fs::write(path(1), &bytes).unwrap();
+        assert_eq!(call(1), make(1), "{what}");
+        assert_eq!(computed.get(), before + 1, "{what}: recomputed");
+        assert_eq!(call(1), make(1), "{what}");
+        assert_eq!(computed.get(), before + 1, "{what}: stored again");
+    }
+}

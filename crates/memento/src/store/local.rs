@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{check_name, LockOutcome, ObjectMeta, Store, StoreLock};
+use super::{check_name, LockOutcome, ObjectMeta, Opened, Store, StoreLock};
 use crate::error::{Error, Result};
 
 /// Prefix of temporary files; listings skip them and a later cleanup may
@@ -165,6 +165,20 @@ impl Store for LocalStore {
                 .map_err(|e| Error::io("read", path, e))?;
             touch(&file, &meta, self.access_granularity);
             Ok(true)
+        })
+    }
+
+    fn open_file(&self, name: &str) -> Result<Opened> {
+        check_name(name)?;
+        self.with_path(name, |path| {
+            let file = match File::open(path) {
+                Ok(f) => f,
+                Err(e) if absent(&e) => return Ok(Opened::Absent),
+                Err(e) => return Err(Error::io("open", path, e)),
+            };
+            let meta = file.metadata().map_err(|e| Error::io("read", path, e))?;
+            touch(&file, &meta, self.access_granularity);
+            Ok(Opened::File(file, meta.len()))
         })
     }
 

@@ -18,6 +18,17 @@ mod local;
 
 pub use local::{LocalStore, ACCESS_GRANULARITY};
 
+/// What [`Store::open_file`] found.
+#[derive(Debug)]
+pub enum Opened {
+    /// The store's objects are not local files.
+    Unsupported,
+    /// No such object.
+    Absent,
+    /// The object's file, and its length.
+    File(std::fs::File, u64),
+}
+
 /// A place that keeps named objects.
 ///
 /// Every write is atomic: a reader sees a whole object or none.
@@ -42,6 +53,15 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// the file's modification time, which is the entry's last access, when
     /// it is more than [`ACCESS_GRANULARITY`] old).
     fn read(&self, name: &str, out: &mut Vec<u8>) -> Result<bool>;
+
+    /// Opens the object as a local file, for reads straight into an array
+    /// and for memory maps, recording the access as [`read`](Store::read)
+    /// does. Stores whose objects are not local files keep the default,
+    /// [`Opened::Unsupported`], and are read with `read`.
+    fn open_file(&self, name: &str) -> Result<Opened> {
+        let _ = name;
+        Ok(Opened::Unsupported)
+    }
 
     /// Reads `range` of the object into `out` (cleared first); a range past
     /// the end is cut at the end. `Ok(false)` when it does not exist.

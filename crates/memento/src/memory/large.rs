@@ -1,0 +1,85 @@
+//! Reading stored plain buffers: small ones through the store's byte
+//! buffer like any entry, large ones from a local file straight into their
+//! array, with the checksum computed while the bytes arrive.
+
+use std::io::Read;
+
+use serde::de::DeserializeOwned;
+
+use super::{EntryName, Memory, Refusal};
+use crate::buffer::{self, Ops, ReadError, LARGE_READ};
+use crate::codec::{self, CODEC_BUFFER, HEADER_LEN};
+use crate::error::{Error, Result};
+use crate::function::Function;
+use crate::key::Key;
+use crate::store::Opened;
+
+/// What reading an entry gave.
+pub(super) enum Got<T> {
+    /// No entry.
+    Absent,
+    /// The entry's bytes are in the caller's buffer, to be verified.
+    Bytes,
+    /// A verified value, read straight from the file.
+    Value(T),
+    /// The entry was read and refused.
+    Refused(Refusal),
+}
+
+/// Bytes read in front of a large buffer's data: the header and the
+/// descriptor (at most 8 + 8 × 32 bytes, padded to 64).
+const HEAD: usize = 512;
+
+impl Memory {
+    /// Reads the entry of a plain buffer result.
+    pub(super) fn read_buffer<T: DeserializeOwned + 'static>(
+        &self,
+        function: &Function,
+        key: &Key,
+        name: &EntryName,
+        ops: Ops,
+        buf: &mut Vec<u8>,
+    ) -> Result<Got<T>> {
+        let (file, len) = match self.inner.store.open_file(name.as_str())? {
+            Opened::Unsupported => {
+                let found = self.inner.store.read(name.as_str(), buf)?;
+                return Ok(if found { Got::Bytes } else { Got::Absent });
+            }
+            Opened::Absent => return Ok(Got::Absent),
+            Opened::File(file, len) => (file, len),
+        };
+        let io = |e| Error::io("read", format!("{}/{}", self.location(), name.as_str()), e);
+        if len >= LARGE_READ {
+            let mut head = [0u8; HEAD];
+            buffer::read_at(&file, &mut head, 0).map_err(io)?;
+            let signer = self.inner.options.signer.as_ref();
+            let codec = match codec::check_header(key, &head, len, signer) {
+                Ok(codec) => codec,
+                Err(damage) => return Ok(Got::Refused(Refusal::Damaged(damage))),
+            };
+            // Compressed buffers are read whole and decompressed.
+            if codec == CODEC_BUFFER {
+                if let Err(refusal) = self.admit(function, key, &head) {
+                    return Ok(Got::Refused(refusal));
+                }
+                let mut hasher = codec::checksum_hasher(&head, signer);
+                let mut slot: Option<T> = None;
+                let payload_len = len - HEADER_LEN as u64;
+                return match (ops.read_file)(&file, &head, payload_len, &mut hasher, &mut slot) {
+                    Err(ReadError::Io(e)) => Err(io(e)),
+                    Err(ReadError::Damage(why)) => {
+                        Ok(Got::Refused(Refusal::Damaged(codec::Damage::Decode(why))))
+                    }
+                    Ok(()) if !codec::checksum_matches(&hasher, &head) => Ok(Got::Refused(
+                        Refusal::Damaged(codec::checksum_damage(&head)),
+                    )),
+                    Ok(()) => Ok(slot.map_or(Got::Absent, Got::Value)),
+                };
+            }
+        }
+        buf.clear();
+        buf.reserve(len as usize);
+        (&file).take(len).read_to_end(buf).map_err(io)?;
+        Ok(Got::Bytes)
+    }
+}
