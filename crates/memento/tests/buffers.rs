@@ -231,7 +231,8 @@ fn large_buffers_are_checked_like_small_ones() {
     };
     // A bit flipped in the data, in the descriptor, or a truncated file:
     // recomputed, never returned.
-    let cases: [(&str, fn(&mut Vec<u8>)); 3] = [
+    type Damage = fn(&mut Vec<u8>);
+    let cases: [(&str, Damage); 3] = [
         ("data", |b| {
             let at = b.len() - 12_345;
             b[at] ^= 1;
