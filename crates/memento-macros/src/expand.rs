@@ -45,6 +45,34 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
         ReturnType::Type(_, ty) => (**ty).clone(),
     };
     let is_result = options.result.unwrap_or_else(|| is_result_type(&ret));
+    // With `mmap` the signature says `Mapped<T>` (or `Result<Mapped<T>, E>`)
+    // and the body returns the `T` (or `Result<T, E>`) itself.
+    let (body_ret, to_ret) = match options.mmap {
+        None => (ret.clone(), quote!()),
+        Some(_) => {
+            if let Some(compress) = &options.compress {
+                return Err(syn::Error::new(
+                    compress.span(),
+                    "`mmap` and `compress` cannot be combined: a compressed result must be \
+                     decompressed into memory, so it cannot be mapped; remove one of them",
+                ));
+            }
+            let body_ret = unmapped(&ret, is_result).ok_or_else(|| {
+                syn::Error::new_spanned(
+                    &ret,
+                    "#[memento::cache(mmap)] returns `memento::Mapped<T>`: write the return type \
+                     as `memento::Mapped<Vec<f64>>` (or an ndarray `Array`, or \
+                     `Result<Mapped<..>, E>`), and return the `T` itself from the body",
+                )
+            })?;
+            let convert = if is_result {
+                quote!(.map(::core::convert::From::from))
+            } else {
+                quote!(.into())
+            };
+            (body_ret, convert)
+        }
+    };
     // What changes the results: the keyed arguments and what is stored.
     // (`memory`, `version`, `keep_versions`, `expires_after` and `validate`
     // do not: the version is keyed on its own.)
@@ -183,18 +211,18 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
             let #value: #ret = async {
                 #[allow(unreachable_code, clippy::diverging_sub_expression, clippy::needless_return)]
                 if false {
-                    let #fake: #ret = loop {};
+                    let #fake: #body_ret = loop {};
                     return #fake;
                 }
                 #(#stmts)*
             }
-            .await;
+            .await #to_ret;
             #pending.#store_async(#value).await
         }
     } else {
         quote! {
             #[allow(clippy::redundant_closure_call)]
-            let #value: #ret = (|| -> #ret #block)();
+            let #value: #ret = (|| -> #body_ret #block)() #to_ret;
             #pending.#store(#value)
         }
     };
@@ -481,6 +509,35 @@ fn bindings(pat: &Pat, out: &mut Vec<Ident>) {
 }
 
 /// An output type whose last path segment is `Result` counts as one.
+/// `T` for `Mapped<T>`; with `is_result`, also `Result<T, E>` for
+/// `Result<Mapped<T>, E>`.
+fn unmapped(ty: &Type, is_result: bool) -> Option<Type> {
+    let Type::Path(path) = ty else {
+        return None;
+    };
+    let last = path.path.segments.last()?;
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    if last.ident == "Mapped" {
+        return match args.args.first()? {
+            syn::GenericArgument::Type(inner) if args.args.len() == 1 => Some(inner.clone()),
+            _ => None,
+        };
+    }
+    if is_result {
+        let mut outer = path.clone();
+        let last = outer.path.segments.last_mut()?;
+        if let syn::PathArguments::AngleBracketed(args) = &mut last.arguments {
+            if let Some(syn::GenericArgument::Type(ok)) = args.args.first_mut() {
+                *ok = unmapped(ok, false)?;
+                return Some(Type::Path(outer));
+            }
+        }
+    }
+    None
+}
+
 fn is_result_type(ty: &Type) -> bool {
     match ty {
         Type::Path(p) => p.path.segments.last().is_some_and(|s| s.ident == "Result"),

@@ -1,7 +1,7 @@
 //! The attribute's options: `memory = EXPR`, `ignore(a, b)`,
 //! `version = "2"`, `result = true|false`, `keep_versions`,
 //! `expires_after = "7d"`, `validate = path`, `compress = "zstd"`,
-//! `handle = false`.
+//! `mmap`, `handle = false`.
 
 use proc_macro2::TokenStream;
 use syn::parse::Parser;
@@ -18,6 +18,8 @@ pub(crate) struct Options {
     pub(crate) validate: Option<Expr>,
     pub(crate) handle: Option<bool>,
     pub(crate) compress: Option<LitStr>,
+    /// `mmap`: the span of the word, for errors.
+    pub(crate) mmap: Option<proc_macro2::Span>,
 }
 
 pub(crate) fn parse(attr: TokenStream) -> syn::Result<Options> {
@@ -61,6 +63,12 @@ pub(crate) fn parse(attr: TokenStream) -> syn::Result<Options> {
             options.validate = Some(meta.value()?.parse()?);
         } else if meta.path.is_ident("compress") {
             options.compress = Some(meta.value()?.parse()?);
+        } else if meta.path.is_ident("mmap") {
+            options.mmap = Some(
+                meta.path
+                    .get_ident()
+                    .map_or_else(proc_macro2::Span::call_site, proc_macro2::Ident::span),
+            );
         } else if meta.path.is_ident("handle") {
             let b: LitBool = meta.value()?.parse()?;
             options.handle = Some(b.value);
@@ -71,8 +79,8 @@ pub(crate) fn parse(attr: TokenStream) -> syn::Result<Options> {
             return Err(meta.error(
                 "unknown option of #[memento::cache]; the options are memory = EXPR, \
                  ignore(arg, ..), version = \"..\", result = true|false, keep_versions, \
-                 expires_after = \"..\", validate = path::to::fn, compress = \"lz4\"|\"zstd\" and \
-                 handle = false",
+                 expires_after = \"..\", validate = path::to::fn, compress = \"lz4\"|\"zstd\", mmap \
+                 and handle = false",
             ));
         }
         Ok(())

@@ -37,6 +37,8 @@
 use std::any::{Any, TypeId};
 use std::borrow::Cow;
 
+use crate::codec::HEADER_LEN;
+
 use serde::ser::{Serialize, SerializeTuple, Serializer};
 
 /// Above this many bytes the key hasher uses every core (feature
@@ -49,7 +51,9 @@ mod sealed {
 
 /// A number type whose arrays are plain buffers: fixed size, any bit
 /// pattern valid, stored little-endian.
-pub trait Element: Copy + Send + Sync + 'static + sealed::Sealed {
+pub trait Element:
+    Copy + Send + Sync + serde::Serialize + serde::de::DeserializeOwned + 'static + sealed::Sealed
+{
     /// The name hashed into keys and written into stored buffers.
     const NAME: &'static str;
     /// The tag of the element type in a stored buffer's descriptor.
@@ -290,6 +294,15 @@ pub trait StoredBuffer: Sized + 'static {
     fn shape(&self) -> Vec<u64>;
     /// The elements, row-major and contiguous (copied if they are not).
     fn elements(&self) -> Cow<'_, [Self::Elem]>;
+    /// The elements when they are row-major and contiguous in memory.
+    fn contiguous(&self) -> Option<&[Self::Elem]>;
+    /// Serializes a value of this type given as its shape and row-major
+    /// elements, exactly as the type's own `Serialize` would.
+    fn serialize_parts<S: Serializer>(
+        shape: &[u64],
+        elements: &[Self::Elem],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error>;
     /// The value from its shape and elements (`elements.len()` is the
     /// product of `shape`).
     fn from_elements(shape: &[u64], elements: Vec<Self::Elem>) -> Result<Self, String>;
@@ -304,8 +317,14 @@ impl<P: Element> StoredBuffer for Vec<P> {
     fn elements(&self) -> Cow<'_, [P]> {
         Cow::Borrowed(self)
     }
+    fn contiguous(&self) -> Option<&[P]> {
+        Some(self)
+    }
     fn from_elements(_: &[u64], elements: Vec<P>) -> Result<Self, String> {
         Ok(elements)
+    }
+    fn serialize_parts<S: Serializer>(_: &[u64], e: &[P], s: S) -> Result<S::Ok, S::Error> {
+        e.serialize(s)
     }
 }
 
@@ -318,13 +337,21 @@ impl<P: Element> StoredBuffer for Box<[P]> {
     fn elements(&self) -> Cow<'_, [P]> {
         Cow::Borrowed(self)
     }
+    fn contiguous(&self) -> Option<&[P]> {
+        Some(self)
+    }
     fn from_elements(_: &[u64], elements: Vec<P>) -> Result<Self, String> {
         Ok(elements.into_boxed_slice())
+    }
+    fn serialize_parts<S: Serializer>(_: &[u64], e: &[P], s: S) -> Result<S::Ok, S::Error> {
+        e.serialize(s)
     }
 }
 
 #[cfg(feature = "ndarray")]
-impl<P: Element, D: ndarray::Dimension + 'static> StoredBuffer for ndarray::Array<P, D> {
+impl<P: Element, D: ndarray::Dimension + serde::Serialize + 'static> StoredBuffer
+    for ndarray::Array<P, D>
+{
     type Elem = P;
     const DIMS: Option<usize> = D::NDIM;
     fn shape(&self) -> Vec<u64> {
@@ -335,6 +362,13 @@ impl<P: Element, D: ndarray::Dimension + 'static> StoredBuffer for ndarray::Arra
             Some(s) => Cow::Borrowed(s),
             None => Cow::Owned(self.iter().copied().collect()),
         }
+    }
+    fn contiguous(&self) -> Option<&[P]> {
+        self.as_slice()
+    }
+    fn serialize_parts<S: Serializer>(shape: &[u64], e: &[P], s: S) -> Result<S::Ok, S::Error> {
+        let view = array_view::<P, D>(shape, e).map_err(serde::ser::Error::custom)?;
+        view.serialize(s)
     }
     fn from_elements(shape: &[u64], elements: Vec<P>) -> Result<Self, String> {
         let shape: Vec<usize> = shape
@@ -347,6 +381,18 @@ impl<P: Element, D: ndarray::Dimension + 'static> StoredBuffer for ndarray::Arra
     }
 }
 
+/// A view of row-major `elements` in `shape`.
+#[cfg(feature = "ndarray")]
+pub(crate) fn array_view<'a, P: Element, D: ndarray::Dimension>(
+    shape: &[u64],
+    elements: &'a [P],
+) -> Result<ndarray::ArrayView<'a, P, D>, String> {
+    let shape: Vec<usize> = shape.iter().map(|&n| n as usize).collect();
+    let dim = D::from_dimension(&ndarray::IxDyn(&shape))
+        .ok_or_else(|| format!("a {}-dimensional array is stored", shape.len()))?;
+    ndarray::ArrayView::from_shape(dim, elements).map_err(|e| e.to_string())
+}
+
 /// Where the data of a buffer payload with `dims` dimensions starts,
 /// relative to the payload (which starts at file offset `HEADER_LEN`).
 pub(crate) fn data_offset(dims: usize) -> usize {
@@ -356,14 +402,17 @@ pub(crate) fn data_offset(dims: usize) -> usize {
 
 /// Appends the payload of `value` to `out`.
 pub(crate) fn encode<B: StoredBuffer>(value: &B, out: &mut Vec<u8>) {
-    let shape = value.shape();
+    encode_parts::<B::Elem>(&value.shape(), &value.elements(), out);
+}
+
+/// Appends the payload of `elements` in `shape` to `out`.
+pub(crate) fn encode_parts<P: Element>(shape: &[u64], elements: &[P], out: &mut Vec<u8>) {
     let start = out.len();
     let offset = data_offset(shape.len());
-    let elements = value.elements();
-    let bytes = le_bytes(&elements);
+    let bytes = le_bytes(elements);
     out.reserve(offset + bytes.len());
-    out.extend_from_slice(&[B::Elem::TAG, shape.len() as u8, 0, 0, 0, 0, 0, 0]);
-    for n in &shape {
+    out.extend_from_slice(&[P::TAG, shape.len() as u8, 0, 0, 0, 0, 0, 0]);
+    for n in shape {
         out.extend_from_slice(&n.to_le_bytes());
     }
     out.resize(start + offset, 0);
@@ -586,41 +635,105 @@ pub(crate) fn read_file<B: StoredBuffer>(
     B::from_elements(&layout.shape, elements).map_err(ReadError::Damage)
 }
 
+/// A large or mapped entry opened as a local file.
+pub(crate) struct FileEntry<'a> {
+    pub(crate) file: &'a std::fs::File,
+    /// The first bytes: the header and the descriptor.
+    pub(crate) head: &'a [u8],
+    /// The file's length.
+    pub(crate) len: u64,
+    pub(crate) signer: Option<&'a crate::codec::Signer>,
+    /// The entry's folder, for a mapped value to remove if it is damaged.
+    pub(crate) folder: Option<std::path::PathBuf>,
+}
+
+/// Whether the payload's checksum was computed on the way (the caller
+/// compares it) or is left to the value (a map verifies when touched).
+pub(crate) enum Checked {
+    Now,
+    Deferred,
+}
+
 /// A stored buffer type's operations, type-erased so that the codec can
 /// pick them for a result type `T` at run time (by `TypeId`, which the
 /// compiler folds away).
 #[derive(Clone, Copy)]
 pub(crate) struct Ops {
-    pub(crate) encode: fn(&dyn Any, &mut Vec<u8>),
+    pub(crate) encode: fn(&dyn Any, &mut Vec<u8>) -> Result<(), String>,
     pub(crate) decode: fn(&[u8], &mut dyn Any) -> Result<(), String>,
     pub(crate) read_file: ReadFile,
+    /// A [`Mapped`](crate::Mapped) type: stored entries are mapped, not read.
+    pub(crate) mapped: bool,
 }
 
-type ReadFile =
-    fn(&std::fs::File, &[u8], u64, &mut blake3::Hasher, &mut dyn Any) -> Result<(), ReadError>;
+type ReadFile = fn(FileEntry<'_>, &mut blake3::Hasher, &mut dyn Any) -> Result<Checked, ReadError>;
+
+fn put<V: 'static>(out: &mut dyn Any, value: V) -> Result<(), String> {
+    let slot = out
+        .downcast_mut::<Option<V>>()
+        .ok_or("internal: a buffer decoded for another type")?;
+    *slot = Some(value);
+    Ok(())
+}
 
 impl Ops {
     fn of<B: StoredBuffer>() -> Ops {
         Ops {
             encode: |value, out| {
-                if let Some(v) = value.downcast_ref::<B>() {
-                    encode(v, out);
-                }
-            },
-            decode: |payload, out| {
-                let slot = out
-                    .downcast_mut::<Option<B>>()
-                    .ok_or("internal: a buffer decoded for another type")?;
-                *slot = Some(decode::<B>(payload)?);
+                let v = value.downcast_ref::<B>().ok_or("internal: not a buffer")?;
+                encode(v, out);
                 Ok(())
             },
-            read_file: |file, head, payload_len, hasher, out| {
-                let value = read_file::<B>(file, head, payload_len, hasher)?;
-                if let Some(slot) = out.downcast_mut::<Option<B>>() {
-                    *slot = Some(value);
-                }
+            decode: |payload, out| put(out, decode::<B>(payload)?),
+            read_file: |entry, hasher, out| {
+                let value = read_file::<B>(
+                    entry.file,
+                    entry.head,
+                    entry.len - HEADER_LEN as u64,
+                    hasher,
+                )?;
+                put(out, value).map_err(ReadError::Damage)?;
+                Ok(Checked::Now)
+            },
+            mapped: false,
+        }
+    }
+
+    fn mapped<B: StoredBuffer>() -> Ops {
+        Ops {
+            encode: |value, out| {
+                let v = value
+                    .downcast_ref::<crate::Mapped<B>>()
+                    .ok_or("internal: not a mapped buffer")?;
+                let elements = v.try_elements().map_err(|e| e.to_string())?;
+                let shape: Vec<u64> = v.shape().iter().map(|&n| n as u64).collect();
+                encode_parts(&shape, elements, out);
                 Ok(())
             },
+            decode: |payload, out| put(out, crate::Mapped::from(decode::<B>(payload)?)),
+            read_file: |entry, _, out| {
+                let payload_len = entry.len - HEADER_LEN as u64;
+                let layout = layout::<B>(&entry.head[HEADER_LEN..], payload_len)
+                    .map_err(ReadError::Damage)?;
+                // SAFETY: a published entry is never written again (writes
+                // go to a new file that replaces it), so the map does not
+                // change under the slices it hands out.
+                let map = unsafe { memmap2::Mmap::map(entry.file) }.map_err(ReadError::Io)?;
+                if map.len() as u64 != entry.len {
+                    return Err(ReadError::Damage("the entry changed while mapped".into()));
+                }
+                let value = crate::Mapped::<B>::map(
+                    map,
+                    HEADER_LEN + layout.offset,
+                    layout.count,
+                    layout.shape,
+                    entry.signer.cloned(),
+                    entry.folder,
+                );
+                put(out, value).map_err(ReadError::Damage)?;
+                Ok(Checked::Deferred)
+            },
+            mapped: true,
         }
     }
 }
@@ -666,6 +779,12 @@ pub(crate) fn ops<T: 'static>() -> Option<Ops> {
             if t == TypeId::of::<Box<[$p]>>() {
                 return Some(Ops::of::<Box<[$p]>>());
             }
+            if t == TypeId::of::<crate::Mapped<Vec<$p>>>() {
+                return Some(Ops::mapped::<Vec<$p>>());
+            }
+            if t == TypeId::of::<crate::Mapped<Box<[$p]>>>() {
+                return Some(Ops::mapped::<Box<[$p]>>());
+            }
             #[cfg(feature = "ndarray")]
             {
                 use ndarray::{Array, Ix0, Ix1, Ix2, Ix3, Ix4, Ix5, Ix6, IxDyn};
@@ -678,6 +797,9 @@ pub(crate) fn ops<T: 'static>() -> Option<Ops> {
         ($p:ty; $($d:ty),*) => {$(
             if t == TypeId::of::<Array<$p, $d>>() {
                 return Some(Ops::of::<Array<$p, $d>>());
+            }
+            if t == TypeId::of::<crate::Mapped<Array<$p, $d>>>() {
+                return Some(Ops::mapped::<Array<$p, $d>>());
             }
         )*};
     }

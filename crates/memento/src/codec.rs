@@ -253,7 +253,7 @@ pub(crate) fn encode<T: Serialize + 'static>(
         match buffer {
             Some(ops) => {
                 let mut out = out;
-                (ops.encode)(value, &mut out);
+                (ops.encode)(value, &mut out)?;
                 Ok(out)
             }
             None => postcard::to_extend(value, out).map_err(|e| e.to_string()),

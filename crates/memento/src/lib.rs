@@ -148,6 +148,7 @@ mod function;
 pub mod handle;
 mod index;
 pub mod key;
+pub mod mapped;
 mod memory;
 pub mod store;
 
@@ -156,6 +157,7 @@ pub use evict::{FunctionStats, Limits, Stats};
 pub use function::{Function, FunctionRecord, Validate};
 pub use handle::{Outcome, StoredResult};
 pub use key::{Key, KeyError};
+pub use mapped::Mapped;
 pub use memento_macros::cache;
 pub use memory::{Location, Lookup, Memory, Pending, Reduction, DEFAULT_DIR, MEMENTO_DIR};
 

@@ -582,6 +582,10 @@ impl Memory {
         key: &Key,
         mode: Mode,
     ) -> Option<T> {
+        if mapped::<T>() {
+            // Mapped results come from their file, never from a copy.
+            return None;
+        }
         if let Some((payload, created, touch)) = self.inner.hot.get(key) {
             let fresh = !expired(function, created) && function.validator().is_none();
             if let (true, Ok(value)) = (fresh, codec::decode::<T>(&payload)) {
@@ -690,7 +694,7 @@ impl Memory {
             Ok(Got::Bytes) => match self.accept::<T>(function, key, &buf) {
                 Ok((value, plain)) => {
                     tracing::debug!("{}: hit on disk ({key})", function.full_name());
-                    if function.validator().is_none() {
+                    if function.validator().is_none() && !mapped::<T>() {
                         let created = codec::created_ms(&buf);
                         self.inner.hot.insert(*key, &plain, created);
                     }
@@ -807,11 +811,26 @@ impl Memory {
             .unwrap_or(Duration::ZERO)
             .as_millis() as u64;
         let signer = self.inner.options.signer.as_ref();
-        let encoded = codec::encode(key, value, created_ms, signer, function.compression())
-            .map_err(|message| Error::Encode {
-                function: function.full_name().to_string(),
-                type_name: std::any::type_name::<T>(),
-                message,
+        let mut compression = function.compression();
+        if mapped::<T>() && compression != codec::Compression::None {
+            // A compressed entry could not be mapped: store it plain.
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                tracing::warn!(
+                    "{}: Mapped results are stored uncompressed (a compressed entry cannot be \
+                     memory-mapped); remove the compression from this function",
+                    function.full_name()
+                );
+            });
+            compression = codec::Compression::None;
+        }
+        let encoded =
+            codec::encode(key, value, created_ms, signer, compression).map_err(|message| {
+                Error::Encode {
+                    function: function.full_name().to_string(),
+                    type_name: std::any::type_name::<T>(),
+                    message,
+                }
             })?;
         let bytes = encoded.entry;
         let record = match &pending.state {
@@ -848,7 +867,7 @@ impl Memory {
             json: serde_json::to_vec_pretty(&meta).unwrap_or_default(),
             force: pending.mode.force,
             created_ms,
-            keep_in_memory: function.validator().is_none(),
+            keep_in_memory: function.validator().is_none() && !mapped::<T>(),
             hits: (
                 format!("{}/hits.json", function.folder()),
                 function.hits.swap(0, Ordering::Relaxed),
@@ -1037,6 +1056,13 @@ enum Refusal {
 }
 
 /// Is a result computed at `created_ms` past the function's time to live?
+/// Is `T` a [`Mapped`](crate::Mapped) result (kept out of the in-memory
+/// layer)? Folded at compile time.
+#[inline(always)]
+fn mapped<T: 'static>() -> bool {
+    crate::buffer::ops::<T>().is_some_and(|ops| ops.mapped)
+}
+
 fn expired(function: &Function, created_ms: u64) -> bool {
     function.ttl().is_some_and(|ttl| {
         let created = UNIX_EPOCH + Duration::from_millis(created_ms);

@@ -7,8 +7,8 @@ use std::io::Read;
 use serde::de::DeserializeOwned;
 
 use super::{EntryName, Memory, Refusal};
-use crate::buffer::{self, Ops, ReadError, LARGE_READ};
-use crate::codec::{self, CODEC_BUFFER, HEADER_LEN};
+use crate::buffer::{self, Checked, FileEntry, Ops, ReadError, LARGE_READ};
+use crate::codec::{self, CODEC_BUFFER};
 use crate::error::{Error, Result};
 use crate::function::Function;
 use crate::key::Key;
@@ -31,6 +31,14 @@ pub(super) enum Got<T> {
 const HEAD: usize = 512;
 
 impl Memory {
+    /// The local folder of an entry, for a mapped value to remove if its
+    /// data turns out damaged.
+    fn entry_folder(&self, function: &Function, key: &Key) -> Option<std::path::PathBuf> {
+        let dir = EntryName::new(function.folder(), key, "");
+        self.path()
+            .map(|root| root.join(dir.as_str().trim_end_matches('/')))
+    }
+
     /// Reads the entry of a plain buffer result.
     pub(super) fn read_buffer<T: DeserializeOwned + 'static>(
         &self,
@@ -49,31 +57,41 @@ impl Memory {
             Opened::File(file, len) => (file, len),
         };
         let io = |e| Error::io("read", format!("{}/{}", self.location(), name.as_str()), e);
-        if len >= LARGE_READ {
+        if len >= LARGE_READ || ops.mapped {
             let mut head = [0u8; HEAD];
-            buffer::read_at(&file, &mut head, 0).map_err(io)?;
+            let head = &mut head[..(len as usize).min(HEAD)];
+            buffer::read_at(&file, head, 0).map_err(io)?;
             let signer = self.inner.options.signer.as_ref();
-            let codec = match codec::check_header(key, &head, len, signer) {
+            let codec = match codec::check_header(key, head, len, signer) {
                 Ok(codec) => codec,
                 Err(damage) => return Ok(Got::Refused(Refusal::Damaged(damage))),
             };
             // Compressed buffers are read whole and decompressed.
             if codec == CODEC_BUFFER {
-                if let Err(refusal) = self.admit(function, key, &head) {
+                if let Err(refusal) = self.admit(function, key, head) {
                     return Ok(Got::Refused(refusal));
                 }
-                let mut hasher = codec::checksum_hasher(&head, signer);
+                let mut hasher = codec::checksum_hasher(head, signer);
                 let mut slot: Option<T> = None;
-                let payload_len = len - HEADER_LEN as u64;
-                return match (ops.read_file)(&file, &head, payload_len, &mut hasher, &mut slot) {
+                let entry = FileEntry {
+                    file: &file,
+                    head,
+                    len,
+                    signer,
+                    folder: ops
+                        .mapped
+                        .then(|| self.entry_folder(function, key))
+                        .flatten(),
+                };
+                return match (ops.read_file)(entry, &mut hasher, &mut slot) {
                     Err(ReadError::Io(e)) => Err(io(e)),
                     Err(ReadError::Damage(why)) => {
                         Ok(Got::Refused(Refusal::Damaged(codec::Damage::Decode(why))))
                     }
-                    Ok(()) if !codec::checksum_matches(&hasher, &head) => Ok(Got::Refused(
-                        Refusal::Damaged(codec::checksum_damage(&head)),
-                    )),
-                    Ok(()) => Ok(slot.map_or(Got::Absent, Got::Value)),
+                    Ok(Checked::Now) if !codec::checksum_matches(&hasher, head) => {
+                        Ok(Got::Refused(Refusal::Damaged(codec::checksum_damage(head))))
+                    }
+                    Ok(_) => Ok(slot.map_or(Got::Absent, Got::Value)),
                 };
             }
         }

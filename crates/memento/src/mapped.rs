@@ -1,0 +1,289 @@
+//! Results backed by a read-only memory map of their entry.
+//!
+//! `#[memento::cache(mmap)]` on a function returning [`Mapped<T>`] (where
+//! `T` is a `Vec<P>`, a `Box<[P]>` or, with the `ndarray` feature, an
+//! `ndarray` array of an [`Element`] type `P`) returns stored results as a
+//! map of the entry's file: loading costs O(1) whatever the size, and pages
+//! are read from the page cache as they are touched. A fresh result (a
+//! miss) is returned as the value just computed.
+//!
+//! # Verification
+//!
+//! Loading checks the header (key, signature state, lengths) and the
+//! buffer's descriptor. The checksum of the data (or its signature, with
+//! a signing key) is verified *lazily*, once, the first time the data is
+//! touched through the `Mapped` ([`Deref`], [`Mapped::view`],
+//! [`Mapped::into_owned`], ...), on every core; [`Mapped::verify`] does it
+//! on demand and returns an error instead. Data that fails it is never
+//! handed out: the entry is removed (the next call recomputes it) and the
+//! access panics with a message that says so. That needs the bytes of the
+//! entry to have changed after they were written: memento itself never
+//! writes into a published entry.
+//!
+//! A mapped entry that is removed meanwhile (by `clear`, eviction, or
+//! another process) stays readable for as long as it is mapped: removal
+//! unlinks the file, and the kernel keeps its pages until the map goes.
+//!
+//! ```
+//! # let dir = tempfile::tempdir().unwrap();
+//! # std::env::set_var("MEMENTO_DIR", dir.path());
+//! use memento::Mapped;
+//!
+//! #[memento::cache(mmap)]
+//! fn ramp(n: usize) -> Mapped<Vec<f64>> {
+//!     (0..n).map(|i| i as f64).collect() // the body returns the Vec itself
+//! }
+//!
+//! let first = ramp(1_000_000); // computed: the Vec just made
+//! assert!(!first.is_mapped());
+//! let again = ramp(1_000_000); // stored: a map of the entry
+//! assert!(again.is_mapped());
+//! assert_eq!(again[999_999], 999_999.0); // Deref to [f64]
+//! assert_eq!(&*again, &*first);
+//! ```
+
+use std::fmt;
+use std::ops::Deref;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::buffer::{Element, KeyBuffer, StoredBuffer};
+use crate::codec::{self, Damage, Signer, HEADER_LEN};
+
+/// A result that is either a value in memory or a read-only memory map of
+/// its stored entry. See the [module documentation](crate::mapped).
+pub struct Mapped<T: StoredBuffer> {
+    inner: Inner<T>,
+}
+
+enum Inner<T: StoredBuffer> {
+    /// In memory, row-major and contiguous.
+    Owned(T),
+    Map(Map),
+}
+
+struct Map {
+    map: memmap2::Mmap,
+    /// Where the elements start in the map.
+    offset: usize,
+    count: usize,
+    shape: Vec<u64>,
+    signer: Option<Signer>,
+    /// The entry's folder, removed if the data fails its checksum.
+    entry: Option<PathBuf>,
+    verified: OnceLock<Result<(), Damage>>,
+}
+
+impl<T: StoredBuffer> From<T> for Mapped<T> {
+    /// A result in memory (kept row-major and contiguous).
+    fn from(value: T) -> Mapped<T> {
+        let value = if value.contiguous().is_some() {
+            value
+        } else {
+            let elements = value.elements().into_owned();
+            T::from_elements(&value.shape(), elements)
+                .expect("a copy in standard layout has the original's shape")
+        };
+        Mapped {
+            inner: Inner::Owned(value),
+        }
+    }
+}
+
+/// The data of a mapped entry failed its checksum: see
+/// [`Mapped::verify`].
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the stored result mapped from {entry} is damaged ({damage}); it was removed, call the function again to recompute it")]
+pub struct MappedDamage {
+    /// The entry's folder.
+    pub entry: String,
+    /// What was wrong.
+    pub damage: Damage,
+}
+
+impl<T: StoredBuffer> Mapped<T> {
+    /// Maps a stored entry whose header was checked and whose descriptor
+    /// says `shape` and `count` elements from `offset` on.
+    pub(crate) fn map(
+        map: memmap2::Mmap,
+        offset: usize,
+        count: usize,
+        shape: Vec<u64>,
+        signer: Option<Signer>,
+        entry: Option<PathBuf>,
+    ) -> Mapped<T> {
+        Mapped {
+            inner: Inner::Map(Map {
+                map,
+                offset,
+                count,
+                shape,
+                signer,
+                entry,
+                verified: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// Is this a memory map of a stored entry (rather than a value in
+    /// memory)?
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.inner, Inner::Map(_))
+    }
+
+    /// The shape: the length of each dimension (one for vectors).
+    pub fn shape(&self) -> Vec<usize> {
+        match &self.inner {
+            Inner::Owned(value) => value.shape().iter().map(|&n| n as usize).collect(),
+            Inner::Map(map) => map.shape.iter().map(|&n| n as usize).collect(),
+        }
+    }
+
+    /// Verifies the checksum of a mapped entry's data (once; later calls
+    /// return the first answer). A value in memory is always `Ok`. On
+    /// damage, the entry is removed so that the next call recomputes it.
+    pub fn verify(&self) -> Result<(), MappedDamage> {
+        let Inner::Map(map) = &self.inner else {
+            return Ok(());
+        };
+        map.verified
+            .get_or_init(|| {
+                let bytes = &map.map[..];
+                let mut h = codec::checksum_hasher(bytes, map.signer.as_ref());
+                codec::update(&mut h, &bytes[HEADER_LEN..]);
+                if codec::checksum_matches(&h, bytes) {
+                    return Ok(());
+                }
+                let damage = codec::checksum_damage(bytes);
+                if let Some(entry) = &map.entry {
+                    tracing::warn!(
+                        "{}: a mapped result is damaged ({damage}); it is removed",
+                        entry.display()
+                    );
+                    let _ = std::fs::remove_dir_all(entry);
+                }
+                Err(damage)
+            })
+            .clone()
+            .map_err(|damage| MappedDamage {
+                entry: map
+                    .entry
+                    .as_ref()
+                    .map_or_else(String::new, |p| p.display().to_string()),
+                damage,
+            })
+    }
+
+    /// The elements, row-major, after [`verify`](Mapped::verify).
+    pub fn try_elements(&self) -> Result<&[T::Elem], MappedDamage> {
+        match &self.inner {
+            Inner::Owned(value) => Ok(value.contiguous().expect("kept row-major and contiguous")),
+            Inner::Map(map) => {
+                self.verify()?;
+                Ok(map_elements::<T::Elem>(map))
+            }
+        }
+    }
+
+    /// The value in memory: itself, or a copy of the mapped elements.
+    ///
+    /// # Panics
+    /// When a mapped entry fails its checksum (see [`verify`](Mapped::verify)).
+    pub fn into_owned(self) -> T {
+        match self.inner {
+            Inner::Owned(value) => value,
+            Inner::Map(ref map) => {
+                let elements = self.deref().to_vec();
+                T::from_elements(&map.shape, elements)
+                    .expect("the descriptor was checked against the type")
+            }
+        }
+    }
+}
+
+fn map_elements<P: Element>(map: &Map) -> &[P] {
+    let bytes = &map.map[map.offset..map.offset + map.count * std::mem::size_of::<P>()];
+    #[cfg(target_endian = "little")]
+    {
+        debug_assert_eq!(bytes.as_ptr() as usize % std::mem::align_of::<P>(), 0);
+        // SAFETY: the data starts at a file offset that is a multiple of
+        // 64 in a page-aligned map, so it is aligned for `P`; it spans
+        // exactly `count` elements (checked against the file's length);
+        // every bit pattern is a valid `P`; the map is read-only and lives
+        // as long as the returned slice.
+        unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<P>(), map.count) }
+    }
+    #[cfg(target_endian = "big")]
+    compile_error!("memory-mapped results need a little-endian machine");
+}
+
+impl<T: StoredBuffer> Deref for Mapped<T> {
+    type Target = [T::Elem];
+
+    /// The elements, row-major.
+    ///
+    /// # Panics
+    /// When a mapped entry fails its checksum the first time it is touched
+    /// (the entry is removed; see [`verify`](Mapped::verify)).
+    fn deref(&self) -> &[T::Elem] {
+        match self.try_elements() {
+            Ok(elements) => elements,
+            Err(e) => panic!("memento: {e}"),
+        }
+    }
+}
+
+#[cfg(feature = "ndarray")]
+impl<P: Element, D: ndarray::Dimension + Serialize + 'static> Mapped<ndarray::Array<P, D>> {
+    /// A view of the array.
+    ///
+    /// # Panics
+    /// When a mapped entry fails its checksum (see [`verify`](Mapped::verify)).
+    pub fn view(&self) -> ndarray::ArrayView<'_, P, D> {
+        match &self.inner {
+            Inner::Owned(value) => value.view(),
+            Inner::Map(map) => crate::buffer::array_view::<P, D>(&map.shape, self)
+                .expect("the descriptor was checked against the type"),
+        }
+    }
+}
+
+impl<T: StoredBuffer> fmt::Debug for Mapped<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mapped")
+            .field("element", &T::Elem::NAME)
+            .field("shape", &self.shape())
+            .field("mapped", &self.is_mapped())
+            .finish()
+    }
+}
+
+impl<T: StoredBuffer> Serialize for Mapped<T> {
+    /// As `T` serializes.
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let elements = self.try_elements().map_err(serde::ser::Error::custom)?;
+        let shape: Vec<u64> = self.shape().iter().map(|&n| n as u64).collect();
+        T::serialize_parts(&shape, elements, serializer)
+    }
+}
+
+impl<'de, T: StoredBuffer + Deserialize<'de>> Deserialize<'de> for Mapped<T> {
+    /// As `T` deserializes: a value in memory.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        T::deserialize(deserializer).map(Mapped::from)
+    }
+}
+
+impl<T: StoredBuffer> KeyBuffer for Mapped<T> {
+    fn element(&self) -> &'static str {
+        T::Elem::NAME
+    }
+    /// As the value in memory would: a mapped array and its owned copy
+    /// give the same key.
+    fn with_bytes<R>(&self, f: impl FnOnce(&[u64], &[u8]) -> R) -> R {
+        let shape: Vec<u64> = self.shape().iter().map(|&n| n as u64).collect();
+        f(&shape, &crate::buffer::le_bytes(self))
+    }
+}
