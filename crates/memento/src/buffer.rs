@@ -411,6 +411,11 @@ pub(crate) fn encode_parts<P: Element>(shape: &[u64], elements: &[P], out: &mut 
     let offset = data_offset(shape.len());
     let bytes = le_bytes(elements);
     out.reserve(offset + bytes.len());
+    #[cfg(target_os = "linux")]
+    advise_huge_pages(
+        out.spare_capacity_mut().as_mut_ptr().cast(),
+        offset + bytes.len(),
+    );
     out.extend_from_slice(&[P::TAG, shape.len() as u8, 0, 0, 0, 0, 0, 0]);
     for n in shape {
         out.extend_from_slice(&n.to_le_bytes());

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_reflection::{FormatHolder, Tracer, TracerConfig};
+use serde_reflection::{Format, FormatHolder, Tracer, TracerConfig};
 
 use crate::codec::{Compression, CODEC_POSTCARD, ENTRY_FORMAT_VERSION};
 use crate::entry::Metadata;
@@ -376,7 +376,45 @@ fn shape_of_type<T: DeserializeOwned + 'static>() -> Shape {
 /// recursively) and hashes it. A type that cannot be traced (a
 /// `deserialize_any` format, a validating `Deserialize`) falls back to its
 /// type name, with a warning: changes of its definition are then not seen.
-fn trace<T: DeserializeOwned>() -> Shape {
+fn trace<T: DeserializeOwned + 'static>() -> Shape {
+    if let Some(format) = builtin_format::<T>() {
+        return builtin_shape(format);
+    }
+    traced::<T>()
+}
+
+/// The shape of a primitive output type, exactly as tracing finds it (a
+/// lone format, an empty registry), without running the tracer: it is the
+/// first hit's largest cost in a fresh process.
+fn builtin_shape(format: Format) -> Shape {
+    let registry = serde_reflection::Registry::new();
+    let key = Key::of(&("memento shape v1", &format, &registry))
+        .unwrap_or_else(|_| Key::from_bytes([0; 32]));
+    Shape {
+        hash: *key.as_bytes(),
+        traced: true,
+    }
+}
+
+fn builtin_format<T: 'static>() -> Option<Format> {
+    let t = TypeId::of::<T>();
+    macro_rules! builtin {
+        ($($ty:ty => $format:expr),* $(,)?) => {$(
+            if t == TypeId::of::<$ty>() {
+                return Some($format);
+            }
+        )*};
+    }
+    builtin! {
+        bool => Format::Bool, char => Format::Char, String => Format::Str, () => Format::Unit,
+        i8 => Format::I8, i16 => Format::I16, i32 => Format::I32, i64 => Format::I64,
+        i128 => Format::I128, u8 => Format::U8, u16 => Format::U16, u32 => Format::U32,
+        u64 => Format::U64, u128 => Format::U128, f32 => Format::F32, f64 => Format::F64,
+    }
+    None
+}
+
+fn traced<T: DeserializeOwned>() -> Shape {
     let type_name = std::any::type_name::<T>();
     let mut tracer = Tracer::new(TracerConfig::default());
     let traced = tracer
@@ -451,6 +489,33 @@ impl FunctionRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn builtin_shapes_are_the_traced_ones() {
+        fn same<T: DeserializeOwned + 'static>() {
+            let quick = trace::<T>();
+            let slow = traced::<T>();
+            assert_eq!(quick.hash, slow.hash, "{}", std::any::type_name::<T>());
+            assert!(builtin_format::<T>().is_some());
+        }
+        same::<bool>();
+        same::<char>();
+        same::<String>();
+        same::<()>();
+        same::<i8>();
+        same::<i16>();
+        same::<i32>();
+        same::<i64>();
+        same::<i128>();
+        same::<u8>();
+        same::<u16>();
+        same::<u32>();
+        same::<u64>();
+        same::<u128>();
+        same::<f32>();
+        same::<f64>();
+        assert!(builtin_format::<Vec<f64>>().is_none());
+    }
 
     #[test]
     fn folders_stay_inside() {

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: memento, joblib.Memory, python-diskcache's
+# memoize and the Rust `cached` crate's disk store (4.1, redb), the same
+# cases on this machine in one run, then a table of medians and ratios.
+#
+#   bash bench/compare.sh            # everything (a few minutes, ~2 GB of disk)
+#
+# It installs joblib, numpy and diskcache with pip into bench/.venv and
+# builds bench/peers (memento and cached) in release mode. Results stay in
+# target/compare/results.txt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+VENV=$ROOT/bench/.venv
+if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV"
+fi
+"$VENV/bin/pip" install --quiet --disable-pip-version-check joblib numpy diskcache
+PY="$VENV/bin/python"
+cargo build --quiet --release --manifest-path bench/peers/Cargo.toml
+RS=$ROOT/bench/peers/target/release/memento-peers
+
+OUT=$ROOT/target/compare
+rm -rf "$OUT"
+mkdir -p "$OUT"
+RESULTS=$OUT/results.txt
+: > "$RESULTS"
+
+run() { # peer case [n]: one process, its RESULT lines appended
+    local peer=$1 case=$2 n=${3:-1000} dir=$OUT/$1
+    case $peer in
+    joblib | diskcache) "$PY" "$ROOT/bench/peers.py" "$peer" "$case" "$dir/store" "$n" ;;
+    *) MEMENTO_DIR=$dir/store XDG_CACHE_HOME=$dir/xdg "$RS" "$peer" "$case" "$n" ;;
+    esac | tee -a "$RESULTS"
+}
+
+echo "versions: $("$PY" -c 'import joblib, numpy, diskcache, sys; print("python", sys.version.split()[0], "joblib", joblib.__version__, "numpy", numpy.__version__, "diskcache", diskcache.__version__)'); cached 4.1.0; $(rustc --version)"
+echo "machine: $(nproc) cores, $(uname -r)"
+echo
+
+for peer in memento cached joblib diskcache; do
+    echo "== $peer: small results"
+    run "$peer" fill 1000 > /dev/null
+    for _ in $(seq 21); do run "$peer" fresh > /dev/null; done
+    run "$peer" steady 1000 > /dev/null
+    rm -rf "${OUT:?}/$peer"
+done
+run raw raw
+for peer in memento joblib diskcache; do
+    echo "== $peer: 100 MiB argument"
+    run "$peer" array-arg
+    rm -rf "${OUT:?}/$peer"
+done
+for peer in memento cached joblib diskcache; do
+    echo "== $peer: 100 MiB result"
+    run "$peer" array-result
+    rm -rf "${OUT:?}/$peer"
+done
+echo
+"$PY" "$ROOT/bench/table.py" "$RESULTS" | tee "$OUT/table.txt"
