@@ -28,6 +28,8 @@ RESULTS=$OUT/results.txt
 
 run() { # peer case [n]: one process, its RESULT lines appended
     local peer=$1 case=$2 n=${3:-1000} dir=$OUT/$1
+    # Nobody starts while the kernel still writes back someone else's data.
+    sync
     case $peer in
     joblib | diskcache) "$PY" "$ROOT/bench/peers.py" "$peer" "$case" "$dir/store" "$n" ;;
     *) MEMENTO_DIR=$dir/store XDG_CACHE_HOME=$dir/xdg "$RS" "$peer" "$case" "$n" ;;

@@ -100,6 +100,27 @@
 //! assert_eq!(c.area(), c.area());
 //! ```
 //!
+//! # Large arrays
+//!
+//! Arrays of numbers (`Vec<f64>`, `&[u8]`, `Box<[i32]>`, and with the
+//! `ndarray` feature ndarray arrays and views) are hashed as the bytes they
+//! are, on every core, and stored as raw bytes that are read back in one go
+//! or, with `#[memento::cache(mmap)]` and a [`Mapped`] result, memory-mapped.
+//! The [`buffer`] and [`mapped`] modules tell how.
+//!
+//! ```
+//! # let dir = tempfile::tempdir().unwrap();
+//! # std::env::set_var("MEMENTO_DIR", dir.path());
+//! #[memento::cache]
+//! fn smooth(samples: &[f64], width: usize) -> Vec<f64> {
+//!     samples.windows(width).map(|w| w.iter().sum::<f64>() / width as f64).collect()
+//! }
+//!
+//! let samples: Vec<f64> = (0..100_000).map(|i| (i as f64).sin()).collect();
+//! let first = smooth(&samples, 8); // computed
+//! assert_eq!(smooth(&samples, 8), first); // the same bytes: stored
+//! ```
+//!
 //! # Limits
 //!
 //! A [`Memory`] can bound what it keeps: [`Memory::bytes_limit`],
