@@ -407,21 +407,48 @@ pub(crate) fn encode<B: StoredBuffer>(value: &B, out: &mut Vec<u8>) {
 
 /// Appends the payload of `elements` in `shape` to `out`.
 pub(crate) fn encode_parts<P: Element>(shape: &[u64], elements: &[P], out: &mut Vec<u8>) {
-    let start = out.len();
-    let offset = data_offset(shape.len());
     let bytes = le_bytes(elements);
-    out.reserve(offset + bytes.len());
+    out.reserve(data_offset(shape.len()) + bytes.len());
     #[cfg(target_os = "linux")]
     advise_huge_pages(
         out.spare_capacity_mut().as_mut_ptr().cast(),
-        offset + bytes.len(),
+        data_offset(shape.len()) + bytes.len(),
     );
-    out.extend_from_slice(&[P::TAG, shape.len() as u8, 0, 0, 0, 0, 0, 0]);
+    write_descriptor(P::TAG, shape, out);
+    out.extend_from_slice(&bytes);
+}
+
+/// Appends the descriptor of a buffer payload (up to its data) to `out`.
+pub(crate) fn write_descriptor(tag: u8, shape: &[u64], out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[tag, shape.len() as u8, 0, 0, 0, 0, 0, 0]);
     for n in shape {
         out.extend_from_slice(&n.to_le_bytes());
     }
-    out.resize(start + offset, 0);
-    out.extend_from_slice(&bytes);
+    out.resize(start + data_offset(shape.len()), 0);
+}
+
+/// A stored buffer's parts, its data borrowed from the value itself: what
+/// a large result is written from, without a copy.
+pub(crate) struct Parts<'a> {
+    pub(crate) tag: u8,
+    pub(crate) shape: Vec<u64>,
+    /// The elements' little-endian bytes.
+    pub(crate) data: &'a [u8],
+}
+
+/// The parts of `value` when its elements are contiguous and already
+/// little-endian in memory.
+fn parts_of<B: StoredBuffer>(value: &B) -> Option<Parts<'_>> {
+    let elements = value.contiguous()?;
+    match le_bytes(elements) {
+        Cow::Borrowed(data) => Some(Parts {
+            tag: B::Elem::TAG,
+            shape: value.shape(),
+            data,
+        }),
+        Cow::Owned(_) => None,
+    }
 }
 
 /// What the descriptor of a buffer payload says.
@@ -667,6 +694,7 @@ pub(crate) struct Ops {
     pub(crate) encode: fn(&dyn Any, &mut Vec<u8>) -> Result<(), String>,
     pub(crate) decode: fn(&[u8], &mut dyn Any) -> Result<(), String>,
     pub(crate) read_file: ReadFile,
+    pub(crate) parts: fn(&dyn Any) -> Option<Parts<'_>>,
     /// A [`Mapped`](crate::Mapped) type: stored entries are mapped, not read.
     pub(crate) mapped: bool,
 }
@@ -700,6 +728,7 @@ impl Ops {
                 put(out, value).map_err(ReadError::Damage)?;
                 Ok(Checked::Now)
             },
+            parts: |value| parts_of(value.downcast_ref::<B>()?),
             mapped: false,
         }
     }
@@ -737,6 +766,18 @@ impl Ops {
                 );
                 put(out, value).map_err(ReadError::Damage)?;
                 Ok(Checked::Deferred)
+            },
+            parts: |value| {
+                let v = value.downcast_ref::<crate::Mapped<B>>()?;
+                let data = match le_bytes(v.try_elements().ok()?) {
+                    Cow::Borrowed(data) => data,
+                    Cow::Owned(_) => return None,
+                };
+                Some(Parts {
+                    tag: B::Elem::TAG,
+                    shape: v.shape().iter().map(|&n| n as u64).collect(),
+                    data,
+                })
             },
             mapped: true,
         }

@@ -234,21 +234,50 @@ pub enum Damage {
 }
 
 /// An encoded entry, and its payload before compression when compressed.
-pub(crate) struct Encoded {
+/// A large plain buffer is not copied: `entry` then holds the header and
+/// the descriptor, and `tail` the data, borrowed from the value.
+pub(crate) struct Encoded<'v> {
     pub(crate) entry: Vec<u8>,
     pub(crate) plain: Option<Vec<u8>>,
+    pub(crate) tail: &'v [u8],
 }
+
+/// Plain buffers at least this large are written from the value's own
+/// memory.
+pub(crate) const BORROW_TAIL: usize = 1024 * 1024;
 
 /// Encodes `value` as a whole entry for `key`: a plain buffer if `T` is
 /// one of the buffer types, else postcard.
-pub(crate) fn encode<T: Serialize + 'static>(
+pub(crate) fn encode<'v, T: Serialize + 'static>(
     key: &Key,
-    value: &T,
+    value: &'v T,
     created_ms: u64,
     signer: Option<&Signer>,
     compression: Compression,
-) -> Result<Encoded, String> {
+) -> Result<Encoded<'v>, String> {
     let buffer = crate::buffer::ops::<T>();
+    if let (Some(ops), Compression::None) = (buffer, compression) {
+        if let Some(parts) = (ops.parts)(value).filter(|p| p.data.len() >= BORROW_TAIL) {
+            let mut out = vec![0u8; HEADER_LEN];
+            crate::buffer::write_descriptor(parts.tag, &parts.shape, &mut out);
+            let payload_len = (out.len() - HEADER_LEN + parts.data.len()) as u64;
+            let codec = compression.codec(true);
+            write_header_with(
+                &mut out,
+                key,
+                payload_len,
+                created_ms,
+                signer,
+                codec,
+                parts.data,
+            );
+            return Ok(Encoded {
+                entry: out,
+                plain: None,
+                tail: parts.data,
+            });
+        }
+    }
     let payload_into = |out: Vec<u8>| -> Result<Vec<u8>, String> {
         match buffer {
             Some(ops) => {
@@ -267,6 +296,7 @@ pub(crate) fn encode<T: Serialize + 'static>(
         return Ok(Encoded {
             entry: out,
             plain: None,
+            tail: &[],
         });
     }
     let plain = payload_into(Vec::new())?;
@@ -284,6 +314,7 @@ pub(crate) fn encode<T: Serialize + 'static>(
     Ok(Encoded {
         entry: out,
         plain: Some(plain),
+        tail: &[],
     })
 }
 
@@ -353,6 +384,20 @@ fn write_header(
     signer: Option<&Signer>,
     codec: u16,
 ) {
+    write_header_with(out, key, payload_len, created_ms, signer, codec, &[]);
+}
+
+/// Fills the header in front of a payload whose first part is in place
+/// and whose rest is `tail`.
+fn write_header_with(
+    out: &mut [u8],
+    key: &Key,
+    payload_len: u64,
+    created_ms: u64,
+    signer: Option<&Signer>,
+    codec: u16,
+    tail: &[u8],
+) {
     out[0..4].copy_from_slice(MAGIC);
     out[4..6].copy_from_slice(&ENTRY_FORMAT_VERSION.to_le_bytes());
     let codec = codec | if signer.is_some() { SIGNED_FLAG } else { 0 };
@@ -360,8 +405,10 @@ fn write_header(
     out[8..16].copy_from_slice(&payload_len.to_le_bytes());
     out[16..24].copy_from_slice(&created_ms.to_le_bytes());
     out[24..SIGNED].copy_from_slice(key.as_bytes());
-    let sum = checksum(&out[..SIGNED], &out[HEADER_LEN..], signer);
-    out[SIGNED..HEADER_LEN].copy_from_slice(&sum);
+    let mut h = checksum_hasher(out, signer);
+    update(&mut h, &out[HEADER_LEN..]);
+    update(&mut h, tail);
+    out[SIGNED..HEADER_LEN].copy_from_slice(h.finalize().as_bytes());
 }
 
 fn checksum(head: &[u8], payload: &[u8], signer: Option<&Signer>) -> [u8; 32] {

@@ -797,13 +797,13 @@ impl Memory {
     }
 
     /// Encodes one result and prepares all that is to be written.
-    fn prepare<T: Serialize + 'static>(
+    fn prepare<'v, T: Serialize + 'static>(
         &self,
         pending: &Pending<'_, T>,
         key: &Key,
-        value: &T,
+        value: &'v T,
         duration: Duration,
-    ) -> Result<Write> {
+    ) -> Result<Write<'v>> {
         let function = pending.function;
         let created = SystemTime::now();
         let created_ms = created
@@ -833,6 +833,7 @@ impl Memory {
                 }
             })?;
         let bytes = encoded.entry;
+        let tail = encoded.tail;
         let record = match &pending.state {
             Some(state) if !state.record_on_disk.load(Ordering::Acquire) => {
                 let record = function.record(pending.shape, std::any::type_name::<T>());
@@ -850,7 +851,7 @@ impl Memory {
             key.to_hex(),
             created,
             duration,
-            bytes.len() as u64,
+            (bytes.len() + tail.len()) as u64,
             pending.args.clone(),
         );
         Ok(Write {
@@ -860,6 +861,7 @@ impl Memory {
                 .as_str()
                 .to_string(),
             bytes,
+            tail,
             plain: encoded.plain,
             metadata: EntryName::new(function.folder(), key, "metadata.json")
                 .as_str()
@@ -867,7 +869,7 @@ impl Memory {
             json: serde_json::to_vec_pretty(&meta).unwrap_or_default(),
             force: pending.mode.force,
             created_ms,
-            keep_in_memory: function.validator().is_none() && !mapped::<T>(),
+            keep_in_memory: function.validator().is_none() && !mapped::<T>() && tail.is_empty(),
             hits: (
                 format!("{}/hits.json", function.folder()),
                 function.hits.swap(0, Ordering::Relaxed),
@@ -878,7 +880,7 @@ impl Memory {
 
     /// Writes a prepared result: the record if needed, `output.bin`
     /// (published if absent, or replaced when forced), then `metadata.json`.
-    fn commit(&self, write: Write) -> Result<()> {
+    fn commit(&self, write: Write<'_>) -> Result<()> {
         let store = &*self.inner.store;
         let mut written = 0;
         if let Some((name, json, state)) = &write.record {
@@ -898,14 +900,14 @@ impl Memory {
         }
         let published = if write.force {
             self.inner.hot.remove(&write.key);
-            store.write(&write.output, &write.bytes)?;
+            store.write_parts(&write.output, &[&write.bytes, write.tail])?;
             true
         } else {
-            store.publish(&write.output, &write.bytes)?
+            store.publish_parts(&write.output, &[&write.bytes, write.tail])?
         };
         if published {
             store.write(&write.metadata, &write.json)?;
-            let size = (write.bytes.len() + write.json.len()) as u64;
+            let size = (write.bytes.len() + write.tail.len() + write.json.len()) as u64;
             written += size;
             if let Some(index) = &self.inner.index {
                 index.append(&write.folder, &write.key, size, write.created_ms);
@@ -972,6 +974,9 @@ impl<T: Serialize + 'static> Pending<'_, T> {
     /// executor's threads do not wait for the disk. Works with any executor.
     pub async fn store_async(self, value: T) -> T {
         if let Some(write) = self.prepare(&value) {
+            // The write outlives this borrow of the value (the future may be
+            // dropped while it runs): it takes its own copy.
+            let write = write.into_owned();
             let memory = self.memory.clone();
             let committed = crate::background::run(move || memory.commit(write)).await;
             if let Err(e) = committed {
@@ -999,7 +1004,7 @@ impl<T: Serialize + 'static> Pending<'_, T> {
 
     /// Logs the computation and encodes the value; `None` when there is
     /// nothing to write (no key, or the value cannot be encoded).
-    fn prepare(&self, value: &T) -> Option<Write> {
+    fn prepare<'v>(&self, value: &'v T) -> Option<Write<'v>> {
         let duration = self.started.elapsed();
         tracing::info!(
             "{}: computed in {:.3}s",
@@ -1028,12 +1033,15 @@ impl<T: Serialize + 'static> Pending<'_, T> {
 
 /// A result ready to be written, owning all it needs so that the writing
 /// can move to another thread.
-struct Write {
+struct Write<'v> {
     key: Key,
     /// `function.json`, when this Memory has not written it yet.
     record: Option<(String, Vec<u8>, Arc<FnState>)>,
     output: String,
     bytes: Vec<u8>,
+    /// The rest of `output.bin` after `bytes`: a large plain buffer's
+    /// data, borrowed from the value (empty otherwise).
+    tail: &'v [u8],
     /// The postcard bytes, when `bytes` holds them compressed.
     plain: Option<Vec<u8>>,
     metadata: String,
@@ -1045,6 +1053,29 @@ struct Write {
     hits: (String, u64),
     /// The function's folder, for the eviction index.
     folder: String,
+}
+
+impl Write<'_> {
+    /// The same write, owning all its bytes.
+    fn into_owned(self) -> Write<'static> {
+        let mut bytes = self.bytes;
+        bytes.extend_from_slice(self.tail);
+        Write {
+            key: self.key,
+            record: self.record,
+            output: self.output,
+            bytes,
+            tail: &[],
+            plain: self.plain,
+            metadata: self.metadata,
+            json: self.json,
+            force: self.force,
+            created_ms: self.created_ms,
+            keep_in_memory: self.keep_in_memory,
+            hits: self.hits,
+            folder: self.folder,
+        }
+    }
 }
 
 /// Why a stored entry is not served.

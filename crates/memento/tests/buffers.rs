@@ -251,3 +251,24 @@ fn large_buffers_are_checked_like_small_ones() {
         assert_eq!(computed.get(), before + 1, "{what}: stored again");
     }
 }
+
+static ASYNC_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+#[memento::cache(memory = MEM)]
+async fn large_later(n: usize) -> Vec<u8> {
+    ASYNC_CALLS.fetch_add(1, SeqCst);
+    (0..n).map(|i| (i % 251) as u8).collect()
+}
+
+/// Async functions write on a thread of their own: a large buffer is copied
+/// for it (the future could be dropped while the write runs).
+#[test]
+fn large_buffers_of_async_functions() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let expected: Vec<u8> = (0..3 << 20).map(|i| (i % 251) as u8).collect();
+    assert_eq!(rt.block_on(large_later(3 << 20)), expected);
+    assert_eq!(rt.block_on(large_later(3 << 20)), expected);
+    assert_eq!(ASYNC_CALLS.load(SeqCst), 1);
+}

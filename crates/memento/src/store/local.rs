@@ -95,7 +95,7 @@ impl LocalStore {
 
     /// Writes `bytes` to a new temporary file in the folder of `path`,
     /// creating folders as needed.
-    fn temp_with(&self, path: &Path, bytes: &[u8]) -> Result<tempfile::NamedTempFile> {
+    fn temp_with(&self, path: &Path, parts: &[&[u8]]) -> Result<tempfile::NamedTempFile> {
         let dir = path.parent().unwrap_or(&self.root);
         if !self.root_ready.load(Ordering::Acquire) {
             self.ensure_root()?;
@@ -115,8 +115,10 @@ impl LocalStore {
             }
             Err(e) => return Err(Error::io("create a file in", dir, e)),
         };
-        tmp.write_all(bytes)
-            .map_err(|e| Error::io("write", tmp.path(), e))?;
+        for part in parts {
+            tmp.write_all(part)
+                .map_err(|e| Error::io("write", tmp.path(), e))?;
+        }
         Ok(tmp)
     }
 }
@@ -202,9 +204,13 @@ impl Store for LocalStore {
     }
 
     fn publish(&self, name: &str, bytes: &[u8]) -> Result<bool> {
+        self.publish_parts(name, &[bytes])
+    }
+
+    fn publish_parts(&self, name: &str, parts: &[&[u8]]) -> Result<bool> {
         check_name(name)?;
         let path = self.root.join(name);
-        let tmp = self.temp_with(&path, bytes)?;
+        let tmp = self.temp_with(&path, parts)?;
         match tmp.persist_noclobber(&path) {
             Ok(_) => {
                 // Leftovers of writers killed in this folder go now.
@@ -219,9 +225,13 @@ impl Store for LocalStore {
     }
 
     fn write(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        self.write_parts(name, &[bytes])
+    }
+
+    fn write_parts(&self, name: &str, parts: &[&[u8]]) -> Result<()> {
         check_name(name)?;
         let path = self.root.join(name);
-        let tmp = self.temp_with(&path, bytes)?;
+        let tmp = self.temp_with(&path, parts)?;
         tmp.persist(&path)
             .map_err(|e| Error::io("write", path, e.error))?;
         Ok(())

@@ -75,6 +75,19 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Writes the object, replacing any previous one atomically.
     fn write(&self, name: &str, bytes: &[u8]) -> Result<()>;
 
+    /// [`publish`](Store::publish) of an object given in parts, written one
+    /// after the other (large results are written from their own memory,
+    /// without a copy). The default joins them.
+    fn publish_parts(&self, name: &str, parts: &[&[u8]]) -> Result<bool> {
+        self.publish(name, &parts.concat())
+    }
+
+    /// [`write`](Store::write) of an object given in parts. The default
+    /// joins them.
+    fn write_parts(&self, name: &str, parts: &[&[u8]]) -> Result<()> {
+        self.write(name, &parts.concat())
+    }
+
     /// Every object under the folder `prefix` (`""` for all) with its size
     /// and last modification (for entries: last access), sorted by name.
     fn list_meta(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
