@@ -235,7 +235,8 @@ pub enum Damage {
 
 /// An encoded entry, and its payload before compression when compressed.
 /// A large plain buffer is not copied: `entry` then holds the header and
-/// the descriptor, and `tail` the data, borrowed from the value.
+/// the descriptor, and `tail` the data, borrowed from the value; the
+/// header's checksum is then still to be written ([`seal_head`]).
 pub(crate) struct Encoded<'v> {
     pub(crate) entry: Vec<u8>,
     pub(crate) plain: Option<Vec<u8>>,
@@ -262,15 +263,9 @@ pub(crate) fn encode<'v, T: Serialize + 'static>(
             crate::buffer::write_descriptor(parts.tag, &parts.shape, &mut out);
             let payload_len = (out.len() - HEADER_LEN + parts.data.len()) as u64;
             let codec = compression.codec(true);
-            write_header_with(
-                &mut out,
-                key,
-                payload_len,
-                created_ms,
-                signer,
-                codec,
-                parts.data,
-            );
+            // The checksum is left to `seal`, which the writer runs while
+            // it writes the data.
+            write_fields(&mut out, key, payload_len, created_ms, signer, codec);
             return Ok(Encoded {
                 entry: out,
                 plain: None,
@@ -387,6 +382,39 @@ fn write_header(
     write_header_with(out, key, payload_len, created_ms, signer, codec, &[]);
 }
 
+/// Fills the header fields in front of a payload, all but the checksum.
+fn write_fields(
+    out: &mut [u8],
+    key: &Key,
+    payload_len: u64,
+    created_ms: u64,
+    signer: Option<&Signer>,
+    codec: u16,
+) {
+    out[0..4].copy_from_slice(MAGIC);
+    out[4..6].copy_from_slice(&ENTRY_FORMAT_VERSION.to_le_bytes());
+    let codec = codec | if signer.is_some() { SIGNED_FLAG } else { 0 };
+    out[6..8].copy_from_slice(&codec.to_le_bytes());
+    out[8..16].copy_from_slice(&payload_len.to_le_bytes());
+    out[16..24].copy_from_slice(&created_ms.to_le_bytes());
+    out[24..SIGNED].copy_from_slice(key.as_bytes());
+}
+
+/// Writes the checksum into the header `head` (which also holds the start
+/// of the payload) of an entry whose payload ends with `tail`. `parallel`:
+/// hash on every core (else on the calling thread only, for a caller that
+/// keeps the other cores busy writing).
+pub(crate) fn seal_head(head: &mut [u8], tail: &[u8], signer: Option<&Signer>, parallel: bool) {
+    let mut h = checksum_hasher(head, signer);
+    h.update(&head[HEADER_LEN..]);
+    if parallel {
+        update(&mut h, tail);
+    } else {
+        h.update(tail);
+    }
+    head[SIGNED..HEADER_LEN].copy_from_slice(h.finalize().as_bytes());
+}
+
 /// Fills the header in front of a payload whose first part is in place
 /// and whose rest is `tail`.
 fn write_header_with(
@@ -398,17 +426,8 @@ fn write_header_with(
     codec: u16,
     tail: &[u8],
 ) {
-    out[0..4].copy_from_slice(MAGIC);
-    out[4..6].copy_from_slice(&ENTRY_FORMAT_VERSION.to_le_bytes());
-    let codec = codec | if signer.is_some() { SIGNED_FLAG } else { 0 };
-    out[6..8].copy_from_slice(&codec.to_le_bytes());
-    out[8..16].copy_from_slice(&payload_len.to_le_bytes());
-    out[16..24].copy_from_slice(&created_ms.to_le_bytes());
-    out[24..SIGNED].copy_from_slice(key.as_bytes());
-    let mut h = checksum_hasher(out, signer);
-    update(&mut h, &out[HEADER_LEN..]);
-    update(&mut h, tail);
-    out[SIGNED..HEADER_LEN].copy_from_slice(h.finalize().as_bytes());
+    write_fields(out, key, payload_len, created_ms, signer, codec);
+    seal_head(out, tail, signer, true);
 }
 
 fn checksum(head: &[u8], payload: &[u8], signer: Option<&Signer>) -> [u8; 32] {

@@ -898,12 +898,30 @@ impl Memory {
             }
             state.record_on_disk.store(true, Ordering::Release);
         }
-        let published = if write.force {
+        if write.force {
             self.inner.hot.remove(&write.key);
-            store.write_parts(&write.output, &[&write.bytes, write.tail])?;
+        }
+        let published = if !write.tail.is_empty() {
+            // A large buffer: its checksum is computed while the store
+            // writes its data.
+            let signer = self.inner.options.signer.as_ref();
+            let seal = || {
+                let mut head = write.bytes.clone();
+                codec::seal_head(&mut head, write.tail, signer, false);
+                head
+            };
+            store.publish_computed(
+                &write.output,
+                write.bytes.len(),
+                write.tail,
+                &seal,
+                write.force,
+            )?
+        } else if write.force {
+            store.write(&write.output, &write.bytes)?;
             true
         } else {
-            store.publish_parts(&write.output, &[&write.bytes, write.tail])?
+            store.publish(&write.output, &write.bytes)?
         };
         if published {
             store.write(&write.metadata, &write.json)?;
@@ -976,7 +994,7 @@ impl<T: Serialize + 'static> Pending<'_, T> {
         if let Some(write) = self.prepare(&value) {
             // The write outlives this borrow of the value (the future may be
             // dropped while it runs): it takes its own copy.
-            let write = write.into_owned();
+            let write = write.into_owned(self.memory.inner.options.signer.as_ref());
             let memory = self.memory.clone();
             let committed = crate::background::run(move || memory.commit(write)).await;
             if let Err(e) = committed {
@@ -1040,7 +1058,8 @@ struct Write<'v> {
     output: String,
     bytes: Vec<u8>,
     /// The rest of `output.bin` after `bytes`: a large plain buffer's
-    /// data, borrowed from the value (empty otherwise).
+    /// data, borrowed from the value (empty otherwise). When it is not
+    /// empty, the checksum in `bytes` is still to be written.
     tail: &'v [u8],
     /// The postcard bytes, when `bytes` holds them compressed.
     plain: Option<Vec<u8>>,
@@ -1056,10 +1075,13 @@ struct Write<'v> {
 }
 
 impl Write<'_> {
-    /// The same write, owning all its bytes.
-    fn into_owned(self) -> Write<'static> {
+    /// The same write, owning all its bytes (and its checksum written).
+    fn into_owned(self, signer: Option<&codec::Signer>) -> Write<'static> {
         let mut bytes = self.bytes;
-        bytes.extend_from_slice(self.tail);
+        if !self.tail.is_empty() {
+            codec::seal_head(&mut bytes, self.tail, signer, true);
+            bytes.extend_from_slice(self.tail);
+        }
         Write {
             key: self.key,
             record: self.record,

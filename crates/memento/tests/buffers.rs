@@ -272,3 +272,57 @@ fn large_buffers_of_async_functions() {
     assert_eq!(rt.block_on(large_later(3 << 20)), expected);
     assert_eq!(ASYNC_CALLS.load(SeqCst), 1);
 }
+
+/// Large buffers are written from the value's memory, their checksum (or
+/// signature) computed while the data is written: signed, replaced, read.
+#[test]
+fn large_buffers_signed_and_replaced() {
+    let dir = fresh_dir("large-signed");
+    let alpha = Memory::new(&dir).signing_key("alpha").in_memory_limit(0);
+    let f = Function::new("buffers", "signed_large");
+    let make = |k: u8| vec![k; 5 << 20];
+    let v: Vec<u8> = alpha.call(&f, &1u8, || make(1));
+    assert_eq!(v, make(1));
+    let again: Vec<u8> = alpha.call(&f, &1u8, || unreachable!("stored"));
+    assert_eq!(again, make(1));
+    // Another key does not trust it.
+    let beta = Memory::new(&dir).signing_key("beta").in_memory_limit(0);
+    let mut computed = false;
+    let _: Vec<u8> = beta.call(&f, &1u8, || {
+        computed = true;
+        make(1)
+    });
+    assert!(computed, "a foreign signature is refused");
+    // Replaced in place (a forced call, as the handles' call_forced does).
+    let key = alpha.key_of::<Vec<u8>, _>(&f, &2u8).unwrap();
+    let _: Vec<u8> = alpha.call(&f, &2u8, || make(2));
+    let name = {
+        let hex = key.to_hex();
+        format!("{}/{}/{}/output.bin", f.folder(), &hex[..2], &hex[2..])
+    };
+    let mut bytes = Vec::new();
+    assert!(alpha.store().read(&name, &mut bytes).unwrap());
+    let payload = codec::verify(&key, &bytes, Some(&codec::Signer::new("alpha"))).unwrap();
+    assert_eq!(
+        codec::decode_entry::<Vec<u8>>(&bytes, payload).unwrap().0,
+        make(2)
+    );
+}
+
+static FORCED: AtomicUsize = AtomicUsize::new(0);
+
+#[memento::cache(memory = MEM)]
+fn big_forced(n: usize) -> Vec<u16> {
+    let round = FORCED.fetch_add(1, SeqCst) as u16;
+    vec![round; n]
+}
+
+#[test]
+fn large_buffers_replaced_by_a_forced_call() {
+    let n = 1 << 20;
+    assert_eq!(big_forced(n), vec![0; n]);
+    assert_eq!(big_forced::call_forced(n), vec![1; n]);
+    // The replacement is what is stored now.
+    assert_eq!(big_forced(n), vec![1; n]);
+    assert_eq!(FORCED.load(SeqCst), 2);
+}

@@ -10,6 +10,21 @@ use std::time::{Duration, Instant, SystemTime};
 use super::{check_name, LockOutcome, ObjectMeta, Opened, Store, StoreLock};
 use crate::error::{Error, Result};
 
+/// Publishes a whole temporary file under `path` if nothing is there.
+fn publish_temp(tmp: tempfile::NamedTempFile, path: &Path) -> Result<bool> {
+    match tmp.persist_noclobber(path) {
+        Ok(_) => {
+            // Leftovers of writers killed in this folder go now.
+            if let Some(dir) = path.parent() {
+                sweep_folder(dir, LEFTOVER_AGE);
+            }
+            Ok(true)
+        }
+        Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(Error::io("write", path, e.error)),
+    }
+}
+
 /// Prefix of temporary files; listings skip them and a later cleanup may
 /// remove them.
 pub(crate) const TEMP_PREFIX: &str = ".tmp-";
@@ -211,17 +226,54 @@ impl Store for LocalStore {
         check_name(name)?;
         let path = self.root.join(name);
         let tmp = self.temp_with(&path, parts)?;
-        match tmp.persist_noclobber(&path) {
-            Ok(_) => {
-                // Leftovers of writers killed in this folder go now.
-                if let Some(dir) = path.parent() {
-                    sweep_folder(dir, LEFTOVER_AGE);
-                }
-                Ok(true)
-            }
-            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(Error::io("write", path, e.error)),
+        publish_temp(tmp, &path)
+    }
+
+    #[cfg(unix)]
+    fn publish_computed(
+        &self,
+        name: &str,
+        head_len: usize,
+        tail: &[u8],
+        head: &(dyn Fn() -> Vec<u8> + Sync),
+        replace: bool,
+    ) -> Result<bool> {
+        use std::os::unix::fs::FileExt;
+        check_name(name)?;
+        let path = self.root.join(name);
+        let tmp = self.temp_with(&path, &[])?;
+        // The tail is written here while the head is computed beside it;
+        // then the head goes in front. Nobody sees the file before it is
+        // whole: it is published by link or rename only after that.
+        let (computed, written) = std::thread::scope(|scope| {
+            let computing = scope.spawn(head);
+            let written = tmp.as_file().write_all_at(tail, head_len as u64);
+            (computing.join(), written)
+        });
+        written.map_err(|e| Error::io("write", tmp.path(), e))?;
+        let head = computed.map_err(|_| {
+            Error::io(
+                "write",
+                tmp.path(),
+                io::Error::other("computing the entry's header panicked"),
+            )
+        })?;
+        if head.len() != head_len {
+            return Err(Error::io(
+                "write",
+                tmp.path(),
+                io::Error::other("a header of another length than announced"),
+            ));
         }
+        tmp.as_file()
+            .write_all_at(&head, 0)
+            .map_err(|e| Error::io("write", tmp.path(), e))?;
+        if replace {
+            tmp.persist(&path)
+                .map_err(|e| Error::io("write", &path, e.error))?;
+            return Ok(true);
+        }
+        publish_temp(tmp, &path)
     }
 
     fn write(&self, name: &str, bytes: &[u8]) -> Result<()> {

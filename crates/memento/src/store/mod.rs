@@ -82,6 +82,29 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         self.publish(name, &parts.concat())
     }
 
+    /// Writes an object made of a head of `head_len` bytes and `tail`,
+    /// where the head is computed by `head` (from the tail: a checksum),
+    /// then publishes it ([`publish`](Store::publish), or
+    /// [`write`](Store::write) when `replace`). A backend may compute the
+    /// head on another thread while it writes the tail, as the local one
+    /// does; the default computes it first.
+    fn publish_computed(
+        &self,
+        name: &str,
+        head_len: usize,
+        tail: &[u8],
+        head: &(dyn Fn() -> Vec<u8> + Sync),
+        replace: bool,
+    ) -> Result<bool> {
+        let head = head();
+        debug_assert_eq!(head.len(), head_len);
+        if replace {
+            self.write_parts(name, &[&head, tail]).map(|()| true)
+        } else {
+            self.publish_parts(name, &[&head, tail])
+        }
+    }
+
     /// [`write`](Store::write) of an object given in parts. The default
     /// joins them.
     fn write_parts(&self, name: &str, parts: &[&[u8]]) -> Result<()> {
