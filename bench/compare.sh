@@ -3,7 +3,7 @@
 # memoize and the Rust `cached` crate's disk store (4.1, redb), the same
 # cases on this machine in one run, then a table of medians and ratios.
 #
-#   bash bench/compare.sh            # everything (a few minutes, ~2 GB of disk)
+#   bash bench/compare.sh            # everything (about a minute, up to 3 GB of disk)
 #
 # It installs joblib, numpy and diskcache with pip into bench/.venv and
 # builds bench/peers (memento and cached) in release mode. Results stay in
@@ -22,6 +22,11 @@ RS=$ROOT/bench/peers/target/release/memento-peers
 
 OUT=$ROOT/target/compare
 rm -rf "$OUT"
+# ext4 stalls writers that reuse blocks freed moments ago until its journal
+# commits them (every 5 s): let the removal above settle, and remove
+# nothing else until the end.
+sync
+sleep 6
 mkdir -p "$OUT"
 RESULTS=$OUT/results.txt
 : > "$RESULTS"
@@ -45,17 +50,17 @@ for peer in memento cached joblib diskcache; do
     run "$peer" fill 1000 > /dev/null
     for _ in $(seq 21); do run "$peer" fresh > /dev/null; done
     run "$peer" steady 1000 > /dev/null
-    rm -rf "${OUT:?}/$peer"
 done
 run raw raw
 for peer in memento joblib diskcache; do
     echo "== $peer: 100 MiB argument"
     run "$peer" array-arg
-    rm -rf "${OUT:?}/$peer"
 done
 for peer in memento cached joblib diskcache; do
     echo "== $peer: 100 MiB result"
     run "$peer" array-result
+done
+for peer in memento cached joblib diskcache; do
     rm -rf "${OUT:?}/$peer"
 done
 echo

@@ -10,12 +10,12 @@ use std::time::{Duration, Instant, SystemTime};
 use super::{check_name, LockOutcome, ObjectMeta, Opened, Store, StoreLock};
 use crate::error::{Error, Result};
 
-/// Publishes a whole temporary file under `path` if nothing is there.
-fn publish_temp(tmp: tempfile::NamedTempFile, path: &Path) -> Result<bool> {
+/// Publishes a whole temporary file under `path` if nothing is there;
+/// then, with `sweep`, removes leftovers of writers killed in its folder.
+fn publish_temp(tmp: tempfile::NamedTempFile, path: &Path, sweep: bool) -> Result<bool> {
     match tmp.persist_noclobber(path) {
         Ok(_) => {
-            // Leftovers of writers killed in this folder go now.
-            if let Some(dir) = path.parent() {
+            if let Some(dir) = path.parent().filter(|_| sweep) {
                 sweep_folder(dir, LEFTOVER_AGE);
             }
             Ok(true)
@@ -108,9 +108,10 @@ impl LocalStore {
         Ok(())
     }
 
-    /// Writes `bytes` to a new temporary file in the folder of `path`,
-    /// creating folders as needed.
-    fn temp_with(&self, path: &Path, parts: &[&[u8]]) -> Result<tempfile::NamedTempFile> {
+    /// Writes `parts` to a new temporary file in the folder of `path`,
+    /// creating folders as needed; also tells whether this call created the
+    /// folder (a new folder holds no leftovers to sweep).
+    fn temp_with(&self, path: &Path, parts: &[&[u8]]) -> Result<(tempfile::NamedTempFile, bool)> {
         let dir = path.parent().unwrap_or(&self.root);
         if !self.root_ready.load(Ordering::Acquire) {
             self.ensure_root()?;
@@ -120,12 +121,21 @@ impl LocalStore {
                 .prefix(TEMP_PREFIX)
                 .tempfile_in(dir)
         };
+        let mut created = false;
         let mut tmp = match make() {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                self.root_ready.store(false, Ordering::Release);
-                self.ensure_root()?;
-                fs::create_dir_all(dir).map_err(|e| Error::io("create folder", dir, e))?;
+                // Usually only the entry's own folder is missing.
+                match fs::create_dir(dir) {
+                    Ok(()) => created = true,
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(_) => {
+                        self.root_ready.store(false, Ordering::Release);
+                        self.ensure_root()?;
+                        fs::create_dir_all(dir).map_err(|e| Error::io("create folder", dir, e))?;
+                        created = true;
+                    }
+                }
                 make().map_err(|e| Error::io("create a file in", dir, e))?
             }
             Err(e) => return Err(Error::io("create a file in", dir, e)),
@@ -134,7 +144,7 @@ impl LocalStore {
             tmp.write_all(part)
                 .map_err(|e| Error::io("write", tmp.path(), e))?;
         }
-        Ok(tmp)
+        Ok((tmp, created))
     }
 }
 
@@ -225,8 +235,8 @@ impl Store for LocalStore {
     fn publish_parts(&self, name: &str, parts: &[&[u8]]) -> Result<bool> {
         check_name(name)?;
         let path = self.root.join(name);
-        let tmp = self.temp_with(&path, parts)?;
-        publish_temp(tmp, &path)
+        let (tmp, created) = self.temp_with(&path, parts)?;
+        publish_temp(tmp, &path, !created)
     }
 
     #[cfg(unix)]
@@ -241,7 +251,7 @@ impl Store for LocalStore {
         use std::os::unix::fs::FileExt;
         check_name(name)?;
         let path = self.root.join(name);
-        let tmp = self.temp_with(&path, &[])?;
+        let (tmp, created) = self.temp_with(&path, &[])?;
         // The tail is written here while the head is computed beside it;
         // then the head goes in front. Nobody sees the file before it is
         // whole: it is published by link or rename only after that.
@@ -273,7 +283,7 @@ impl Store for LocalStore {
                 .map_err(|e| Error::io("write", &path, e.error))?;
             return Ok(true);
         }
-        publish_temp(tmp, &path)
+        publish_temp(tmp, &path, !created)
     }
 
     fn write(&self, name: &str, bytes: &[u8]) -> Result<()> {
@@ -283,7 +293,7 @@ impl Store for LocalStore {
     fn write_parts(&self, name: &str, parts: &[&[u8]]) -> Result<()> {
         check_name(name)?;
         let path = self.root.join(name);
-        let tmp = self.temp_with(&path, parts)?;
+        let (tmp, _) = self.temp_with(&path, parts)?;
         tmp.persist(&path)
             .map_err(|e| Error::io("write", path, e.error))?;
         Ok(())
@@ -378,20 +388,30 @@ impl Store for LocalStore {
 
     fn lock(&self, name: &str, timeout: Option<Duration>) -> Result<LockOutcome> {
         check_name(name)?;
-        self.ensure_root()?;
         let path = self.root.join(name);
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).map_err(|e| Error::io("create folder", dir, e))?;
-        }
-        let deadline = timeout.map(|t| Instant::now() + t);
-        loop {
-            let file = fs::OpenOptions::new()
+        let open = || {
+            fs::OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
                 .truncate(false)
                 .open(&path)
-                .map_err(|e| Error::io("open the lock", &path, e))?;
+        };
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            // Folders are made only when missing: the common case costs one
+            // open.
+            let file = match open() {
+                Ok(file) => file,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    self.ensure_root()?;
+                    if let Some(dir) = path.parent() {
+                        fs::create_dir_all(dir).map_err(|e| Error::io("create folder", dir, e))?;
+                    }
+                    open().map_err(|e| Error::io("open the lock", &path, e))?
+                }
+                Err(e) => return Err(Error::io("open the lock", &path, e)),
+            };
             match deadline {
                 None => file.lock().map_err(|e| Error::io("lock", &path, e))?,
                 Some(deadline) => loop {
