@@ -45,13 +45,14 @@ echo "versions: $("$PY" -c 'import joblib, numpy, diskcache, sys; print("python"
 echo "machine: $(nproc) cores, $(uname -r)"
 echo
 
+run raw small
 for peer in memento cached joblib diskcache; do
     echo "== $peer: small results"
     run "$peer" fill 1000 > /dev/null
     for _ in $(seq 21); do run "$peer" fresh > /dev/null; done
     run "$peer" steady 1000 > /dev/null
 done
-run raw raw
+run raw big
 for peer in memento joblib diskcache; do
     echo "== $peer: 100 MiB argument"
     run "$peer" array-arg

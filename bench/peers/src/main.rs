@@ -173,7 +173,8 @@ fn main() {
             report(peer, "hit-array-arg", samples);
         }
         ("memento" | "cached", "array-result") => array_result(peer),
-        ("raw", "raw") => raw(),
+        ("raw", "small") => raw_small(),
+        ("raw", "big") => raw_big(),
         _ => {
             eprintln!("usage: memento-peers <memento|cached|raw> <case> [n]");
             std::process::exit(2);
@@ -235,9 +236,14 @@ fn array_result(peer: &str) {
     }
 }
 
-fn raw() {
+fn raw_dir() -> PathBuf {
     let dir = PathBuf::from(std::env::var_os("MEMENTO_DIR").expect("MEMENTO_DIR"));
     std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn raw_big() {
+    let dir = raw_dir();
     let v = big_array(7);
     // SAFETY: f64s are plain bytes.
     let bytes: &[u8] = unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), v.len() * 8) };
@@ -266,6 +272,10 @@ fn raw() {
         .collect();
     report("raw", "fs-read-100MiB", reads);
     std::fs::remove_file(&path).unwrap();
+}
+
+fn raw_small() {
+    let dir = raw_dir();
     // A small entry's worth: create a temp file, write, rename.
     let small = [7u8; 96];
     let smalls = (0..1000)
