@@ -151,7 +151,13 @@ fn damage_between_processes() {
         .find(|e| e.path().is_dir())
         .unwrap()
         .path();
-    let entry = fs::read_dir(shard).unwrap().next().unwrap().unwrap().path();
+    // The entry's folder (the shard also holds the keys' lock file).
+    let entry = fs::read_dir(shard)
+        .unwrap()
+        .flatten()
+        .find(|e| e.path().is_dir())
+        .unwrap()
+        .path();
     let output = entry.join("output.bin");
     let mut bytes = fs::read(&output).unwrap();
     let last = bytes.len() - 1;

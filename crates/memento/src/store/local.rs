@@ -40,6 +40,9 @@ pub struct LocalStore {
     root: PathBuf,
     root_ready: AtomicBool,
     access_granularity: Duration,
+    /// Per-key locks as byte ranges of one file per shard folder.
+    #[cfg(target_os = "linux")]
+    ranges: super::ranges::Ranges,
 }
 
 impl LocalStore {
@@ -49,6 +52,8 @@ impl LocalStore {
             root: root.into(),
             root_ready: AtomicBool::new(false),
             access_granularity: ACCESS_GRANULARITY,
+            #[cfg(target_os = "linux")]
+            ranges: Default::default(),
         }
     }
 
@@ -389,6 +394,19 @@ impl Store for LocalStore {
     fn lock(&self, name: &str, timeout: Option<Duration>) -> Result<LockOutcome> {
         check_name(name)?;
         let path = self.root.join(name);
+        #[cfg(target_os = "linux")]
+        if let Some(offset) = key_lock_offset(name) {
+            let shard = path.parent().unwrap_or(&self.root);
+            let make_dir = |dir: &Path| -> io::Result<()> {
+                self.ensure_root().map_err(io::Error::other)?;
+                fs::create_dir_all(dir)
+            };
+            return match self.ranges.lock(shard, offset, timeout, &make_dir) {
+                Ok(Some(lock)) => Ok(LockOutcome::Held(StoreLock::new(lock))),
+                Ok(None) => Ok(LockOutcome::TimedOut),
+                Err(e) => Err(Error::io("lock", shard.join(super::ranges::RANGES_FILE), e)),
+            };
+        }
         let open = || {
             fs::OpenOptions::new()
                 .read(true)
@@ -516,6 +534,17 @@ impl Drop for LocalLock {
         let _ = fs::remove_file(&self.path);
         let _ = self.file.unlock();
     }
+}
+
+/// The byte of a per-key lock (`<shard>/<62 hex>.lock`), if `name` is one.
+#[cfg(target_os = "linux")]
+fn key_lock_offset(name: &str) -> Option<i64> {
+    let file = name.rsplit('/').next()?;
+    let hex = file.strip_suffix(".lock")?;
+    if hex.len() != 62 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    super::ranges::offset_of(hex)
 }
 
 /// Is the open `file` the one at `path` now?

@@ -15,6 +15,8 @@ use std::time::{Duration, SystemTime};
 use crate::error::{Error, Result};
 
 mod local;
+#[cfg(target_os = "linux")]
+mod ranges;
 
 pub use local::{LocalStore, ACCESS_GRANULARITY};
 

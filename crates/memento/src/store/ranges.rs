@@ -1,0 +1,222 @@
+//! Per-key locks as byte ranges of one file per shard folder (Linux).
+//!
+//! A per-key lock file costs a miss an inode created and removed, the
+//! dearest metadata operations of a file system. Here the keys of a shard
+//! folder (`<function folder>/ab/`) share one file, `.keys`, kept open by
+//! the store; a key locks the one byte at an offset taken from its hex name
+//! with an open-file-description lock (`F_OFD_SETLKW`): one `fcntl` to lock,
+//! one to unlock. Like `flock`, such locks belong to the open file, are
+//! released by the kernel when their process dies, and are byte-range locks
+//! over NFS. Unlike a lock file, `.keys` is never removed by its users; if
+//! something else removes it (`clear` removes whole folders), a lock taken
+//! on the removed file is dropped and taken again on the file now there.
+//!
+//! Threads of one process share the open file, so two of them would both
+//! hold one range: the in-process flights (`memory/once.rs`) make sure only
+//! one thread per key asks.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The file of a shard folder whose bytes are its keys' locks.
+pub(super) const RANGES_FILE: &str = ".keys";
+
+/// The open `.keys` files of one store, by shard folder.
+#[derive(Debug, Default)]
+pub(super) struct Ranges {
+    open: Mutex<HashMap<PathBuf, Arc<File>>>,
+}
+
+/// A held range: unlocked when dropped.
+pub(super) struct RangeLock {
+    file: Arc<File>,
+    offset: i64,
+}
+
+impl Drop for RangeLock {
+    fn drop(&mut self) {
+        let _ = fcntl_lock(&self.file, self.offset, libc::F_UNLCK as i16, false);
+    }
+}
+
+/// The byte of a key's lock, from its 62 hex digits: the first 15 of them
+/// (60 bits; with the shard's 8, two keys share a byte once in 2^68).
+pub(super) fn offset_of(hex_name: &str) -> Option<i64> {
+    let digits = hex_name.get(..15)?;
+    i64::from_str_radix(digits, 16).ok()
+}
+
+fn fcntl_lock(file: &File, offset: i64, kind: i16, wait: bool) -> io::Result<bool> {
+    // SAFETY: a zeroed `flock` is valid; the fields set below are what
+    // F_OFD_* requires (l_pid must be 0).
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = kind;
+    lock.l_whence = libc::SEEK_SET as i16;
+    lock.l_start = offset;
+    lock.l_len = 1;
+    let cmd = if wait {
+        libc::F_OFD_SETLKW
+    } else {
+        libc::F_OFD_SETLK
+    };
+    loop {
+        // SAFETY: `lock` outlives the call; the descriptor is open.
+        let r = unsafe { libc::fcntl(file.as_raw_fd(), cmd, &lock) };
+        if r == 0 {
+            return Ok(true);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EAGAIN) | Some(libc::EACCES) if !wait => return Ok(false),
+            _ => return Err(e),
+        }
+    }
+}
+
+/// Is the open `file` the one at `path` now?
+fn same_inode(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+        _ => false,
+    }
+}
+
+impl Ranges {
+    /// The open `.keys` of `shard`, opened (and the folder made, by
+    /// `make_dir`) when needed.
+    fn file(
+        &self,
+        shard: &Path,
+        make_dir: &dyn Fn(&Path) -> io::Result<()>,
+    ) -> io::Result<Arc<File>> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(file) = open.get(shard) {
+            return Ok(file.clone());
+        }
+        let path = shard.join(RANGES_FILE);
+        let opener = || {
+            fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+        };
+        let file = match opener() {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                make_dir(shard)?;
+                opener()?
+            }
+            Err(e) => return Err(e),
+        };
+        let file = Arc::new(file);
+        open.insert(shard.to_path_buf(), file.clone());
+        Ok(file)
+    }
+
+    fn forget(&self, shard: &Path) {
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(shard);
+    }
+
+    /// Locks byte `offset` of `shard`'s `.keys`, waiting as long as
+    /// `timeout` allows (`None`: until it is free). `Ok(None)`: timed out.
+    pub(super) fn lock(
+        &self,
+        shard: &Path,
+        offset: i64,
+        timeout: Option<Duration>,
+        make_dir: &dyn Fn(&Path) -> io::Result<()>,
+    ) -> io::Result<Option<RangeLock>> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let path = shard.join(RANGES_FILE);
+        loop {
+            let file = self.file(shard, make_dir)?;
+            let held = match deadline {
+                None => fcntl_lock(&file, offset, libc::F_WRLCK as i16, true)?,
+                Some(deadline) => loop {
+                    if fcntl_lock(&file, offset, libc::F_WRLCK as i16, false)? {
+                        break true;
+                    }
+                    if Instant::now() >= deadline {
+                        break false;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                },
+            };
+            if !held {
+                return Ok(None);
+            }
+            let lock = RangeLock { file, offset };
+            if same_inode(&lock.file, &path) {
+                return Ok(Some(lock));
+            }
+            // `.keys` was removed (a clear) or replaced: this lock means
+            // nothing. Take it on the file that is there now.
+            drop(lock);
+            self.forget(shard);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_come_from_the_hex_name() {
+        assert_eq!(offset_of("000000000000001ffff"), Some(1));
+        assert_eq!(offset_of("fffffffffffffff0"), Some(0x0fff_ffff_ffff_ffff));
+        assert_eq!(offset_of("short"), None);
+        assert_eq!(offset_of("zzzzzzzzzzzzzzzz"), None);
+    }
+
+    #[test]
+    fn ranges_exclude_other_open_files_and_are_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let make = |d: &Path| fs::create_dir_all(d);
+        let a = Ranges::default();
+        let b = Ranges::default(); // another open file: as another process
+        let shard = dir.path().join("ab");
+        let held = a.lock(&shard, 7, None, &make).unwrap().unwrap();
+        // The same byte from another open file: busy.
+        let t = Some(Duration::from_millis(30));
+        assert!(b.lock(&shard, 7, t, &make).unwrap().is_none());
+        // Another byte: free at once.
+        assert!(b.lock(&shard, 8, t, &make).unwrap().is_some());
+        drop(held);
+        assert!(b.lock(&shard, 7, t, &make).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_removed_file_is_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let make = |d: &Path| fs::create_dir_all(d);
+        let a = Ranges::default();
+        let b = Ranges::default();
+        let shard = dir.path().join("cd");
+        let old = a.lock(&shard, 1, None, &make).unwrap().unwrap();
+        drop(old);
+        // `b` opens the file, then it is removed and made again.
+        let stale = b.file(&shard, &make).unwrap();
+        fs::remove_dir_all(&shard).unwrap();
+        let held = a.lock(&shard, 1, None, &make).unwrap().unwrap();
+        // `b` sees its open file is not the one there now, and takes the
+        // lock on the new one: busy, as it must be.
+        drop(stale);
+        let t = Some(Duration::from_millis(30));
+        assert!(b.lock(&shard, 1, t, &make).unwrap().is_none());
+        drop(held);
+        assert!(b.lock(&shard, 1, t, &make).unwrap().is_some());
+    }
+}
