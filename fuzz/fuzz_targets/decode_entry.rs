@@ -45,4 +45,8 @@ fuzz_target!(|data: &[u8]| {
     let _ = codec::decode::<Vec<Shape>>(payload);
     let _ = codec::decode::<(u64, f64, Option<Vec<String>>)>(payload);
     let _ = codec::decode::<BTreeMap<String, Vec<u32>>>(payload);
+    // Plain buffers: a descriptor, then raw elements.
+    let _ = codec::decode::<Vec<f64>>(payload);
+    let _ = codec::decode::<Box<[u16]>>(payload);
+    let _ = codec::decode::<memento::Mapped<Vec<u32>>>(payload);
 });
