@@ -3,7 +3,7 @@
 # memoize and the Rust `cached` crate's disk store (4.1, redb), the same
 # cases on this machine in one run, then a table of medians and ratios.
 #
-#   bash bench/compare.sh            # everything (about a minute, up to 3 GB of disk)
+#   bash bench/compare.sh            # everything (about two minutes, up to 3 GB of disk)
 #
 # It installs joblib, numpy and diskcache with pip into bench/.venv and
 # builds bench/peers (memento and cached) in release mode. Results stay in
@@ -23,10 +23,11 @@ RS=$ROOT/bench/peers/target/release/memento-peers
 OUT=$ROOT/target/compare
 rm -rf "$OUT"
 # ext4 stalls writers that reuse blocks freed moments ago until its journal
-# commits them (every 5 s): let the removal above settle, and remove
-# nothing else until the end.
+# commits them (every 5 s), and this machine's disk slows down for a while
+# after large writes: let the removal above settle, and remove nothing else
+# until the end.
 sync
-sleep 6
+sleep 20
 mkdir -p "$OUT"
 RESULTS=$OUT/results.txt
 : > "$RESULTS"
@@ -52,13 +53,21 @@ for peer in memento cached joblib diskcache; do
     for _ in $(seq 21); do run "$peer" fresh > /dev/null; done
     run "$peer" steady 1000 > /dev/null
 done
-run raw big
+# Large writes: this machine's disk slows down for a while after a few
+# hundred megabytes (its writeback, or the virtual disk's budget), which
+# would charge one peer for another's writes. Every large case starts
+# after a pause, and the raw write is measured in the same conditions.
+settle() { sync; sleep 8; }
 for peer in memento joblib diskcache; do
     echo "== $peer: 100 MiB argument"
+    settle
     run "$peer" array-arg
 done
+settle
+run raw big
 for peer in memento cached joblib diskcache; do
     echo "== $peer: 100 MiB result"
+    settle
     run "$peer" array-result
 done
 for peer in memento cached joblib diskcache; do
