@@ -29,8 +29,12 @@ pub(super) const RANGES_FILE: &str = ".keys";
 /// The open `.keys` files of one store, by shard folder.
 #[derive(Debug, Default)]
 pub(super) struct Ranges {
-    open: Mutex<HashMap<PathBuf, Arc<File>>>,
+    /// Each open file with its (device, inode), read once when opened.
+    open: Mutex<HashMap<PathBuf, Opened>>,
 }
+
+/// An open `.keys` and its (device, inode).
+type Opened = (Arc<File>, (u64, u64));
 
 /// A held range: unlocked when dropped.
 pub(super) struct RangeLock {
@@ -79,13 +83,15 @@ fn fcntl_lock(file: &File, offset: i64, kind: i16, wait: bool) -> io::Result<boo
     }
 }
 
-/// Is the open `file` the one at `path` now?
-fn same_inode(file: &File, path: &Path) -> bool {
+/// (device, inode) of a file's metadata.
+fn identity(meta: &fs::Metadata) -> (u64, u64) {
     use std::os::unix::fs::MetadataExt;
-    match (file.metadata(), fs::metadata(path)) {
-        (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
-        _ => false,
-    }
+    (meta.dev(), meta.ino())
+}
+
+/// Does `path` name the file of identity `id` now?
+fn still_there(id: (u64, u64), path: &Path) -> bool {
+    fs::metadata(path).is_ok_and(|m| identity(&m) == id)
 }
 
 impl Ranges {
@@ -95,10 +101,10 @@ impl Ranges {
         &self,
         shard: &Path,
         make_dir: &dyn Fn(&Path) -> io::Result<()>,
-    ) -> io::Result<Arc<File>> {
+    ) -> io::Result<Opened> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(file) = open.get(shard) {
-            return Ok(file.clone());
+        if let Some(found) = open.get(shard) {
+            return Ok(found.clone());
         }
         let path = shard.join(RANGES_FILE);
         let opener = || {
@@ -117,9 +123,10 @@ impl Ranges {
             }
             Err(e) => return Err(e),
         };
+        let id = identity(&file.metadata()?);
         let file = Arc::new(file);
-        open.insert(shard.to_path_buf(), file.clone());
-        Ok(file)
+        open.insert(shard.to_path_buf(), (file.clone(), id));
+        Ok((file, id))
     }
 
     fn forget(&self, shard: &Path) {
@@ -141,7 +148,7 @@ impl Ranges {
         let deadline = timeout.map(|t| Instant::now() + t);
         let path = shard.join(RANGES_FILE);
         loop {
-            let file = self.file(shard, make_dir)?;
+            let (file, id) = self.file(shard, make_dir)?;
             let held = match deadline {
                 None => fcntl_lock(&file, offset, libc::F_WRLCK as i16, true)?,
                 Some(deadline) => loop {
@@ -158,7 +165,7 @@ impl Ranges {
                 return Ok(None);
             }
             let lock = RangeLock { file, offset };
-            if same_inode(&lock.file, &path) {
+            if still_there(id, &path) {
                 return Ok(Some(lock));
             }
             // `.keys` was removed (a clear) or replaced: this lock means
@@ -208,7 +215,7 @@ mod tests {
         let old = a.lock(&shard, 1, None, &make).unwrap().unwrap();
         drop(old);
         // `b` opens the file, then it is removed and made again.
-        let stale = b.file(&shard, &make).unwrap();
+        let (stale, _) = b.file(&shard, &make).unwrap();
         fs::remove_dir_all(&shard).unwrap();
         let held = a.lock(&shard, 1, None, &make).unwrap().unwrap();
         // `b` sees its open file is not the one there now, and takes the
