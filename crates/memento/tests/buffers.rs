@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::LazyLock;
 
 use memento::codec::{self, CODEC_BUFFER};
-use memento::{Function, Memory};
+use memento::{Function, Mapped, Memory};
 
 /// In-memory layer off: every hit reads the store.
 static MEM: LazyLock<Memory> =
@@ -325,4 +325,30 @@ fn large_buffers_replaced_by_a_forced_call() {
     // The replacement is what is stored now.
     assert_eq!(big_forced(n), vec![1; n]);
     assert_eq!(FORCED.load(SeqCst), 2);
+}
+
+/// A store whose objects are not local files (the trait's defaults: no
+/// `open_file`, joined parts, the header computed first): large buffers and
+/// mapped results still round trip, as values in memory; a full disk still
+/// returns the value.
+#[test]
+fn large_buffers_through_a_store_without_files() {
+    let dir = fresh_dir("no-files");
+    let memory = Memory::with_store(common::Hooked::new(&dir)).in_memory_limit(0);
+    let f = Function::new("buffers", "no_files");
+    let make = || (0..(2 << 20) / 8).map(|i| i as f64).collect::<Vec<f64>>();
+    let v: Vec<f64> = memory.call(&f, &1u8, make);
+    let again: Vec<f64> = memory.call(&f, &1u8, || unreachable!("stored"));
+    assert_eq!(again, v);
+    let g = Function::new("buffers", "no_files_mapped");
+    let _: Mapped<Vec<f64>> = memory.call(&g, &1u8, || make().into());
+    let m: Mapped<Vec<f64>> = memory.call(&g, &1u8, || unreachable!("stored"));
+    assert!(!m.is_mapped(), "no file to map: a value in memory");
+    assert_eq!(&*m, &make()[..]);
+
+    let mut full = common::Hooked::new(&fresh_dir("no-files-full"));
+    full.disk_full = true;
+    let memory = Memory::with_store(full).in_memory_limit(0);
+    let v: Vec<f64> = memory.call(&f, &2u8, make);
+    assert_eq!(v, make());
 }

@@ -97,11 +97,7 @@ fn still_there(id: (u64, u64), path: &Path) -> bool {
 impl Ranges {
     /// The open `.keys` of `shard`, opened (and the folder made, by
     /// `make_dir`) when needed.
-    fn file(
-        &self,
-        shard: &Path,
-        make_dir: &dyn Fn(&Path) -> io::Result<()>,
-    ) -> io::Result<Opened> {
+    fn file(&self, shard: &Path, make_dir: &dyn Fn(&Path) -> io::Result<()>) -> io::Result<Opened> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(found) = open.get(shard) {
             return Ok(found.clone());
