@@ -239,6 +239,25 @@ impl<T: StoredBuffer> Deref for Mapped<T> {
 impl<P: Element, D: ndarray::Dimension + Serialize + 'static> Mapped<ndarray::Array<P, D>> {
     /// A view of the array.
     ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # std::env::set_var("MEMENTO_DIR", dir.path());
+    /// use memento::Mapped;
+    /// use ndarray::{Array2, ArrayView2};
+    ///
+    /// #[memento::cache(mmap)]
+    /// fn outer(a: ArrayView2<'_, f64>, scale: f64) -> Mapped<Array2<f64>> {
+    ///     a.mapv(|x| x * scale) // the body returns the Array2 itself
+    /// }
+    ///
+    /// let a = Array2::from_shape_fn((300, 200), |(i, j)| (i * j) as f64);
+    /// let fresh = outer(a.view(), 2.0);
+    /// let stored = outer(a.view(), 2.0); // mapped from its entry
+    /// assert!(stored.is_mapped());
+    /// assert_eq!(stored.view(), fresh.view());
+    /// assert_eq!(stored.view()[[299, 199]], 2.0 * 299.0 * 199.0);
+    /// ```
+    ///
     /// # Panics
     /// When a mapped entry fails its checksum (see [`verify`](Mapped::verify)).
     pub fn view(&self) -> ndarray::ArrayView<'_, P, D> {
@@ -247,6 +266,13 @@ impl<P: Element, D: ndarray::Dimension + Serialize + 'static> Mapped<ndarray::Ar
             Inner::Map(map) => crate::buffer::array_view::<P, D>(&map.shape, self)
                 .expect("the descriptor was checked against the type"),
         }
+    }
+}
+
+impl<T: StoredBuffer> AsRef<[T::Elem]> for Mapped<T> {
+    /// The elements, row-major (see [`Deref`]).
+    fn as_ref(&self) -> &[T::Elem] {
+        self
     }
 }
 
