@@ -597,9 +597,17 @@ pub fn decode<T: DeserializeOwned + 'static>(payload: &[u8]) -> Result<T, Damage
         (ops.decode)(payload, &mut slot).map_err(Damage::Decode)?;
         return slot.ok_or_else(|| Damage::Decode("internal: no value".into()));
     }
-    match postcard::take_from_bytes::<T>(payload) {
-        Ok((value, [])) => Ok(value),
-        Ok((_, rest)) => Err(Damage::Decode(format!(
+    // Size hints clamped to the payload: a hostile length reserves no more
+    // than the payload could hold.
+    let mut de = postcard::Deserializer::from_bytes(payload);
+    let value = T::deserialize(crate::capped::Capped {
+        inner: &mut de,
+        cap: payload.len(),
+    })
+    .map_err(|e| Damage::Decode(e.to_string()))?;
+    match de.finalize() {
+        Ok([]) => Ok(value),
+        Ok(rest) => Err(Damage::Decode(format!(
             "{} bytes left over after the value",
             rest.len()
         ))),

@@ -161,6 +161,7 @@
 
 mod background;
 pub mod buffer;
+mod capped;
 pub mod codec;
 pub mod entry;
 mod error;
