@@ -156,6 +156,13 @@
 //!
 //! Through `tracing`: a miss logs `calling module::f(args)` and the duration
 //! (info), a hit a debug event, an invalidation or damaged entry a warning.
+//!
+//! # Cargo features
+//!
+//! - `parallel` (default): large argument buffers and checksums are hashed
+//!   on every core (blake3's rayon support).
+//! - `ndarray`: ndarray arrays and views as arguments and results.
+//! - `lz4`, `zstd`: `#[memento::cache(compress = "..")]`.
 
 #![warn(missing_docs)]
 
