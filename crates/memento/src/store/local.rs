@@ -113,6 +113,16 @@ impl LocalStore {
         Ok(())
     }
 
+    /// Publishing is almost always of a new entry, whose folder does not
+    /// exist yet: making it first spares the failed create that would find
+    /// it missing. True when this call made it.
+    fn make_folder_first(&self, path: &Path) -> bool {
+        match path.parent() {
+            Some(dir) if self.root_ready.load(Ordering::Acquire) => fs::create_dir(dir).is_ok(),
+            _ => false,
+        }
+    }
+
     /// Writes `parts` to a new temporary file in the folder of `path`,
     /// creating folders as needed; also tells whether this call created the
     /// folder (a new folder holds no leftovers to sweep).
@@ -240,8 +250,9 @@ impl Store for LocalStore {
     fn publish_parts(&self, name: &str, parts: &[&[u8]]) -> Result<bool> {
         check_name(name)?;
         let path = self.root.join(name);
+        let made = self.make_folder_first(&path);
         let (tmp, created) = self.temp_with(&path, parts)?;
-        publish_temp(tmp, &path, !created)
+        publish_temp(tmp, &path, !(made || created))
     }
 
     #[cfg(unix)]
@@ -256,7 +267,9 @@ impl Store for LocalStore {
         use std::os::unix::fs::FileExt;
         check_name(name)?;
         let path = self.root.join(name);
+        let made = !replace && self.make_folder_first(&path);
         let (tmp, created) = self.temp_with(&path, &[])?;
+        let created = made || created;
         // The tail is written here while the head is computed beside it;
         // then the head goes in front. Nobody sees the file before it is
         // whole: it is published by link or rename only after that.
