@@ -292,10 +292,12 @@ pub trait StoredBuffer: Sized + 'static {
     const DIMS: Option<usize>;
     /// The shape.
     fn shape(&self) -> Vec<u64>;
-    /// The elements, row-major and contiguous (copied if they are not).
-    fn elements(&self) -> Cow<'_, [Self::Elem]>;
     /// The elements when they are row-major and contiguous in memory.
     fn contiguous(&self) -> Option<&[Self::Elem]>;
+    /// The elements, row-major and contiguous (copied if they are not).
+    fn elements(&self) -> Cow<'_, [Self::Elem]> {
+        Cow::Borrowed(self.contiguous().expect("contiguous unless overridden"))
+    }
     /// Serializes a value of this type given as its shape and row-major
     /// elements, exactly as the type's own `Serialize` would.
     fn serialize_parts<S: Serializer>(
@@ -314,9 +316,6 @@ impl<P: Element> StoredBuffer for Vec<P> {
     fn shape(&self) -> Vec<u64> {
         vec![self.len() as u64]
     }
-    fn elements(&self) -> Cow<'_, [P]> {
-        Cow::Borrowed(self)
-    }
     fn contiguous(&self) -> Option<&[P]> {
         Some(self)
     }
@@ -333,9 +332,6 @@ impl<P: Element> StoredBuffer for Box<[P]> {
     const DIMS: Option<usize> = Some(1);
     fn shape(&self) -> Vec<u64> {
         vec![self.len() as u64]
-    }
-    fn elements(&self) -> Cow<'_, [P]> {
-        Cow::Borrowed(self)
     }
     fn contiguous(&self) -> Option<&[P]> {
         Some(self)
@@ -371,14 +367,19 @@ impl<P: Element, D: ndarray::Dimension + serde::Serialize + 'static> StoredBuffe
         view.serialize(s)
     }
     fn from_elements(shape: &[u64], elements: Vec<P>) -> Result<Self, String> {
-        let shape: Vec<usize> = shape
-            .iter()
-            .map(|&n| usize::try_from(n).map_err(|_| "a dimension too large".to_string()))
-            .collect::<Result<_, _>>()?;
-        let dim = D::from_dimension(&ndarray::IxDyn(&shape))
-            .ok_or_else(|| format!("a {}-dimensional array is stored", shape.len()))?;
-        ndarray::Array::from_shape_vec(dim, elements).map_err(|e| e.to_string())
+        ndarray::Array::from_shape_vec(dim_of::<D>(shape)?, elements).map_err(|e| e.to_string())
     }
+}
+
+/// The ndarray dimension of a stored shape.
+#[cfg(feature = "ndarray")]
+fn dim_of<D: ndarray::Dimension>(shape: &[u64]) -> Result<D, String> {
+    let shape: Vec<usize> = shape
+        .iter()
+        .map(|&n| usize::try_from(n).map_err(|_| "a dimension too large".to_string()))
+        .collect::<Result<_, _>>()?;
+    D::from_dimension(&ndarray::IxDyn(&shape))
+        .ok_or_else(|| format!("a {}-dimensional array is stored", shape.len()))
 }
 
 /// A view of row-major `elements` in `shape`.
@@ -387,10 +388,7 @@ pub(crate) fn array_view<'a, P: Element, D: ndarray::Dimension>(
     shape: &[u64],
     elements: &'a [P],
 ) -> Result<ndarray::ArrayView<'a, P, D>, String> {
-    let shape: Vec<usize> = shape.iter().map(|&n| n as usize).collect();
-    let dim = D::from_dimension(&ndarray::IxDyn(&shape))
-        .ok_or_else(|| format!("a {}-dimensional array is stored", shape.len()))?;
-    ndarray::ArrayView::from_shape(dim, elements).map_err(|e| e.to_string())
+    ndarray::ArrayView::from_shape(dim_of::<D>(shape)?, elements).map_err(|e| e.to_string())
 }
 
 /// Where the data of a buffer payload with `dims` dimensions starts,

@@ -379,7 +379,8 @@ fn write_header(
     signer: Option<&Signer>,
     codec: u16,
 ) {
-    write_header_with(out, key, payload_len, created_ms, signer, codec, &[]);
+    write_fields(out, key, payload_len, created_ms, signer, codec);
+    seal_head(out, &[], signer, true);
 }
 
 /// Fills the header fields in front of a payload, all but the checksum.
@@ -413,21 +414,6 @@ pub(crate) fn seal_head(head: &mut [u8], tail: &[u8], signer: Option<&Signer>, p
         h.update(tail);
     }
     head[SIGNED..HEADER_LEN].copy_from_slice(h.finalize().as_bytes());
-}
-
-/// Fills the header in front of a payload whose first part is in place
-/// and whose rest is `tail`.
-fn write_header_with(
-    out: &mut [u8],
-    key: &Key,
-    payload_len: u64,
-    created_ms: u64,
-    signer: Option<&Signer>,
-    codec: u16,
-    tail: &[u8],
-) {
-    write_fields(out, key, payload_len, created_ms, signer, codec);
-    seal_head(out, tail, signer, true);
 }
 
 fn checksum(head: &[u8], payload: &[u8], signer: Option<&Signer>) -> [u8; 32] {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::fresh_dir;
+use common::{fresh_dir, output_path};
 
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::LazyLock;
@@ -57,15 +57,7 @@ where
     T: serde::Serialize + serde::de::DeserializeOwned + 'static,
     A: serde::Serialize,
 {
-    let key = memory.key_of::<T, A>(f, args).unwrap();
-    let hex = key.to_hex();
-    let path = memory
-        .path()
-        .unwrap()
-        .join(f.folder())
-        .join(&hex[..2])
-        .join(&hex[2..])
-        .join("output.bin");
+    let path = output_path(memory, f, &memory.key_of::<T, A>(f, args).unwrap());
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -99,15 +91,11 @@ fn a_damaged_buffer_is_recomputed() {
     let memory = Memory::new(fresh_dir("damaged")).in_memory_limit(0);
     let f = Function::new("buffers", "ones");
     let _: Vec<f64> = memory.call(&f, &7u8, || vec![1.0; 5000]);
-    let key = memory.key_of::<Vec<f64>, _>(&f, &7u8).unwrap();
-    let hex = key.to_hex();
-    let path = memory
-        .path()
-        .unwrap()
-        .join(f.folder())
-        .join(&hex[..2])
-        .join(&hex[2..])
-        .join("output.bin");
+    let path = output_path(
+        &memory,
+        &f,
+        &memory.key_of::<Vec<f64>, _>(&f, &7u8).unwrap(),
+    );
     let mut bytes = std::fs::read(&path).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 0x40;
@@ -220,14 +208,11 @@ fn large_buffers_are_checked_like_small_ones() {
     assert_eq!(computed.get(), 1, "read back from the file");
 
     let path = |seed: u64| {
-        let hex = memory.key_of::<Vec<f64>, _>(&f, &seed).unwrap().to_hex();
-        memory
-            .path()
-            .unwrap()
-            .join(f.folder())
-            .join(&hex[..2])
-            .join(&hex[2..])
-            .join("output.bin")
+        output_path(
+            &memory,
+            &f,
+            &memory.key_of::<Vec<f64>, _>(&f, &seed).unwrap(),
+        )
     };
     // A bit flipped in the data, in the descriptor, or a truncated file:
     // recomputed, never returned.

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::fresh_dir;
+use common::{fresh_dir, output_path};
 
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::LazyLock;
@@ -65,17 +65,11 @@ fn results_and_async_functions_can_be_mapped() {
 }
 
 fn entry_path(memory: &Memory, f: &Function, arg: &u64) -> std::path::PathBuf {
-    let hex = memory
-        .key_of::<Mapped<Vec<u64>>, _>(f, arg)
-        .unwrap()
-        .to_hex();
-    memory
-        .path()
-        .unwrap()
-        .join(f.folder())
-        .join(&hex[..2])
-        .join(&hex[2..])
-        .join("output.bin")
+    output_path(
+        memory,
+        f,
+        &memory.key_of::<Mapped<Vec<u64>>, _>(f, arg).unwrap(),
+    )
 }
 
 #[test]

@@ -58,6 +58,22 @@ pub fn outputs(root: &std::path::Path) -> Vec<std::path::PathBuf> {
     found
 }
 
+/// The `output.bin` of `key`'s entry of `f` in a local `memory`.
+pub fn output_path(
+    memory: &memento::Memory,
+    f: &memento::Function,
+    key: &memento::Key,
+) -> std::path::PathBuf {
+    let hex = key.to_hex();
+    memory
+        .path()
+        .unwrap()
+        .join(f.folder())
+        .join(&hex[..2])
+        .join(&hex[2..])
+        .join("output.bin")
+}
+
 /// A new, unique folder path under Cargo's temporary folder for tests (not
 /// created).
 pub fn fresh_dir(name: &str) -> std::path::PathBuf {
