@@ -19,7 +19,7 @@ RAW = [
     ("blake3-all-cores", "blake3 of 100 MiB, all cores"),
     ("fs-read-100MiB", "std::fs::read of 100 MiB"),
     ("fs-write-100MiB", "std::fs::write of 100 MiB (new file)"),
-    ("create-write-rename-small", "create+write+rename of a 96-byte file"),
+    ("create-write-rename-small", "create+write+rename of a 176-byte file"),
     ("sum-of-100MiB-vec", "sum of a 100 MiB Vec<f64> (in memory)"),
     ("mmap-first-touch-sum", "sum over a fresh 100 MiB map (faults + checksum)"),
 ]

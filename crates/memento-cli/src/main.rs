@@ -301,7 +301,13 @@ fn show(memory: &Memory, function: &str, key: Option<&str>, json: bool) -> Resul
         .entries
         .iter()
         .filter(|e| e.function_folder == f.folder)
-        .map(|e| (e, read_json(memory, &format!("{}/metadata.json", e.dir))))
+        .map(|e| {
+            let meta = e
+                .complete
+                .then(|| Metadata::read(memory.store(), &e.name).ok().flatten())
+                .flatten();
+            (e, meta)
+        })
         .collect();
     entries.sort_by(|a, b| {
         let created = |m: &Option<Metadata>| m.as_ref().map_or(0.0, |m| m.created_unix);
@@ -329,7 +335,7 @@ fn show(memory: &Memory, function: &str, key: Option<&str>, json: bool) -> Resul
             metadata: &'a Option<Metadata>,
         }
         let shown = Shown {
-            path: format!("{}/{}", memory.location(), entry.dir),
+            path: format!("{}/{}", memory.location(), entry.name),
             last_access: rfc3339(entry.last_access),
             complete: entry.complete,
             metadata: meta,
@@ -382,7 +388,12 @@ fn show(memory: &Memory, function: &str, key: Option<&str>, json: bool) -> Resul
                 format!("{:.3}s", m.duration),
                 cut(&m.args, 48),
             ),
-            None => ("-".into(), "-".into(), "(no metadata.json)".into()),
+            None if !e.complete => (
+                "-".into(),
+                "-".into(),
+                "(left by memento 0.1's first layout)".into(),
+            ),
+            None => ("-".into(), "-".into(), "(no readable info)".into()),
         };
         rows.push(vec![
             e.key[..16].to_string(),
@@ -512,11 +523,10 @@ fn verify(memory: &Memory, remove: bool) -> Result<ExitCode> {
     for entry in &inventory.entries {
         bar.inc(1);
         let problem = if !entry.complete {
-            Some("no output.bin (an interrupted write)".to_string())
+            Some("an entry folder of memento 0.1's first layout, never read".to_string())
         } else {
-            let name = format!("{}/output.bin", entry.dir);
-            let key = Key::from_hex(&entry.key).context("bad key in a folder name")?;
-            match memory.store().read(&name, &mut buf) {
+            let key = Key::from_hex(&entry.key).context("bad key in a file name")?;
+            match memory.store().read(&entry.name, &mut buf) {
                 Ok(true) => memento::codec::verify(&key, &buf, signer.as_ref())
                     .err()
                     .map(|d| d.to_string()),
@@ -530,12 +540,10 @@ fn verify(memory: &Memory, remove: bool) -> Result<ExitCode> {
     }
     bar.finish_and_clear();
     for (entry, problem) in &damaged {
-        println!("damaged: {}/{}: {problem}", memory.location(), entry.dir);
+        println!("damaged: {}/{}: {problem}", memory.location(), entry.name);
         if remove {
-            memory
-                .store()
-                .delete_prefix(&entry.dir)
-                .with_context(|| format!("cannot remove {}", entry.dir))?;
+            evict::remove(memory.store(), entry)
+                .with_context(|| format!("cannot remove {}", entry.name))?;
         }
     }
     if remove && !damaged.is_empty() {

@@ -94,9 +94,7 @@ fn results(c: &mut Criterion) {
                 spent += start.elapsed();
                 black_box(out);
                 // Keep the disk from filling: drop the entry, untimed.
-                cold.store()
-                    .delete_prefix(&entry_dir(&cold, &f, k))
-                    .unwrap();
+                cold.store().delete(&entry_file(&cold, &f, k)).unwrap();
             }
             spent
         })
@@ -104,9 +102,9 @@ fn results(c: &mut Criterion) {
     g.finish();
 }
 
-fn entry_dir(memory: &Memory, f: &Function, k: u64) -> String {
+fn entry_file(memory: &Memory, f: &Function, k: u64) -> String {
     let hex = memory.key_of::<Vec<f64>, _>(f, &k).unwrap().to_hex();
-    format!("{}/{}/{}", f.folder(), &hex[..2], &hex[2..])
+    format!("{}/{}/{}.bin", f.folder(), &hex[..2], &hex[2..])
 }
 
 fn find_output(root: &std::path::Path) -> PathBuf {
@@ -116,12 +114,12 @@ fn find_output(root: &std::path::Path) -> PathBuf {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if p.file_name().is_some_and(|n| n == "output.bin") {
+            } else if p.extension().is_some_and(|x| x == "bin") {
                 return p;
             }
         }
     }
-    panic!("no output.bin under {}", root.display())
+    panic!("no entry file under {}", root.display())
 }
 
 criterion_group!(benches, arguments, results);

@@ -637,17 +637,18 @@ fn read_hashing(
     })
 }
 
-/// Reads a large buffer entry of `payload_len` payload bytes, whose first
-/// bytes (header and descriptor) are `head`, straight into a new `B`,
-/// feeding the payload to `hasher` on the way (the caller checks the
+/// Reads a large buffer entry of `len` bytes, whose first bytes (header
+/// and descriptor) are `head`, straight into a new `B`, feeding the payload
+/// and the info after it to `hasher` on the way (the caller checks the
 /// checksum before using the value).
 pub(crate) fn read_file<B: StoredBuffer>(
     file: &std::fs::File,
     head: &[u8],
-    payload_len: u64,
+    len: u64,
     hasher: &mut blake3::Hasher,
 ) -> Result<B, ReadError> {
     let header = crate::codec::HEADER_LEN;
+    let payload_len = crate::codec::payload_len(head);
     let layout = layout::<B>(&head[header..], payload_len).map_err(ReadError::Damage)?;
     if head.len() < header + layout.offset {
         return Err(ReadError::Damage("a damaged buffer descriptor".into()));
@@ -661,6 +662,11 @@ pub(crate) fn read_file<B: StoredBuffer>(
         hasher,
     )
     .map_err(ReadError::Io)?;
+    // The info after the payload (the header was checked against `len`).
+    let info_at = header as u64 + payload_len;
+    let mut info = vec![0u8; len.saturating_sub(info_at) as usize];
+    read_at(file, &mut info, info_at).map_err(ReadError::Io)?;
+    hasher.update(&info);
     from_le_in_place(&mut elements);
     B::from_elements(&layout.shape, elements).map_err(ReadError::Damage)
 }
@@ -673,8 +679,8 @@ pub(crate) struct FileEntry<'a> {
     /// The file's length.
     pub(crate) len: u64,
     pub(crate) signer: Option<&'a crate::codec::Signer>,
-    /// The entry's folder, for a mapped value to remove if it is damaged.
-    pub(crate) folder: Option<std::path::PathBuf>,
+    /// The entry's file, for a mapped value to remove if it is damaged.
+    pub(crate) path: Option<std::path::PathBuf>,
 }
 
 /// Whether the payload's checksum was computed on the way (the caller
@@ -717,12 +723,7 @@ impl Ops {
             },
             decode: |payload, out| put(out, decode::<B>(payload)?),
             read_file: |entry, hasher, out| {
-                let value = read_file::<B>(
-                    entry.file,
-                    entry.head,
-                    entry.len - HEADER_LEN as u64,
-                    hasher,
-                )?;
+                let value = read_file::<B>(entry.file, entry.head, entry.len, hasher)?;
                 put(out, value).map_err(ReadError::Damage)?;
                 Ok(Checked::Now)
             },
@@ -744,7 +745,7 @@ impl Ops {
             },
             decode: |payload, out| put(out, crate::Mapped::from(decode::<B>(payload)?)),
             read_file: |entry, _, out| {
-                let payload_len = entry.len - HEADER_LEN as u64;
+                let payload_len = crate::codec::payload_len(entry.head);
                 let layout = layout::<B>(&entry.head[HEADER_LEN..], payload_len)
                     .map_err(ReadError::Damage)?;
                 // SAFETY: a published entry is never written again (writes
@@ -760,7 +761,7 @@ impl Ops {
                     layout.count,
                     layout.shape,
                     entry.signer.cloned(),
-                    entry.folder,
+                    entry.path,
                 );
                 put(out, value).map_err(ReadError::Damage)?;
                 Ok(Checked::Deferred)

@@ -1,7 +1,9 @@
-//! Codec: turns a result into the bytes of an `output.bin` entry and back,
-//! and proves on the way back that the bytes are whole and belong to the key.
+//! Codec: turns a result into the bytes of an entry file and back, and
+//! proves on the way back that the bytes are whole and belong to the key.
 //!
-//! An entry is a fixed 88-byte header followed by the payload:
+//! An entry is one file: a fixed 96-byte header, the payload, then the
+//! entry's *info* (JSON for people and tools: the function, how long the
+//! computation took, the arguments as text; see [`Info`](crate::entry::Info)):
 //!
 //! | bytes  | field                                                       |
 //! |--------|-------------------------------------------------------------|
@@ -10,9 +12,12 @@
 //! | 6..8   | payload codec, `u16` LE ([`CODEC_POSTCARD`]); bit 15 set: signed |
 //! | 8..16  | payload length in bytes, `u64` little-endian               |
 //! | 16..24 | when it was computed, ms since the Unix epoch, `u64` LE     |
-//! | 24..56 | the entry's key                                             |
-//! | 56..88 | checksum: blake3 of bytes 0..56 followed by the payload, keyed (an HMAC) when signed |
-//! | 88..   | payload: the value in postcard                              |
+//! | 24..28 | info length in bytes, `u32` LE                              |
+//! | 28..32 | zero (reserved)                                             |
+//! | 32..64 | the entry's key                                             |
+//! | 64..96 | checksum: blake3 of bytes 0..64 followed by everything after the header (payload, then info), keyed (an HMAC) when signed |
+//! | 96..   | payload: the value in postcard (or a plain buffer)          |
+//! | then   | info: JSON                                                  |
 //!
 //! Reading checks, in this order: length, magic, version, codec, payload
 //! length, key, signature state, checksum, then decodes and requires that the
@@ -36,8 +41,9 @@ use serde::Serialize;
 use crate::key::Key;
 
 /// Version of the entry layout above. An entry of another version is treated
-/// as damaged and recomputed.
-pub const ENTRY_FORMAT_VERSION: u16 = 1;
+/// as damaged and recomputed. (Version 1 kept each entry in a folder of its
+/// own, with an 88-byte header and the info in a `metadata.json` beside it.)
+pub const ENTRY_FORMAT_VERSION: u16 = 2;
 
 /// Payload codec: postcard 1.x. Part of every function's fingerprint, so a
 /// change of codec invalidates old results instead of misreading them.
@@ -134,10 +140,13 @@ impl Compression {
 }
 
 /// Length of the header in front of every payload.
-pub const HEADER_LEN: usize = 88;
+pub const HEADER_LEN: usize = 96;
 
 /// End of the checksummed part of the header.
-const SIGNED: usize = 56;
+const SIGNED: usize = 64;
+
+/// Where the key starts in the header.
+const KEY_AT: usize = 32;
 
 const MAGIC: &[u8; 4] = b"MMTO";
 
@@ -235,41 +244,57 @@ pub enum Damage {
 
 /// An encoded entry, and its payload before compression when compressed.
 /// A large plain buffer is not copied: `entry` then holds the header and
-/// the descriptor, and `tail` the data, borrowed from the value; the
-/// header's checksum is then still to be written ([`seal_head`]).
+/// the descriptor, `tail` the data, borrowed from the value, and `info`
+/// what follows it; the header's checksum is then still to be written
+/// ([`seal_head`]). Otherwise `entry` is the whole entry and `tail` and
+/// `info` are empty.
 pub(crate) struct Encoded<'v> {
     pub(crate) entry: Vec<u8>,
     pub(crate) plain: Option<Vec<u8>>,
     pub(crate) tail: &'v [u8],
+    pub(crate) info: Vec<u8>,
 }
 
 /// Plain buffers at least this large are written from the value's own
 /// memory.
 pub(crate) const BORROW_TAIL: usize = 1024 * 1024;
 
-/// Encodes `value` as a whole entry for `key`: a plain buffer if `T` is
-/// one of the buffer types, else postcard.
+/// Encodes `value` as a whole entry for `key`, with `info` after the
+/// payload: a plain buffer if `T` is one of the buffer types, else
+/// postcard.
 pub(crate) fn encode<'v, T: Serialize + 'static>(
     key: &Key,
     value: &'v T,
     created_ms: u64,
     signer: Option<&Signer>,
     compression: Compression,
+    info: &[u8],
 ) -> Result<Encoded<'v>, String> {
     let buffer = crate::buffer::ops::<T>();
+    let fields = |out: &mut [u8], payload_len: usize, codec: u16| {
+        Fields {
+            key,
+            payload_len: payload_len as u64,
+            info_len: info.len(),
+            created_ms,
+            signed: signer.is_some(),
+            codec,
+        }
+        .write(out)
+    };
     if let (Some(ops), Compression::None) = (buffer, compression) {
         if let Some(parts) = (ops.parts)(value).filter(|p| p.data.len() >= BORROW_TAIL) {
             let mut out = vec![0u8; HEADER_LEN];
             crate::buffer::write_descriptor(parts.tag, &parts.shape, &mut out);
-            let payload_len = (out.len() - HEADER_LEN + parts.data.len()) as u64;
-            let codec = compression.codec(true);
-            // The checksum is left to `seal`, which the writer runs while
-            // it writes the data.
-            write_fields(&mut out, key, payload_len, created_ms, signer, codec);
+            let payload_len = out.len() - HEADER_LEN + parts.data.len();
+            // The checksum is left to `seal_head`, which the writer runs
+            // while it writes the data.
+            fields(&mut out, payload_len, compression.codec(true))?;
             return Ok(Encoded {
                 entry: out,
                 plain: None,
                 tail: parts.data,
+                info: info.to_vec(),
             });
         }
     }
@@ -284,32 +309,25 @@ pub(crate) fn encode<'v, T: Serialize + 'static>(
         }
     };
     let codec = compression.codec(buffer.is_some());
-    if compression == Compression::None {
-        let mut out = payload_into(vec![0u8; HEADER_LEN])?;
-        let payload_len = (out.len() - HEADER_LEN) as u64;
-        write_header(&mut out, key, payload_len, created_ms, signer, codec);
-        return Ok(Encoded {
-            entry: out,
-            plain: None,
-            tail: &[],
-        });
-    }
-    let plain = payload_into(Vec::new())?;
-    let packed = compress(&plain, compression)?;
-    let mut out = vec![0u8; HEADER_LEN];
-    out.extend_from_slice(&packed);
-    write_header(
-        &mut out,
-        key,
-        packed.len() as u64,
-        created_ms,
-        signer,
-        codec,
-    );
+    let (mut out, plain) = if compression == Compression::None {
+        (payload_into(vec![0u8; HEADER_LEN])?, None)
+    } else {
+        let plain = payload_into(Vec::new())?;
+        let packed = compress(&plain, compression)?;
+        let mut out = Vec::with_capacity(HEADER_LEN + packed.len() + info.len());
+        out.resize(HEADER_LEN, 0);
+        out.extend_from_slice(&packed);
+        (out, Some(plain))
+    };
+    let payload_len = out.len() - HEADER_LEN;
+    out.extend_from_slice(info);
+    fields(&mut out, payload_len, codec)?;
+    seal_head(&mut out, &[], &[], signer, true);
     Ok(Encoded {
         entry: out,
-        plain: Some(plain),
+        plain,
         tail: &[],
+        info: Vec::new(),
     })
 }
 
@@ -370,42 +388,46 @@ pub fn unpack<'a>(entry: &[u8], payload: &'a [u8]) -> Result<Cow<'a, [u8]>, Dama
     }
 }
 
-/// Fills the header in front of a payload already in place.
-fn write_header(
-    out: &mut [u8],
-    key: &Key,
-    payload_len: u64,
-    created_ms: u64,
-    signer: Option<&Signer>,
-    codec: u16,
-) {
-    write_fields(out, key, payload_len, created_ms, signer, codec);
-    seal_head(out, &[], signer, true);
+/// The header's fields, all but the checksum.
+pub(crate) struct Fields<'k> {
+    pub(crate) key: &'k Key,
+    pub(crate) payload_len: u64,
+    pub(crate) info_len: usize,
+    pub(crate) created_ms: u64,
+    pub(crate) signed: bool,
+    pub(crate) codec: u16,
 }
 
-/// Fills the header fields in front of a payload, all but the checksum.
-fn write_fields(
-    out: &mut [u8],
-    key: &Key,
-    payload_len: u64,
-    created_ms: u64,
-    signer: Option<&Signer>,
-    codec: u16,
-) {
-    out[0..4].copy_from_slice(MAGIC);
-    out[4..6].copy_from_slice(&ENTRY_FORMAT_VERSION.to_le_bytes());
-    let codec = codec | if signer.is_some() { SIGNED_FLAG } else { 0 };
-    out[6..8].copy_from_slice(&codec.to_le_bytes());
-    out[8..16].copy_from_slice(&payload_len.to_le_bytes());
-    out[16..24].copy_from_slice(&created_ms.to_le_bytes());
-    out[24..SIGNED].copy_from_slice(key.as_bytes());
+impl Fields<'_> {
+    /// Writes them into the header at the start of `out`; fails for an
+    /// info longer than 4 GiB.
+    pub(crate) fn write(&self, out: &mut [u8]) -> Result<(), String> {
+        let info_len = u32::try_from(self.info_len)
+            .map_err(|_| format!("an entry's info of {} bytes", self.info_len))?;
+        out[0..4].copy_from_slice(MAGIC);
+        out[4..6].copy_from_slice(&ENTRY_FORMAT_VERSION.to_le_bytes());
+        let codec = self.codec | if self.signed { SIGNED_FLAG } else { 0 };
+        out[6..8].copy_from_slice(&codec.to_le_bytes());
+        out[8..16].copy_from_slice(&self.payload_len.to_le_bytes());
+        out[16..24].copy_from_slice(&self.created_ms.to_le_bytes());
+        out[24..28].copy_from_slice(&info_len.to_le_bytes());
+        out[28..KEY_AT].fill(0);
+        out[KEY_AT..SIGNED].copy_from_slice(self.key.as_bytes());
+        Ok(())
+    }
 }
 
 /// Writes the checksum into the header `head` (which also holds the start
-/// of the payload) of an entry whose payload ends with `tail`. `parallel`:
-/// hash on every core (else on the calling thread only, for a caller that
-/// keeps the other cores busy writing).
-pub(crate) fn seal_head(head: &mut [u8], tail: &[u8], signer: Option<&Signer>, parallel: bool) {
+/// of the payload, or all of the entry) of an entry whose bytes go on with
+/// `tail`, then `info`. `parallel`: hash on every core (else on the calling
+/// thread only, for a caller that keeps the other cores busy writing).
+pub(crate) fn seal_head(
+    head: &mut [u8],
+    tail: &[u8],
+    info: &[u8],
+    signer: Option<&Signer>,
+    parallel: bool,
+) {
     let mut h = checksum_hasher(head, signer);
     h.update(&head[HEADER_LEN..]);
     if parallel {
@@ -413,6 +435,7 @@ pub(crate) fn seal_head(head: &mut [u8], tail: &[u8], signer: Option<&Signer>, p
     } else {
         h.update(tail);
     }
+    h.update(info);
     head[SIGNED..HEADER_LEN].copy_from_slice(h.finalize().as_bytes());
 }
 
@@ -441,11 +464,38 @@ pub(crate) fn update(h: &mut blake3::Hasher, bytes: &[u8]) {
 /// ```
 pub fn verify<'a>(key: &Key, bytes: &'a [u8], signer: Option<&Signer>) -> Result<&'a [u8], Damage> {
     check_header(key, bytes, bytes.len() as u64, signer)?;
-    let payload = &bytes[HEADER_LEN..];
-    if checksum(&bytes[..SIGNED], payload, signer) != bytes[SIGNED..HEADER_LEN] {
+    if checksum(&bytes[..SIGNED], &bytes[HEADER_LEN..], signer) != bytes[SIGNED..HEADER_LEN] {
         return Err(checksum_damage(bytes));
     }
-    Ok(payload)
+    Ok(&bytes[HEADER_LEN..HEADER_LEN + payload_len(bytes) as usize])
+}
+
+/// The payload length a header announces.
+pub(crate) fn payload_len(head: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&head[8..16]);
+    u64::from_le_bytes(b)
+}
+
+/// The info length a header announces.
+pub(crate) fn info_len(head: &[u8]) -> u64 {
+    u64::from(u32::from_le_bytes([head[24], head[25], head[26], head[27]]))
+}
+
+/// The info of a whole entry whose header was checked ([`verify`]): the
+/// bytes after the payload.
+///
+/// ```
+/// use memento::codec;
+/// let key = memento::Key::of(&1u8).unwrap();
+/// let entry = codec::seal_with_info(&key, &[42], b"{}", 0, None);
+/// codec::verify(&key, &entry, None).unwrap();
+/// assert_eq!(codec::info(&entry), Some(&b"{}"[..]));
+/// ```
+pub fn info(entry: &[u8]) -> Option<&[u8]> {
+    let start = HEADER_LEN as u64 + payload_len(entry.get(..HEADER_LEN)?);
+    let end = start.checked_add(info_len(entry))?;
+    entry.get(usize::try_from(start).ok()?..usize::try_from(end).ok()?)
 }
 
 /// The damage of an entry whose checksum does not match.
@@ -499,9 +549,12 @@ pub(crate) fn check_header(
     if !known {
         return Err(Damage::Codec(codec & !SIGNED_FLAG));
     }
-    let mut len = [0u8; 8];
-    len.copy_from_slice(&head[8..16]);
-    let expected = (HEADER_LEN as u64).saturating_add(u64::from_le_bytes(len));
+    if head[28..KEY_AT] != [0; 4] {
+        return Err(Damage::BadMagic);
+    }
+    let expected = (HEADER_LEN as u64)
+        .saturating_add(payload_len(head))
+        .saturating_add(info_len(head));
     if file_len < expected {
         return Err(Damage::Truncated {
             expected,
@@ -514,7 +567,7 @@ pub(crate) fn check_header(
         });
     }
     let mut stored_key = [0u8; 32];
-    stored_key.copy_from_slice(&head[24..SIGNED]);
+    stored_key.copy_from_slice(&head[KEY_AT..SIGNED]);
     if &stored_key != key.as_bytes() {
         return Err(Damage::WrongKey(Key::from_bytes(stored_key)));
     }
@@ -549,7 +602,7 @@ pub(crate) fn created_ms(entry: &[u8]) -> u64 {
 }
 
 /// Wraps payload bytes already in postcard form into a whole entry for
-/// `key`: for tools, tests and fuzzing.
+/// `key`, without info: for tools, tests and fuzzing.
 ///
 /// ```
 /// use memento::codec;
@@ -559,16 +612,50 @@ pub(crate) fn created_ms(entry: &[u8]) -> u64 {
 /// assert_eq!(codec::decode::<u8>(payload), Ok(42));
 /// ```
 pub fn seal(key: &Key, payload: &[u8], created_ms: u64, signer: Option<&Signer>) -> Vec<u8> {
-    let mut out = vec![0u8; HEADER_LEN];
+    seal_with_info(key, payload, &[], created_ms, signer)
+}
+
+/// [`seal`] with `info` after the payload (an entry as a call writes it
+/// has JSON there: see [`Info`](crate::entry::Info)).
+pub fn seal_with_info(
+    key: &Key,
+    payload: &[u8],
+    info: &[u8],
+    created_ms: u64,
+    signer: Option<&Signer>,
+) -> Vec<u8> {
+    seal_codec(key, payload, info, created_ms, signer, CODEC_POSTCARD)
+}
+
+fn seal_codec(
+    key: &Key,
+    payload: &[u8],
+    info: &[u8],
+    created_ms: u64,
+    signer: Option<&Signer>,
+    codec: u16,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len() + info.len());
+    out.resize(HEADER_LEN, 0);
     out.extend_from_slice(payload);
-    write_header(
-        &mut out,
+    out.extend_from_slice(info);
+    // Infos over 4 GiB cannot be written; cut them to nothing.
+    let info_len = if u32::try_from(info.len()).is_ok() {
+        info.len()
+    } else {
+        out.truncate(HEADER_LEN + payload.len());
+        0
+    };
+    let fields = Fields {
         key,
-        payload.len() as u64,
+        payload_len: payload.len() as u64,
+        info_len,
         created_ms,
-        signer,
-        CODEC_POSTCARD,
-    );
+        signed: signer.is_some(),
+        codec,
+    };
+    fields.write(&mut out).expect("an info under 4 GiB");
+    seal_head(&mut out, &[], &[], signer, true);
     out
 }
 
@@ -644,6 +731,7 @@ mod tests {
             7,
             None,
             Compression::None,
+            b"{\"args\":\"[1.5]\"}",
         )
         .unwrap()
         .entry;
@@ -651,11 +739,12 @@ mod tests {
         let v: (f64, String) = decode(payload).unwrap();
         assert_eq!(v, (1.5, "x".to_string()));
         assert_eq!(created_ms(&bytes), 7);
+        assert_eq!(info(&bytes), Some(&b"{\"args\":\"[1.5]\"}"[..]));
     }
 
     #[test]
     fn every_single_byte_flip_is_caught() {
-        let bytes = encode(&key(), &vec![1u32, 2, 3], 7, None, Compression::None)
+        let bytes = encode(&key(), &vec![1u32, 2, 3], 7, None, Compression::None, b"{}")
             .unwrap()
             .entry;
         for i in 0..bytes.len() {
@@ -670,7 +759,7 @@ mod tests {
 
     #[test]
     fn every_truncation_is_caught() {
-        let bytes = encode(&key(), &vec![1u32, 2, 3], 7, None, Compression::None)
+        let bytes = encode(&key(), &vec![1u32, 2, 3], 7, None, Compression::None, b"{}")
             .unwrap()
             .entry;
         for n in 0..bytes.len() {
@@ -699,7 +788,7 @@ mod tests {
             modes.push(Compression::Zstd(3));
         }
         for mode in modes {
-            let enc = encode(&key(), &value, 7, None, mode).unwrap();
+            let enc = encode(&key(), &value, 7, None, mode, b"{}").unwrap();
             assert!(
                 enc.entry.len() < enc.plain.as_ref().unwrap().len(),
                 "{mode:?} compresses"
@@ -720,16 +809,7 @@ mod tests {
     fn lz4_size_claims_are_bounded() {
         let mut payload = u32::MAX.to_le_bytes().to_vec();
         payload.extend_from_slice(&[0x10, 0x41]);
-        let mut entry = vec![0u8; HEADER_LEN];
-        entry.extend_from_slice(&payload);
-        write_header(
-            &mut entry,
-            &key(),
-            payload.len() as u64,
-            0,
-            None,
-            CODEC_POSTCARD_LZ4,
-        );
+        let entry = seal_codec(&key(), &payload, &[], 0, None, CODEC_POSTCARD_LZ4);
         let p = verify(&key(), &entry, None).unwrap();
         assert!(matches!(unpack(&entry, p), Err(Damage::Decode(_))));
     }
@@ -738,13 +818,13 @@ mod tests {
     fn signatures() {
         let alice = Signer::new("alice");
         let bob = Signer::new("bob");
-        let signed = encode(&key(), &5u32, 7, Some(&alice), Compression::None)
+        let signed = encode(&key(), &5u32, 7, Some(&alice), Compression::None, b"{}")
             .unwrap()
             .entry;
         assert!(verify(&key(), &signed, Some(&alice)).is_ok());
         assert_eq!(verify(&key(), &signed, Some(&bob)), Err(Damage::Signature));
         assert_eq!(verify(&key(), &signed, None), Err(Damage::NoKey));
-        let plain = encode(&key(), &5u32, 7, None, Compression::None)
+        let plain = encode(&key(), &5u32, 7, None, Compression::None, b"{}")
             .unwrap()
             .entry;
         assert_eq!(verify(&key(), &plain, Some(&alice)), Err(Damage::Unsigned));
@@ -767,7 +847,7 @@ mod tests {
 
     #[test]
     fn another_key_is_refused() {
-        let bytes = encode(&key(), &1u8, 7, None, Compression::None)
+        let bytes = encode(&key(), &1u8, 7, None, Compression::None, b"{}")
             .unwrap()
             .entry;
         let other = Key::of("other").unwrap();
@@ -779,7 +859,7 @@ mod tests {
 
     #[test]
     fn leftover_payload_is_refused() {
-        let bytes = encode(&key(), &(1u8, 2u8), 7, None, Compression::None)
+        let bytes = encode(&key(), &(1u8, 2u8), 7, None, Compression::None, b"{}")
             .unwrap()
             .entry;
         let payload = verify(&key(), &bytes, None).unwrap();

@@ -1,18 +1,21 @@
-//! Entry metadata: the `metadata.json` written beside each `output.bin`, for
-//! people browsing the cache and for the management tools. Reading a result
-//! never needs it: `output.bin` carries its own key and checksum.
+//! Entry metadata: the [`Info`] written at the end of each entry file (JSON,
+//! after the payload; see [`codec`](crate::codec)), and the [`Metadata`] that
+//! the management tools show, made of the entry's header and its info.
+//! Reading a result never parses the info: it is only checksummed with the
+//! rest.
 
 use std::io;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec::ENTRY_FORMAT_VERSION;
+/// The end of an entry file's name: `<function folder>/ab/<62 hex>.bin`.
+pub const ENTRY_SUFFIX: &str = ".bin";
 
-/// Longest argument text kept in `metadata.json`.
+/// Longest argument text kept in an entry's info.
 pub const ARGS_TEXT_LIMIT: usize = 1024;
 
-/// The contents of an entry's `metadata.json`.
+/// What is known of a stored result: its header's fields and its [`Info`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Metadata {
     /// Entry format version.
@@ -27,11 +30,100 @@ pub struct Metadata {
     pub created_unix: f64,
     /// How long the computation took, in seconds.
     pub duration: f64,
-    /// Size of `output.bin` in bytes.
+    /// Size of the entry's file in bytes.
     pub output_size: u64,
     /// The arguments as JSON text (an array in argument order, ignored ones
     /// left out), cut at 1 KiB: for people, never read back.
     pub args: String,
+}
+
+/// The JSON at the end of an entry file, for people and tools (the rest of
+/// [`Metadata`] is in the entry's header).
+///
+/// ```
+/// let info = memento::entry::Info {
+///     function: "demo::sine".into(),
+///     duration: 1.5,
+///     args: "[0.5]".into(),
+/// };
+/// let json = serde_json::to_string(&info).unwrap();
+/// assert_eq!(json, r#"{"function":"demo::sine","duration":1.5,"args":"[0.5]"}"#);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Info {
+    /// `module::name` of the function.
+    pub function: String,
+    /// How long the computation took, in seconds.
+    pub duration: f64,
+    /// The arguments as JSON text (an array in argument order, ignored ones
+    /// left out), cut at 1 KiB: for people, never read back.
+    pub args: String,
+}
+
+impl Metadata {
+    /// Reads the metadata of the entry file `name` (two ranged reads: the
+    /// header, then the info; the checksum is not checked). `Ok(None)` when
+    /// there is no such file or it does not start with an entry header.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let memory = memento::Memory::new(dir.path());
+    /// let f = memento::Function::new("docs", "meta");
+    /// let _: u32 = memory.call(&f, &(7u32,), || 49);
+    /// let key = memory.key_of::<u32, _>(&f, &(7u32,)).unwrap();
+    /// let entry = &memento::evict::Inventory::scan(memory.store()).unwrap().entries[0];
+    /// let meta = memento::entry::Metadata::read(memory.store(), &entry.name).unwrap().unwrap();
+    /// assert_eq!((meta.key, meta.args.as_str()), (key.to_hex(), "[7]"));
+    /// ```
+    pub fn read(store: &dyn crate::store::Store, name: &str) -> crate::Result<Option<Metadata>> {
+        use crate::codec::HEADER_LEN;
+        let mut head = Vec::new();
+        if !store.read_range(name, 0..HEADER_LEN as u64, &mut head)? || head.len() < HEADER_LEN {
+            return Ok(None);
+        }
+        if &head[0..4] != b"MMTO" {
+            return Ok(None);
+        }
+        let start = HEADER_LEN as u64 + crate::codec::payload_len(&head);
+        let end = start.saturating_add(crate::codec::info_len(&head));
+        let mut info = Vec::new();
+        let found = store.read_range(name, start..end, &mut info)?;
+        let info = (found && info.len() as u64 == end - start).then_some(&info[..]);
+        Ok(Some(Metadata::of_entry(&head, end, info, "")))
+    }
+
+    /// The metadata of an entry of `file_len` bytes whose header (at least)
+    /// is `head` and whose info bytes are `info` (`None`: unknown, or not
+    /// JSON of that shape: the function's name is then `function`, the
+    /// duration zero and the arguments empty).
+    pub fn of_entry(head: &[u8], file_len: u64, info: Option<&[u8]>, function: &str) -> Metadata {
+        let info: Option<Info> = info.and_then(|b| serde_json::from_slice(b).ok());
+        let created_ms = head
+            .get(16..24)
+            .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or_default()));
+        let created = UNIX_EPOCH + Duration::from_millis(created_ms);
+        let key = head
+            .get(32..64)
+            .map(|b| b.iter().map(|x| format!("{x:02x}")).collect())
+            .unwrap_or_default();
+        let format = head
+            .get(4..6)
+            .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]));
+        let (function, duration, args) = match info {
+            Some(i) => (i.function, i.duration, i.args),
+            None => (function.to_string(), 0.0, String::new()),
+        };
+        Metadata {
+            format,
+            function,
+            key,
+            created: rfc3339(created),
+            created_unix: unix_seconds(created),
+            duration,
+            output_size: file_len,
+            args,
+        }
+    }
 }
 
 /// Seconds since the Unix epoch.
@@ -100,26 +192,20 @@ pub(crate) fn args_text<A: Serialize + ?Sized>(args: &A) -> String {
     text
 }
 
-/// Builds the metadata of a new entry.
-pub(crate) fn new_metadata(
-    function: &str,
-    key: String,
-    created: SystemTime,
-    duration: Duration,
-    output_size: u64,
-    args: String,
-) -> Metadata {
-    let now = created;
-    Metadata {
-        format: ENTRY_FORMAT_VERSION,
-        function: function.to_string(),
-        key,
-        created: rfc3339(now),
-        created_unix: unix_seconds(now),
-        duration: duration.as_secs_f64(),
-        output_size,
-        args,
+/// The info of a new entry, as JSON.
+pub(crate) fn new_info(function: &str, duration: Duration, args: &str) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct InfoRef<'a> {
+        function: &'a str,
+        duration: f64,
+        args: &'a str,
     }
+    serde_json::to_vec(&InfoRef {
+        function,
+        duration: duration.as_secs_f64(),
+        args,
+    })
+    .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -133,6 +219,22 @@ mod tests {
         assert_eq!(rfc3339(t), "2026-11-20T17:06:36.123Z");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
         assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn metadata_of_an_entry() {
+        let key = crate::Key::of(&1u8).unwrap();
+        let info = new_info("m::f", Duration::from_millis(1500), "[1]");
+        let entry = crate::codec::seal_with_info(&key, &[1], &info, 1_795_194_396_123, None);
+        let meta = Metadata::of_entry(&entry, entry.len() as u64, crate::codec::info(&entry), "?");
+        assert_eq!(meta.function, "m::f");
+        assert_eq!(meta.key, key.to_hex());
+        assert_eq!(meta.created, "2026-11-20T17:06:36.123Z");
+        assert_eq!((meta.duration, meta.args.as_str()), (1.5, "[1]"));
+        assert_eq!(meta.output_size, entry.len() as u64);
+        assert_eq!(meta.format, crate::codec::ENTRY_FORMAT_VERSION);
+        let bare = Metadata::of_entry(&entry, 9, None, "m::g");
+        assert_eq!((bare.function.as_str(), bare.duration), ("m::g", 0.0));
     }
 
     #[test]

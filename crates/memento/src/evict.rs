@@ -2,7 +2,7 @@
 //! store), and which entries go when a limit is exceeded: the least recently
 //! used first.
 //!
-//! Last access is the modification time of an entry's `output.bin` (a hit
+//! Last access is the modification time of an entry's file (a hit
 //! read from disk, or a repeated hit from memory, sets it when it is more
 //! than a minute old). [`Memory`](crate::Memory) keeps a running count of the
 //! bytes and entries it writes, so it lists the store only when that count
@@ -39,16 +39,18 @@ impl Limits {
 pub struct EntryInfo {
     /// The function's folder (`my_crate/module/f`).
     pub function_folder: String,
-    /// The entry's folder (`my_crate/module/f/ab/<62 hex>`).
-    pub dir: String,
+    /// The entry's file (`my_crate/module/f/ab/<62 hex>.bin`), or the
+    /// folder of an entry left by memento 0.1's first layout (entry format
+    /// 1: `ab/<62 hex>/output.bin` and `metadata.json`).
+    pub name: String,
     /// The key, hex.
     pub key: String,
-    /// Bytes of all its files.
+    /// Its bytes.
     pub bytes: u64,
-    /// Last access: `output.bin`'s modification time.
+    /// Last access: the file's modification time.
     pub last_access: SystemTime,
-    /// False for a folder without `output.bin` (an interrupted write):
-    /// such leftovers go first.
+    /// False for a leftover of the first layout, which this version never
+    /// reads: such leftovers go first.
     pub complete: bool,
 }
 
@@ -61,13 +63,26 @@ pub struct Inventory {
     pub others: Vec<ObjectMeta>,
 }
 
-/// Splits `folder/ab/<62 hex>/file` into `(folder, dir, key, file)`.
-pub(crate) fn parse_entry_name(name: &str) -> Option<(&str, &str, String, &str)> {
-    let (dir, file) = name.rsplit_once('/')?;
+/// Splits an entry file's name, `folder/ab/<62 hex>.bin`, into
+/// `(folder, key)`.
+pub(crate) fn parse_entry_name(name: &str) -> Option<(&str, String)> {
+    let (rest, file) = name.rsplit_once('/')?;
+    let entry = file.strip_suffix(crate::entry::ENTRY_SUFFIX)?;
+    let (folder, shard) = rest.rsplit_once('/')?;
+    (hex(shard, 2) && hex(entry, 62)).then(|| (folder, format!("{shard}{entry}")))
+}
+
+fn hex(s: &str, n: usize) -> bool {
+    s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Splits a file of the first layout's entry folders,
+/// `folder/ab/<62 hex>/file`, into `(folder, entry folder, key)`.
+pub(crate) fn parse_old_entry_name(name: &str) -> Option<(&str, &str, String)> {
+    let (dir, _file) = name.rsplit_once('/')?;
     let (rest, entry) = dir.rsplit_once('/')?;
     let (folder, shard) = rest.rsplit_once('/')?;
-    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
-    (hex(shard, 2) && hex(entry, 62)).then(|| (folder, dir, format!("{shard}{entry}"), file))
+    (hex(shard, 2) && hex(entry, 62)).then(|| (folder, dir, format!("{shard}{entry}")))
 }
 
 impl Inventory {
@@ -78,28 +93,34 @@ impl Inventory {
 
     /// Lists the store under the folder `prefix` (`""` for all).
     pub fn scan_prefix(store: &dyn Store, prefix: &str) -> Result<Inventory> {
-        let mut entries: BTreeMap<String, EntryInfo> = BTreeMap::new();
+        let mut entries = Vec::new();
+        let mut old: BTreeMap<String, EntryInfo> = BTreeMap::new();
         let mut others = Vec::new();
         for object in store.list_meta(prefix)? {
-            let Some((folder, dir, key, file)) = parse_entry_name(&object.name) else {
+            if let Some((folder, key)) = parse_entry_name(&object.name) {
+                entries.push(EntryInfo {
+                    function_folder: folder.to_string(),
+                    key,
+                    bytes: object.size,
+                    last_access: object.modified,
+                    complete: true,
+                    name: object.name,
+                });
+            } else if let Some((folder, dir, key)) = parse_old_entry_name(&object.name) {
+                let entry = old.entry(dir.to_string()).or_insert_with(|| EntryInfo {
+                    function_folder: folder.to_string(),
+                    name: dir.to_string(),
+                    key,
+                    bytes: 0,
+                    last_access: SystemTime::UNIX_EPOCH,
+                    complete: false,
+                });
+                entry.bytes += object.size;
+            } else {
                 others.push(object);
-                continue;
-            };
-            let entry = entries.entry(dir.to_string()).or_insert_with(|| EntryInfo {
-                function_folder: folder.to_string(),
-                dir: dir.to_string(),
-                key,
-                bytes: 0,
-                last_access: SystemTime::UNIX_EPOCH,
-                complete: false,
-            });
-            entry.bytes += object.size;
-            if file == "output.bin" {
-                entry.complete = true;
-                entry.last_access = object.modified;
             }
         }
-        let mut entries: Vec<EntryInfo> = entries.into_values().collect();
+        entries.extend(old.into_values());
         entries.sort_by_key(|e| (e.complete, e.last_access));
         Ok(Inventory { entries, others })
     }
@@ -160,7 +181,7 @@ pub fn remove_entries(
             let (removed, freed, first_error) = (&removed, &freed, &first_error);
             scope.spawn(move || {
                 for victim in part {
-                    match store.delete_prefix(&victim.dir) {
+                    match remove(store, victim) {
                         Ok(()) => {
                             removed.fetch_add(u64::from(victim.complete), Ordering::Relaxed);
                             freed.fetch_add(victim.bytes, Ordering::Relaxed);
@@ -182,6 +203,25 @@ pub fn remove_entries(
         freed.into_inner(),
         first_error.into_inner().unwrap_or_else(|p| p.into_inner()),
     )
+}
+
+/// Removes one entry: its file, or a first-layout entry's folder.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// let memory = memento::Memory::new(dir.path());
+/// let f = memento::Function::new("docs", "gone");
+/// let _: u8 = memory.call(&f, &(1u8,), || 2);
+/// let inventory = memento::evict::Inventory::scan(memory.store()).unwrap();
+/// memento::evict::remove(memory.store(), &inventory.entries[0]).unwrap();
+/// assert_eq!(memento::evict::Inventory::scan(memory.store()).unwrap().items(), 0);
+/// ```
+pub fn remove(store: &dyn Store, entry: &EntryInfo) -> Result<()> {
+    if entry.complete {
+        store.delete(&entry.name)
+    } else {
+        store.delete_prefix(&entry.name)
+    }
 }
 
 /// `hits.json`: the hits counted for a function.
@@ -360,7 +400,7 @@ mod tests {
     fn entry(name: &str, bytes: u64, age_s: u64, complete: bool) -> EntryInfo {
         EntryInfo {
             function_folder: "f".into(),
-            dir: name.into(),
+            name: name.into(),
             key: name.into(),
             bytes,
             last_access: SystemTime::UNIX_EPOCH + Duration::from_secs(1000 - age_s),
@@ -377,7 +417,7 @@ mod tests {
     }
 
     fn names(v: Vec<&EntryInfo>) -> Vec<&str> {
-        v.into_iter().map(|e| e.dir.as_str()).collect()
+        v.into_iter().map(|e| e.name.as_str()).collect()
     }
 
     #[test]
@@ -420,12 +460,15 @@ mod tests {
     #[test]
     fn entry_names_parse() {
         let key = "ab".to_string() + &"c".repeat(62);
-        let name = format!("m/f/ab/{}/output.bin", &key[2..]);
-        let (folder, dir, k, file) = parse_entry_name(&name).unwrap();
-        assert_eq!((folder, file), ("m/f", "output.bin"));
-        assert_eq!(dir, format!("m/f/ab/{}", &key[2..]));
-        assert_eq!(k, key);
+        let name = format!("m/f/ab/{}.bin", &key[2..]);
+        assert_eq!(parse_entry_name(&name), Some(("m/f", key.clone())));
         assert!(parse_entry_name("m/f/function.json").is_none());
-        assert!(parse_entry_name("m/f/zz/short/output.bin").is_none());
+        assert!(parse_entry_name("m/f/zz/short.bin").is_none());
+        assert!(parse_entry_name(&format!("m/f/ab/{}.lock", &key[2..])).is_none());
+        let old = format!("m/f/ab/{}/output.bin", &key[2..]);
+        let (folder, dir, k) = parse_old_entry_name(&old).unwrap();
+        assert_eq!((folder, k), ("m/f", key.clone()));
+        assert_eq!(dir, format!("m/f/ab/{}", &key[2..]));
+        assert!(parse_old_entry_name(&name).is_none());
     }
 }

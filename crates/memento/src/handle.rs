@@ -162,15 +162,10 @@ impl<T> StoredResult<T> {
         LocalStore::new(&self.location)
     }
 
-    fn name(&self, file: &str) -> Result<String> {
+    /// The entry file's name in the store.
+    fn name(&self) -> Result<String> {
         let key = self.key.ok_or_else(|| self.not_stored())?;
-        let hex = key.to_hex();
-        Ok(format!(
-            "{}/{}/{}/{file}",
-            self.folder,
-            &hex[..2],
-            &hex[2..]
-        ))
+        Ok(crate::index::entry_file(&self.folder, &key))
     }
 
     fn not_stored(&self) -> Error {
@@ -180,23 +175,33 @@ impl<T> StoredResult<T> {
         }
     }
 
-    /// The entry's metadata.
+    /// The entry's metadata: its header and its info, whose checksum is
+    /// not checked (use [`get`](StoredResult::get) to check the entry).
     pub fn metadata(&self) -> Result<Metadata> {
+        let name = self.name()?;
         let mut buf = Vec::new();
-        if !self.store().read(&self.name("metadata.json")?, &mut buf)? {
+        if !self.store().read(&name, &mut buf)? {
             return Err(self.not_stored());
         }
-        serde_json::from_slice(&buf).map_err(|e| Error::Damaged {
-            name: self.name("metadata.json").unwrap_or_default(),
-            damage: codec::Damage::Decode(e.to_string()),
-        })
+        let key = self.key.ok_or_else(|| self.not_stored())?;
+        let len = buf.len() as u64;
+        // Everything but the checksum: the info is for people.
+        let head = buf.get(..codec::HEADER_LEN).unwrap_or_default();
+        match codec::check_header(&key, &buf, len, None) {
+            Ok(_) | Err(codec::Damage::NoKey) => {}
+            Err(damage) => return Err(Error::Damaged { name, damage }),
+        }
+        Ok(Metadata::of_entry(
+            head,
+            len,
+            codec::info(&buf),
+            &self.function,
+        ))
     }
 
     /// Removes the stored result.
     pub fn clear(&self) -> Result<()> {
-        let name = self.name("output.bin")?;
-        let dir = name.trim_end_matches("/output.bin");
-        self.store().delete_prefix(dir)
+        self.store().delete(&self.name()?)
     }
 }
 
@@ -209,7 +214,7 @@ impl<T: DeserializeOwned + 'static> StoredResult<T> {
     /// stored because the computation failed), [`Error::Damaged`] when its
     /// bytes are damaged, [`Error::Io`] when the store cannot be read.
     pub fn get(&self) -> Result<T> {
-        let name = self.name("output.bin")?;
+        let name = self.name()?;
         let key = self.key.ok_or_else(|| self.not_stored())?;
         let mut buf = Vec::new();
         if !self.store().read(&name, &mut buf)? {

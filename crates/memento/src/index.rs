@@ -8,7 +8,7 @@
 //! entry's function folder, key, size and creation time. Eviction reads the
 //! logs (a million records are ~100 MB read sequentially), sums the sizes,
 //! and takes victims from a heap ordered by the best known last access: a
-//! popped entry's real last access (its `output.bin` mtime) is read with one
+//! popped entry's real last access (its file's mtime) is read with one
 //! `stat`; if it is more recent than the heap knew, it goes back in with that
 //! time, else it is the least recently used of all and goes. Each entry is
 //! looked at at most twice, and only the oldest ones are. Afterwards the logs
@@ -271,15 +271,20 @@ pub(crate) fn compact(
     Ok(())
 }
 
-/// The entry folder of a record, relative to the location.
-pub(crate) fn entry_dir(folder: &str, key: &Key) -> String {
+/// The entry file of a record, relative to the location.
+pub(crate) fn entry_file(folder: &str, key: &Key) -> String {
     let hex = key.to_hex();
-    format!("{folder}/{}/{}", &hex[..2], &hex[2..])
+    format!(
+        "{folder}/{}/{}{}",
+        &hex[..2],
+        &hex[2..],
+        crate::entry::ENTRY_SUFFIX
+    )
 }
 
 /// Chooses least recently used victims until every limit holds with
 /// `fraction` of its room, reading real last-access times (one `stat` each)
-/// only for the entries at the old end. Entries whose `output.bin` is gone
+/// only for the entries at the old end. Entries whose file is gone
 /// leave the snapshot, and so do the victims. Returns the victims.
 pub(crate) fn victims(
     root: &Path,
@@ -312,7 +317,7 @@ pub(crate) fn victims(
             continue;
         };
         if checked.insert(key, ()).is_none() {
-            let output = root.join(entry_dir(&entry.folder, &key)).join("output.bin");
+            let output = root.join(entry_file(&entry.folder, &key));
             match fs::metadata(&output).and_then(|m| m.modified()) {
                 Err(_) => {
                     // Gone already (cleared, damaged, another gc).

@@ -71,7 +71,7 @@ struct Map {
     count: usize,
     shape: Vec<u64>,
     signer: Option<Signer>,
-    /// The entry's folder, removed if the data fails its checksum.
+    /// The entry's file, removed if the data fails its checksum.
     entry: Option<PathBuf>,
     verified: OnceLock<Result<(), Damage>>,
 }
@@ -97,7 +97,7 @@ impl<T: StoredBuffer> From<T> for Mapped<T> {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("the stored result mapped from {entry} is damaged ({damage}); it was removed, call the function again to recompute it")]
 pub struct MappedDamage {
-    /// The entry's folder.
+    /// The entry's file.
     pub entry: String,
     /// What was wrong.
     pub damage: Damage,
@@ -162,7 +162,7 @@ impl<T: StoredBuffer> Mapped<T> {
                         "{}: a mapped result is damaged ({damage}); it is removed",
                         entry.display()
                     );
-                    let _ = std::fs::remove_dir_all(entry);
+                    let _ = std::fs::remove_file(entry);
                 }
                 Err(damage)
             })

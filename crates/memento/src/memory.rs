@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::codec::{self, HEADER_LEN};
-use crate::entry::{self, Metadata};
+use crate::entry::{self, Metadata, ENTRY_SUFFIX};
 use crate::error::{Error, Result};
 use crate::evict::{self, Inventory, Limits, Stats};
 use crate::function::{Function, FunctionRecord, Shape};
@@ -591,7 +591,7 @@ impl Memory {
             if let (true, Ok(value)) = (fresh, codec::decode::<T>(&payload)) {
                 tracing::debug!("{}: hit in memory ({key})", function.full_name());
                 if touch {
-                    let name = EntryName::new(function.folder(), key, "output.bin");
+                    let name = EntryName::entry(function.folder(), key);
                     if let Err(e) = self.inner.store.touch(name.as_str()) {
                         self.report_io(&e);
                     }
@@ -669,7 +669,7 @@ impl Memory {
     /// Reads, verifies and decodes the entry of `key`; a damaged entry is
     /// reported, removed and counted as a miss.
     fn read<T: DeserializeOwned + 'static>(&self, function: &Function, key: &Key) -> Option<T> {
-        let name = EntryName::new(function.folder(), key, "output.bin");
+        let name = EntryName::entry(function.folder(), key);
         let mut buf = READ_BUF.with(Cell::take);
         let read = match crate::buffer::ops::<T>() {
             Some(ops) => self.read_buffer::<T>(function, key, &name, ops, &mut buf),
@@ -746,23 +746,24 @@ impl Memory {
     ) -> std::result::Result<(T, std::borrow::Cow<'e, [u8]>), Refusal> {
         let signer = self.inner.options.signer.as_ref();
         let payload = codec::verify(key, entry, signer).map_err(Refusal::Damaged)?;
-        self.admit(function, key, entry)?;
+        self.admit(function, key, entry, entry.len() as u64)?;
         codec::decode_entry(entry, payload).map_err(Refusal::Damaged)
     }
 
-    /// The function's expiry and validation, applied to an entry whose
-    /// header (at least) is `head`.
+    /// The function's expiry and validation, applied to an entry of
+    /// `file_len` bytes whose header (at least) is `head`.
     fn admit(
         &self,
         function: &Function,
         key: &Key,
         head: &[u8],
+        file_len: u64,
     ) -> std::result::Result<(), Refusal> {
         if expired(function, codec::created_ms(head)) {
             return Err(Refusal::Rejected("expired"));
         }
         if let Some(validate) = function.validator() {
-            let meta = self.metadata_of(function, key, head);
+            let meta = self.metadata_of(function, key, head, file_len);
             if !validate(&meta) {
                 return Err(Refusal::Rejected("was rejected by its validate function"));
             }
@@ -770,28 +771,30 @@ impl Memory {
         Ok(())
     }
 
-    /// The entry's `metadata.json`, or what its header tells if that file is
-    /// missing or unreadable.
-    fn metadata_of(&self, function: &Function, key: &Key, entry: &[u8]) -> Metadata {
-        let name = EntryName::new(function.folder(), key, "metadata.json");
-        if let Some(meta) = crate::store::read_json::<Metadata>(&*self.inner.store, name.as_str()) {
-            return meta;
-        }
-        let created = UNIX_EPOCH + Duration::from_millis(codec::created_ms(entry));
-        entry::new_metadata(
-            function.full_name(),
-            key.to_hex(),
-            created,
-            Duration::ZERO,
-            entry.len() as u64,
-            String::new(),
-        )
+    /// The metadata of an entry of `file_len` bytes whose header (at
+    /// least) is `head`: its info is read from the store when `head` does
+    /// not hold it.
+    fn metadata_of(&self, function: &Function, key: &Key, head: &[u8], file_len: u64) -> Metadata {
+        let mut read = Vec::new();
+        let info = match codec::info(head) {
+            Some(info) => Some(info),
+            None => {
+                let start = HEADER_LEN as u64 + codec::payload_len(head);
+                let name = EntryName::entry(function.folder(), key);
+                let found = self
+                    .inner
+                    .store
+                    .read_range(name.as_str(), start..file_len, &mut read);
+                found.unwrap_or(false).then_some(&read[..])
+            }
+        };
+        Metadata::of_entry(head, file_len, info, function.full_name())
     }
 
     fn remove_entry(&self, function: &Function, key: &Key) {
         self.inner.hot.remove(key);
-        let dir = EntryName::new(function.folder(), key, "");
-        if let Err(e) = self.inner.store.delete_prefix(dir.as_str()) {
+        let name = EntryName::entry(function.folder(), key);
+        if let Err(e) = self.inner.store.delete(name.as_str()) {
             self.report_io(&e);
         }
     }
@@ -824,14 +827,14 @@ impl Memory {
             });
             compression = codec::Compression::None;
         }
-        let encoded =
-            codec::encode(key, value, created_ms, signer, compression).map_err(|message| {
-                Error::Encode {
-                    function: function.full_name().to_string(),
-                    type_name: std::any::type_name::<T>(),
-                    message,
-                }
-            })?;
+        let info = entry::new_info(function.full_name(), duration, &pending.args);
+        let encoded = codec::encode(key, value, created_ms, signer, compression, &info).map_err(
+            |message| Error::Encode {
+                function: function.full_name().to_string(),
+                type_name: std::any::type_name::<T>(),
+                message,
+            },
+        )?;
         let bytes = encoded.entry;
         let tail = encoded.tail;
         let record = match &pending.state {
@@ -846,27 +849,16 @@ impl Memory {
             }
             _ => None,
         };
-        let meta = entry::new_metadata(
-            function.full_name(),
-            key.to_hex(),
-            created,
-            duration,
-            (bytes.len() + tail.len()) as u64,
-            pending.args.clone(),
-        );
         Ok(Write {
             key: *key,
             record,
-            output: EntryName::new(function.folder(), key, "output.bin")
+            output: EntryName::entry(function.folder(), key)
                 .as_str()
                 .to_string(),
             bytes,
             tail,
+            info: encoded.info,
             plain: encoded.plain,
-            metadata: EntryName::new(function.folder(), key, "metadata.json")
-                .as_str()
-                .to_string(),
-            json: serde_json::to_vec_pretty(&meta).unwrap_or_default(),
             force: pending.mode.force,
             created_ms,
             keep_in_memory: function.validator().is_none() && !mapped::<T>() && tail.is_empty(),
@@ -878,8 +870,8 @@ impl Memory {
         })
     }
 
-    /// Writes a prepared result: the record if needed, `output.bin`
-    /// (published if absent, or replaced when forced), then `metadata.json`.
+    /// Writes a prepared result: the record if needed, then the entry
+    /// (published if absent, or replaced when forced).
     fn commit(&self, write: Write<'_>) -> Result<()> {
         let store = &*self.inner.store;
         let mut written = 0;
@@ -907,13 +899,14 @@ impl Memory {
             let signer = self.inner.options.signer.as_ref();
             let seal = || {
                 let mut head = write.bytes.clone();
-                codec::seal_head(&mut head, write.tail, signer, false);
+                codec::seal_head(&mut head, write.tail, &write.info, signer, false);
                 head
             };
             store.publish_computed(
                 &write.output,
                 write.bytes.len(),
                 write.tail,
+                &write.info,
                 &seal,
                 write.force,
             )?
@@ -924,15 +917,15 @@ impl Memory {
             store.publish(&write.output, &write.bytes)?
         };
         if published {
-            store.write(&write.metadata, &write.json)?;
-            let size = (write.bytes.len() + write.tail.len() + write.json.len()) as u64;
+            let size = (write.bytes.len() + write.tail.len() + write.info.len()) as u64;
             written += size;
             if let Some(index) = &self.inner.index {
                 index.append(&write.folder, &write.key, size, write.created_ms);
             }
         }
         if write.keep_in_memory {
-            let plain = write.plain.as_deref().unwrap_or(&write.bytes[HEADER_LEN..]);
+            let payload = HEADER_LEN..HEADER_LEN + codec::payload_len(&write.bytes) as usize;
+            let plain = write.plain.as_deref().unwrap_or(&write.bytes[payload]);
             self.inner.hot.insert(write.key, plain, write.created_ms);
         }
         self.add_hits(&write.hits.0, write.hits.1);
@@ -1057,14 +1050,14 @@ struct Write<'v> {
     record: Option<(String, Vec<u8>, Arc<FnState>)>,
     output: String,
     bytes: Vec<u8>,
-    /// The rest of `output.bin` after `bytes`: a large plain buffer's
-    /// data, borrowed from the value (empty otherwise). When it is not
-    /// empty, the checksum in `bytes` is still to be written.
+    /// The entry's bytes after `bytes`: a large plain buffer's data,
+    /// borrowed from the value (empty otherwise). When it is not empty, the
+    /// checksum in `bytes` is still to be written.
     tail: &'v [u8],
+    /// The entry's info, after `tail` (empty when `bytes` holds it).
+    info: Vec<u8>,
     /// The postcard bytes, when `bytes` holds them compressed.
     plain: Option<Vec<u8>>,
-    metadata: String,
-    json: Vec<u8>,
     force: bool,
     created_ms: u64,
     keep_in_memory: bool,
@@ -1079,8 +1072,9 @@ impl Write<'_> {
     fn into_owned(self, signer: Option<&codec::Signer>) -> Write<'static> {
         let mut bytes = self.bytes;
         if !self.tail.is_empty() {
-            codec::seal_head(&mut bytes, self.tail, signer, true);
+            codec::seal_head(&mut bytes, self.tail, &self.info, signer, true);
             bytes.extend_from_slice(self.tail);
+            bytes.extend_from_slice(&self.info);
         }
         Write {
             key: self.key,
@@ -1088,9 +1082,8 @@ impl Write<'_> {
             output: self.output,
             bytes,
             tail: &[],
+            info: Vec::new(),
             plain: self.plain,
-            metadata: self.metadata,
-            json: self.json,
             force: self.force,
             created_ms: self.created_ms,
             keep_in_memory: self.keep_in_memory,
@@ -1125,7 +1118,8 @@ fn expired(function: &Function, created_ms: u64) -> bool {
     })
 }
 
-/// `folder/ab/<62 hex>/file` built without allocating when short.
+/// `folder/ab/<62 hex><suffix>` (the entry file with [`ENTRY_SUFFIX`],
+/// its lock with `.lock`), built without allocating when short.
 struct EntryName {
     buf: [u8; 320],
     len: usize,
@@ -1134,7 +1128,7 @@ struct EntryName {
 
 impl EntryName {
     #[inline]
-    fn new(folder: &str, key: &Key, file: &str) -> EntryName {
+    fn new(folder: &str, key: &Key, suffix: &str) -> EntryName {
         let mut hex = [0u8; 64];
         key.write_hex(&mut hex);
         let parts: [&[u8]; 6] = [
@@ -1143,9 +1137,9 @@ impl EntryName {
             &hex[..2],
             b"/",
             &hex[2..],
-            if file.is_empty() { b"" } else { b"/" },
+            suffix.as_bytes(),
         ];
-        let total: usize = parts.iter().map(|p| p.len()).sum::<usize>() + file.len();
+        let total: usize = parts.iter().map(|p| p.len()).sum::<usize>();
         let mut name = EntryName {
             buf: [0; 320],
             len: 0,
@@ -1156,15 +1150,20 @@ impl EntryName {
             for p in parts {
                 s.push_str(std::str::from_utf8(p).unwrap_or_default());
             }
-            s.push_str(file);
             name.heap = Some(s);
             return name;
         }
-        for p in parts.into_iter().chain([file.as_bytes()]) {
+        for p in parts {
             name.buf[name.len..name.len + p.len()].copy_from_slice(p);
             name.len += p.len();
         }
         name
+    }
+
+    /// The entry file of `key`.
+    #[inline]
+    fn entry(folder: &str, key: &Key) -> EntryName {
+        EntryName::new(folder, key, ENTRY_SUFFIX)
     }
 
     #[inline]
@@ -1192,15 +1191,17 @@ mod tests {
     fn entry_names() {
         let key = Key::of(&1u8).unwrap();
         let hex = key.to_hex();
-        let n = EntryName::new("c/m/f", &key, "output.bin");
+        let n = EntryName::entry("c/m/f", &key);
+        assert_eq!(n.as_str(), format!("c/m/f/{}/{}.bin", &hex[..2], &hex[2..]));
+        let n = EntryName::new("c/m/f", &key, ".lock");
         assert_eq!(
             n.as_str(),
-            format!("c/m/f/{}/{}/output.bin", &hex[..2], &hex[2..])
+            format!("c/m/f/{}/{}.lock", &hex[..2], &hex[2..])
         );
-        let n = EntryName::new("c/m/f", &key, "");
-        assert_eq!(n.as_str(), format!("c/m/f/{}/{}", &hex[..2], &hex[2..]));
         let long = "x".repeat(400);
-        let n = EntryName::new(&long, &key, "output.bin");
-        assert!(n.as_str().starts_with(&long) && n.as_str().ends_with("/output.bin"));
+        let n = EntryName::entry(&long, &key);
+        assert!(
+            n.as_str().starts_with(&long) && n.as_str().ends_with(&format!("/{}.bin", &hex[2..]))
+        );
     }
 }

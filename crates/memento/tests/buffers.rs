@@ -71,7 +71,12 @@ fn buffers_are_stored_raw_and_aligned() {
     assert_eq!(again, v);
     let entry = stored_entry::<Vec<u32>, _>(&memory, &f, &1000u32);
     assert_eq!(u16::from_le_bytes([entry[6], entry[7]]), CODEC_BUFFER);
-    let data = entry.len() - 4000;
+    // The info (JSON) follows the payload.
+    let payload_end =
+        codec::HEADER_LEN + u64::from_le_bytes(entry[8..16].try_into().unwrap()) as usize;
+    assert_eq!(entry[payload_end], b'{');
+    assert_eq!(*entry.last().unwrap(), b'}');
+    let data = payload_end - 4000;
     assert_eq!(data % 64, 0, "the data starts at a multiple of 64");
     assert_eq!(&entry[data..data + 8], &[0, 0, 0, 0, 3, 0, 0, 0]);
 
@@ -222,7 +227,7 @@ fn large_buffers_are_checked_like_small_ones() {
             let at = b.len() - 12_345;
             b[at] ^= 1;
         }),
-        ("descriptor", |b| b[88 + 8] ^= 1),
+        ("descriptor", |b| b[codec::HEADER_LEN + 8] ^= 1),
         ("truncated", |b| b.truncate(b.len() - 8)),
     ];
     for (what, damage) in cases {
@@ -283,7 +288,7 @@ fn large_buffers_signed_and_replaced() {
     let _: Vec<u8> = alpha.call(&f, &2u8, || make(2));
     let name = {
         let hex = key.to_hex();
-        format!("{}/{}/{}/output.bin", f.folder(), &hex[..2], &hex[2..])
+        format!("{}/{}/{}.bin", f.folder(), &hex[..2], &hex[2..])
     };
     let mut bytes = Vec::new();
     assert!(alpha.store().read(&name, &mut bytes).unwrap());

@@ -318,25 +318,31 @@ fn location_is_created_with_gitignore() {
     }
     let outputs = common::outputs(&dir);
     assert_eq!(outputs.len(), 1);
-    let entry = outputs[0].parent().unwrap();
-    let rel = entry.strip_prefix(&dir).unwrap();
+    let rel = outputs[0].strip_prefix(&dir).unwrap();
     let parts: Vec<_> = rel
         .iter()
         .map(|p| p.to_string_lossy().into_owned())
         .collect();
     assert_eq!(parts[..3], ["my_crate", "stats", "mean"]);
+    assert_eq!(parts.len(), 5, "one file per entry: {parts:?}");
     assert_eq!(parts[3].len(), 2);
-    assert_eq!(parts[4].len(), 62);
-    let meta: memento::entry::Metadata =
-        serde_json::from_slice(&std::fs::read(entry.join("metadata.json")).unwrap()).unwrap();
-    assert_eq!(meta.key, format!("{}{}", parts[3], parts[4]));
+    let rest = parts[4].strip_suffix(".bin").unwrap();
+    assert_eq!(rest.len(), 62);
+    let name = rel.to_string_lossy().into_owned();
+    let meta = memento::entry::Metadata::read(memory.store(), &name)
+        .unwrap()
+        .unwrap();
+    assert_eq!(meta.key, format!("{}{rest}", parts[3]));
     assert_eq!(meta.function, "my_crate::stats::mean");
     assert_eq!(meta.args, "[[1.0,2.0]]");
     assert_eq!(
         meta.output_size,
-        std::fs::metadata(entry.join("output.bin")).unwrap().len()
+        std::fs::metadata(&outputs[0]).unwrap().len()
     );
     assert!(meta.created.ends_with('Z'));
+    // The info is readable at the end of the file.
+    let bytes = std::fs::read(&outputs[0]).unwrap();
+    assert!(bytes.ends_with(br#""args":"[[1.0,2.0]]"}"#));
 }
 
 #[test]

@@ -105,15 +105,21 @@ fn entry_of_another_key() {
 }
 
 #[test]
-fn deleted_metadata_is_harmless() {
-    let dir = fresh_dir("no-metadata");
+fn edited_info_is_damage() {
+    let dir = fresh_dir("edited-info");
     assert_eq!(run(&dir, 2.0), (5.0, true));
     let out = outputs(&dir);
-    fs::remove_file(out[0].with_file_name("metadata.json")).unwrap();
-    // output.bin is self-verifying: the result is still served, unchanged.
+    // The info (the arguments as text, at the end) is checksummed with the
+    // value: an edit is caught, and the result recomputed.
+    let mut bytes = fs::read(&out[0]).unwrap();
+    let at = bytes.len() - 3;
+    assert_eq!(&bytes[at - 4..at + 3], br#"[2.0]"}"#);
+    bytes[at - 2] = b'5';
+    fs::write(&out[0], &bytes).unwrap();
     let ((y, ran), logs) = capture_logs(|| run(&dir, 2.0));
-    assert_eq!((y, ran), (5.0, false));
-    assert_eq!(count(&logs, "WARN"), 0, "{logs}");
+    assert_eq!((y, ran), (5.0, true));
+    assert!(logs.contains("checksum"), "{logs}");
+    assert_eq!(run(&dir, 2.0), (5.0, false));
 }
 
 #[test]
@@ -331,10 +337,10 @@ fn signed_cache_refuses_unsigned_and_edited_entries() {
     let n = bytes.len();
     bytes[n - 1] ^= 0x7f;
     let sum = blake3::Hasher::new()
-        .update(&bytes[..56])
-        .update(&bytes[88..])
+        .update(&bytes[..64])
+        .update(&bytes[96..])
         .finalize();
-    bytes[56..88].copy_from_slice(sum.as_bytes());
+    bytes[64..96].copy_from_slice(sum.as_bytes());
     fs::write(&out, &bytes).unwrap();
     let (v, logs) = capture_logs(|| signed().call(&f, &1u8, || 42u32));
     assert_eq!(v, 42);
@@ -353,12 +359,11 @@ fn leftovers_of_killed_writers_are_cleaned() {
     let dir = fresh_dir("leftovers");
     assert_eq!(run(&dir, 2.0), (5.0, true));
     let out = outputs(&dir).pop().unwrap();
-    let entry = out.parent().unwrap().to_path_buf();
+    let shard = out.parent().unwrap().to_path_buf();
     // A writer killed before its rename leaves a temporary file and no
-    // output.bin.
+    // entry.
     fs::remove_file(&out).unwrap();
-    fs::remove_file(entry.join("metadata.json")).unwrap();
-    let tmp = entry.join(".tmp-killed");
+    let tmp = shard.join(".tmp-killed");
     fs::write(&tmp, b"half a result").unwrap();
     let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
     fs::File::options()
@@ -368,7 +373,8 @@ fn leftovers_of_killed_writers_are_cleaned() {
         .set_modified(hour_ago)
         .unwrap();
     // It never makes the call miss forever: computed, stored, and the
-    // leftover removed by that write.
+    // leftover removed by that write (a store's first write sweeps its
+    // folder, then one in 1024).
     assert_eq!(run(&dir, 2.0), (5.0, true));
     assert_eq!(run(&dir, 2.0), (5.0, false));
     assert!(!tmp.exists());

@@ -20,11 +20,19 @@ fn put(memory: &Memory, i: u32) {
     assert_eq!(v, vec![i as u8; 1000]);
 }
 
+/// The metadata of the entry file `out`.
+fn meta_of(out: &Path) -> memento::entry::Metadata {
+    let (root, name) = (out.parent().unwrap(), out.file_name().unwrap());
+    let store = memento::store::LocalStore::new(root);
+    memento::entry::Metadata::read(&store, name.to_str().unwrap())
+        .unwrap()
+        .unwrap()
+}
+
 fn entry_of(dir: &Path, i: u32) -> std::path::PathBuf {
-    // Entries are told apart by their metadata's arguments.
+    // Entries are told apart by their info's arguments.
     for out in outputs(dir) {
-        let meta = std::fs::read_to_string(out.with_file_name("metadata.json")).unwrap();
-        if meta.contains(&format!("\"args\": \"{i}\"")) {
+        if meta_of(&out).args == i.to_string() {
             return out;
         }
     }
@@ -40,13 +48,7 @@ fn age(dir: &Path, i: u32, ago: Duration) {
 fn stored(dir: &Path) -> Vec<u32> {
     let mut found: Vec<u32> = outputs(dir)
         .into_iter()
-        .map(|out| {
-            let meta: memento::entry::Metadata = serde_json::from_slice(
-                &std::fs::read(out.with_file_name("metadata.json")).unwrap(),
-            )
-            .unwrap();
-            meta.args.parse().unwrap()
-        })
+        .map(|out| meta_of(&out).args.parse().unwrap())
         .collect();
     found.sort();
     found

@@ -151,14 +151,13 @@ fn damage_between_processes() {
         .find(|e| e.path().is_dir())
         .unwrap()
         .path();
-    // The entry's folder (the shard also holds the keys' lock file).
-    let entry = fs::read_dir(shard)
+    // The entry's file (the shard also holds the keys' lock file).
+    let output = fs::read_dir(shard)
         .unwrap()
         .flatten()
-        .find(|e| e.path().is_dir())
+        .find(|e| e.path().extension().is_some_and(|x| x == "bin"))
         .unwrap()
         .path();
-    let output = entry.join("output.bin");
     let mut bytes = fs::read(&output).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;
@@ -275,20 +274,19 @@ fn crash_loop() {
         let inventory = memento::evict::Inventory::scan(memory.store()).unwrap();
         let mut buf = Vec::new();
         for entry in inventory.entries.iter().filter(|e| e.complete) {
-            let name = format!("{}/output.bin", entry.dir);
-            if !memory.store().read(&name, &mut buf).unwrap() {
+            if !memory.store().read(&entry.name, &mut buf).unwrap() {
                 continue;
             }
             let key = memento::Key::from_hex(&entry.key).unwrap();
             let payload = memento::codec::verify(&key, &buf, None)
-                .unwrap_or_else(|d| panic!("{}: {d}", entry.dir));
+                .unwrap_or_else(|d| panic!("{}: {d}", entry.name));
             let (bytes, _) = memento::codec::decode_entry::<Vec<u8>>(&buf, payload)
-                .unwrap_or_else(|d| panic!("{}: {d}", entry.dir));
+                .unwrap_or_else(|d| panic!("{}: {d}", entry.name));
             assert_eq!(bytes.len(), 1 << 18);
             assert!(
                 bytes.iter().all(|b| *b == bytes[0]),
                 "mixed bytes in {}",
-                entry.dir
+                entry.name
             );
             whole += 1;
         }

@@ -26,12 +26,12 @@ fn one_hundred_thousand_entries() {
     for i in 1..N {
         let key = memory.key_of::<u64, _>(&f, &(i,)).unwrap();
         let hex = key.to_hex();
-        let entry = dir.join(f.folder()).join(&hex[..2]).join(&hex[2..]);
-        std::fs::create_dir_all(&entry).unwrap();
+        let shard = dir.join(f.folder()).join(&hex[..2]);
+        std::fs::create_dir_all(&shard).unwrap();
         let payload = postcard::to_allocvec(&(i * 2)).unwrap();
         // Older entries look older: the oldest go first.
         let entry_bytes = memento::codec::seal(&key, &payload, now - (N - i), None);
-        std::fs::write(entry.join("output.bin"), entry_bytes).unwrap();
+        std::fs::write(shard.join(format!("{}.bin", &hex[2..])), entry_bytes).unwrap();
     }
     let filled = t.elapsed();
 

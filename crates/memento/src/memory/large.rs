@@ -31,12 +31,11 @@ pub(super) enum Got<T> {
 const HEAD: usize = 512;
 
 impl Memory {
-    /// The local folder of an entry, for a mapped value to remove if its
+    /// The local file of an entry, for a mapped value to remove if its
     /// data turns out damaged.
-    fn entry_folder(&self, function: &Function, key: &Key) -> Option<std::path::PathBuf> {
-        let dir = EntryName::new(function.folder(), key, "");
-        self.path()
-            .map(|root| root.join(dir.as_str().trim_end_matches('/')))
+    fn entry_file(&self, function: &Function, key: &Key) -> Option<std::path::PathBuf> {
+        let name = EntryName::entry(function.folder(), key);
+        self.path().map(|root| root.join(name.as_str()))
     }
 
     /// Reads the entry of a plain buffer result.
@@ -68,7 +67,7 @@ impl Memory {
             };
             // Compressed buffers are read whole and decompressed.
             if codec == CODEC_BUFFER {
-                if let Err(refusal) = self.admit(function, key, head) {
+                if let Err(refusal) = self.admit(function, key, head, len) {
                     return Ok(Got::Refused(refusal));
                 }
                 let mut hasher = codec::checksum_hasher(head, signer);
@@ -78,10 +77,7 @@ impl Memory {
                     head,
                     len,
                     signer,
-                    folder: ops
-                        .mapped
-                        .then(|| self.entry_folder(function, key))
-                        .flatten(),
+                    path: ops.mapped.then(|| self.entry_file(function, key)).flatten(),
                 };
                 return match (ops.read_file)(entry, &mut hasher, &mut slot) {
                     Err(ReadError::Io(e)) => Err(io(e)),

@@ -119,7 +119,7 @@ impl Memory {
             .iter()
             .map(|(key, e)| evict::EntryInfo {
                 function_folder: e.folder.clone(),
-                dir: index::entry_dir(&e.folder, key),
+                name: index::entry_file(&e.folder, key),
                 key: key.to_hex(),
                 bytes: e.size,
                 last_access: UNIX_EPOCH + Duration::from_millis(e.time_ms),

@@ -223,11 +223,11 @@ impl Contended {
     }
 
     /// Asks for the key's lock across processes:
-    /// `<folder>/ab/<62 hex>.lock`, beside the entry's folder.
+    /// `<folder>/ab/<62 hex>.lock`, beside the entry's file.
     fn lock_step<'m, T>(&mut self, memory: &'m Memory, function: &'m Function) -> Step<'m, T> {
         let name = EntryName::new(function.folder(), &self.key, ".lock")
             .as_str()
-            .replace("/.lock", ".lock");
+            .to_string();
         self.phase = Phase::LockWaited;
         Step::Wait(Wait::Lock(
             memory.inner.store.clone(),

@@ -141,28 +141,21 @@ impl Memory {
         Ok(json.len() as u64)
     }
 
-    /// Removes every entry folder (`xx/<62 hex>/`) of `function`; other
-    /// files and folders (a nested module's functions) are left alone.
+    /// Removes every entry of `function` (and the entry folders of the
+    /// first layout); other files and folders (a nested module's
+    /// functions) are left alone.
     pub(super) fn remove_entries(&self, function: &Function) -> Result<usize> {
         let folder = function.folder();
-        let mut dirs: Vec<String> = self
-            .inner
-            .store
-            .list(folder)?
-            .into_iter()
-            .filter_map(|name| {
-                let rest = name.strip_prefix(folder)?.strip_prefix('/')?;
-                let mut parts = rest.split('/');
-                let (shard, entry) = (parts.next()?, parts.next()?);
-                let is_hex = |s: &str| s.bytes().all(|b| b.is_ascii_hexdigit());
-                (shard.len() == 2 && entry.len() == 62 && is_hex(shard) && is_hex(entry))
-                    .then(|| format!("{folder}/{shard}/{entry}"))
-            })
-            .collect();
-        dirs.dedup();
-        for dir in &dirs {
-            self.inner.store.delete_prefix(dir)?;
+        let inventory = Inventory::scan_prefix(&*self.inner.store, folder)?;
+        let mut removed = 0;
+        for entry in inventory
+            .entries
+            .iter()
+            .filter(|e| e.function_folder == folder)
+        {
+            evict::remove(&*self.inner.store, entry)?;
+            removed += usize::from(entry.complete);
         }
-        Ok(dirs.len())
+        Ok(removed)
     }
 }

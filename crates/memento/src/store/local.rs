@@ -4,7 +4,7 @@ use std::fs::{self, File, TryLockError};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::{check_name, LockOutcome, ObjectMeta, Opened, Store, StoreLock};
@@ -39,6 +39,7 @@ pub(crate) const TEMP_PREFIX: &str = ".tmp-";
 pub struct LocalStore {
     root: PathBuf,
     root_ready: AtomicBool,
+    publishes: AtomicU64,
     access_granularity: Duration,
     /// Per-key locks as byte ranges of one file per shard folder.
     #[cfg(target_os = "linux")]
@@ -51,6 +52,7 @@ impl LocalStore {
         LocalStore {
             root: root.into(),
             root_ready: AtomicBool::new(false),
+            publishes: AtomicU64::new(0),
             access_granularity: ACCESS_GRANULARITY,
             #[cfg(target_os = "linux")]
             ranges: Default::default(),
@@ -91,6 +93,16 @@ impl LocalStore {
         f(&self.root.join(name))
     }
 
+    /// Is it this publish's turn to sweep its folder for leftovers of
+    /// killed writers? The first of each store, then one in
+    /// [`SWEEP_EVERY`]: a shard folder of a large
+    /// cache holds thousands of entries, too many to list on every write.
+    fn sweep_due(&self) -> bool {
+        self.publishes
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(SWEEP_EVERY)
+    }
+
     fn ensure_root(&self) -> Result<()> {
         if self.root_ready.load(Ordering::Acquire) && self.root.is_dir() {
             return Ok(());
@@ -113,16 +125,6 @@ impl LocalStore {
         Ok(())
     }
 
-    /// Publishing is almost always of a new entry, whose folder does not
-    /// exist yet: making it first spares the failed create that would find
-    /// it missing. True when this call made it.
-    fn make_folder_first(&self, path: &Path) -> bool {
-        match path.parent() {
-            Some(dir) if self.root_ready.load(Ordering::Acquire) => fs::create_dir(dir).is_ok(),
-            _ => false,
-        }
-    }
-
     /// Writes `parts` to a new temporary file in the folder of `path`,
     /// creating folders as needed; also tells whether this call created the
     /// folder (a new folder holds no leftovers to sweep).
@@ -140,7 +142,7 @@ impl LocalStore {
         let mut tmp = match make() {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                // Usually only the entry's own folder is missing.
+                // Usually only the shard folder is missing.
                 match fs::create_dir(dir) {
                     Ok(()) => created = true,
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -250,9 +252,8 @@ impl Store for LocalStore {
     fn publish_parts(&self, name: &str, parts: &[&[u8]]) -> Result<bool> {
         check_name(name)?;
         let path = self.root.join(name);
-        let made = self.make_folder_first(&path);
         let (tmp, created) = self.temp_with(&path, parts)?;
-        publish_temp(tmp, &path, !(made || created))
+        publish_temp(tmp, &path, !created && self.sweep_due())
     }
 
     #[cfg(unix)]
@@ -261,21 +262,23 @@ impl Store for LocalStore {
         name: &str,
         head_len: usize,
         tail: &[u8],
+        end: &[u8],
         head: &(dyn Fn() -> Vec<u8> + Sync),
         replace: bool,
     ) -> Result<bool> {
         use std::os::unix::fs::FileExt;
         check_name(name)?;
         let path = self.root.join(name);
-        let made = !replace && self.make_folder_first(&path);
         let (tmp, created) = self.temp_with(&path, &[])?;
-        let created = made || created;
         // The tail is written here while the head is computed beside it;
         // then the head goes in front. Nobody sees the file before it is
         // whole: it is published by link or rename only after that.
         let (computed, written) = std::thread::scope(|scope| {
             let computing = scope.spawn(head);
-            let written = tmp.as_file().write_all_at(tail, head_len as u64);
+            let file = tmp.as_file();
+            let written = file
+                .write_all_at(tail, head_len as u64)
+                .and_then(|()| file.write_all_at(end, (head_len + tail.len()) as u64));
             (computing.join(), written)
         });
         written.map_err(|e| Error::io("write", tmp.path(), e))?;
@@ -301,7 +304,7 @@ impl Store for LocalStore {
                 .map_err(|e| Error::io("write", &path, e.error))?;
             return Ok(true);
         }
-        publish_temp(tmp, &path, !created)
+        publish_temp(tmp, &path, !created && self.sweep_due())
     }
 
     fn write(&self, name: &str, bytes: &[u8]) -> Result<()> {
@@ -509,6 +512,9 @@ impl Store for LocalStore {
         Ok(removed)
     }
 }
+
+/// One publish in this many sweeps its folder.
+const SWEEP_EVERY: u64 = 1024;
 
 /// Temporary files older than this, in a folder being written, are
 /// leftovers of a killed writer.

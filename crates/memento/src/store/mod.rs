@@ -1,7 +1,7 @@
 //! Storage backends: where entries live.
 //!
 //! A [`Store`] holds named objects (`'/'`-separated relative names such as
-//! `my_crate/sine/ab/cdef…/output.bin`) and knows nothing of keys, functions
+//! `my_crate/sine/ab/cdef….bin`) and knows nothing of keys, functions
 //! or formats. Its operations are the ones an object store offers too, so a
 //! later backend (S3 through `object_store`) fits without any change above
 //! this trait: publish-if-absent, atomic replace, whole and ranged reads,
@@ -84,8 +84,8 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         self.publish(name, &parts.concat())
     }
 
-    /// Writes an object made of a head of `head_len` bytes and `tail`,
-    /// where the head is computed by `head` (from the tail: a checksum),
+    /// Writes an object made of a head of `head_len` bytes, `tail`, then
+    /// `end`, where the head is computed by `head` (from the rest: a checksum),
     /// then publishes it ([`publish`](Store::publish), or
     /// [`write`](Store::write) when `replace`). A backend may compute the
     /// head on another thread while it writes the tail, as the local one
@@ -95,15 +95,16 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         name: &str,
         head_len: usize,
         tail: &[u8],
+        end: &[u8],
         head: &(dyn Fn() -> Vec<u8> + Sync),
         replace: bool,
     ) -> Result<bool> {
         let head = head();
         debug_assert_eq!(head.len(), head_len);
         if replace {
-            self.write_parts(name, &[&head, tail]).map(|()| true)
+            self.write_parts(name, &[&head, tail, end]).map(|()| true)
         } else {
-            self.publish_parts(name, &[&head, tail])
+            self.publish_parts(name, &[&head, tail, end])
         }
     }
 
@@ -194,7 +195,7 @@ impl fmt::Debug for StoreLock {
 
 /// Reads the object `name` as JSON; `None` when it is absent, unreadable or
 /// not of that shape (the small records beside entries: `function.json`,
-/// `metadata.json`, `hits.json`).
+/// `hits.json`).
 ///
 /// ```
 /// use memento::store::{read_json, LocalStore, Store};
@@ -256,7 +257,7 @@ mod tests {
         ] {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }
-        for good in ["a", "a/b.bin", "my_crate/f/ab/cd/output.bin", "..a/b.."] {
+        for good in ["a", "a/b.bin", "my_crate/f/ab/cd.bin", "..a/b.."] {
             assert!(check_name(good).is_ok(), "{good:?}");
         }
     }

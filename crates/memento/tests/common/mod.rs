@@ -37,7 +37,14 @@ pub fn count(logs: &str, level: &str) -> usize {
         .count()
 }
 
-/// Every `output.bin` under `root`.
+/// Is `p` an entry file (`ab/<62 hex>.bin`)?
+pub fn is_entry(p: &std::path::Path) -> bool {
+    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    name.strip_suffix(".bin")
+        .is_some_and(|hex| hex.len() == 62 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Every entry file under `root`.
 pub fn outputs(root: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut found = Vec::new();
     let mut stack = vec![root.to_path_buf()];
@@ -49,7 +56,7 @@ pub fn outputs(root: &std::path::Path) -> Vec<std::path::PathBuf> {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if p.file_name().is_some_and(|n| n == "output.bin") {
+            } else if is_entry(&p) {
                 found.push(p);
             }
         }
@@ -58,7 +65,7 @@ pub fn outputs(root: &std::path::Path) -> Vec<std::path::PathBuf> {
     found
 }
 
-/// The `output.bin` of `key`'s entry of `f` in a local `memory`.
+/// The entry file of `key` of `f` in a local `memory`.
 pub fn output_path(
     memory: &memento::Memory,
     f: &memento::Function,
@@ -70,8 +77,7 @@ pub fn output_path(
         .unwrap()
         .join(f.folder())
         .join(&hex[..2])
-        .join(&hex[2..])
-        .join("output.bin")
+        .join(format!("{}.bin", &hex[2..]))
 }
 
 /// A new, unique folder path under Cargo's temporary folder for tests (not
