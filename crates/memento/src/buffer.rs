@@ -264,7 +264,7 @@ impl<'a, T: ?Sized> ViaSerde<'a, T> for &Probe<'a, T> {
 // ---------------------------------------------------------------------
 // Stored results.
 //
-// Payload of a buffer entry (codec `CODEC_BUFFER`, after the 88-byte
+// Payload of a buffer entry (codec `CODEC_BUFFER`, after the 96-byte
 // header):
 //
 // | bytes            | field                                         |

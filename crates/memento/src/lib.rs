@@ -47,9 +47,10 @@
 //!
 //! The layout is meant to be read by people:
 //! `<location>/<crate>/<module>/…/<function>/` holds `function.json` (the
-//! function's identity and fingerprint) and one folder per result,
-//! `ab/<rest of the key>/`, with `output.bin` (the result) and
-//! `metadata.json` (when, how long, the arguments as text).
+//! function's identity and fingerprint) and one file per result,
+//! `ab/<rest of the key>.bin`: a header, the result, and at the end a line
+//! of JSON for people (the function, how long it took, the arguments as
+//! text).
 //!
 //! # Options of the attribute
 //!
@@ -140,7 +141,7 @@
 //!
 //! # Never a wrong result
 //!
-//! Each `output.bin` carries its key and a checksum; a damaged, truncated or
+//! Each entry file carries its key and a checksum; a damaged, truncated or
 //! foreign entry is logged, removed and recomputed (see [`codec`]). Writes are
 //! atomic. A cache that cannot be written (read-only folder, full disk) makes
 //! the function compute every time, with one warning; the value is always
