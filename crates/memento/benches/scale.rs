@@ -48,6 +48,13 @@ fn fill(dir: &Path, n: u64) {
     }
 }
 
+/// Waits until the disk has written back what the fill left dirty, so that
+/// the writeback's work does not land in the measurements.
+fn settle() {
+    let _ = std::process::Command::new("sync").status();
+    std::thread::sleep(Duration::from_secs(2));
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -70,6 +77,7 @@ fn main() {
         let t = Instant::now();
         fill(&dir, n);
         let filled = t.elapsed();
+        settle();
 
         // Hits from disk (in-memory layer off) on random keys.
         let memory = Memory::new(&dir).in_memory_limit(0);
@@ -119,11 +127,20 @@ fn main() {
             .unwrap();
         let build = t.elapsed();
         let stats = memory.stats().unwrap();
+        settle();
         let t = Instant::now();
-        let reduced = Memory::new(&dir)
-            .bytes_limit(stats.bytes / 2)
-            .reduce_size()
-            .unwrap();
+        // The phases of the pass, from its debug event.
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_target(false)
+            .without_time()
+            .finish();
+        let reduced = tracing::subscriber::with_default(subscriber, || {
+            Memory::new(&dir)
+                .bytes_limit(stats.bytes / 2)
+                .reduce_size()
+                .unwrap()
+        });
         let gc = t.elapsed();
         println!(
             "{n:>10}  {:>10.2?}  {:>13.2?}  {:>13.2?}  {:>10.2?}  {:>11.2?}  {:>9}  (index build {:.2?})",

@@ -498,10 +498,14 @@ impl Memory {
         if let Some(value) = self.find_hot::<T>(function, &key, mode) {
             return Begun::Done(Lookup::Hit(value));
         }
-        let state = self.state(function, shape, std::any::type_name::<T>());
+        // A hit needs no look at `function.json`: the key holds the code's
+        // fingerprint and the output type's shape, so an entry of other code
+        // is never found. Old results are dropped at the function's first
+        // miss, before it writes.
         if let Some(value) = self.find_stored::<T>(function, &key, mode) {
             return Begun::Done(Lookup::Hit(value));
         }
+        let state = self.state(function, shape, std::any::type_name::<T>());
         // Compute once: wait for a computation of this key running in this
         // process, then for one running in another process (a lock per
         // key), and look again after each wait (see `Contended::step`).

@@ -126,11 +126,19 @@ fn edited_info_is_damage() {
 fn garbled_function_record_drops_results() {
     let dir = fresh_dir("record");
     assert_eq!(run(&dir, 2.0), (5.0, true));
-    fs::write(dir.join("damage/scale/function.json"), b"{not json").unwrap();
-    let ((y, ran), logs) = capture_logs(|| run(&dir, 2.0));
-    assert_eq!((y, ran), (5.0, true));
+    let record = dir.join("damage/scale/function.json");
+    let good = fs::read(&record).unwrap();
+    fs::write(&record, b"{not json").unwrap();
+    // A hit needs no record: the entry's key holds the code's fingerprint.
+    assert_eq!(run(&dir, 2.0), (5.0, false));
+    // The function's next miss finds the record unreadable, drops the
+    // results it cannot vouch for, and writes the record again.
+    let ((y, ran), logs) = capture_logs(|| run(&dir, 3.0));
+    assert_eq!((y, ran), (7.5, true));
     assert!(logs.contains("damage::scale"), "{logs}");
     assert!(logs.contains("unreadable"), "{logs}");
+    assert_eq!(fs::read(&record).unwrap(), good);
+    assert_eq!(run(&dir, 2.0), (5.0, true));
     assert_eq!(run(&dir, 2.0), (5.0, false));
 }
 

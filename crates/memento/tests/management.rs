@@ -129,16 +129,19 @@ fn a_cache_of_the_first_layout_is_cleared_on_first_use() {
     let old = json.replace("\"format\": 2", "\"format\": 1");
     assert_ne!(json, old);
     std::fs::write(&record, old).unwrap();
+    for out in outputs(&dir) {
+        std::fs::remove_file(out).unwrap();
+    }
     let entry = dir.join(format!("lab/old/ab/{}", "c".repeat(62)));
     std::fs::create_dir_all(&entry).unwrap();
     std::fs::write(entry.join("output.bin"), b"MMTO\x01\x00 old").unwrap();
     std::fs::write(entry.join("metadata.json"), b"{}").unwrap();
     let stats = Memory::new(&dir).stats().unwrap();
-    assert_eq!(stats.entries, 1, "the old folder is not a result");
+    assert_eq!(stats.entries, 0, "the old folder is not a result");
 
     let (v, logs) = capture_logs(|| Memory::new(&dir).call(&f, &1u8, || 11u32));
-    assert_eq!(v, 11, "the old format's results are dropped");
-    assert!(logs.contains("stored result(s) are removed"), "{logs}");
+    assert_eq!(v, 11);
+    assert!(logs.contains("entry format 1"), "{logs}");
     assert!(!entry.exists(), "the old entry folder is removed");
     assert_eq!(outputs(&dir).len(), 1);
     let v: u32 = Memory::new(&dir).call(&f, &1u8, || unreachable!("stored"));

@@ -112,9 +112,12 @@ impl Memory {
             index::rebuild(root, &inventory)
                 .map_err(|e| Error::io("build the eviction index in", &index_dir, e))?;
         }
+        let started = std::time::Instant::now();
         let mut snapshot = index::read(root)
             .map_err(|e| Error::io("read the eviction index in", &index_dir, e))?;
+        let read = started.elapsed();
         let chosen = index::victims(root, &mut snapshot, limits, fraction, SystemTime::now());
+        let chose = started.elapsed();
         let infos: Vec<evict::EntryInfo> = chosen
             .iter()
             .map(|(key, e)| evict::EntryInfo {
@@ -128,12 +131,21 @@ impl Memory {
             .collect();
         let refs: Vec<&evict::EntryInfo> = infos.iter().collect();
         let (removed, freed_bytes, first_error) = evict::remove_entries(store, &refs, &|| {});
+        let gone = started.elapsed();
         let remaining = (snapshot.bytes(), snapshot.entries.len() as u64);
         if !chosen.is_empty() {
             let logs = std::mem::take(&mut snapshot.logs);
             index::compact(root, snapshot.entries.into_iter(), &logs)
                 .map_err(|e| Error::io("compact the eviction index in", &index_dir, e))?;
         }
+        tracing::debug!(
+            "eviction: index read in {read:.2?}, {} victim(s) chosen in {:.2?}, \
+             removed in {:.2?}, index compacted in {:.2?}",
+            chosen.len(),
+            chose - read,
+            gone - chose,
+            started.elapsed() - gone
+        );
         Ok((
             Reduction {
                 removed,

@@ -114,6 +114,10 @@ impl Memory {
         }
         Ok(match serde_json::from_slice::<FunctionRecord>(&buf) {
             Ok(stored) if record.same_code(&stored) => None,
+            Ok(stored) if stored.format != record.format => Some(Some(format!(
+                "its results were stored in entry format {}, and this memento uses {}",
+                stored.format, record.format
+            ))),
             Ok(_) => Some(Some(
                 "its code or its output type changed since they were stored".to_string(),
             )),
