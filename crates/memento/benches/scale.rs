@@ -4,7 +4,10 @@
 //! `cargo bench -p memento --bench scale` measures 1,000 and 100,000
 //! entries; `MEMENTO_SCALE=1000,1000000 cargo bench -p memento --bench scale`
 //! measures other sizes (1,000,000 entries take about 4 GB of disk blocks
-//! on ext4 and a few minutes to write). Each figure is a median of one run.
+//! on ext4 and about a minute to write). Hits are medians of 20,000 on
+//! random keys, measured in rounds that alternate between the sizes; then,
+//! per size, a listing, the index built once, a gc to 90% of the bytes (the
+//! size of an automatic pass) and one on to 50%, with the phases of each.
 //!
 //! The entries are written straight to disk in the layout `Memory` writes
 //! (same keys, same entry files), which is ~10× faster than computing them
@@ -60,92 +63,129 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// xorshift: the next random index below `n`.
+fn next(seed: &mut u64, n: u64) -> u64 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    *seed % n
+}
+
+/// Entries of every size are on disk at once, and their hits measured in
+/// alternating rounds, so that a drift of the machine (writeback, another
+/// process) lands on every size alike.
 fn main() {
     let sizes: Vec<u64> = std::env::var("MEMENTO_SCALE")
         .ok()
         .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![1_000, 100_000]);
     let base = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-scale");
-    println!(
-        "{:>10}  {:>10}  {:>13}  {:>13}  {:>10}  {:>11}  {:>9}",
-        "entries", "fill", "hit (median)", "fs::read", "listing", "gc to 50%", "removed"
-    );
-    println!("{:>10}  (then: index build once, from a listing)", "");
-    for n in sizes {
-        let dir = base.join(format!("{n}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+    let dirs: Vec<PathBuf> = sizes
+        .iter()
+        .map(|n| base.join(format!("{n}-{}", std::process::id())))
+        .collect();
+    for (n, dir) in sizes.iter().zip(&dirs) {
+        let _ = std::fs::remove_dir_all(dir);
         let t = Instant::now();
-        fill(&dir, n);
-        let filled = t.elapsed();
-        settle();
+        fill(dir, *n);
+        println!("filled {n} entries in {:.2?}", t.elapsed());
+    }
+    settle();
 
-        // Hits from disk (in-memory layer off) on random keys.
-        let memory = Memory::new(&dir).in_memory_limit(0);
-        let f = function();
-        let mut seed = 0x9e3779b97f4a7c15u64;
-        let mut samples = Vec::with_capacity(20_000);
-        for _ in 0..20_000 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            let i = seed % n;
-            let t = Instant::now();
-            let v: u64 = memory.call(&f, &(i,), || unreachable!("stored: {i}"));
-            samples.push(t.elapsed());
-            black_box(v);
+    // Hits from disk (in-memory layer off) on random keys, and the same
+    // files read raw (the file system's own cost): 10 rounds of 2,000 of
+    // each per size.
+    let f = function();
+    let memories: Vec<Memory> = dirs
+        .iter()
+        .map(|d| Memory::new(d).in_memory_limit(0))
+        .collect();
+    let mut hits = vec![Vec::new(); sizes.len()];
+    let mut raws = vec![Vec::new(); sizes.len()];
+    let mut seed = 0x9e3779b97f4a7c15u64;
+    for _round in 0..10 {
+        for (s, &n) in sizes.iter().enumerate() {
+            let memory = &memories[s];
+            for _ in 0..2_000 {
+                let i = next(&mut seed, n);
+                let t = Instant::now();
+                let v: u64 = memory.call(&f, &(i,), || unreachable!("stored: {i}"));
+                hits[s].push(t.elapsed());
+                assert_eq!(black_box(v), i * 2);
+            }
+            for _ in 0..2_000 {
+                let i = next(&mut seed, n);
+                let key = memory.key_of::<u64, _>(&f, &(i,)).unwrap().to_hex();
+                let path = dirs[s]
+                    .join(f.folder())
+                    .join(&key[..2])
+                    .join(format!("{}.bin", &key[2..]));
+                let t = Instant::now();
+                black_box(std::fs::read(&path).unwrap());
+                raws[s].push(t.elapsed());
+            }
         }
-        let hit = median(samples);
-        // The same files read raw, for scale: the file system's own cost.
-        let mut raw = Vec::with_capacity(20_000);
-        for _ in 0..20_000 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            let i = seed % n;
-            let key = memory.key_of::<u64, _>(&f, &(i,)).unwrap().to_hex();
-            let path = dir
-                .join(f.folder())
-                .join(&key[..2])
-                .join(format!("{}.bin", &key[2..]));
-            let t = Instant::now();
-            black_box(std::fs::read(&path).unwrap());
-            raw.push(t.elapsed());
-        }
-        let raw = median(raw);
+    }
+    println!();
+    println!(
+        "{:>10}  {:>13}  {:>9}  {:>13}  {:>9}",
+        "entries", "hit (median)", "vs first", "fs::read", "vs first"
+    );
+    let hit: Vec<Duration> = hits.into_iter().map(median).collect();
+    let raw: Vec<Duration> = raws.into_iter().map(median).collect();
+    for s in 0..sizes.len() {
+        println!(
+            "{:>10}  {:>13.2?}  {:>8.2}x  {:>13.2?}  {:>8.2}x",
+            sizes[s],
+            hit[s],
+            hit[s].as_secs_f64() / hit[0].as_secs_f64(),
+            raw[s],
+            raw[s].as_secs_f64() / raw[0].as_secs_f64()
+        );
+    }
+
+    println!();
+    println!(
+        "{:>10}  {:>10}  {:>11}  {:>11}  {:>9}  {:>11}  {:>9}",
+        "entries", "listing", "index build", "gc to 90%", "removed", "then to 50%", "removed"
+    );
+    for (s, &n) in sizes.iter().enumerate() {
+        let dir = &dirs[s];
         let t = Instant::now();
-        let listed = memento::evict::Inventory::scan(memory.store()).unwrap();
+        let listed = memento::evict::Inventory::scan(memories[s].store()).unwrap();
         let scan = t.elapsed();
         black_box(listed);
-
         // These entries were written around the index: build it once (a
-        // cache written by memento has it already), then gc to half the
-        // bytes.
+        // cache written by memento has it already).
         let t = Instant::now();
-        Memory::new(&dir)
+        Memory::new(dir)
             .bytes_limit(u64::MAX)
             .reduce_size()
             .unwrap();
         let build = t.elapsed();
-        let stats = memory.stats().unwrap();
-        settle();
-        let t = Instant::now();
-        // The phases of the pass, from its debug event.
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_target(false)
-            .without_time()
-            .finish();
-        let reduced = tracing::subscriber::with_default(subscriber, || {
-            Memory::new(&dir)
-                .bytes_limit(stats.bytes / 2)
-                .reduce_size()
-                .unwrap()
-        });
-        let gc = t.elapsed();
+        let bytes = memories[s].stats().unwrap().bytes;
+        let gc = |fraction: f64| {
+            settle();
+            // The phases of the pass, from its debug event.
+            let subscriber = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::DEBUG)
+                .with_target(false)
+                .without_time()
+                .finish();
+            let t = Instant::now();
+            let reduced = tracing::subscriber::with_default(subscriber, || {
+                Memory::new(dir)
+                    .bytes_limit((bytes as f64 * fraction) as u64)
+                    .reduce_size()
+                    .unwrap()
+            });
+            (t.elapsed(), reduced.removed)
+        };
+        let (gc90, removed90) = gc(0.9);
+        let (gc50, removed50) = gc(0.5);
         println!(
-            "{n:>10}  {:>10.2?}  {:>13.2?}  {:>13.2?}  {:>10.2?}  {:>11.2?}  {:>9}  (index build {:.2?})",
-            filled, hit, raw, scan, gc, reduced.removed, build
+            "{n:>10}  {scan:>10.2?}  {build:>11.2?}  {gc90:>11.2?}  {removed90:>9}  {gc50:>11.2?}  {removed50:>9}"
         );
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
