@@ -13,7 +13,7 @@
 //! once each), `array-arg` (hits with a 100 MiB argument), `array-result`
 //! (misses and hits of a 100 MiB result), `raw` (blake3, `fs::read`,
 //! `fs::write` of the same bytes, and a small create+write+rename).
-//! Diagnostics: `fresh-blake3` and `fresh-parts` split the first hit of a
+//! Diagnostics: `fresh-blake3`, `fresh-parts` and `fresh-steps` split the first hit of a
 //! fresh process into its parts.
 
 use std::hint::black_box;
@@ -136,6 +136,27 @@ fn main() {
             let (c, _) = time(|| String::from("hello world").repeat(3));
             let (d, _) = time(|| memento::Function::new("prog", "cosine"));
             println!("first blake3 {a:?} second {b:?} string {c:?} Function::new {d:?}");
+        }
+        ("memento", "fresh-steps") => {
+            // The first hit's parts, each the first of its kind in this
+            // process: what the macro's call is left with after them.
+            let (a, memory) = time(memento::Memory::from_env);
+            let (b, _) = time(|| blake3::hash(b"x"));
+            let (c, f) = time(|| memento::Function::new("memento_peers", "probe"));
+            let (d, key) = time(|| memory.key_of::<f64, _>(&f, &(0.5f64,)).unwrap());
+            let mut buf = Vec::new();
+            let (e, _) = time(|| {
+                memory
+                    .store()
+                    .read("memento_peers/m_sine/hits.json", &mut buf)
+            });
+            let (g, _) = time(|| m_sine(x(0)));
+            let (h, _) = time(|| m_sine(x(1)));
+            println!(
+                "Memory::from_env {a:?}, first blake3 {b:?}, Function::new {c:?}, key {d:?}, \
+                 a store read {e:?}, then the first hit {g:?}, a second hit {h:?} ({})",
+                key.to_hex().len()
+            );
         }
         ("memento", "fresh-parts") => {
             let (t0, _) = time(memento::__private::default_memory);

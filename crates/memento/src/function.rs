@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_reflection::{Format, FormatHolder, Tracer, TracerConfig};
+use serde_reflection::{FormatHolder, Tracer, TracerConfig};
 
 use crate::codec::{Compression, CODEC_POSTCARD, ENTRY_FORMAT_VERSION};
 use crate::entry::Metadata;
@@ -377,41 +377,63 @@ fn shape_of_type<T: DeserializeOwned + 'static>() -> Shape {
 /// `deserialize_any` format, a validating `Deserialize`) falls back to its
 /// type name, with a warning: changes of its definition are then not seen.
 fn trace<T: DeserializeOwned + 'static>() -> Shape {
-    if let Some(format) = builtin_format::<T>() {
-        return builtin_shape(format);
-    }
-    traced::<T>()
+    builtin_shape::<T>().unwrap_or_else(traced::<T>)
 }
 
-/// The shape of a primitive output type, exactly as tracing finds it (a
-/// lone format, an empty registry), without running the tracer: it is the
-/// first hit's largest cost in a fresh process.
-fn builtin_shape(format: Format) -> Shape {
-    let registry = serde_reflection::Registry::new();
-    let key = Key::of(&("memento shape v1", &format, &registry))
-        .unwrap_or_else(|_| Key::from_bytes([0; 32]));
-    Shape {
-        hash: *key.as_bytes(),
-        traced: true,
-    }
-}
-
-fn builtin_format<T: 'static>() -> Option<Format> {
+/// The shape of a primitive output type, exactly as tracing finds it (the
+/// hash of a lone format and an empty registry, pinned equal by a test),
+/// without running the tracer or hashing: the first hit in a fresh process
+/// pays for neither.
+fn builtin_shape<T: 'static>() -> Option<Shape> {
     let t = TypeId::of::<T>();
     macro_rules! builtin {
-        ($($ty:ty => $format:expr),* $(,)?) => {$(
+        ($($ty:ty => $hash:literal),* $(,)?) => {$(
             if t == TypeId::of::<$ty>() {
-                return Some($format);
+                return Some(Shape {
+                    hash: const { unhex($hash) },
+                    traced: true,
+                });
             }
         )*};
     }
     builtin! {
-        bool => Format::Bool, char => Format::Char, String => Format::Str, () => Format::Unit,
-        i8 => Format::I8, i16 => Format::I16, i32 => Format::I32, i64 => Format::I64,
-        i128 => Format::I128, u8 => Format::U8, u16 => Format::U16, u32 => Format::U32,
-        u64 => Format::U64, u128 => Format::U128, f32 => Format::F32, f64 => Format::F64,
+        bool => "a660957cd4b8e9a58fd96029664752a52a0e06e59295500e68115c923ffc74b8",
+        char => "1c04326c2e97592d7675c38b5d7b9d0e9c8f2cb160dc81ae51f5c2b177eac1c0",
+        String => "3da034bbbc054422a4b7670ffb0a5e11755343bbaa457b4735154bbcbc58a5ee",
+        () => "3854d46de7930b4fdc1389381860d9fa046db8c63fcf0430fc72290783c5bf3d",
+        i8 => "29e3d68af62fcc89fd1e3655ff82cdf206e99ae1437fcaeea040c8cf15834152",
+        i16 => "ab6b4841303987ab09a3b2008dd30ea2bdba37cc8ba7a31c0f71bd479e7bcea7",
+        i32 => "098c65b5c27685fb175d4fc527b51d2c4c756fe7d53476f34f1326431cb21a0a",
+        i64 => "ffa402fd1638e66cd5a8b6a7e4467aa566657cbb259ae5db81a3fcb4daaf741e",
+        i128 => "3bc508a83d11338028ee9acf01c3fa5dd55e7d34b3d8b01423dd9adfab3ccd45",
+        u8 => "b8e55aa5b42b03a257d7ed97f75b31aabf2e464f0a978aa968c7cef1fa22db2d",
+        u16 => "2a90bc6ca669a5af6a95efcf4b229494a49ecfe7b763a3e59646bf273fc7bd01",
+        u32 => "7de2a1bf7747ad730b401cc3b63d10789893e8232fb829ab80dc0e54d7613008",
+        u64 => "9cee4a7a8c3e7f1be68e56b7b7a86989cfcbaf5a64c3b3dcbdd7e7b98d59e687",
+        u128 => "f5decc2515ee5bc5aaa5c80b2bd3d3d5c131f7753739fcfa394fa4c1bfa00d4f",
+        f32 => "f5e65fab161cbc6cf371149b7b6029c1c8b0e3c293c87e306e990830384adae9",
+        f64 => "cd2af4950376f96027b365e7a79e395ce5359cb12c041fc0fabadc4b6e247f48",
     }
     None
+}
+
+/// 64 hex digits as 32 bytes, at compile time or run time.
+const fn unhex(text: &str) -> [u8; 32] {
+    const fn digit(c: u8) -> u8 {
+        match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => panic!("not a lowercase hex digit"),
+        }
+    }
+    let b = text.as_bytes();
+    let mut out = [0u8; 32];
+    let mut i = 0;
+    while i < 32 {
+        out[i] = digit(b[2 * i]) << 4 | digit(b[2 * i + 1]);
+        i += 1;
+    }
+    out
 }
 
 fn traced<T: DeserializeOwned>() -> Shape {
@@ -496,7 +518,7 @@ mod tests {
             let quick = trace::<T>();
             let slow = traced::<T>();
             assert_eq!(quick.hash, slow.hash, "{}", std::any::type_name::<T>());
-            assert!(builtin_format::<T>().is_some());
+            assert!(builtin_shape::<T>().is_some());
         }
         same::<bool>();
         same::<char>();
@@ -514,7 +536,7 @@ mod tests {
         same::<u128>();
         same::<f32>();
         same::<f64>();
-        assert!(builtin_format::<Vec<f64>>().is_none());
+        assert!(builtin_shape::<Vec<f64>>().is_none());
     }
 
     #[test]

@@ -42,7 +42,8 @@ const RECORD: u8 = b'W';
 /// simply created again.
 pub(crate) struct IndexLog {
     dir: PathBuf,
-    path: PathBuf,
+    /// Named at the first append: a Memory that only reads pays nothing.
+    path: std::sync::OnceLock<PathBuf>,
 }
 
 /// A log name no other log of this or another process has: process id,
@@ -65,10 +66,9 @@ fn millis(t: SystemTime) -> u64 {
 
 impl IndexLog {
     pub(crate) fn new(root: &Path) -> IndexLog {
-        let dir = root.join(INDEX_DIR);
         IndexLog {
-            path: dir.join(unique_name("log")),
-            dir,
+            dir: root.join(INDEX_DIR),
+            path: std::sync::OnceLock::new(),
         }
     }
 
@@ -82,12 +82,8 @@ impl IndexLog {
         record.extend_from_slice(&created_ms.to_le_bytes());
         record.extend_from_slice(&(folder.len() as u16).to_le_bytes());
         record.extend_from_slice(folder.as_bytes());
-        let open = || {
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)
-        };
+        let path = self.path.get_or_init(|| self.dir.join(unique_name("log")));
+        let open = || OpenOptions::new().create(true).append(true).open(path);
         let file = open().or_else(|_| {
             fs::create_dir_all(&self.dir)?;
             open()
