@@ -37,6 +37,9 @@ fuzz_target!(|data: &[u8]| {
         let _ = codec::decode::<Record>(payload);
     }
     let _ = codec::verify(&key, data, Some(&signer));
+    // Its info and metadata, as `memento show` reads them (unverified).
+    let info = codec::info(data);
+    let _ = memento::entry::Metadata::of_entry(data, data.len() as u64, info, "f");
     // The bytes as a payload that passed verification: decoding into
     // several types.
     let entry = codec::seal(&key, data, 0, None);

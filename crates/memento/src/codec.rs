@@ -493,7 +493,7 @@ pub(crate) fn info_len(head: &[u8]) -> u64 {
 /// assert_eq!(codec::info(&entry), Some(&b"{}"[..]));
 /// ```
 pub fn info(entry: &[u8]) -> Option<&[u8]> {
-    let start = HEADER_LEN as u64 + payload_len(entry.get(..HEADER_LEN)?);
+    let start = (HEADER_LEN as u64).checked_add(payload_len(entry.get(..HEADER_LEN)?))?;
     let end = start.checked_add(info_len(entry))?;
     entry.get(usize::try_from(start).ok()?..usize::try_from(end).ok()?)
 }

@@ -84,7 +84,7 @@ impl Metadata {
         if &head[0..4] != b"MMTO" {
             return Ok(None);
         }
-        let start = HEADER_LEN as u64 + crate::codec::payload_len(&head);
+        let start = (HEADER_LEN as u64).saturating_add(crate::codec::payload_len(&head));
         let end = start.saturating_add(crate::codec::info_len(&head));
         let mut info = Vec::new();
         let found = store.read_range(name, start..end, &mut info)?;

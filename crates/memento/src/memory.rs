@@ -783,7 +783,7 @@ impl Memory {
         let info = match codec::info(head) {
             Some(info) => Some(info),
             None => {
-                let start = HEADER_LEN as u64 + codec::payload_len(head);
+                let start = (HEADER_LEN as u64).saturating_add(codec::payload_len(head));
                 let name = EntryName::entry(function.folder(), key);
                 let found = self
                     .inner
