@@ -419,9 +419,8 @@ fn cut(text: &str, max: usize) -> String {
 
 /// Rebuilds the eviction index after results were removed here.
 fn reindex(memory: &Memory) -> Result<()> {
-    let inventory = Inventory::scan(memory.store()).context("cannot list the cache")?;
     memory
-        .rebuild_index(&inventory)
+        .rebuild_index()
         .context("cannot rebuild the eviction index")
 }
 

@@ -17,10 +17,13 @@
 //! The index is complete once `<location>/.index/complete` exists: written
 //! after one full listing of a cache that had results before it had an index
 //! (and at once for a new cache). Records of entries removed by other means
-//! (a clear, a damaged entry) are dropped when their `stat` fails. A record
-//! lost to a crash between the result's write and its append only hides
-//! that entry from eviction; a full listing (`Memory::reduce_size` with
-//! `rebuild_index`, or `memento gc`) finds it again.
+//! (a clear, a damaged entry) are dropped when their `stat` fails. A
+//! rebuild measures the logs before it lists the store, and a compaction
+//! renames each old log aside before it reads what was appended to it, so
+//! records appended meanwhile are kept (a writer's next append makes a new
+//! log). A record lost to a crash between the result's write and its append
+//! only hides that entry from eviction; a full listing
+//! (`Memory::rebuild_index`, or `memento gc`) finds it again.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -201,8 +204,31 @@ pub(crate) fn read(root: &Path) -> io::Result<Snapshot> {
     Ok(snapshot)
 }
 
-/// Builds the index from a full listing and marks it complete.
-pub(crate) fn rebuild(root: &Path, inventory: &Inventory) -> io::Result<()> {
+/// The logs and their lengths now, without reading them: taken before a
+/// listing that [`rebuild`] then turns into the index, so that a record
+/// appended while the store is listed is carried over, not lost.
+pub(crate) fn logs(root: &Path) -> io::Result<Vec<(PathBuf, u64)>> {
+    let listing = match fs::read_dir(root.join(INDEX_DIR)) {
+        Ok(listing) => listing,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    Ok(listing
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|e| e == "log"))
+        .filter_map(|path| Some((fs::metadata(&path).ok()?.len(), path)))
+        .map(|(len, path)| (path, len))
+        .collect())
+}
+
+/// Builds the index from a full listing, taken after the logs were
+/// measured (`before`, from [`logs`]), and marks it complete.
+pub(crate) fn rebuild(
+    root: &Path,
+    inventory: &Inventory,
+    before: &[(PathBuf, u64)],
+) -> io::Result<()> {
     let entries = inventory
         .entries
         .iter()
@@ -217,14 +243,15 @@ pub(crate) fn rebuild(root: &Path, inventory: &Inventory) -> io::Result<()> {
                 },
             ))
         });
-    let old = read(root)?.logs;
-    compact(root, entries, &old)?;
+    compact(root, entries, before)?;
     File::create(root.join(INDEX_DIR).join(COMPLETE))?;
     Ok(())
 }
 
 /// Writes `entries` as one new log (atomically), then removes the `old`
 /// logs; records appended to them since they were read are carried over.
+/// Each old log is first renamed out of the way, so that a writer's next
+/// append makes a new log instead of landing in one being removed.
 pub(crate) fn compact(
     root: &Path,
     entries: impl Iterator<Item = (Key, Indexed)>,
@@ -233,7 +260,9 @@ pub(crate) fn compact(
     let dir = root.join(INDEX_DIR);
     fs::create_dir_all(&dir)?;
     let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(&dir)?;
-    {
+    // Old logs renamed aside: (where it is now, where it was).
+    let mut moved: Vec<(PathBuf, &Path)> = Vec::new();
+    let written = (|| -> io::Result<()> {
         let mut out = io::BufWriter::new(tmp.as_file_mut());
         for (key, e) in entries {
             out.write_all(&[RECORD])?;
@@ -244,25 +273,31 @@ pub(crate) fn compact(
             out.write_all(e.folder.as_bytes())?;
         }
         // Records appended since the snapshot.
-        for (log, read) in old {
-            let mut bytes = Vec::new();
-            if File::open(log)
-                .and_then(|mut f| f.read_to_end(&mut bytes))
-                .is_ok()
-            {
-                if let Some(tail) = bytes.get(*read as usize..) {
-                    out.write_all(tail)?;
-                }
+        for (i, (log, read)) in old.iter().enumerate() {
+            let aside = dir.join(format!(".tmp-compacting-{}-{i}", unique_name("old")));
+            if fs::rename(log, &aside).is_err() {
+                continue;
+            }
+            moved.push((aside.clone(), log));
+            let bytes = fs::read(&aside)?;
+            if let Some(tail) = bytes.get(*read as usize..) {
+                out.write_all(tail)?;
             }
         }
-        out.flush()?;
-    }
+        out.flush()
+    })();
     let new = dir.join(unique_name("compact"));
-    tmp.persist_noclobber(&new).map_err(|e| e.error)?;
-    for (log, _) in old {
-        if *log != new {
-            let _ = fs::remove_file(log);
+    let published =
+        written.and_then(|()| tmp.persist_noclobber(&new).map(drop).map_err(|e| e.error));
+    if let Err(e) = published {
+        // The old logs go back where they were: nothing is lost.
+        for (aside, log) in moved {
+            let _ = fs::rename(aside, log);
         }
+        return Err(e);
+    }
+    for (aside, _) in moved {
+        let _ = fs::remove_file(aside);
     }
     Ok(())
 }

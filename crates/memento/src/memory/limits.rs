@@ -108,9 +108,10 @@ impl Memory {
         let store = &*self.inner.store;
         let index_dir = root.join(index::INDEX_DIR);
         if !index::complete(root) {
+            let io = |e| Error::io("build the eviction index in", &index_dir, e);
+            let before = index::logs(root).map_err(io)?;
             let inventory = Inventory::scan(store)?;
-            index::rebuild(root, &inventory)
-                .map_err(|e| Error::io("build the eviction index in", &index_dir, e))?;
+            index::rebuild(root, &inventory, &before).map_err(io)?;
         }
         let started = std::time::Instant::now();
         let mut snapshot = index::read(root)
@@ -272,8 +273,15 @@ impl Memory {
     /// Rebuilds the eviction index of a local cache from a listing of it:
     /// after its results were removed by other means than this library
     /// (the `memento` command does this after `gc`, `clear` and `verify
-    /// --remove`).
-    pub fn rebuild_index(&self, inventory: &Inventory) -> Result<()> {
+    /// --remove`). Results written while it lists are kept in the index.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let memory = memento::Memory::new(dir.path());
+    /// let _: u8 = memory.call(&memento::Function::new("docs", "one"), &(), || 1);
+    /// memory.rebuild_index().unwrap();
+    /// ```
+    pub fn rebuild_index(&self) -> Result<()> {
         let Some(root) = &self.inner.options.location else {
             return Ok(());
         };
@@ -282,13 +290,16 @@ impl Memory {
             .reducing
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        crate::index::rebuild(root, inventory).map_err(|e| {
+        let io = |e| {
             Error::io(
                 "rebuild the eviction index in",
                 root.join(crate::index::INDEX_DIR),
                 e,
             )
-        })?;
+        };
+        let before = crate::index::logs(root).map_err(io)?;
+        let inventory = Inventory::scan(&*self.inner.store)?;
+        crate::index::rebuild(root, &inventory, &before).map_err(io)?;
         *self.inner.usage.lock().unwrap_or_else(|e| e.into_inner()) = Usage::default();
         Ok(())
     }
