@@ -389,19 +389,19 @@ pub fn unpack<'a>(entry: &[u8], payload: &'a [u8]) -> Result<Cow<'a, [u8]>, Dama
 }
 
 /// The header's fields, all but the checksum.
-pub(crate) struct Fields<'k> {
-    pub(crate) key: &'k Key,
-    pub(crate) payload_len: u64,
-    pub(crate) info_len: usize,
-    pub(crate) created_ms: u64,
-    pub(crate) signed: bool,
-    pub(crate) codec: u16,
+struct Fields<'k> {
+    key: &'k Key,
+    payload_len: u64,
+    info_len: usize,
+    created_ms: u64,
+    signed: bool,
+    codec: u16,
 }
 
 impl Fields<'_> {
     /// Writes them into the header at the start of `out`; fails for an
     /// info longer than 4 GiB.
-    pub(crate) fn write(&self, out: &mut [u8]) -> Result<(), String> {
+    fn write(&self, out: &mut [u8]) -> Result<(), String> {
         let info_len = u32::try_from(self.info_len)
             .map_err(|_| format!("an entry's info of {} bytes", self.info_len))?;
         out[0..4].copy_from_slice(MAGIC);

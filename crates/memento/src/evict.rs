@@ -161,10 +161,10 @@ impl Inventory {
     }
 }
 
-/// Removes `victims` from `store`, on up to 16 threads (removal is system
-/// calls that mostly wait, which overlap well), calling `progress` after each. Returns the
-/// results removed, the bytes freed and the first error met (the others go
-/// on).
+/// Removes `victims` from `store`, on up to 16 threads (removals are system
+/// calls that mostly wait, which overlap well), calling `progress` after
+/// each. Returns the results removed, the bytes freed and the first error
+/// met (the others go on).
 pub fn remove_entries(
     store: &dyn Store,
     victims: &[&EntryInfo],
