@@ -21,9 +21,10 @@
 //! rebuild measures the logs before it lists the store, and a compaction
 //! renames each old log aside before it reads what was appended to it, so
 //! records appended meanwhile are kept (a writer's next append makes a new
-//! log). A record lost to a crash between the result's write and its append
-//! only hides that entry from eviction; a full listing
-//! (`Memory::rebuild_index`, or `memento gc`) finds it again.
+//! log; only a write that started before the rename and lands after the
+//! read is lost). A record lost that way, or to a crash between the
+//! result's write and its append, only hides that entry from eviction; a
+//! full listing (`Memory::rebuild_index`, or `memento gc`) finds it again.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
