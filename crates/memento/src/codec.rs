@@ -525,10 +525,10 @@ pub(crate) fn check_header(
             found: file_len,
         });
     }
-    if &head[0..4] != MAGIC {
+    if !has_magic(head) {
         return Err(Damage::BadMagic);
     }
-    let version = u16::from_le_bytes([head[4], head[5]]);
+    let version = version(head);
     if version != ENTRY_FORMAT_VERSION {
         return Err(Damage::Version {
             found: version,
@@ -566,10 +566,9 @@ pub(crate) fn check_header(
             extra: file_len - expected,
         });
     }
-    let mut stored_key = [0u8; 32];
-    stored_key.copy_from_slice(&head[KEY_AT..SIGNED]);
-    if &stored_key != key.as_bytes() {
-        return Err(Damage::WrongKey(Key::from_bytes(stored_key)));
+    let stored = stored_key(head);
+    if stored != *key {
+        return Err(Damage::WrongKey(stored));
     }
     match (signed, signer) {
         (false, Some(_)) => Err(Damage::Unsigned),
@@ -592,6 +591,23 @@ pub(crate) fn checksum_hasher(head: &[u8], signer: Option<&Signer>) -> blake3::H
 /// Does the checksum that `h` computed match the one in `head`?
 pub(crate) fn checksum_matches(h: &blake3::Hasher, head: &[u8]) -> bool {
     h.finalize().as_bytes()[..] == head[SIGNED..HEADER_LEN]
+}
+
+/// Does `head` start with an entry header's magic?
+pub(crate) fn has_magic(head: &[u8]) -> bool {
+    head.starts_with(MAGIC)
+}
+
+/// The entry format version a header (at least [`HEADER_LEN`] bytes) says.
+pub(crate) fn version(head: &[u8]) -> u16 {
+    u16::from_le_bytes([head[4], head[5]])
+}
+
+/// The key a header (at least [`HEADER_LEN`] bytes) names.
+pub(crate) fn stored_key(head: &[u8]) -> Key {
+    let mut key = [0u8; 32];
+    key.copy_from_slice(&head[KEY_AT..SIGNED]);
+    Key::from_bytes(key)
 }
 
 /// When a verified entry was computed, in ms since the Unix epoch.

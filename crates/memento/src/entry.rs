@@ -81,7 +81,7 @@ impl Metadata {
         if !store.read_range(name, 0..HEADER_LEN as u64, &mut head)? || head.len() < HEADER_LEN {
             return Ok(None);
         }
-        if &head[0..4] != b"MMTO" {
+        if !crate::codec::has_magic(&head) {
             return Ok(None);
         }
         let start = (HEADER_LEN as u64).saturating_add(crate::codec::payload_len(&head));
@@ -98,17 +98,16 @@ impl Metadata {
     /// duration zero and the arguments empty).
     pub fn of_entry(head: &[u8], file_len: u64, info: Option<&[u8]>, function: &str) -> Metadata {
         let info: Option<Info> = info.and_then(|b| serde_json::from_slice(b).ok());
-        let created_ms = head
-            .get(16..24)
-            .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or_default()));
+        let (format, created_ms, key) = if head.len() >= crate::codec::HEADER_LEN {
+            (
+                crate::codec::version(head),
+                crate::codec::created_ms(head),
+                crate::codec::stored_key(head).to_hex(),
+            )
+        } else {
+            (0, 0, String::new())
+        };
         let created = UNIX_EPOCH + Duration::from_millis(created_ms);
-        let key = head
-            .get(32..64)
-            .map(|b| b.iter().map(|x| format!("{x:02x}")).collect())
-            .unwrap_or_default();
-        let format = head
-            .get(4..6)
-            .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]));
         let (function, duration, args) = match info {
             Some(i) => (i.function, i.duration, i.args),
             None => (function.to_string(), 0.0, String::new()),
