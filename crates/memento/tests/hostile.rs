@@ -7,13 +7,26 @@ use std::collections::BTreeMap;
 use memento::codec::{self, Damage};
 use memento::Key;
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 
 fn key() -> Key {
     Key::of(&0u8).unwrap()
 }
 
+/// 2,000 cases; a failing case is saved to `tests/proptest-regressions/`
+/// (proptest's default looks for a `lib.rs` beside the test and warns).
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        cases: 2000,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "tests/proptest-regressions/hostile.txt",
+        ))),
+        ..ProptestConfig::default()
+    }
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #![proptest_config(config())]
 
     #[test]
     fn arbitrary_entries_are_refused_without_panic(data in prop::collection::vec(any::<u8>(), 0..300)) {
@@ -59,7 +72,7 @@ fn huge_length_claims_fail_fast() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #![proptest_config(config())]
 
     /// Buffer descriptors with any tag, rank and shape, before data of any
     /// length: refused unless the shape matches the length exactly.

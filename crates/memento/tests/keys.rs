@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use memento::{Function, Key, Lookup, Memory};
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use serde::Serialize;
 
 fn key<T: Serialize + ?Sized>(v: &T) -> Key {
@@ -11,6 +12,15 @@ fn key<T: Serialize + ?Sized>(v: &T) -> Key {
 }
 
 proptest! {
+    // A failing case is saved to `tests/proptest-regressions/` (proptest's
+    // default looks for a `lib.rs` beside the test and warns).
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "tests/proptest-regressions/keys.txt",
+        ))),
+        ..ProptestConfig::default()
+    })]
+
     #[test]
     fn strings_hash_alike(s in ".*") {
         let boxed: Box<str> = s.clone().into_boxed_str();
