@@ -159,6 +159,16 @@ const SIGNED_FLAG: u16 = 0x8000;
 pub struct Signer([u8; 32]);
 
 impl Signer {
+    /// A short tag of this key, to tell apart results verified with
+    /// different keys in memory (not a secret: a hash of the derived key).
+    pub(crate) fn tag(&self) -> u64 {
+        let hash = blake3::hash(&self.0);
+        let mut tag = [0u8; 8];
+        tag.copy_from_slice(&hash.as_bytes()[..8]);
+        // 0 means "unsigned".
+        u64::from_le_bytes(tag).max(1)
+    }
+
     /// A signer from a secret.
     ///
     /// ```

@@ -5,8 +5,8 @@
 use std::any::TypeId;
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, LazyLock, OnceLock, RwLock};
+
+use std::sync::{LazyLock, OnceLock, RwLock};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -46,11 +46,6 @@ pub struct Function {
     compression: Compression,
     derived: Derived,
     shape: OnceLock<(TypeId, Shape)>,
-    /// Hits of this process not yet added to `hits.json`.
-    pub(crate) hits: Arc<AtomicU64>,
-    /// When they were last added, in seconds since the process's first use
-    /// of memento.
-    hits_flushed: Arc<AtomicU64>,
 }
 
 /// A check of a stored result's metadata before it is served: `false`
@@ -93,8 +88,6 @@ impl Function {
                 full_name: String::new(),
             },
             shape: OnceLock::new(),
-            hits: Arc::new(AtomicU64::new(0)),
-            hits_flushed: Arc::new(AtomicU64::new(0)),
         };
         f.derive();
         f
@@ -170,24 +163,6 @@ impl Function {
         self.expires_after
     }
 
-    /// Is it time to add this process's hits to `hits.json`? (True at most
-    /// once every `HITS_FLUSH_SECONDS`.)
-    pub(crate) fn hits_flush_due(&self) -> bool {
-        static START: LazyLock<std::time::Instant> = LazyLock::new(std::time::Instant::now);
-        let now = START.elapsed().as_secs();
-        let last = self.hits_flushed.load(std::sync::atomic::Ordering::Relaxed);
-        now >= last + crate::memory::HITS_FLUSH_SECONDS
-            && self
-                .hits_flushed
-                .compare_exchange(
-                    last,
-                    now,
-                    std::sync::atomic::Ordering::Relaxed,
-                    std::sync::atomic::Ordering::Relaxed,
-                )
-                .is_ok()
-    }
-
     pub(crate) fn keeps_versions(&self) -> bool {
         self.keep_versions
     }
@@ -218,7 +193,7 @@ impl Function {
         };
         let name = self.full_name().to_string();
         match seen.get(&name) {
-            Some(other) if *other != code => tracing::warn!(
+            Some(other) if *other != code => crate::log::warning!(
                 "memento: two different cached functions are both named {name} (for example \
                  functions of the same name in two closures of one function); they share one \
                  cache folder and drop each other's results: rename one, or give it a version"
@@ -453,7 +428,7 @@ fn traced<T: DeserializeOwned>() -> Shape {
             traced: true,
         },
         Err(reason) => {
-            tracing::warn!(
+            crate::log::warning!(
                 "memento cannot trace the serde shape of the output type {type_name} ({reason}); \
                  a change of that type's definition will not be detected: when you change it, \
                  bump the function's version (#[memento::cache(version = \"..\")])"

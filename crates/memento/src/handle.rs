@@ -49,6 +49,7 @@
 //! ```
 
 use std::cell::Cell;
+use std::fmt;
 use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -56,13 +57,11 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::codec;
 use crate::entry::Metadata;
 use crate::error::{Error, Result};
 use crate::function::Function;
 use crate::key::Key;
 use crate::memory::Memory;
-use crate::store::{LocalStore, Store};
 
 /// What the next cached call on a thread is asked to do.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -121,7 +120,13 @@ pub struct Outcome<T> {
 /// A handle to a stored result: where it is, not the value. It can be
 /// serialized and sent to another process, which reads the value with
 /// [`get`](StoredResult::get).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// A handle made by a call reads and clears through that call's [`Memory`]
+/// (its store and signing key, and its in-memory layer, so that a cleared
+/// result is cleared in this process too). A handle deserialized in another
+/// process opens its location as [`Memory::new`] does, with the signing key
+/// of `MEMENTO_KEY` when set.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(bound = "")]
 pub struct StoredResult<T> {
     location: PathBuf,
@@ -129,8 +134,29 @@ pub struct StoredResult<T> {
     function: String,
     key: Option<Key>,
     #[serde(skip)]
+    memory: Option<Memory>,
+    #[serde(skip)]
     _value: PhantomData<fn() -> T>,
 }
+
+impl<T> fmt::Debug for StoredResult<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredResult")
+            .field("location", &self.location)
+            .field("function", &self.function)
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+/// Two handles are equal when they name the same result.
+impl<T> PartialEq for StoredResult<T> {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.location, &self.folder, &self.key) == (&other.location, &other.folder, &other.key)
+    }
+}
+
+impl<T> Eq for StoredResult<T> {}
 
 impl<T> StoredResult<T> {
     #[doc(hidden)]
@@ -143,6 +169,7 @@ impl<T> StoredResult<T> {
             folder: function.folder().to_string(),
             function: function.full_name().to_string(),
             key,
+            memory: Some(memory.clone()),
             _value: PhantomData,
         }
     }
@@ -158,14 +185,17 @@ impl<T> StoredResult<T> {
         &self.function
     }
 
-    fn store(&self) -> LocalStore {
-        LocalStore::new(&self.location)
+    /// The Memory this handle reads through: its call's, or (deserialized)
+    /// one over its location with the signing key of `MEMENTO_KEY`.
+    fn memory(&self) -> Memory {
+        match &self.memory {
+            Some(memory) => memory.clone(),
+            None => Memory::new(&self.location).with_env_signer(),
+        }
     }
 
-    /// The entry file's name in the store.
-    fn name(&self) -> Result<String> {
-        let key = self.key.ok_or_else(|| self.not_stored())?;
-        Ok(crate::index::entry_file(&self.folder, &key))
+    fn stored_key(&self) -> Result<Key> {
+        self.key.ok_or_else(|| self.not_stored())
     }
 
     fn not_stored(&self) -> Error {
@@ -177,52 +207,35 @@ impl<T> StoredResult<T> {
 
     /// The entry's metadata: its header and its info, whose checksum is
     /// not checked (use [`get`](StoredResult::get) to check the entry).
+    /// Reading it does not count as a use of the result.
     pub fn metadata(&self) -> Result<Metadata> {
-        let name = self.name()?;
-        let mut buf = Vec::new();
-        if !self.store().read(&name, &mut buf)? {
-            return Err(self.not_stored());
-        }
-        let key = self.key.ok_or_else(|| self.not_stored())?;
-        let len = buf.len() as u64;
-        // Everything but the checksum: the info is for people.
-        let head = buf.get(..codec::HEADER_LEN).unwrap_or_default();
-        match codec::check_header(&key, &buf, len, None) {
-            Ok(_) | Err(codec::Damage::NoKey) => {}
-            Err(damage) => return Err(Error::Damaged { name, damage }),
-        }
-        Ok(Metadata::of_entry(
-            head,
-            len,
-            codec::info(&buf),
-            &self.function,
-        ))
+        let key = self.stored_key()?;
+        self.memory()
+            .entry_metadata(&self.folder, &key, &self.function)?
+            .ok_or_else(|| self.not_stored())
     }
 
-    /// Removes the stored result.
+    /// Removes the stored result (from this process's in-memory layer too).
     pub fn clear(&self) -> Result<()> {
-        self.store().delete(&self.name()?)
+        let key = self.stored_key()?;
+        self.memory().remove_result(&self.folder, &key)
     }
 }
 
 impl<T: DeserializeOwned + 'static> StoredResult<T> {
-    /// Reads, verifies and decodes the value (with the signing key of
-    /// `MEMENTO_KEY`, when set).
+    /// Reads, verifies and decodes the value, with the signing key of the
+    /// handle's [`Memory`].
     ///
     /// # Errors
     /// [`Error::NotStored`] when it is gone (cleared, evicted, or never
     /// stored because the computation failed), [`Error::Damaged`] when its
-    /// bytes are damaged, [`Error::Io`] when the store cannot be read.
+    /// bytes are damaged or not signed with the expected key,
+    /// [`Error::Io`] when the store cannot be read.
     pub fn get(&self) -> Result<T> {
-        let name = self.name()?;
-        let key = self.key.ok_or_else(|| self.not_stored())?;
-        let mut buf = Vec::new();
-        if !self.store().read(&name, &mut buf)? {
-            return Err(self.not_stored());
-        }
-        codec::verify(&key, &buf, codec::Signer::from_env().as_ref())
-            .and_then(|payload| codec::decode_entry(&buf, payload).map(|(value, _)| value))
-            .map_err(|damage| Error::Damaged { name, damage })
+        let key = self.stored_key()?;
+        self.memory()
+            .get_entry(&self.folder, &key)?
+            .ok_or_else(|| self.not_stored())
     }
 }
 

@@ -158,7 +158,7 @@ impl<T: StoredBuffer> Mapped<T> {
                 }
                 let damage = codec::checksum_damage(bytes);
                 if let Some(entry) = &map.entry {
-                    tracing::warn!(
+                    crate::log::warning!(
                         "{}: a mapped result is damaged ({damage}); it is removed",
                         entry.display()
                     );

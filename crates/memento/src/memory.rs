@@ -2,15 +2,13 @@
 //! cache (key → lookup → hit: verify, decode / miss: compute, encode, write).
 
 use std::cell::Cell;
-use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fmt;
-use std::hash::BuildHasherDefault;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::de::DeserializeOwned;
@@ -31,14 +29,13 @@ mod large;
 mod limits;
 mod once;
 mod record;
+mod shared;
 
-pub(crate) use hits::HITS_FLUSH_SECONDS;
-use hot::{Hot, KeyIdHasher};
 use large::Got;
 pub use limits::Reduction;
-use limits::Usage;
-use once::{Begun, Contended, Flight, Leader, Phase, Step};
-use record::FnState;
+use once::{Begun, Contended, Leader, Phase, Step};
+use record::{FnState, RecordWrite};
+use shared::Shared;
 
 /// Environment variable naming the default cache folder.
 pub const MEMENTO_DIR: &str = "MEMENTO_DIR";
@@ -106,18 +103,13 @@ pub struct Memory {
 }
 
 struct Inner {
+    /// This Memory's own: the store it was given and its options.
     store: Arc<dyn Store>,
     options: Options,
-    functions: RwLock<HashMap<[u8; 32], Arc<FnState>, BuildHasherDefault<KeyIdHasher>>>,
-    hot: Hot,
-    warned_io: AtomicBool,
-    usage: Mutex<Usage>,
-    reducing: Mutex<()>,
-    /// This Memory's eviction index log (local caches).
-    index: Option<crate::index::IndexLog>,
-    /// Computations running in this process, by key: later callers of the
-    /// same key wait for them instead of computing again.
-    inflight: Mutex<HashMap<Key, Arc<Flight>, BuildHasherDefault<KeyIdHasher>>>,
+    /// The signing key's [tag](codec::Signer::tag) (0: none).
+    signer_tag: u64,
+    /// What every Memory over this location in this process shares.
+    shared: Arc<Shared>,
 }
 
 #[derive(Clone)]
@@ -204,11 +196,9 @@ impl Memory {
         };
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let warn = |name: &str, e: Error| {
-            tracing::warn!("{name}: {e}; the limit is not applied");
+            crate::log::warning!("{name}: {e}; the limit is not applied");
         };
-        if let Some(signer) = codec::Signer::from_env() {
-            memory = memory.with_options(|o| o.signer = Some(signer));
-        }
+        memory = memory.with_env_signer();
         if let Some(v) = var("MEMENTO_BYTES_LIMIT") {
             match evict::parse_size(&v) {
                 Ok(n) => memory = memory.bytes_limit(n),
@@ -259,18 +249,13 @@ impl Memory {
     }
 
     fn build(store: Arc<dyn Store>, options: Options) -> Memory {
-        let index = options.location.as_deref().map(crate::index::IndexLog::new);
+        let shared = Shared::of(&store, options.location.as_deref(), options.in_memory_bytes);
         Memory {
             inner: Arc::new(Inner {
                 store,
-                hot: Hot::new(options.in_memory_bytes),
+                signer_tag: options.signer.as_ref().map_or(0, codec::Signer::tag),
                 options,
-                functions: RwLock::new(HashMap::default()),
-                warned_io: AtomicBool::new(false),
-                usage: Mutex::new(Usage::default()),
-                reducing: Mutex::new(()),
-                inflight: Mutex::new(HashMap::default()),
-                index,
+                shared,
             }),
         }
     }
@@ -290,7 +275,15 @@ impl Memory {
     fn with_options(self, change: impl FnOnce(&mut Options)) -> Memory {
         let mut options = self.inner.options.clone();
         change(&mut options);
-        Memory::build(self.inner.store.clone(), options)
+        self.inner.shared.hot.raise_limit(options.in_memory_bytes);
+        Memory {
+            inner: Arc::new(Inner {
+                store: self.inner.store.clone(),
+                signer_tag: options.signer.as_ref().map_or(0, codec::Signer::tag),
+                options,
+                shared: self.inner.shared.clone(),
+            }),
+        }
     }
 
     /// Keeps the bytes stored under the location (outputs, metadata,
@@ -473,7 +466,7 @@ impl Memory {
                     function: function.full_name().to_string(),
                     source,
                 };
-                tracing::warn!("{e}");
+                crate::log::warning!("{e}");
                 let pending = self.pending(function, None, None, shape, String::new(), mode);
                 return Begun::Done(Lookup::Miss(pending));
             }
@@ -481,7 +474,7 @@ impl Memory {
         if mode.force {
             let state = self.state(function, shape, std::any::type_name::<T>());
             let args = entry::args_text(args);
-            tracing::info!(
+            crate::log::info!(
                 "calling {}({}) (forced)",
                 function.full_name(),
                 trim_brackets(&args)
@@ -574,7 +567,7 @@ impl Memory {
     ) -> Option<T> {
         let value = self.read::<T>(function, key)?;
         mode.record(true, Some(*key));
-        self.count_hit(function);
+        self.count_hit(&self.function_state(function));
         Some(value)
     }
 
@@ -586,27 +579,47 @@ impl Memory {
         key: &Key,
         mode: Mode,
     ) -> Option<T> {
-        if mapped::<T>() {
+        if mapped::<T>() || self.inner.options.in_memory_bytes == 0 {
             // Mapped results come from their file, never from a copy.
             return None;
         }
-        if let Some((payload, created, touch)) = self.inner.hot.get(key) {
-            let fresh = !expired(function, created) && function.validator().is_none();
-            if let (true, Ok(value)) = (fresh, codec::decode::<T>(&payload)) {
+        let hot = &self.inner.shared.hot;
+        if let Some(hit) = hot.get(key, self.signer_tag()) {
+            let fresh = !expired(function, hit.created_ms) && function.validator().is_none();
+            if let (true, Ok(value)) = (fresh, codec::decode::<T>(&hit.payload)) {
                 tracing::debug!("{}: hit in memory ({key})", function.full_name());
-                if touch {
+                if hit.touch {
                     let name = EntryName::entry(function.folder(), key);
                     if let Err(e) = self.inner.store.touch(name.as_str()) {
                         self.report_io(&e);
                     }
                 }
                 mode.record(true, Some(*key));
-                self.count_hit(function);
+                self.count_hit(&hit.state);
                 return Some(value);
             }
-            self.inner.hot.remove(key);
+            hot.remove(key);
         }
         None
+    }
+
+    /// The in-memory layer's tag of this Memory's signing key (0: none).
+    #[inline]
+    fn signer_tag(&self) -> u64 {
+        self.inner.signer_tag
+    }
+
+    /// Keeps a verified payload in the in-memory layer, unless this Memory
+    /// does not use it.
+    fn keep_hot(&self, function: &Function, key: Key, payload: &[u8], created_ms: u64) {
+        if self.inner.options.in_memory_bytes > 0 {
+            let state = self.function_state(function);
+            let tag = self.signer_tag();
+            self.inner
+                .shared
+                .hot
+                .insert(key, payload, created_ms, tag, &state);
+        }
     }
 
     /// Is a usable result of `function` for `args` stored? Nothing is
@@ -644,6 +657,81 @@ impl Memory {
             function: function.full_name().to_string(),
             source,
         })
+    }
+
+    /// Reads, verifies (with this Memory's signing key) and decodes the
+    /// entry of `key` in the function folder `folder`, for a
+    /// [`StoredResult`](crate::StoredResult). `Ok(None)` when it is absent.
+    pub(crate) fn get_entry<T: DeserializeOwned + 'static>(
+        &self,
+        folder: &str,
+        key: &Key,
+    ) -> Result<Option<T>> {
+        let name = EntryName::entry(folder, key);
+        let mut buf = Vec::new();
+        if !self.inner.store.read(name.as_str(), &mut buf)? {
+            return Ok(None);
+        }
+        let signer = self.inner.options.signer.as_ref();
+        codec::verify(key, &buf, signer)
+            .and_then(|payload| codec::decode_entry(&buf, payload).map(|(value, _)| Some(value)))
+            .map_err(|damage| Error::Damaged {
+                name: format!("{}/{}", self.location(), name.as_str()),
+                damage,
+            })
+    }
+
+    /// The metadata of the entry of `key` in `folder` (its checksum not
+    /// checked; reading it is not a use). `Ok(None)` when it is absent.
+    pub(crate) fn entry_metadata(
+        &self,
+        folder: &str,
+        key: &Key,
+        function: &str,
+    ) -> Result<Option<Metadata>> {
+        let name = EntryName::entry(folder, key);
+        let mut buf = Vec::new();
+        if !self
+            .inner
+            .store
+            .read_range(name.as_str(), 0..u64::MAX, &mut buf)?
+        {
+            return Ok(None);
+        }
+        let len = buf.len() as u64;
+        match codec::check_header(key, &buf, len, None) {
+            Ok(_) | Err(codec::Damage::NoKey) => {}
+            Err(damage) => {
+                return Err(Error::Damaged {
+                    name: format!("{}/{}", self.location(), name.as_str()),
+                    damage,
+                })
+            }
+        }
+        let head = buf.get(..HEADER_LEN).unwrap_or_default();
+        Ok(Some(Metadata::of_entry(
+            head,
+            len,
+            codec::info(&buf),
+            function,
+        )))
+    }
+
+    /// Removes the entry of `key` in `folder`, from the store and from this
+    /// process's in-memory layer.
+    pub(crate) fn remove_result(&self, folder: &str, key: &Key) -> Result<()> {
+        self.inner.shared.hot.remove(key);
+        self.inner
+            .store
+            .delete(EntryName::entry(folder, key).as_str())
+    }
+
+    /// This Memory with the signing key of `MEMENTO_KEY`, when set.
+    pub(crate) fn with_env_signer(self) -> Memory {
+        match codec::Signer::from_env() {
+            Some(signer) => self.with_options(|o| o.signer = Some(signer)),
+            None => self,
+        }
     }
 
     fn pending<'m, T>(
@@ -699,8 +787,7 @@ impl Memory {
                 Ok((value, plain)) => {
                     tracing::debug!("{}: hit on disk ({key})", function.full_name());
                     if function.validator().is_none() && !mapped::<T>() {
-                        let created = codec::created_ms(&buf);
-                        self.inner.hot.insert(*key, &plain, created);
+                        self.keep_hot(function, *key, &plain, codec::created_ms(&buf));
                     }
                     Some(value)
                 }
@@ -728,10 +815,10 @@ impl Memory {
                     name: format!("{}/{}", self.location(), name.as_str()),
                     damage,
                 };
-                tracing::warn!("{e}; it is removed and recomputed");
+                crate::log::warning!("{e}; it is removed and recomputed");
             }
             Refusal::Rejected(why) => {
-                tracing::info!(
+                crate::log::info!(
                     "{}: stored result {why}; computing it again",
                     function.full_name()
                 );
@@ -796,7 +883,7 @@ impl Memory {
     }
 
     fn remove_entry(&self, function: &Function, key: &Key) {
-        self.inner.hot.remove(key);
+        self.inner.shared.hot.remove(key);
         let name = EntryName::entry(function.folder(), key);
         if let Err(e) = self.inner.store.delete(name.as_str()) {
             self.report_io(&e);
@@ -823,7 +910,7 @@ impl Memory {
             // A compressed entry could not be mapped: store it plain.
             static SAID: std::sync::Once = std::sync::Once::new();
             SAID.call_once(|| {
-                tracing::warn!(
+                crate::log::warning!(
                     "{}: Mapped results are stored uncompressed (a compressed entry cannot be \
                      memory-mapped); remove the compression from this function",
                     function.full_name()
@@ -841,21 +928,13 @@ impl Memory {
         )?;
         let bytes = encoded.entry;
         let tail = encoded.tail;
-        let record = match &pending.state {
-            Some(state) if !state.record_on_disk.load(Ordering::Acquire) => {
-                let record = function.record(pending.shape, std::any::type_name::<T>());
-                let json = serde_json::to_vec_pretty(&record).unwrap_or_default();
-                Some((
-                    format!("{}/function.json", function.folder()),
-                    json,
-                    state.clone(),
-                ))
-            }
-            _ => None,
-        };
         Ok(Write {
             key: *key,
-            record,
+            record: pending.state.clone().map(|state| RecordWrite {
+                record: function.record(pending.shape, std::any::type_name::<T>()),
+                folder: function.folder().to_string(),
+                state,
+            }),
             output: EntryName::entry(function.folder(), key)
                 .as_str()
                 .to_string(),
@@ -866,36 +945,18 @@ impl Memory {
             force: pending.mode.force,
             created_ms,
             keep_in_memory: function.validator().is_none() && !mapped::<T>() && tail.is_empty(),
-            hits: (
-                format!("{}/hits.json", function.folder()),
-                function.hits.swap(0, Ordering::Relaxed),
-            ),
             folder: function.folder().to_string(),
         })
     }
 
-    /// Writes a prepared result: the record if needed, then the entry
-    /// (published if absent, or replaced when forced).
+    /// Writes a prepared result: the entry (published if absent, or
+    /// replaced when forced), then the function's record if this process
+    /// has not seen it since the store last created a folder.
     fn commit(&self, write: Write<'_>) -> Result<()> {
         let store = &*self.inner.store;
         let mut written = 0;
-        if let Some((name, json, state)) = &write.record {
-            // Under the function's lock, and only if no record appeared
-            // meanwhile: another process's invalidation must not be undone.
-            let lock_name = name.replace("/function.json", "/function.lock");
-            let _lock = match store.lock(&lock_name, None) {
-                Ok(LockOutcome::Held(lock)) => Some(lock),
-                _ => None,
-            };
-            let mut existing = Vec::new();
-            if !store.read(name, &mut existing)? {
-                store.write(name, json)?;
-                written += json.len() as u64;
-            }
-            state.record_on_disk.store(true, Ordering::Release);
-        }
         if write.force {
-            self.inner.hot.remove(&write.key);
+            self.inner.shared.hot.remove(&write.key);
         }
         let published = if !write.tail.is_empty() {
             // A large buffer: its checksum is computed while the store
@@ -923,30 +984,37 @@ impl Memory {
         if published {
             let size = (write.bytes.len() + write.tail.len() + write.info.len()) as u64;
             written += size;
-            if let Some(index) = &self.inner.index {
+            if let Some(index) = &self.inner.shared.index {
                 index.append(&write.folder, &write.key, size, write.created_ms);
             }
         }
-        if write.keep_in_memory {
-            let payload = HEADER_LEN..HEADER_LEN + codec::payload_len(&write.bytes) as usize;
-            let plain = write.plain.as_deref().unwrap_or(&write.bytes[payload]);
-            self.inner.hot.insert(write.key, plain, write.created_ms);
+        if let Some(record) = &write.record {
+            written += self.ensure_record(record)?;
+            if write.keep_in_memory && self.inner.options.in_memory_bytes > 0 {
+                let payload = HEADER_LEN..HEADER_LEN + codec::payload_len(&write.bytes) as usize;
+                let plain = write.plain.as_deref().unwrap_or(&write.bytes[payload]);
+                let tag = self.signer_tag();
+                self.inner.shared.hot.insert(
+                    write.key,
+                    plain,
+                    write.created_ms,
+                    tag,
+                    &record.state,
+                );
+            }
+            self.flush_hits(&record.state);
         }
-        self.add_hits(&write.hits.0, write.hits.1);
         if written > 0 {
             self.after_write(written);
         }
         Ok(())
     }
 
-    /// Storage errors: the first one of this Memory is a warning, later ones
-    /// are debug events (a read-only or full disk would otherwise flood).
+    /// Storage errors: the first is a warning, later ones are summed up in
+    /// a warning at most once a minute (a read-only or full disk would
+    /// otherwise flood).
     fn report_io(&self, e: &Error) {
-        if self.inner.warned_io.swap(true, Ordering::Relaxed) {
-            tracing::debug!("{e}");
-        } else {
-            tracing::warn!("{e}; results are computed but may not be stored");
-        }
+        self.inner.shared.io.report(&self.location(), e);
     }
 }
 
@@ -1021,7 +1089,7 @@ impl<T: Serialize + 'static> Pending<'_, T> {
     /// nothing to write (no key, or the value cannot be encoded).
     fn prepare<'v>(&self, value: &'v T) -> Option<Write<'v>> {
         let duration = self.started.elapsed();
-        tracing::info!(
+        crate::log::info!(
             "{}: computed in {:.3}s",
             self.function.full_name(),
             duration.as_secs_f64()
@@ -1030,7 +1098,7 @@ impl<T: Serialize + 'static> Pending<'_, T> {
         match self.memory.prepare(self, &key, value, duration) {
             Ok(write) => Some(write),
             Err(e @ Error::Encode { .. }) => {
-                tracing::error!("{e}");
+                crate::log::error!("{e}");
                 None
             }
             Err(e) => {
@@ -1050,8 +1118,9 @@ impl<T: Serialize + 'static> Pending<'_, T> {
 /// can move to another thread.
 struct Write<'v> {
     key: Key,
-    /// `function.json`, when this Memory has not written it yet.
-    record: Option<(String, Vec<u8>, Arc<FnState>)>,
+    /// The function's record, checked (and written if missing) after the
+    /// entry.
+    record: Option<RecordWrite>,
     output: String,
     bytes: Vec<u8>,
     /// The entry's bytes after `bytes`: a large plain buffer's data,
@@ -1065,8 +1134,6 @@ struct Write<'v> {
     force: bool,
     created_ms: u64,
     keep_in_memory: bool,
-    /// Hits of this process to add to `hits.json`.
-    hits: (String, u64),
     /// The function's folder, for the eviction index.
     folder: String,
 }
@@ -1091,7 +1158,6 @@ impl Write<'_> {
             force: self.force,
             created_ms: self.created_ms,
             keep_in_memory: self.keep_in_memory,
-            hits: self.hits,
             folder: self.folder,
         }
     }

@@ -332,7 +332,7 @@ fn signed_cache_refuses_unsigned_and_edited_entries() {
     let plain = Memory::new(&dir);
     let _: u32 = plain.call(&f, &1u8, || 666);
     // With a key, the unsigned entry is recomputed, never returned.
-    let signed = || Memory::new(&dir).signing_key("s3cret");
+    let signed = || Memory::new(&dir).signing_key("s3cret").in_memory_limit(0);
     let (v, logs) = capture_logs(|| signed().call(&f, &1u8, || 42u32));
     assert_eq!(v, 42);
     assert!(logs.contains("not signed"), "{logs}");

@@ -66,7 +66,7 @@ fn least_recently_used_go_first() {
         age(&dir, i, hour * hours);
     }
     // Reading 0 from disk (a fresh Memory) makes it the most recently used.
-    put(&Memory::new(&dir), 0);
+    put(&Memory::new(&dir).in_memory_limit(0), 0);
     let reduced = Memory::new(&dir).items_limit(2).reduce_size().unwrap();
     assert_eq!(reduced.removed, 2);
     assert_eq!(stored(&dir), [0, 3]);

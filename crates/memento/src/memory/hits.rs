@@ -1,60 +1,73 @@
-//! Hit counts: counted in memory, added to each function's `hits.json` in
-//! batches (see [`HITS_CHECK_EVERY`]).
+//! Hit counts: counted in memory, in the function's state at the location
+//! that served them, and added to the function's `hits.json` in batches
+//! (see [`HITS_CHECK_EVERY`]).
 
 use super::*;
 use crate::evict::HitsFile;
+use shared::IoReports;
+use std::sync::LazyLock;
 
 /// Hits are added to `hits.json` at most every [`HITS_FLUSH_SECONDS`]
 /// (checked every this many hits), whenever the process stores a result of
-/// the function, and when the process exits.
+/// the function, when the last `Memory` over the location is dropped, and
+/// when the process exits.
 pub(super) const HITS_CHECK_EVERY: u64 = 1024;
 
 /// See [`HITS_CHECK_EVERY`].
-pub(crate) const HITS_FLUSH_SECONDS: u64 = 10;
+pub(super) const HITS_FLUSH_SECONDS: u64 = 10;
 
 /// Hits still counted in memory when the process exits are added to their
 /// `hits.json` then (on Unix, through `atexit`; not after a crash or a
-/// signal).
-mod at_exit {
-    use std::sync::atomic::AtomicU64;
-    use std::sync::{Arc, Mutex, Once};
-
-    use super::Memory;
-    use crate::function::Function;
-
-    type Pending = Vec<(Memory, String, Arc<AtomicU64>)>;
-    static PENDING: Mutex<Pending> = Mutex::new(Vec::new());
-
-    pub(super) fn register(memory: &Memory, function: &Function) {
-        static HOOK: Once = Once::new();
-        HOOK.call_once(|| {
-            #[cfg(unix)]
-            // SAFETY: `flush` is an `extern "C" fn()` that does not unwind.
-            unsafe {
-                libc::atexit(flush);
-            }
-        });
-        let mut pending = PENDING.lock().unwrap_or_else(|e| e.into_inner());
-        if !pending.iter().any(|(m, folder, _)| {
-            Arc::ptr_eq(&m.inner, &memory.inner) && folder == function.folder()
-        }) {
-            pending.push((
-                memory.clone(),
-                function.folder().to_string(),
-                function.hits.clone(),
-            ));
+/// signal). The hook holds no `Memory`: it visits the locations still in
+/// use (see [`shared`]); a location dropped earlier flushed its hits then.
+fn flush_at_exit() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        #[cfg(unix)]
+        // SAFETY: `at_exit` is an `extern "C" fn()` that does not unwind.
+        unsafe {
+            libc::atexit(at_exit);
         }
-    }
+    });
+}
 
-    #[cfg(unix)]
-    extern "C" fn flush() {
-        let _ = std::panic::catch_unwind(|| {
-            let pending = std::mem::take(&mut *PENDING.lock().unwrap_or_else(|e| e.into_inner()));
-            for (memory, folder, hits) in pending {
-                memory.flush_hits(&folder, &hits);
-            }
-        });
+#[cfg(unix)]
+extern "C" fn at_exit() {
+    let _ = std::panic::catch_unwind(shared::flush_every_location);
+}
+
+/// Adds `state`'s pending hits to its `hits.json`.
+pub(super) fn flush(store: &dyn Store, io: &IoReports, state: &FnState) {
+    let n = state.hits.swap(0, Ordering::Relaxed);
+    if n == 0 {
+        return;
     }
+    let Some(folder) = state.folder.get() else {
+        return;
+    };
+    let name = format!("{folder}/hits.json");
+    let old = crate::store::read_json::<HitsFile>(store, &name)
+        .unwrap_or_default()
+        .hits;
+    let json = serde_json::to_vec(&HitsFile { hits: old + n }).unwrap_or_default();
+    // Read, add, replace: two processes flushing at once may lose one's
+    // count; it is a statistic.
+    if let Err(e) = store.write(&name, &json) {
+        io.report(&store.location(), &e);
+    }
+}
+
+/// Is it time to add this process's hits to `hits.json`? (True at most
+/// once every [`HITS_FLUSH_SECONDS`].)
+fn flush_due(state: &FnState) -> bool {
+    static START: LazyLock<Instant> = LazyLock::new(Instant::now);
+    let now = START.elapsed().as_secs();
+    let last = state.hits_flushed.load(Ordering::Relaxed);
+    now >= last + HITS_FLUSH_SECONDS
+        && state
+            .hits_flushed
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
 }
 
 impl Memory {
@@ -62,37 +75,20 @@ impl Memory {
     /// the function is more than [`HITS_FLUSH_SECONDS`] old, adds them to
     /// its `hits.json` on a thread of its own.
     #[inline]
-    pub(super) fn count_hit(&self, function: &Function) {
-        let n = function.hits.fetch_add(1, Ordering::Relaxed) + 1;
+    pub(super) fn count_hit(&self, state: &Arc<FnState>) {
+        let n = state.hits.fetch_add(1, Ordering::Relaxed) + 1;
         if n == 1 {
-            at_exit::register(self, function);
+            flush_at_exit();
         }
-        if n.is_multiple_of(HITS_CHECK_EVERY) && function.hits_flush_due() {
-            let n = function.hits.swap(0, Ordering::Relaxed);
+        if n.is_multiple_of(HITS_CHECK_EVERY) && flush_due(state) {
             let memory = self.clone();
-            let name = format!("{}/hits.json", function.folder());
-            drop(crate::background::run(move || memory.add_hits(&name, n)));
+            let state = state.clone();
+            drop(crate::background::run(move || memory.flush_hits(&state)));
         }
     }
 
     /// Adds the function's pending hits to its `hits.json`.
-    pub(crate) fn flush_hits(&self, folder: &str, hits: &AtomicU64) {
-        let n = hits.swap(0, Ordering::Relaxed);
-        self.add_hits(&format!("{folder}/hits.json"), n);
-    }
-
-    /// Adds `n` to the count in `hits.json` (read, add, replace: two
-    /// processes flushing at once may lose one's count; it is a statistic).
-    pub(super) fn add_hits(&self, name: &str, n: u64) {
-        if n == 0 {
-            return;
-        }
-        let old = crate::store::read_json::<HitsFile>(&*self.inner.store, name)
-            .unwrap_or_default()
-            .hits;
-        let json = serde_json::to_vec(&HitsFile { hits: old + n }).unwrap_or_default();
-        if let Err(e) = self.inner.store.write(name, &json) {
-            self.report_io(&e);
-        }
+    pub(super) fn flush_hits(&self, state: &FnState) {
+        flush(&*self.inner.store, &self.inner.shared.io, state);
     }
 }

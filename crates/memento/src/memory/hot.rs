@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
+use super::record::FnState;
 use crate::key::Key;
 
 /// Keys are uniform random bytes: their first eight bytes are a good hash.
@@ -28,10 +29,18 @@ impl Hasher for KeyIdHasher {
 
 /// The in-memory layer: verified payloads of recent small results, so that a
 /// repeated hit in one process costs a map lookup and a decode.
+///
+/// Least recently used entries go first. A hit only takes the map's read
+/// lock and stamps its entry with a tick (an atomic store), so hits in many
+/// threads do not serialize on a list; when an insert finds the layer full,
+/// it removes the least recently used eighth of the entries at once (one
+/// sort of the stamps for many inserts).
 pub(super) struct Hot {
-    limit: u64,
+    limit: AtomicU64,
     /// Zero point of `HotEntry::touched`.
     base: Instant,
+    /// The clock of `HotEntry::used`.
+    tick: AtomicU64,
     map: RwLock<HotMap>,
 }
 
@@ -47,6 +56,24 @@ pub(super) struct HotEntry {
     created_ms: u64,
     /// Seconds after `Hot::base` when the store last recorded an access.
     touched: AtomicU64,
+    /// `Hot::tick` at the last use.
+    used: AtomicU64,
+    /// The signing key it was verified with ([`codec::Signer::tag`], 0:
+    /// none): a Memory with another key does not take it.
+    signer: u64,
+    /// Its function's state in this process (hits are counted there).
+    state: Arc<FnState>,
+}
+
+/// A result found in the in-memory layer.
+pub(super) struct HotHit {
+    pub(super) payload: Arc<[u8]>,
+    pub(super) created_ms: u64,
+    /// The store should record an access (at most once a minute per
+    /// result, so that results used only from memory do not look unused
+    /// to eviction).
+    pub(super) touch: bool,
+    pub(super) state: Arc<FnState>,
 }
 
 /// How often, at most, a result served from memory has its last access
@@ -56,26 +83,33 @@ const TOUCH_EVERY: u64 = 60;
 impl Hot {
     pub(super) fn new(limit: u64) -> Hot {
         Hot {
-            limit,
+            limit: AtomicU64::new(limit),
             base: Instant::now(),
+            tick: AtomicU64::new(0),
             map: RwLock::new(HotMap::default()),
         }
+    }
+
+    /// Raises the bound to `limit` if it is lower (the layer is shared by
+    /// every Memory over a location: it holds the largest bound asked).
+    pub(super) fn raise_limit(&self, limit: u64) {
+        self.limit.fetch_max(limit, Ordering::Relaxed);
     }
 
     fn now(&self) -> u64 {
         self.base.elapsed().as_secs()
     }
 
-    /// The payload, and whether the store should record an access (true at
-    /// most once a minute per result, so that results used only from
-    /// memory do not look unused to eviction).
+    /// The entry of `key`, if it was verified with the signing key `signer`.
     #[inline]
-    pub(super) fn get(&self, key: &Key) -> Option<(Arc<[u8]>, u64, bool)> {
-        if self.limit == 0 {
-            return None;
-        }
+    pub(super) fn get(&self, key: &Key, signer: u64) -> Option<HotHit> {
         let map = self.map.read().unwrap_or_else(|e| e.into_inner());
         let entry = map.entries.get(key)?;
+        if entry.signer != signer {
+            return None;
+        }
+        let tick = self.tick.fetch_add(1, Ordering::Relaxed);
+        entry.used.store(tick, Ordering::Relaxed);
         let now = self.now();
         let touched = entry.touched.load(Ordering::Relaxed);
         let touch = now >= touched + TOUCH_EVERY
@@ -83,12 +117,25 @@ impl Hot {
                 .touched
                 .compare_exchange(touched, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok();
-        Some((entry.payload.clone(), entry.created_ms, touch))
+        Some(HotHit {
+            payload: entry.payload.clone(),
+            created_ms: entry.created_ms,
+            touch,
+            state: entry.state.clone(),
+        })
     }
 
-    pub(super) fn insert(&self, key: Key, payload: &[u8], created_ms: u64) {
+    pub(super) fn insert(
+        &self,
+        key: Key,
+        payload: &[u8],
+        created_ms: u64,
+        signer: u64,
+        state: &Arc<FnState>,
+    ) {
         let size = payload.len() as u64;
-        if self.limit == 0 || size > self.limit / 16 {
+        let limit = self.limit.load(Ordering::Relaxed);
+        if limit == 0 || size > limit / 16 {
             return;
         }
         let now = self.now();
@@ -96,13 +143,8 @@ impl Hot {
         if map.entries.contains_key(&key) {
             return;
         }
-        while map.bytes + size > self.limit {
-            let Some(victim) = map.entries.keys().next().copied() else {
-                break;
-            };
-            if let Some(old) = map.entries.remove(&victim) {
-                map.bytes -= old.payload.len() as u64;
-            }
+        if map.bytes + size > limit {
+            map.evict_least_recently_used(limit - size);
         }
         map.bytes += size;
         map.entries.insert(
@@ -111,6 +153,9 @@ impl Hot {
                 payload: Arc::from(payload),
                 created_ms,
                 touched: AtomicU64::new(now),
+                used: AtomicU64::new(self.tick.fetch_add(1, Ordering::Relaxed)),
+                signer,
+                state: state.clone(),
             },
         );
     }
@@ -127,36 +172,106 @@ impl Hot {
     }
 }
 
+impl HotMap {
+    /// Removes the least recently used entries until at most `room` bytes
+    /// are held, and at least an eighth of the entries.
+    fn evict_least_recently_used(&mut self, room: u64) {
+        let mut by_use: Vec<(u64, Key, u64)> = self
+            .entries
+            .iter()
+            .map(|(key, e)| (e.used.load(Ordering::Relaxed), *key, e.payload.len() as u64))
+            .collect();
+        by_use.sort_unstable_by_key(|(used, _, _)| *used);
+        let at_least = by_use.len().div_ceil(8);
+        for (i, (_, key, size)) in by_use.into_iter().enumerate() {
+            if i >= at_least && self.bytes <= room {
+                break;
+            }
+            self.entries.remove(&key);
+            self.bytes -= size;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    fn state() -> Arc<FnState> {
+        Arc::new(FnState::new())
+    }
 
     #[test]
     fn hot_hits_record_access_once_a_minute() {
         let mut hot = Hot::new(1 << 20);
         hot.base = Instant::now() - Duration::from_secs(600);
         let key = Key::of(&1u8).unwrap();
-        hot.insert(key, b"x", 0);
-        assert!(!hot.get(&key).unwrap().2, "just stored: recorded");
+        hot.insert(key, b"x", 0, 0, &state());
+        assert!(!hot.get(&key, 0).unwrap().touch, "just stored: recorded");
         hot.map.read().unwrap().entries[&key]
             .touched
             .store(600 - TOUCH_EVERY, Ordering::Relaxed);
-        assert!(hot.get(&key).unwrap().2, "a minute later: record again");
-        assert!(!hot.get(&key).unwrap().2, "then not before another minute");
+        assert!(
+            hot.get(&key, 0).unwrap().touch,
+            "a minute later: record again"
+        );
+        assert!(
+            !hot.get(&key, 0).unwrap().touch,
+            "then not before another minute"
+        );
     }
 
     #[test]
     fn hot_layer_stays_bounded() {
         let hot = Hot::new(16 * 100);
+        let state = state();
         for i in 0..1000u32 {
-            hot.insert(Key::of(&i).unwrap(), &[0u8; 50], 0);
+            hot.insert(Key::of(&i).unwrap(), &[0u8; 50], 0, 0, &state);
         }
         let map = hot.map.read().unwrap();
         assert!(map.bytes <= 1600);
         assert_eq!(map.bytes, 50 * map.entries.len() as u64);
         drop(map);
-        hot.insert(Key::of(&"big").unwrap(), &[0u8; 101], 0);
-        assert!(hot.get(&Key::of(&"big").unwrap()).is_none());
+        hot.insert(Key::of(&"big").unwrap(), &[0u8; 101], 0, 0, &state);
+        assert!(hot.get(&Key::of(&"big").unwrap(), 0).is_none());
+    }
+
+    #[test]
+    fn hot_layer_evicts_the_least_recently_used() {
+        // Room for 32 entries of 50 bytes.
+        let hot = Hot::new(50 * 32);
+        let state = state();
+        let key = |i: u32| Key::of(&i).unwrap();
+        for i in 0..32 {
+            hot.insert(key(i), &[0u8; 50], 0, 0, &state);
+        }
+        // Use the first half again: the second half is now the oldest.
+        for i in 0..16 {
+            assert!(hot.get(&key(i), 0).is_some());
+        }
+        for i in 32..40 {
+            hot.insert(key(i), &[0u8; 50], 0, 0, &state);
+        }
+        for i in 0..16 {
+            assert!(hot.get(&key(i), 0).is_some(), "recently used {i} kept");
+        }
+        for i in 32..40 {
+            assert!(hot.get(&key(i), 0).is_some(), "new {i} kept");
+        }
+        let gone = (16..32).filter(|&i| hot.get(&key(i), 0).is_none()).count();
+        assert!(
+            gone >= 8,
+            "the least recently used went first ({gone} of 16)"
+        );
+    }
+
+    #[test]
+    fn an_entry_verified_with_another_signing_key_is_not_served() {
+        let hot = Hot::new(1 << 20);
+        let key = Key::of(&1u8).unwrap();
+        hot.insert(key, b"x", 0, 0, &state());
+        assert!(hot.get(&key, 0).is_some());
+        assert!(hot.get(&key, 42).is_none(), "unsigned entry, signed reader");
     }
 }

@@ -50,40 +50,46 @@ impl Memory {
         // no write returns with the cache above a limit by more than it.
         let _guard = self
             .inner
+            .shared
             .reducing
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let store = &*self.inner.store;
         let limits = self.inner.options.limits;
-        let (done, remaining, first_error) = match (&self.inner.options.location, &self.inner.index)
+        let (done, remaining, first_error) =
+            match (&self.inner.options.location, &self.inner.shared.index) {
+                (Some(root), Some(_)) => self.reduce_indexed(root, &limits, fraction)?,
+                _ => {
+                    let inventory = Inventory::scan(store)?;
+                    let victims = inventory.victims(&limits, fraction, SystemTime::now());
+                    let (removed, freed_bytes, first_error) =
+                        evict::remove_entries(store, &victims, &|| {});
+                    let remaining = (
+                        inventory.bytes().saturating_sub(freed_bytes),
+                        inventory.items().saturating_sub(removed),
+                    );
+                    (
+                        Reduction {
+                            removed,
+                            freed_bytes,
+                        },
+                        remaining,
+                        first_error,
+                    )
+                }
+            };
         {
-            (Some(root), Some(_)) => self.reduce_indexed(root, &limits, fraction)?,
-            _ => {
-                let inventory = Inventory::scan(store)?;
-                let victims = inventory.victims(&limits, fraction, SystemTime::now());
-                let (removed, freed_bytes, first_error) =
-                    evict::remove_entries(store, &victims, &|| {});
-                let remaining = (
-                    inventory.bytes().saturating_sub(freed_bytes),
-                    inventory.items().saturating_sub(removed),
-                );
-                (
-                    Reduction {
-                        removed,
-                        freed_bytes,
-                    },
-                    remaining,
-                    first_error,
-                )
-            }
-        };
-        {
-            let mut usage = self.inner.usage.lock().unwrap_or_else(|e| e.into_inner());
+            let mut usage = self
+                .inner
+                .shared
+                .usage
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             usage.known = Some(remaining);
             usage.last_scan = Some(Instant::now());
         }
         if done.removed > 0 {
-            tracing::info!(
+            crate::log::info!(
                 "{}: removed {} least recently used result(s), {}",
                 self.location(),
                 done.removed,
@@ -165,7 +171,12 @@ impl Memory {
             return;
         }
         let due = {
-            let mut usage = self.inner.usage.lock().unwrap_or_else(|e| e.into_inner());
+            let mut usage = self
+                .inner
+                .shared
+                .usage
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             let over = match &mut usage.known {
                 None => true,
                 Some((bytes, items)) => {
@@ -223,15 +234,9 @@ impl Memory {
         Ok(())
     }
 
-    /// Forgets what this Memory knew of the store (after a clear).
+    /// Forgets what this process knew of the store (after a clear).
     fn forget(&self) {
-        self.inner.hot.clear();
-        self.inner
-            .functions
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
-        *self.inner.usage.lock().unwrap_or_else(|e| e.into_inner()) = Usage::default();
+        self.inner.shared.forget();
     }
 
     /// Removes every stored result of `function` (and its record); returns
@@ -244,16 +249,18 @@ impl Memory {
                 .delete(&format!("{}/{file}", function.folder()))?;
         }
         self.inner
+            .shared
             .functions
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(function.hash());
         // Keys do not name their function: drop the whole in-memory layer.
-        self.inner.hot.clear();
+        self.inner.shared.hot.clear();
         // And its records in the eviction index.
-        if let (Some(root), Some(_)) = (&self.inner.options.location, &self.inner.index) {
+        if let (Some(root), Some(_)) = (&self.inner.options.location, &self.inner.shared.index) {
             let _guard = self
                 .inner
+                .shared
                 .reducing
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
@@ -287,6 +294,7 @@ impl Memory {
         };
         let _guard = self
             .inner
+            .shared
             .reducing
             .lock()
             .unwrap_or_else(|e| e.into_inner());
@@ -300,7 +308,12 @@ impl Memory {
         let before = crate::index::logs(root).map_err(io)?;
         let inventory = Inventory::scan(&*self.inner.store)?;
         crate::index::rebuild(root, &inventory, &before).map_err(io)?;
-        *self.inner.usage.lock().unwrap_or_else(|e| e.into_inner()) = Usage::default();
+        *self
+            .inner
+            .shared
+            .usage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Usage::default();
         Ok(())
     }
 }

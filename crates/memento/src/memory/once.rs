@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
-use super::{trim_brackets, EntryName, FnState, Lookup, Memory};
+use super::{trim_brackets, EntryName, FnState, Lookup, Memory, Shared};
 use crate::error::Result;
 use crate::function::{Function, Shape};
 use crate::handle::Mode;
@@ -52,16 +52,15 @@ impl Flight {
 /// The leader of a computation in this process: when it drops (the result
 /// stored, or the computation failed or panicked), the waiters wake up.
 pub(super) struct Leader {
-    memory: Memory,
+    shared: Arc<Shared>,
     key: Key,
     flight: Arc<Flight>,
 }
 
 impl Drop for Leader {
     fn drop(&mut self) {
-        self.memory
-            .inner
-            .inflight
+        self.shared
+            .flights
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.key);
@@ -71,12 +70,14 @@ impl Drop for Leader {
 }
 
 impl Memory {
-    /// Becomes the leader of `key`'s computation in this process, or gets
-    /// the running one to wait for.
+    /// Becomes the leader of `key`'s computation in this process (every
+    /// Memory over this location shares the flights), or gets the running
+    /// one to wait for.
     pub(super) fn lead_or_follow(&self, key: &Key) -> std::result::Result<Leader, Arc<Flight>> {
         let mut inflight = self
             .inner
-            .inflight
+            .shared
+            .flights
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         if let Some(flight) = inflight.get(key) {
@@ -85,7 +86,7 @@ impl Memory {
         let flight = Arc::new(Flight::default());
         inflight.insert(*key, flight.clone());
         Ok(Leader {
-            memory: self.clone(),
+            shared: self.inner.shared.clone(),
             key: *key,
             flight,
         })
@@ -166,7 +167,7 @@ impl Contended {
                 self.step(memory, function, None)
             }
             (Phase::FlightWaited, Some(Waited::Flight(false))) => {
-                tracing::warn!(
+                crate::log::warning!(
                     "{}: waited {:?} for the same call running in another thread; \
                      computing it here too (lock_timeout)",
                     function.full_name(),
@@ -183,7 +184,7 @@ impl Contended {
                             return Step::Done(Lookup::Hit(value));
                         }
                     }
-                    Ok(LockOutcome::TimedOut) => tracing::warn!(
+                    Ok(LockOutcome::TimedOut) => crate::log::warning!(
                         "{}: waited {:?} for the same call running in another process; \
                          computing it here too (lock_timeout)",
                         function.full_name(),
@@ -192,7 +193,7 @@ impl Contended {
                     Ok(LockOutcome::Unsupported) => {}
                     Err(e) => memory.report_io(&e),
                 }
-                tracing::info!(
+                crate::log::info!(
                     "calling {}({})",
                     function.full_name(),
                     trim_brackets(&self.args)

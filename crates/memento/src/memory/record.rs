@@ -4,15 +4,76 @@
 
 use super::*;
 
-/// Per-Memory state of one function.
+/// The state of one function at one location, in this process.
 pub(super) struct FnState {
-    /// The record check ran (once per process and Memory).
+    /// The record check ran (once per process and location).
     pub(super) checked: OnceLock<()>,
-    /// `function.json` on disk matches this code.
-    pub(super) record_on_disk: AtomicBool,
+    /// The store's [`generation`](crate::store::Store::generation) when
+    /// `function.json` was last seen or written matching this code
+    /// ([`NOT_RECORDED`] before): a store that created folders since may
+    /// have lost it (its folder deleted and re-created).
+    pub(super) recorded_at: AtomicU64,
+    /// Hits of this process not yet added to `hits.json`.
+    pub(super) hits: AtomicU64,
+    /// When they were last added (seconds on this process's clock).
+    pub(super) hits_flushed: AtomicU64,
+    /// The function's folder, where `hits.json` goes.
+    pub(super) folder: OnceLock<String>,
+}
+
+/// [`FnState::recorded_at`] before the record is known to be stored.
+pub(super) const NOT_RECORDED: u64 = u64::MAX;
+
+impl FnState {
+    pub(super) fn new() -> FnState {
+        FnState {
+            checked: OnceLock::new(),
+            recorded_at: AtomicU64::new(NOT_RECORDED),
+            hits: AtomicU64::new(0),
+            hits_flushed: AtomicU64::new(0),
+            folder: OnceLock::new(),
+        }
+    }
+
+    /// Notes that `function.json` matches this code, as of store
+    /// generation `generation`.
+    pub(super) fn recorded(&self, generation: u64) {
+        self.recorded_at.store(generation, Ordering::Release);
+    }
+}
+
+/// A function's record to check after a write, with the state that
+/// remembers it.
+pub(super) struct RecordWrite {
+    pub(super) record: FunctionRecord,
+    pub(super) folder: String,
+    pub(super) state: Arc<FnState>,
 }
 
 impl Memory {
+    /// Writes the function's record if the store may have lost it: the
+    /// first write of this process, or the store created folders since it
+    /// was seen (its location deleted and re-created under this process).
+    /// Under the function's lock, and only if no record is there: another
+    /// process's invalidation must not be undone. Returns the bytes written.
+    pub(super) fn ensure_record(&self, write: &RecordWrite) -> Result<u64> {
+        let store = &*self.inner.store;
+        let generation = store.generation();
+        if write.state.recorded_at.load(Ordering::Acquire) == generation {
+            return Ok(0);
+        }
+        let name = format!("{}/function.json", write.folder);
+        let _lock = self.function_lock_in(&write.folder);
+        let mut existing = Vec::new();
+        let written = if store.read(&name, &mut existing)? {
+            0
+        } else {
+            self.write_record(&name, &write.record)?
+        };
+        write.state.recorded(generation);
+        Ok(written)
+    }
+
     /// This Memory's state of `function`; the first use checks
     /// `function.json` and drops old results if the code changed.
     pub(super) fn state(
@@ -21,40 +82,43 @@ impl Memory {
         shape: Shape,
         output_type: &str,
     ) -> Arc<FnState> {
-        let id = function.hash();
-        let found = self
-            .inner
-            .functions
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(id)
-            .cloned();
-        let state = found.unwrap_or_else(|| {
-            self.inner
-                .functions
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry(*id)
-                .or_insert_with(|| {
-                    Arc::new(FnState {
-                        checked: OnceLock::new(),
-                        record_on_disk: AtomicBool::new(false),
-                    })
-                })
-                .clone()
-        });
+        let state = self.function_state(function);
         state
             .checked
             .get_or_init(|| self.check_record(function, &state, shape, output_type));
         state
     }
 
+    /// This location's state of `function`, without the record check.
+    pub(super) fn function_state(&self, function: &Function) -> Arc<FnState> {
+        let functions = &self.inner.shared.functions;
+        let id = function.hash();
+        let found = functions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned();
+        found.unwrap_or_else(|| {
+            functions
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(*id)
+                .or_insert_with(|| {
+                    let state = FnState::new();
+                    let _ = state.folder.set(function.folder().to_string());
+                    Arc::new(state)
+                })
+                .clone()
+        })
+    }
+
     fn check_record(&self, function: &Function, state: &FnState, shape: Shape, output_type: &str) {
         let record = function.record(shape, output_type);
         let name = format!("{}/function.json", function.folder());
+        let generation = self.inner.store.generation();
         let stale = match self.stored_record(&name, &record) {
             Ok(None) => {
-                state.record_on_disk.store(true, Ordering::Release);
+                state.recorded(generation);
                 return;
             }
             Ok(Some(stale)) => stale,
@@ -74,7 +138,7 @@ impl Memory {
         let _lock = self.function_lock(function);
         match self.stored_record(&name, &record) {
             Ok(None) => {
-                state.record_on_disk.store(true, Ordering::Release);
+                state.recorded(generation);
                 return;
             }
             Ok(Some(_)) => {}
@@ -84,7 +148,7 @@ impl Memory {
             }
         }
         if function.keeps_versions() {
-            tracing::info!(
+            crate::log::info!(
                 "{}: {stale}; the results of other versions are kept (keep_versions)",
                 function.full_name()
             );
@@ -93,13 +157,13 @@ impl Memory {
                 self.report_io(&e);
                 0
             });
-            tracing::warn!(
+            crate::log::warning!(
                 "{}: {stale}; its {removed} stored result(s) are removed",
                 function.full_name()
             );
         }
         match self.write_record(&name, &record) {
-            Ok(_) => state.record_on_disk.store(true, Ordering::Release),
+            Ok(_) => state.recorded(generation),
             Err(e) => self.report_io(&e),
         }
     }
@@ -127,7 +191,11 @@ impl Memory {
 
     /// The lock that serializes changes of a function's record.
     fn function_lock(&self, function: &Function) -> Option<StoreLock> {
-        let name = format!("{}/function.lock", function.folder());
+        self.function_lock_in(function.folder())
+    }
+
+    fn function_lock_in(&self, folder: &str) -> Option<StoreLock> {
+        let name = format!("{folder}/function.lock");
         match self.inner.store.lock(&name, None) {
             Ok(LockOutcome::Held(lock)) => Some(lock),
             Ok(_) => None,

@@ -40,6 +40,8 @@ pub struct LocalStore {
     root: PathBuf,
     root_ready: AtomicBool,
     publishes: AtomicU64,
+    /// Folders created by this store (see [`Store::generation`]).
+    created_folders: AtomicU64,
     access_granularity: Duration,
     /// Per-key locks as byte ranges of one file per shard folder.
     #[cfg(target_os = "linux")]
@@ -53,6 +55,7 @@ impl LocalStore {
             root: root.into(),
             root_ready: AtomicBool::new(false),
             publishes: AtomicU64::new(0),
+            created_folders: AtomicU64::new(0),
             access_granularity: ACCESS_GRANULARITY,
             #[cfg(target_os = "linux")]
             ranges: Default::default(),
@@ -143,6 +146,7 @@ impl LocalStore {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 // Usually only the shard folder is missing.
+                self.created_folders.fetch_add(1, Ordering::Relaxed);
                 match fs::create_dir(dir) {
                     Ok(()) => created = true,
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -407,6 +411,10 @@ impl Store for LocalStore {
         self.root.display().to_string()
     }
 
+    fn generation(&self) -> u64 {
+        self.created_folders.load(Ordering::Relaxed)
+    }
+
     fn lock(&self, name: &str, timeout: Option<Duration>) -> Result<LockOutcome> {
         check_name(name)?;
         let path = self.root.join(name);
@@ -414,6 +422,7 @@ impl Store for LocalStore {
         if let Some(offset) = key_lock_offset(name) {
             let shard = path.parent().unwrap_or(&self.root);
             let make_dir = |dir: &Path| -> io::Result<()> {
+                self.created_folders.fetch_add(1, Ordering::Relaxed);
                 self.ensure_root().map_err(io::Error::other)?;
                 fs::create_dir_all(dir)
             };
@@ -438,6 +447,7 @@ impl Store for LocalStore {
             let file = match open() {
                 Ok(file) => file,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    self.created_folders.fetch_add(1, Ordering::Relaxed);
                     self.ensure_root()?;
                     if let Some(dir) = path.parent() {
                         fs::create_dir_all(dir).map_err(|e| Error::io("create folder", dir, e))?;

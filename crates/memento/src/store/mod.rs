@@ -148,6 +148,16 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Where the objects live, for messages (a folder, a URL).
     fn location(&self) -> String;
 
+    /// A number that changes whenever this store creates a folder (or
+    /// whatever its backend has instead): a `Memory` that wrote a
+    /// function's record (`function.json`) checks it again when this
+    /// changed, so that a folder deleted and re-created under a running
+    /// process gets its record back. Backends without folders keep the
+    /// default, 0.
+    fn generation(&self) -> u64 {
+        0
+    }
+
     /// Takes the exclusive lock `name` across processes (and machines, where
     /// the backend can), waiting at most `timeout` (`None`: until it is
     /// free, or its holder dies). The lock is held until the returned

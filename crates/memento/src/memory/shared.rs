@@ -1,0 +1,240 @@
+//! What every [`Memory`](super::Memory) over one location in this process
+//! shares.
+//!
+//! Builder methods return a new `Memory` with its own options, and a program
+//! may open one folder twice. If each such value had its own computations in
+//! flight, its own in-memory layer and its own view of the functions, then
+//! two threads could compute one key twice (the key's lock across processes
+//! is held per open file, which the values share), a clear through one value
+//! would leave the result served by another, and hits counted by one would
+//! be written by whichever wrote next. So what belongs to the *location*
+//! lives here, one per location and process, found through a registry of
+//! weak references: it goes when the last `Memory` over the location goes.
+
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use super::hot::{Hot, KeyIdHasher};
+use super::limits::Usage;
+use super::once::Flight;
+use super::record::FnState;
+use crate::error::Error;
+use crate::index::IndexLog;
+use crate::key::Key;
+use crate::store::Store;
+
+/// The state of one location in this process.
+pub(super) struct Shared {
+    /// The store of the first `Memory` over the location: hits still
+    /// counted in memory are written through it when the last `Memory`
+    /// goes, or at exit.
+    pub(super) store: Arc<dyn Store>,
+    /// Verified payloads of recent small results.
+    pub(super) hot: Hot,
+    /// The functions used through this location, by function hash.
+    pub(super) functions: RwLock<HashMap<[u8; 32], Arc<FnState>, BuildHasherDefault<KeyIdHasher>>>,
+    /// Computations running in this process, by key: later callers of the
+    /// same key wait for them instead of computing again.
+    pub(super) flights: Mutex<HashMap<Key, Arc<Flight>, BuildHasherDefault<KeyIdHasher>>>,
+    /// The running count of what the store holds.
+    pub(super) usage: Mutex<Usage>,
+    /// One eviction at a time.
+    pub(super) reducing: Mutex<()>,
+    /// The eviction index's log (local caches).
+    pub(super) index: Option<IndexLog>,
+    /// Storage errors, reported without flooding.
+    pub(super) io: IoReports,
+}
+
+/// Locations in use in this process.
+static REGISTRY: Mutex<Vec<(String, Weak<Shared>)>> = Mutex::new(Vec::new());
+
+impl Shared {
+    /// The state of `store`'s location: the one already in use in this
+    /// process, or a new one. `hot_limit` raises the in-memory layer's bound
+    /// to at least that.
+    pub(super) fn of(
+        store: &Arc<dyn Store>,
+        path: Option<&std::path::Path>,
+        hot_limit: u64,
+    ) -> Arc<Shared> {
+        let location = store.location();
+        let mut registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+        registry.retain(|(_, weak)| weak.strong_count() > 0);
+        if let Some(shared) = registry
+            .iter()
+            .find(|(l, _)| *l == location)
+            .and_then(|(_, weak)| weak.upgrade())
+        {
+            shared.hot.raise_limit(hot_limit);
+            return shared;
+        }
+        let shared = Arc::new(Shared {
+            store: store.clone(),
+            hot: Hot::new(hot_limit),
+            functions: RwLock::new(HashMap::default()),
+            flights: Mutex::new(HashMap::default()),
+            usage: Mutex::new(Usage::default()),
+            reducing: Mutex::new(()),
+            index: path.map(IndexLog::new),
+            io: IoReports::default(),
+        });
+        registry.push((location, Arc::downgrade(&shared)));
+        shared
+    }
+
+    /// Forgets what this process knew of the location's results (after a
+    /// clear): the in-memory layer, the functions' states, the count.
+    pub(super) fn forget(&self) {
+        self.hot.clear();
+        self.functions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        *self.usage.lock().unwrap_or_else(|e| e.into_inner()) = Usage::default();
+    }
+
+    /// Adds the hits still counted in memory to their `hits.json`.
+    pub(super) fn flush_all_hits(&self) {
+        let functions: Vec<Arc<FnState>> = self
+            .functions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for state in functions {
+            super::hits::flush(&*self.store, &self.io, &state);
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.flush_all_hits();
+    }
+}
+
+/// Adds the hits of every location still in use to their `hits.json` (at
+/// exit).
+pub(super) fn flush_every_location() {
+    let all: Vec<Arc<Shared>> = REGISTRY
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter_map(|(_, weak)| weak.upgrade())
+        .collect();
+    for shared in all {
+        shared.flush_all_hits();
+    }
+}
+
+/// Storage errors: the first is a warning; later ones are counted and said
+/// again at warn level at most once a minute ("N more writes failed"), so
+/// that a disk full for an hour is neither silent nor a flood.
+#[derive(Default)]
+pub(super) struct IoReports {
+    warned: AtomicBool,
+    since: AtomicU64,
+    last: Mutex<Option<Instant>>,
+}
+
+/// How often, at most, failures after the first are summed up.
+const IO_REPORT_EVERY: Duration = Duration::from_secs(60);
+
+impl IoReports {
+    pub(super) fn report(&self, location: &str, e: &Error) {
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+            crate::log::warning!("{e}; results are computed but may not be stored");
+            return;
+        }
+        tracing::debug!("{e}");
+        let failed = self.since.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_none_or(|t| t.elapsed() >= IO_REPORT_EVERY) {
+            *last = Some(Instant::now());
+            self.since.fetch_sub(failed, Ordering::Relaxed);
+            crate::log::warning!(
+                "{location}: {failed} more storage operation(s) failed since the last warning \
+                 (the latest: {e}); results are computed but may not be stored"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Function, Memory};
+
+    /// What `tracing` prints at warn level while `f` runs on this thread.
+    fn warnings(f: impl FnOnce()) -> Vec<String> {
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .without_time()
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8_lossy(&buf.0.lock().unwrap()).into_owned();
+        text.lines().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn failures_after_the_first_are_summed_up_once_a_minute() {
+        let io = IoReports::default();
+        let e = || Error::io("write", "/x", std::io::Error::other("disk full"));
+        let said = warnings(|| {
+            for _ in 0..5 {
+                io.report("loc", &e());
+            }
+        });
+        assert_eq!(said.len(), 1, "{said:?}");
+        // A minute later, the next failure says how many failed since.
+        *io.last.lock().unwrap() = Some(Instant::now() - IO_REPORT_EVERY);
+        let said = warnings(|| io.report("loc", &e()));
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert!(
+            said[0].contains("5 more storage operation(s) failed"),
+            "{said:?}"
+        );
+    }
+
+    #[test]
+    fn a_dropped_memory_is_freed_and_its_hits_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let memory = Memory::new(dir.path());
+        let f = Function::new("shared", "dropped");
+        let _: u8 = memory.call(&f, &1u8, || 1);
+        for _ in 0..3 {
+            let _: u8 = memory.call(&f, &1u8, || unreachable!());
+        }
+        let builder_copy = memory.clone().lock_timeout(Duration::from_secs(1));
+        let weak = Arc::downgrade(&memory.inner.shared);
+        drop((memory, builder_copy));
+        assert!(weak.upgrade().is_none(), "nothing keeps a dropped Memory");
+        let hits: crate::evict::HitsFile = crate::store::read_json(
+            &crate::store::LocalStore::new(dir.path()),
+            &format!("{}/hits.json", f.folder()),
+        )
+        .unwrap();
+        assert_eq!(hits.hits, 3, "its hits were written when it went");
+    }
+}
