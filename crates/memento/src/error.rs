@@ -1,7 +1,13 @@
 //! Errors. A cached call never fails because of the cache: these errors are
 //! logged as warnings by [`Memory`](crate::Memory) and the value is still
-//! returned. They are returned as such by the lower-level APIs
-//! ([`Store`](crate::store::Store), [`Memory::try_lookup`](crate::Memory::try_lookup)).
+//! returned. They are returned as such by the management and lower-level
+//! APIs ([`Memory::stats`](crate::Memory::stats),
+//! [`Memory::clear`](crate::Memory::clear),
+//! [`StoredResult::get`](crate::StoredResult::get),
+//! [`Store`](crate::store::Store)).
+//!
+//! [`Error`] is `#[non_exhaustive]`: new kinds of failure (a remote store's)
+//! can be added without breaking a `match` that ends with `_`.
 
 use std::io;
 use std::path::PathBuf;

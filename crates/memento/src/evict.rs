@@ -258,7 +258,9 @@ pub struct FunctionStats {
     /// The most recent last access among its results.
     pub last_access: Option<SystemTime>,
     /// Hits recorded in `hits.json`: approximate, since each process adds
-    /// its hits in batches (every 256, and when it stores a result).
+    /// its hits in batches (every 1024 hits, at most every 10 s; when it
+    /// stores a result; when its last `Memory` over the location is
+    /// dropped; and at exit).
     pub hits: u64,
 }
 
