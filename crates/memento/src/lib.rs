@@ -178,6 +178,7 @@ mod function;
 pub mod handle;
 mod index;
 pub mod key;
+mod layout;
 mod log;
 pub mod mapped;
 mod memory;

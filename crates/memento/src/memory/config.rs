@@ -1,0 +1,236 @@
+//! A `Memory`'s configuration: where it is (a folder, or any store), its
+//! options, how they are read from the environment, and the builder methods
+//! that change them. A builder method returns a new `Memory` with its own
+//! options over the same [`Shared`] state of the location.
+
+use super::*;
+
+/// Default bound of the in-memory layer.
+pub(super) const DEFAULT_IN_MEMORY_BYTES: u64 = 64 << 20;
+
+#[derive(Clone)]
+pub(super) struct Options {
+    pub(super) location: Option<PathBuf>,
+    pub(super) in_memory_bytes: u64,
+    pub(super) limits: Limits,
+    pub(super) lock_timeout: Option<Duration>,
+    pub(super) signer: Option<codec::Signer>,
+}
+
+impl Memory {
+    /// A cache in the folder `location`, created (mode 0700, with a
+    /// `.gitignore` holding `*`) on the first write. A relative path is made
+    /// absolute now, so a later change of the current directory does not
+    /// move the cache.
+    pub fn new(location: impl Into<Location>) -> Memory {
+        let path = location.into().0;
+        let path = std::path::absolute(&path).unwrap_or(path);
+        Memory::build(
+            Arc::new(LocalStore::new(path.clone())),
+            Options {
+                location: Some(path),
+                in_memory_bytes: DEFAULT_IN_MEMORY_BYTES,
+                limits: Limits::default(),
+                lock_timeout: None,
+                signer: None,
+            },
+        )
+    }
+
+    /// The default cache: the folder named by `MEMENTO_DIR`, else `.memento`
+    /// in the current directory. `#[memento::cache]` without `memory = ..`
+    /// uses one such Memory for the whole process.
+    ///
+    /// Entries are signed with `MEMENTO_KEY` when it is set (see
+    /// [`signing_key`](Memory::signing_key)). Limits come from
+    /// `MEMENTO_BYTES_LIMIT` (a size such as `10GB`),
+    /// `MEMENTO_ITEMS_LIMIT` (a number) and `MEMENTO_AGE_LIMIT` (a duration
+    /// such as `30d`); a value that cannot be read is ignored with a warning.
+    pub fn from_env() -> Memory {
+        let mut memory = match std::env::var_os(MEMENTO_DIR) {
+            Some(dir) if !dir.is_empty() => Memory::new(dir),
+            _ => Memory::new(DEFAULT_DIR),
+        };
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let warn = |name: &str, e: Error| {
+            crate::log::warning!("{name}: {e}; the limit is not applied");
+        };
+        memory = memory.with_env_signer();
+        if let Some(v) = var("MEMENTO_BYTES_LIMIT") {
+            match evict::parse_size(&v) {
+                Ok(n) => memory = memory.bytes_limit(n),
+                Err(e) => warn("MEMENTO_BYTES_LIMIT", e),
+            }
+        }
+        if let Some(v) = var("MEMENTO_ITEMS_LIMIT") {
+            match v.trim().parse::<u64>() {
+                Ok(n) => memory = memory.items_limit(n),
+                Err(_) => warn(
+                    "MEMENTO_ITEMS_LIMIT",
+                    Error::Option {
+                        option: "number of items",
+                        value: v,
+                        expected: "a whole number such as 10000".into(),
+                    },
+                ),
+            }
+        }
+        if let Some(v) = var("MEMENTO_AGE_LIMIT") {
+            match evict::parse_duration(&v) {
+                Ok(d) => memory = memory.age_limit(d),
+                Err(e) => warn("MEMENTO_AGE_LIMIT", e),
+            }
+        }
+        memory
+    }
+
+    /// A cache kept by another [`Store`] backend.
+    ///
+    /// ```
+    /// use memento::store::LocalStore;
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let memory = memento::Memory::with_store(LocalStore::new(dir.path()));
+    /// assert_eq!(memory.location(), dir.path().display().to_string());
+    /// ```
+    pub fn with_store(store: impl Store) -> Memory {
+        Memory::build(
+            Arc::new(store),
+            Options {
+                location: None,
+                in_memory_bytes: DEFAULT_IN_MEMORY_BYTES,
+                limits: Limits::default(),
+                lock_timeout: None,
+                signer: None,
+            },
+        )
+    }
+
+    pub(super) fn build(store: Arc<dyn Store>, options: Options) -> Memory {
+        let shared = Shared::of(&store, options.location.as_deref(), options.in_memory_bytes);
+        Memory {
+            inner: Arc::new(Inner {
+                store,
+                signer_tag: options.signer.as_ref().map_or(0, codec::Signer::tag),
+                options,
+                shared,
+            }),
+        }
+    }
+
+    /// Bounds the in-memory layer that serves repeated hits in this process
+    /// (64 MiB by default; entries above 1/16 of it are never kept there).
+    /// `0` turns it off: every hit then reads the store.
+    ///
+    /// ```
+    /// let memory = memento::Memory::new("cache").in_memory_limit(0);
+    /// # let _ = memory;
+    /// ```
+    pub fn in_memory_limit(self, bytes: u64) -> Memory {
+        self.with_options(|o| o.in_memory_bytes = bytes)
+    }
+
+    pub(super) fn with_options(self, change: impl FnOnce(&mut Options)) -> Memory {
+        let mut options = self.inner.options.clone();
+        change(&mut options);
+        self.inner.shared.hot.raise_limit(options.in_memory_bytes);
+        Memory {
+            inner: Arc::new(Inner {
+                store: self.inner.store.clone(),
+                signer_tag: options.signer.as_ref().map_or(0, codec::Signer::tag),
+                options,
+                shared: self.inner.shared.clone(),
+            }),
+        }
+    }
+
+    /// Keeps the bytes stored under the location (outputs, metadata,
+    /// records) at most `bytes`: after a write that crosses it, the least
+    /// recently used results are removed.
+    ///
+    /// ```
+    /// let memory = memento::Memory::new("cache").bytes_limit(10 << 30);
+    /// assert_eq!(memory.limits().bytes, Some(10 << 30));
+    /// ```
+    pub fn bytes_limit(self, bytes: u64) -> Memory {
+        self.with_options(|o| o.limits.bytes = Some(bytes))
+    }
+
+    /// Keeps at most `items` stored results (least recently used go first).
+    pub fn items_limit(self, items: u64) -> Memory {
+        self.with_options(|o| o.limits.items = Some(items))
+    }
+
+    /// Removes results not used for longer than `age`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let memory = memento::Memory::new("cache").age_limit(Duration::from_secs(30 * 86400));
+    /// # let _ = memory;
+    /// ```
+    pub fn age_limit(self, age: Duration) -> Memory {
+        self.with_options(|o| o.limits.age = Some(age))
+    }
+
+    /// Signs every entry written with a key derived from `secret`, and
+    /// refuses (recomputes) every entry that is unsigned or signed with
+    /// another key: a cache folder or bucket shared with others then cannot
+    /// be used to hand this program a value. All programs sharing the cache
+    /// must use the same secret.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let memory = memento::Memory::new(dir.path()).signing_key("a long random secret");
+    /// let f = memento::Function::new("docs", "signed");
+    /// let _: u8 = memory.call(&f, &1u8, || 1);
+    /// let mut ran = false;
+    /// let other = memento::Memory::new(dir.path()).signing_key("another secret");
+    /// let _: u8 = other.call(&f, &1u8, || { ran = true; 1 });
+    /// assert!(ran, "another key's entry is not trusted");
+    /// ```
+    pub fn signing_key(self, secret: impl AsRef<[u8]>) -> Memory {
+        let signer = codec::Signer::new(secret);
+        self.with_options(|o| o.signer = Some(signer))
+    }
+
+    /// Bounds how long a call waits for the same call running in another
+    /// thread or process (by default it waits until that one finishes, or
+    /// its process dies). After the wait it computes the value itself, with
+    /// a warning.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let memory = memento::Memory::new("cache").lock_timeout(Duration::from_secs(600));
+    /// # let _ = memory;
+    /// ```
+    pub fn lock_timeout(self, timeout: Duration) -> Memory {
+        self.with_options(|o| o.lock_timeout = Some(timeout))
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        self.inner.options.limits
+    }
+
+    /// Where the results live (a folder).
+    pub fn location(&self) -> String {
+        self.inner.store.location()
+    }
+
+    /// The folder of a local cache (`None` for another backend).
+    pub fn path(&self) -> Option<&Path> {
+        self.inner.options.location.as_deref()
+    }
+
+    /// The store behind this Memory.
+    pub fn store(&self) -> &dyn Store {
+        &*self.inner.store
+    }
+
+    /// This Memory with the signing key of `MEMENTO_KEY`, when set.
+    pub(crate) fn with_env_signer(self) -> Memory {
+        match codec::Signer::from_env() {
+            Some(signer) => self.with_options(|o| o.signer = Some(signer)),
+            None => self,
+        }
+    }
+}

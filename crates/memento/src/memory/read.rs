@@ -1,0 +1,330 @@
+//! The read path of a call: the in-memory layer, then the store; an entry
+//! is verified (length, header, key, checksum or signature), admitted
+//! (expiry, `validate`) and decoded, or refused and removed. Also the reads
+//! of handles and management, which never count as a use.
+
+use super::*;
+
+impl Memory {
+    /// A stored result, from the in-memory layer or the store.
+    pub(super) fn find<T: DeserializeOwned + 'static>(
+        &self,
+        function: &Function,
+        key: &Key,
+        mode: Mode,
+    ) -> Option<T> {
+        self.find_hot(function, key, mode)
+            .or_else(|| self.find_stored(function, key, mode))
+    }
+
+    /// A stored result from the store (a hit: recorded and counted).
+    pub(super) fn find_stored<T: DeserializeOwned + 'static>(
+        &self,
+        function: &Function,
+        key: &Key,
+        mode: Mode,
+    ) -> Option<T> {
+        let value = self.read::<T>(function, key)?;
+        mode.record(true, Some(*key));
+        self.count_hit(&self.function_state(function));
+        Some(value)
+    }
+
+    /// A stored result from the in-memory layer.
+    #[inline]
+    pub(super) fn find_hot<T: DeserializeOwned + 'static>(
+        &self,
+        function: &Function,
+        key: &Key,
+        mode: Mode,
+    ) -> Option<T> {
+        if mapped::<T>() || self.inner.options.in_memory_bytes == 0 {
+            // Mapped results come from their file, never from a copy.
+            return None;
+        }
+        let hot = &self.inner.shared.hot;
+        if let Some(hit) = hot.get(key, self.signer_tag()) {
+            let fresh = !expired(function, hit.created_ms) && function.validator().is_none();
+            if let (true, Ok(value)) = (fresh, codec::decode::<T>(&hit.payload)) {
+                tracing::debug!("{}: hit in memory ({key})", function.full_name());
+                if hit.touch {
+                    let name = EntryName::entry(function.folder(), key);
+                    if let Err(e) = self.inner.store.touch(name.as_str()) {
+                        self.report_io(&e);
+                    }
+                }
+                mode.record(true, Some(*key));
+                self.count_hit(&hit.state);
+                return Some(value);
+            }
+            hot.remove(key);
+        }
+        None
+    }
+
+    /// The in-memory layer's tag of this Memory's signing key (0: none).
+    #[inline]
+    pub(super) fn signer_tag(&self) -> u64 {
+        self.inner.signer_tag
+    }
+
+    /// Keeps a verified payload in the in-memory layer, unless this Memory
+    /// does not use it.
+    pub(super) fn keep_hot(&self, function: &Function, key: Key, payload: &[u8], created_ms: u64) {
+        if self.inner.options.in_memory_bytes > 0 {
+            let state = self.function_state(function);
+            let tag = self.signer_tag();
+            self.inner
+                .shared
+                .hot
+                .insert(key, payload, created_ms, tag, &state);
+        }
+    }
+
+    /// Reads, verifies (with this Memory's signing key) and decodes the
+    /// entry of `key` in the function folder `folder`, for a
+    /// [`StoredResult`](crate::StoredResult). `Ok(None)` when it is absent.
+    pub(crate) fn get_entry<T: DeserializeOwned + 'static>(
+        &self,
+        folder: &str,
+        key: &Key,
+    ) -> Result<Option<T>> {
+        let name = EntryName::entry(folder, key);
+        let mut buf = Vec::new();
+        if !self.inner.store.read(name.as_str(), &mut buf)? {
+            return Ok(None);
+        }
+        let signer = self.inner.options.signer.as_ref();
+        codec::verify(key, &buf, signer)
+            .and_then(|payload| codec::decode_entry(&buf, payload).map(|(value, _)| Some(value)))
+            .map_err(|damage| Error::Damaged {
+                name: format!("{}/{}", self.location(), name.as_str()),
+                damage,
+            })
+    }
+
+    /// The metadata of the entry of `key` in `folder` (its checksum not
+    /// checked; reading it is not a use). `Ok(None)` when it is absent.
+    pub(crate) fn entry_metadata(
+        &self,
+        folder: &str,
+        key: &Key,
+        function: &str,
+    ) -> Result<Option<Metadata>> {
+        let name = EntryName::entry(folder, key);
+        let mut buf = Vec::new();
+        if !self
+            .inner
+            .store
+            .read_range(name.as_str(), 0..u64::MAX, &mut buf)?
+        {
+            return Ok(None);
+        }
+        let len = buf.len() as u64;
+        match codec::check_header(key, &buf, len, None) {
+            Ok(_) | Err(codec::Damage::NoKey) => {}
+            Err(damage) => {
+                return Err(Error::Damaged {
+                    name: format!("{}/{}", self.location(), name.as_str()),
+                    damage,
+                })
+            }
+        }
+        let head = buf.get(..HEADER_LEN).unwrap_or_default();
+        Ok(Some(Metadata::of_entry(
+            head,
+            len,
+            codec::info(&buf),
+            function,
+        )))
+    }
+
+    /// Removes the entry of `key` in `folder`, from the store and from this
+    /// process's in-memory layer.
+    pub(crate) fn remove_result(&self, folder: &str, key: &Key) -> Result<()> {
+        self.inner.shared.hot.remove(key);
+        self.inner
+            .store
+            .delete(EntryName::entry(folder, key).as_str())
+    }
+
+    /// Reads, verifies and decodes the entry of `key`; a damaged entry is
+    /// reported, removed and counted as a miss.
+    pub(super) fn read<T: DeserializeOwned + 'static>(
+        &self,
+        function: &Function,
+        key: &Key,
+    ) -> Option<T> {
+        let name = EntryName::entry(function.folder(), key);
+        let mut buf = READ_BUF.with(Cell::take);
+        let read = match crate::buffer::ops::<T>() {
+            Some(ops) => self.read_buffer::<T>(function, key, &name, ops, &mut buf),
+            None => self.inner.store.read(name.as_str(), &mut buf).map(|found| {
+                if found {
+                    Got::Bytes
+                } else {
+                    Got::Absent
+                }
+            }),
+        };
+        let result = match read {
+            Ok(Got::Absent) => None,
+            Ok(Got::Value(value)) => {
+                tracing::debug!("{}: hit on disk ({key})", function.full_name());
+                Some(value)
+            }
+            Ok(Got::Refused(refusal)) => {
+                self.refused(function, key, &name, refusal);
+                None
+            }
+            Ok(Got::Bytes) => match self.accept::<T>(function, key, &buf) {
+                Ok((value, plain)) => {
+                    tracing::debug!("{}: hit on disk ({key})", function.full_name());
+                    if function.validator().is_none() && !mapped::<T>() {
+                        self.keep_hot(function, *key, &plain, codec::created_ms(&buf));
+                    }
+                    Some(value)
+                }
+                Err(refusal) => {
+                    self.refused(function, key, &name, refusal);
+                    None
+                }
+            },
+            Err(e) => {
+                self.report_io(&e);
+                None
+            }
+        };
+        if buf.capacity() <= READ_BUF_KEEP {
+            READ_BUF.with(|cell| cell.set(buf));
+        }
+        result
+    }
+
+    /// Reports a refused entry and removes it, so that it is recomputed.
+    pub(super) fn refused(
+        &self,
+        function: &Function,
+        key: &Key,
+        name: &EntryName,
+        refusal: Refusal,
+    ) {
+        match refusal {
+            Refusal::Damaged(damage) => {
+                let e = Error::Damaged {
+                    name: format!("{}/{}", self.location(), name.as_str()),
+                    damage,
+                };
+                crate::log::warning!("{e}; it is removed and recomputed");
+            }
+            Refusal::Rejected(why) => {
+                crate::log::info!(
+                    "{}: stored result {why}; computing it again",
+                    function.full_name()
+                );
+            }
+        }
+        self.remove_entry(function, key);
+    }
+
+    /// Verifies an entry, applies the function's expiry and validation, and
+    /// decodes it.
+    pub(super) fn accept<'e, T: DeserializeOwned + 'static>(
+        &self,
+        function: &Function,
+        key: &Key,
+        entry: &'e [u8],
+    ) -> std::result::Result<(T, std::borrow::Cow<'e, [u8]>), Refusal> {
+        let signer = self.inner.options.signer.as_ref();
+        let payload = codec::verify(key, entry, signer).map_err(Refusal::Damaged)?;
+        self.admit(function, key, entry, entry.len() as u64)?;
+        codec::decode_entry(entry, payload).map_err(Refusal::Damaged)
+    }
+
+    /// The function's expiry and validation, applied to an entry of
+    /// `file_len` bytes whose header (at least) is `head`.
+    pub(super) fn admit(
+        &self,
+        function: &Function,
+        key: &Key,
+        head: &[u8],
+        file_len: u64,
+    ) -> std::result::Result<(), Refusal> {
+        if expired(function, codec::created_ms(head)) {
+            return Err(Refusal::Rejected("expired"));
+        }
+        if let Some(validate) = function.validator() {
+            let meta = self.metadata_of(function, key, head, file_len);
+            if !validate(&meta) {
+                return Err(Refusal::Rejected("was rejected by its validate function"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The metadata of an entry of `file_len` bytes whose header (at
+    /// least) is `head`: its info is read from the store when `head` does
+    /// not hold it.
+    pub(super) fn metadata_of(
+        &self,
+        function: &Function,
+        key: &Key,
+        head: &[u8],
+        file_len: u64,
+    ) -> Metadata {
+        let mut read = Vec::new();
+        let info = match codec::info(head) {
+            Some(info) => Some(info),
+            None => {
+                let start = (HEADER_LEN as u64).saturating_add(codec::payload_len(head));
+                let name = EntryName::entry(function.folder(), key);
+                let found = self
+                    .inner
+                    .store
+                    .read_range(name.as_str(), start..file_len, &mut read);
+                found.unwrap_or(false).then_some(&read[..])
+            }
+        };
+        Metadata::of_entry(head, file_len, info, function.full_name())
+    }
+
+    pub(super) fn remove_entry(&self, function: &Function, key: &Key) {
+        self.inner.shared.hot.remove(key);
+        let name = EntryName::entry(function.folder(), key);
+        if let Err(e) = self.inner.store.delete(name.as_str()) {
+            self.report_io(&e);
+        }
+    }
+}
+
+/// Why a stored entry is not served.
+pub(super) enum Refusal {
+    /// Damaged bytes: a warning.
+    Damaged(codec::Damage),
+    /// Whole but expired or rejected by `validate`: an info event.
+    Rejected(&'static str),
+}
+
+/// Is a result computed at `created_ms` past the function's time to live?
+/// Is `T` a [`Mapped`](crate::Mapped) result (kept out of the in-memory
+/// layer)? Folded at compile time.
+#[inline(always)]
+pub(super) fn mapped<T: 'static>() -> bool {
+    crate::buffer::ops::<T>().is_some_and(|ops| ops.mapped)
+}
+
+pub(super) fn expired(function: &Function, created_ms: u64) -> bool {
+    function.ttl().is_some_and(|ttl| {
+        let created = UNIX_EPOCH + Duration::from_millis(created_ms);
+        SystemTime::now()
+            .duration_since(created)
+            .is_ok_and(|age| age > ttl)
+    })
+}
+
+/// Read buffers above this size are not kept for the next read.
+pub(super) const READ_BUF_KEEP: usize = 1 << 20;
+
+thread_local! {
+    static READ_BUF: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}

@@ -1,0 +1,310 @@
+//! The write path of a call that missed: a [`Pending`] knows its key and
+//! holds this process's turn to compute (the flight and the key's lock);
+//! the value it is given is encoded ([`Write`]), published (create-only, or
+//! replaced when forced), indexed for eviction, kept in the in-memory
+//! layer, and the function's record is checked.
+
+use super::*;
+
+/// A call that missed: it knows its key and stores the value it is given.
+#[must_use = "call store() with the computed value, or it is not cached"]
+pub struct Pending<'m, T> {
+    pub(super) memory: &'m Memory,
+    pub(super) function: &'m Function,
+    pub(super) state: Option<Arc<FnState>>,
+    pub(super) key: Option<Key>,
+    pub(super) shape: Shape,
+    pub(super) args: String,
+    pub(super) started: Instant,
+    pub(super) mode: Mode,
+    /// Released after the result is written, or when the computation
+    /// fails: the cross-process lock first, then this process's waiters.
+    pub(super) lock: Option<StoreLock>,
+    pub(super) leader: Option<Leader>,
+    pub(super) _output: PhantomData<fn() -> T>,
+}
+
+impl Memory {
+    pub(super) fn pending<'m, T>(
+        &'m self,
+        function: &'m Function,
+        state: Option<Arc<FnState>>,
+        key: Option<Key>,
+        shape: Shape,
+        args: String,
+        mode: Mode,
+    ) -> Pending<'m, T> {
+        Pending {
+            memory: self,
+            function,
+            state,
+            key,
+            shape,
+            args,
+            started: Instant::now(),
+            mode,
+            lock: None,
+            leader: None,
+            _output: PhantomData,
+        }
+    }
+
+    /// Encodes one result and prepares all that is to be written.
+    pub(super) fn prepare<'v, T: Serialize + 'static>(
+        &self,
+        pending: &Pending<'_, T>,
+        key: &Key,
+        value: &'v T,
+        duration: Duration,
+    ) -> Result<Write<'v>> {
+        let function = pending.function;
+        let created = SystemTime::now();
+        let created_ms = created
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_millis() as u64;
+        let signer = self.inner.options.signer.as_ref();
+        let mut compression = function.compression();
+        if mapped::<T>() && compression != codec::Compression::None {
+            // A compressed entry could not be mapped: store it plain.
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                crate::log::warning!(
+                    "{}: Mapped results are stored uncompressed (a compressed entry cannot be \
+                     memory-mapped); remove the compression from this function",
+                    function.full_name()
+                );
+            });
+            compression = codec::Compression::None;
+        }
+        let info = entry::new_info(function.full_name(), duration, &pending.args);
+        let encoded = codec::encode(key, value, created_ms, signer, compression, &info).map_err(
+            |message| Error::Encode {
+                function: function.full_name().to_string(),
+                type_name: std::any::type_name::<T>(),
+                message,
+            },
+        )?;
+        let bytes = encoded.entry;
+        let tail = encoded.tail;
+        Ok(Write {
+            key: *key,
+            record: pending.state.clone().map(|state| RecordWrite {
+                record: function.record(pending.shape, std::any::type_name::<T>()),
+                folder: function.folder().to_string(),
+                state,
+            }),
+            output: EntryName::entry(function.folder(), key)
+                .as_str()
+                .to_string(),
+            bytes,
+            tail,
+            info: encoded.info,
+            plain: encoded.plain,
+            force: pending.mode.force,
+            created_ms,
+            keep_in_memory: function.validator().is_none() && !mapped::<T>() && tail.is_empty(),
+            folder: function.folder().to_string(),
+        })
+    }
+
+    /// Writes a prepared result: the entry (published if absent, or
+    /// replaced when forced), then the function's record if this process
+    /// has not seen it since the store last created a folder.
+    pub(super) fn commit(&self, write: Write<'_>) -> Result<()> {
+        let store = &*self.inner.store;
+        let mut written = 0;
+        if write.force {
+            self.inner.shared.hot.remove(&write.key);
+        }
+        let published = if !write.tail.is_empty() {
+            // A large buffer: its checksum is computed while the store
+            // writes its data.
+            let signer = self.inner.options.signer.as_ref();
+            let seal = || {
+                let mut head = write.bytes.clone();
+                codec::seal_head(&mut head, write.tail, &write.info, signer, false);
+                head
+            };
+            store.publish_computed(
+                &write.output,
+                write.bytes.len(),
+                write.tail,
+                &write.info,
+                &seal,
+                write.force,
+            )?
+        } else if write.force {
+            store.write(&write.output, &write.bytes)?;
+            true
+        } else {
+            store.publish(&write.output, &write.bytes)?
+        };
+        if published {
+            let size = (write.bytes.len() + write.tail.len() + write.info.len()) as u64;
+            written += size;
+            if let Some(index) = &self.inner.shared.index {
+                index.append(&write.folder, &write.key, size, write.created_ms);
+            }
+        }
+        if let Some(record) = &write.record {
+            written += self.ensure_record(record)?;
+            if write.keep_in_memory && self.inner.options.in_memory_bytes > 0 {
+                let payload = HEADER_LEN..HEADER_LEN + codec::payload_len(&write.bytes) as usize;
+                let plain = write.plain.as_deref().unwrap_or(&write.bytes[payload]);
+                let tag = self.signer_tag();
+                self.inner.shared.hot.insert(
+                    write.key,
+                    plain,
+                    write.created_ms,
+                    tag,
+                    &record.state,
+                );
+            }
+            self.flush_hits(&record.state);
+        }
+        if written > 0 {
+            self.after_write(written);
+        }
+        Ok(())
+    }
+}
+
+impl<T: Serialize + 'static> Pending<'_, T> {
+    /// Stores `value` and returns it. Storage problems are logged, never
+    /// returned: the value comes back either way.
+    pub fn store(self, value: T) -> T {
+        let write = self.prepare(&value);
+        self.mode.record(false, self.key);
+        if let Some(write) = write {
+            if let Err(e) = self.memory.commit(write) {
+                self.memory.report_io(&e);
+            }
+        }
+        value
+    }
+
+    /// Stores an `Ok` value; an `Err` is returned as it is and not stored.
+    pub fn store_result<E>(self, result: Result<T, E>) -> Result<T, E> {
+        match result {
+            Ok(value) => Ok(self.store(value)),
+            Err(e) => {
+                tracing::debug!(
+                    "{}: returned an error; not stored",
+                    self.function.full_name()
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// [`store`](Pending::store) for async code: the value is encoded here,
+    /// and the files are written on a thread of their own, so that the
+    /// executor's threads do not wait for the disk. Works with any executor.
+    pub async fn store_async(self, value: T) -> T {
+        if let Some(write) = self.prepare(&value) {
+            // The write outlives this borrow of the value (the future may be
+            // dropped while it runs): it takes its own copy.
+            let write = write.into_owned(self.memory.inner.options.signer.as_ref());
+            let memory = self.memory.clone();
+            let committed = crate::background::run(move || memory.commit(write)).await;
+            if let Err(e) = committed {
+                self.memory.report_io(&e);
+            }
+        }
+        // After the await: the caller's next step runs in this same poll.
+        self.mode.record(false, self.key);
+        value
+    }
+
+    /// [`store_result`](Pending::store_result) for async code.
+    pub async fn store_result_async<E>(self, result: Result<T, E>) -> Result<T, E> {
+        match result {
+            Ok(value) => Ok(self.store_async(value).await),
+            Err(e) => {
+                tracing::debug!(
+                    "{}: returned an error; not stored",
+                    self.function.full_name()
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// Logs the computation and encodes the value; `None` when there is
+    /// nothing to write (no key, or the value cannot be encoded).
+    pub(super) fn prepare<'v>(&self, value: &'v T) -> Option<Write<'v>> {
+        let duration = self.started.elapsed();
+        crate::log::info!(
+            "{}: computed in {:.3}s",
+            self.function.full_name(),
+            duration.as_secs_f64()
+        );
+        let key = self.key?;
+        match self.memory.prepare(self, &key, value, duration) {
+            Ok(write) => Some(write),
+            Err(e @ Error::Encode { .. }) => {
+                crate::log::error!("{e}");
+                None
+            }
+            Err(e) => {
+                self.memory.report_io(&e);
+                None
+            }
+        }
+    }
+
+    /// The key of this call (`None` when the arguments could not be hashed).
+    pub fn key(&self) -> Option<Key> {
+        self.key
+    }
+}
+
+/// A result ready to be written, owning all it needs so that the writing
+/// can move to another thread.
+pub(super) struct Write<'v> {
+    pub(super) key: Key,
+    /// The function's record, checked (and written if missing) after the
+    /// entry.
+    pub(super) record: Option<RecordWrite>,
+    pub(super) output: String,
+    pub(super) bytes: Vec<u8>,
+    /// The entry's bytes after `bytes`: a large plain buffer's data,
+    /// borrowed from the value (empty otherwise). When it is not empty, the
+    /// checksum in `bytes` is still to be written.
+    pub(super) tail: &'v [u8],
+    /// The entry's info, after `tail` (empty when `bytes` holds it).
+    pub(super) info: Vec<u8>,
+    /// The postcard bytes, when `bytes` holds them compressed.
+    pub(super) plain: Option<Vec<u8>>,
+    pub(super) force: bool,
+    pub(super) created_ms: u64,
+    pub(super) keep_in_memory: bool,
+    /// The function's folder, for the eviction index.
+    pub(super) folder: String,
+}
+
+impl Write<'_> {
+    /// The same write, owning all its bytes (and its checksum written).
+    pub(super) fn into_owned(self, signer: Option<&codec::Signer>) -> Write<'static> {
+        let mut bytes = self.bytes;
+        if !self.tail.is_empty() {
+            codec::seal_head(&mut bytes, self.tail, &self.info, signer, true);
+            bytes.extend_from_slice(self.tail);
+            bytes.extend_from_slice(&self.info);
+        }
+        Write {
+            key: self.key,
+            record: self.record,
+            output: self.output,
+            bytes,
+            tail: &[],
+            info: Vec::new(),
+            plain: self.plain,
+            force: self.force,
+            created_ms: self.created_ms,
+            keep_in_memory: self.keep_in_memory,
+            folder: self.folder,
+        }
+    }
+}
