@@ -9,8 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-/// The end of an entry file's name: `<function folder>/ab/<62 hex>.bin`.
-pub const ENTRY_SUFFIX: &str = ".bin";
+/// The end of an entry file's name: `<function folder>/ab/<62 hex>.bin`
+/// (see the store's layout).
+pub use crate::layout::ENTRY_SUFFIX;
 
 /// Longest argument text kept in an entry's info.
 pub const ARGS_TEXT_LIMIT: usize = 1024;

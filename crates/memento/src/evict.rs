@@ -64,25 +64,21 @@ pub struct Inventory {
 }
 
 /// Splits an entry file's name, `folder/ab/<62 hex>.bin`, into
-/// `(folder, key)`.
+/// `(folder, key)` (see the store's layout).
 pub(crate) fn parse_entry_name(name: &str) -> Option<(&str, String)> {
-    let (rest, file) = name.rsplit_once('/')?;
-    let entry = file.strip_suffix(crate::entry::ENTRY_SUFFIX)?;
-    let (folder, shard) = rest.rsplit_once('/')?;
-    (hex(shard, 2) && hex(entry, 62)).then(|| (folder, format!("{shard}{entry}")))
-}
-
-fn hex(s: &str, n: usize) -> bool {
-    s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit())
+    match crate::layout::parse(name) {
+        crate::layout::Name::Entry { folder, key } => Some((folder, key.to_hex())),
+        _ => None,
+    }
 }
 
 /// Splits a file of the first layout's entry folders,
 /// `folder/ab/<62 hex>/file`, into `(folder, entry folder, key)`.
 pub(crate) fn parse_old_entry_name(name: &str) -> Option<(&str, &str, String)> {
-    let (dir, _file) = name.rsplit_once('/')?;
-    let (rest, entry) = dir.rsplit_once('/')?;
-    let (folder, shard) = rest.rsplit_once('/')?;
-    (hex(shard, 2) && hex(entry, 62)).then(|| (folder, dir, format!("{shard}{entry}")))
+    match crate::layout::parse(name) {
+        crate::layout::Name::OldEntry { folder, dir, key } => Some((folder, dir, key.to_hex())),
+        _ => None,
+    }
 }
 
 impl Inventory {

@@ -37,7 +37,7 @@ use crate::evict::{Inventory, Limits};
 use crate::key::Key;
 
 /// Folder of the logs under the location.
-pub(crate) const INDEX_DIR: &str = ".index";
+pub(crate) use crate::layout::INDEX_DIR;
 const COMPLETE: &str = "complete";
 const RECORD: u8 = b'W';
 
@@ -304,15 +304,7 @@ pub(crate) fn compact(
 }
 
 /// The entry file of a record, relative to the location.
-pub(crate) fn entry_file(folder: &str, key: &Key) -> String {
-    let hex = key.to_hex();
-    format!(
-        "{folder}/{}/{}{}",
-        &hex[..2],
-        &hex[2..],
-        crate::entry::ENTRY_SUFFIX
-    )
-}
+pub(crate) use crate::layout::entry_file;
 
 /// Chooses least recently used victims until every limit holds with
 /// `fraction` of its room, reading real last-access times (one `stat` each)

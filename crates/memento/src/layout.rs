@@ -1,10 +1,12 @@
 //! The store's layout: the names of the objects memento keeps, built and
-//! parsed here and nowhere else.
+//! parsed here and nowhere else (cacache's `content/path.rs` is the model).
+//! A name is `/`-separated and relative to the location.
 //!
 //! ```text
 //! <location>/
 //!   .gitignore                      "*"
-//!   <fn folder>/                    crate/module/name, see Function::folder
+//!   .index/                         the eviction index's logs (index.rs)
+//!   <fn folder>/                    crate/module/name (Function::folder)
 //!     function.json                 the function's record
 //!     function.lock                 serializes changes of the record
 //!     hits.json                     hit counts
@@ -12,10 +14,156 @@
 //!       <62 hex>.bin                an entry: header, payload, info
 //!       .keys                       per-key byte-range locks (Linux)
 //!       <62 hex>.lock               a key's lock file (elsewhere)
+//!       .tmp-*                      a file being written
 //! ```
+//!
+//! Entry format 1 kept each entry in a folder of its own,
+//! `<fn folder>/ab/<62 hex>/{output.bin, metadata.json}`;
+//! [`parse`] still tells such files, so that they are removed.
 
-use crate::entry::ENTRY_SUFFIX;
 use crate::key::Key;
+
+/// The file name ending of an entry.
+pub const ENTRY_SUFFIX: &str = ".bin";
+/// The file name ending of a key's lock file.
+pub(crate) const KEY_LOCK_SUFFIX: &str = ".lock";
+/// The function's record, in its folder.
+pub(crate) const RECORD: &str = "function.json";
+/// The lock serializing changes of the record, in the function's folder.
+pub(crate) const RECORD_LOCK: &str = "function.lock";
+/// The function's hit counts, in its folder.
+pub(crate) const HITS: &str = "hits.json";
+/// The per-key byte-range locks of a shard folder.
+pub(crate) const SHARD_LOCKS: &str = ".keys";
+/// The start of a temporary file's name.
+pub(crate) const TEMP_PREFIX: &str = ".tmp-";
+/// The eviction index's folder, at the top of the location.
+pub(crate) const INDEX_DIR: &str = ".index";
+/// Hex digits of a key that name its shard folder.
+const SHARD_HEX: usize = 2;
+/// Hex digits of a key that name its file in the shard.
+const FILE_HEX: usize = 62;
+
+/// `<folder>/function.json`.
+pub(crate) fn record(folder: &str) -> String {
+    format!("{folder}/{RECORD}")
+}
+
+/// `<folder>/function.lock`.
+pub(crate) fn record_lock(folder: &str) -> String {
+    format!("{folder}/{RECORD_LOCK}")
+}
+
+/// `<folder>/hits.json`.
+pub(crate) fn hits(folder: &str) -> String {
+    format!("{folder}/{HITS}")
+}
+
+/// The entry file of `key` in `folder`, as an owned string.
+pub(crate) fn entry_file(folder: &str, key: &Key) -> String {
+    EntryName::entry(folder, key).as_str().to_string()
+}
+
+/// What an object of the store is, by its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Name<'a> {
+    /// An entry: `<folder>/ab/<62 hex>.bin`.
+    Entry { folder: &'a str, key: Key },
+    /// A key's lock file: `<folder>/ab/<62 hex>.lock`.
+    KeyLock { folder: &'a str, key: Key },
+    /// A shard's byte-range locks: `<folder>/ab/.keys`.
+    ShardLocks { folder: &'a str },
+    /// A function's record.
+    Record { folder: &'a str },
+    /// The lock of a function's record.
+    RecordLock { folder: &'a str },
+    /// A function's hit counts.
+    Hits { folder: &'a str },
+    /// A file of an entry folder of entry format 1:
+    /// `<folder>/ab/<62 hex>/<file>`; `dir` is the entry folder.
+    OldEntry {
+        folder: &'a str,
+        dir: &'a str,
+        key: Key,
+    },
+    /// A file being written (or left by a killed writer).
+    Temp,
+    /// Anything else (`.gitignore`, the index, a stray file).
+    Other,
+}
+
+/// Tells what the object `name` is.
+pub(crate) fn parse(name: &str) -> Name<'_> {
+    let Some((rest, file)) = name.rsplit_once('/') else {
+        return Name::Other;
+    };
+    if file.starts_with(TEMP_PREFIX) {
+        return Name::Temp;
+    }
+    match file {
+        RECORD => return Name::Record { folder: rest },
+        RECORD_LOCK => return Name::RecordLock { folder: rest },
+        HITS => return Name::Hits { folder: rest },
+        _ => {}
+    }
+    let shard_split = rest.rsplit_once('/');
+    if let Some((folder, shard)) = shard_split.filter(|(_, shard)| hex(shard, SHARD_HEX)) {
+        if file == SHARD_LOCKS {
+            return Name::ShardLocks { folder };
+        }
+        if let Some(key) = file
+            .strip_suffix(ENTRY_SUFFIX)
+            .and_then(|rest_hex| key_of(shard, rest_hex))
+        {
+            return Name::Entry { folder, key };
+        }
+        if let Some(key) = file
+            .strip_suffix(KEY_LOCK_SUFFIX)
+            .and_then(|rest_hex| key_of(shard, rest_hex))
+        {
+            return Name::KeyLock { folder, key };
+        }
+    }
+    // Entry format 1: <folder>/ab/<62 hex>/<file>.
+    if let Some((above, entry)) = rest.rsplit_once('/') {
+        if let Some((folder, shard)) = above.rsplit_once('/') {
+            if let Some(key) = key_of(shard, entry) {
+                return Name::OldEntry {
+                    folder,
+                    dir: rest,
+                    key,
+                };
+            }
+        }
+    }
+    Name::Other
+}
+
+/// The byte of the shard's `.keys` file that stands for a key's lock
+/// (`<folder>/ab/<62 hex>.lock`): the first 15 of its 62 hex digits (60
+/// bits; with the shard's 8, two keys share a byte once in 2^68).
+pub(crate) fn key_lock_offset(name: &str) -> Option<i64> {
+    let file = name.rsplit('/').next()?;
+    let hex_name = file.strip_suffix(KEY_LOCK_SUFFIX)?;
+    if !hex(hex_name, FILE_HEX) {
+        return None;
+    }
+    i64::from_str_radix(hex_name.get(..15)?, 16).ok()
+}
+
+fn hex(s: &str, n: usize) -> bool {
+    s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn key_of(shard: &str, file: &str) -> Option<Key> {
+    if !hex(shard, SHARD_HEX) || !hex(file, FILE_HEX) {
+        return None;
+    }
+    let mut full = [0u8; 64];
+    full[..SHARD_HEX].copy_from_slice(shard.as_bytes());
+    full[SHARD_HEX..].copy_from_slice(file.as_bytes());
+    Key::from_hex(std::str::from_utf8(&full).ok()?)
+}
 
 /// `folder/ab/<62 hex><suffix>` (the entry file with [`ENTRY_SUFFIX`],
 /// its lock with `.lock`), built without allocating when short.
@@ -27,7 +175,7 @@ pub(crate) struct EntryName {
 
 impl EntryName {
     #[inline]
-    pub(crate) fn new(folder: &str, key: &Key, suffix: &str) -> EntryName {
+    fn new(folder: &str, key: &Key, suffix: &str) -> EntryName {
         let mut hex = [0u8; 64];
         key.write_hex(&mut hex);
         let parts: [&[u8]; 6] = [
@@ -65,6 +213,13 @@ impl EntryName {
         EntryName::new(folder, key, ENTRY_SUFFIX)
     }
 
+    /// The lock file of `key` (or, on Linux, the name whose byte of the
+    /// shard's `.keys` is the key's lock: see [`key_lock_offset`]).
+    #[inline]
+    pub(crate) fn key_lock(folder: &str, key: &Key) -> EntryName {
+        EntryName::new(folder, key, KEY_LOCK_SUFFIX)
+    }
+
     #[inline]
     pub(crate) fn as_str(&self) -> &str {
         match &self.heap {
@@ -85,7 +240,8 @@ mod tests {
         let hex = key.to_hex();
         let n = EntryName::entry("c/m/f", &key);
         assert_eq!(n.as_str(), format!("c/m/f/{}/{}.bin", &hex[..2], &hex[2..]));
-        let n = EntryName::new("c/m/f", &key, ".lock");
+        assert_eq!(entry_file("c/m/f", &key), n.as_str());
+        let n = EntryName::key_lock("c/m/f", &key);
         assert_eq!(
             n.as_str(),
             format!("c/m/f/{}/{}.lock", &hex[..2], &hex[2..])
@@ -95,5 +251,56 @@ mod tests {
         assert!(
             n.as_str().starts_with(&long) && n.as_str().ends_with(&format!("/{}.bin", &hex[2..]))
         );
+    }
+
+    #[test]
+    fn every_name_parses_back() {
+        let key = Key::of(&"k").unwrap();
+        let hex = key.to_hex();
+        let folder = "c/m/f";
+        assert_eq!(
+            parse(EntryName::entry(folder, &key).as_str()),
+            Name::Entry { folder, key }
+        );
+        assert_eq!(
+            parse(EntryName::key_lock(folder, &key).as_str()),
+            Name::KeyLock { folder, key }
+        );
+        assert_eq!(parse(&record(folder)), Name::Record { folder });
+        assert_eq!(parse(&record_lock(folder)), Name::RecordLock { folder });
+        assert_eq!(parse(&hits(folder)), Name::Hits { folder });
+        assert_eq!(
+            parse(&format!("{folder}/{}/{SHARD_LOCKS}", &hex[..2])),
+            Name::ShardLocks { folder }
+        );
+        let old_dir = format!("{folder}/{}/{}", &hex[..2], &hex[2..]);
+        assert_eq!(
+            parse(&format!("{old_dir}/output.bin")),
+            Name::OldEntry {
+                folder,
+                dir: &old_dir,
+                key
+            }
+        );
+        assert_eq!(parse(&format!("{folder}/ab/{TEMP_PREFIX}x1")), Name::Temp);
+        assert_eq!(parse(".gitignore"), Name::Other);
+        assert_eq!(parse("m/f/zz/notakey.bin"), Name::Other);
+        assert_eq!(parse("m/f/ab/abc.bin"), Name::Other);
+    }
+
+    #[test]
+    fn key_lock_offsets() {
+        let key = Key::of(&"k").unwrap();
+        let hex = key.to_hex();
+        let lock = EntryName::key_lock("f", &key);
+        assert_eq!(
+            key_lock_offset(lock.as_str()),
+            Some(i64::from_str_radix(&hex[2..17], 16).unwrap())
+        );
+        assert_eq!(key_lock_offset(EntryName::entry("f", &key).as_str()), None);
+        assert_eq!(key_lock_offset("f/ab/short.lock"), None);
+        let high = format!("f/ab/fffffffffffffff0{}.lock", "0".repeat(46));
+        assert_eq!(key_lock_offset(&high), Some(0x0fff_ffff_ffff_ffff));
+        assert_eq!(key_lock_offset("f/function.lock"), None);
     }
 }

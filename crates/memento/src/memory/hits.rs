@@ -45,7 +45,7 @@ pub(super) fn flush(store: &dyn Store, io: &IoReports, state: &FnState) {
     let Some(folder) = state.folder.get() else {
         return;
     };
-    let name = format!("{folder}/hits.json");
+    let name = crate::layout::hits(folder);
     let old = crate::store::read_json::<HitsFile>(store, &name)
         .unwrap_or_default()
         .hits;

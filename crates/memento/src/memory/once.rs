@@ -226,7 +226,7 @@ impl Contended {
     /// Asks for the key's lock across processes:
     /// `<folder>/ab/<62 hex>.lock`, beside the entry's file.
     fn lock_step<'m, T>(&mut self, memory: &'m Memory, function: &'m Function) -> Step<'m, T> {
-        let name = EntryName::new(function.folder(), &self.key, ".lock")
+        let name = EntryName::key_lock(function.folder(), &self.key)
             .as_str()
             .to_string();
         self.phase = Phase::LockWaited;

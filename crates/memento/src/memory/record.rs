@@ -62,7 +62,7 @@ impl Memory {
         if write.state.recorded_at.load(Ordering::Acquire) == generation {
             return Ok(0);
         }
-        let name = format!("{}/function.json", write.folder);
+        let name = crate::layout::record(&write.folder);
         let _lock = self.function_lock_in(&write.folder);
         let mut existing = Vec::new();
         let written = if store.read(&name, &mut existing)? {
@@ -114,7 +114,7 @@ impl Memory {
 
     fn check_record(&self, function: &Function, state: &FnState, shape: Shape, output_type: &str) {
         let record = function.record(shape, output_type);
-        let name = format!("{}/function.json", function.folder());
+        let name = crate::layout::record(function.folder());
         let generation = self.inner.store.generation();
         let stale = match self.stored_record(&name, &record) {
             Ok(None) => {
@@ -195,7 +195,7 @@ impl Memory {
     }
 
     fn function_lock_in(&self, folder: &str) -> Option<StoreLock> {
-        let name = format!("{folder}/function.lock");
+        let name = crate::layout::record_lock(folder);
         match self.inner.store.lock(&name, None) {
             Ok(LockOutcome::Held(lock)) => Some(lock),
             Ok(_) => None,

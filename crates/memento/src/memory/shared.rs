@@ -232,7 +232,7 @@ mod tests {
         assert!(weak.upgrade().is_none(), "nothing keeps a dropped Memory");
         let hits: crate::evict::HitsFile = crate::store::read_json(
             &crate::store::LocalStore::new(dir.path()),
-            &format!("{}/hits.json", f.folder()),
+            &crate::layout::hits(f.folder()),
         )
         .unwrap();
         assert_eq!(hits.hits, 3, "its hits were written when it went");

@@ -27,7 +27,7 @@ fn publish_temp(tmp: tempfile::NamedTempFile, path: &Path, sweep: bool) -> Resul
 
 /// Prefix of temporary files; listings skip them and a later cleanup may
 /// remove them.
-pub(crate) const TEMP_PREFIX: &str = ".tmp-";
+pub(crate) use crate::layout::TEMP_PREFIX;
 
 /// Objects as files under a root folder, written atomically: a temporary file
 /// in the destination folder, then a rename (or, for
@@ -565,16 +565,8 @@ impl Drop for LocalLock {
     }
 }
 
-/// The byte of a per-key lock (`<shard>/<62 hex>.lock`), if `name` is one.
 #[cfg(target_os = "linux")]
-fn key_lock_offset(name: &str) -> Option<i64> {
-    let file = name.rsplit('/').next()?;
-    let hex = file.strip_suffix(".lock")?;
-    if hex.len() != 62 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    super::ranges::offset_of(hex)
-}
+use crate::layout::key_lock_offset;
 
 /// Is the open `file` the one at `path` now?
 fn same_file(file: &File, path: &Path) -> bool {

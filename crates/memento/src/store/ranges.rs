@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The file of a shard folder whose bytes are its keys' locks.
-pub(super) const RANGES_FILE: &str = ".keys";
+pub(super) use crate::layout::SHARD_LOCKS as RANGES_FILE;
 
 /// The open `.keys` files of one store, by shard folder.
 #[derive(Debug, Default)]
@@ -46,13 +46,6 @@ impl Drop for RangeLock {
     fn drop(&mut self) {
         let _ = fcntl_lock(&self.file, self.offset, libc::F_UNLCK as i16, false);
     }
-}
-
-/// The byte of a key's lock, from its 62 hex digits: the first 15 of them
-/// (60 bits; with the shard's 8, two keys share a byte once in 2^68).
-pub(super) fn offset_of(hex_name: &str) -> Option<i64> {
-    let digits = hex_name.get(..15)?;
-    i64::from_str_radix(digits, 16).ok()
 }
 
 fn fcntl_lock(file: &File, offset: i64, kind: i16, wait: bool) -> io::Result<bool> {
@@ -175,14 +168,6 @@ impl Ranges {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn offsets_come_from_the_hex_name() {
-        assert_eq!(offset_of("000000000000001ffff"), Some(1));
-        assert_eq!(offset_of("fffffffffffffff0"), Some(0x0fff_ffff_ffff_ffff));
-        assert_eq!(offset_of("short"), None);
-        assert_eq!(offset_of("zzzzzzzzzzzzzzzz"), None);
-    }
 
     #[test]
     fn ranges_exclude_other_open_files_and_are_released() {
