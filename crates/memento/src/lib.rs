@@ -201,7 +201,7 @@ pub mod __private {
 
     pub use serde::Serialize;
 
-    pub use crate::handle::{last_call, next_call};
+    pub use crate::memory::{last_call, next_call};
 
     /// The type stored for an output type: `T` for `Result<T, E>`.
     pub trait ResultOk {

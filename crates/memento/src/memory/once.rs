@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
+use super::Mode;
 use super::{trim_brackets, EntryName, FnState, Lookup, Memory, Shared};
 use crate::error::Result;
 use crate::function::{Function, Shape};
-use crate::handle::Mode;
 use crate::key::Key;
 use crate::store::{LockOutcome, Store, StoreLock};
 
