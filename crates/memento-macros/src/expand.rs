@@ -136,11 +136,11 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
     if options.keep_versions {
         management.extend(quote!(.keep_versions(true)));
     }
-    if let Some(ttl) = &options.expires_after {
-        management.extend(quote_spanned!(ttl.span()=> .expires_after({
-            const TTL: ::std::time::Duration = ::memento::__private::ttl(#ttl);
-            TTL
-        })));
+    if let Some((ttl, span)) = &options.expires_after {
+        let (secs, nanos) = (ttl.as_secs(), ttl.subsec_nanos());
+        management.extend(quote_spanned!(*span=> .expires_after(
+            ::std::time::Duration::new(#secs, #nanos)
+        )));
     }
     if let Some(validate) = &options.validate {
         management.extend(quote_spanned!(validate.span()=> .validate(#validate)));

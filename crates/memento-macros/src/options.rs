@@ -14,7 +14,7 @@ pub(crate) struct Options {
     pub(crate) version: Option<String>,
     pub(crate) result: Option<bool>,
     pub(crate) keep_versions: bool,
-    pub(crate) expires_after: Option<LitStr>,
+    pub(crate) expires_after: Option<(std::time::Duration, proc_macro2::Span)>,
     pub(crate) validate: Option<Expr>,
     pub(crate) handle: Option<bool>,
     pub(crate) compress: Option<LitStr>,
@@ -58,7 +58,20 @@ pub(crate) fn parse(attr: TokenStream) -> syn::Result<Options> {
         } else if meta.path.is_ident("keep_versions") {
             options.keep_versions = true;
         } else if meta.path.is_ident("expires_after") {
-            options.expires_after = Some(meta.value()?.parse()?);
+            // Checked here, so that a bad duration is an error at the
+            // literal, not a panic at run time.
+            let text: LitStr = meta.value()?.parse()?;
+            let ttl = humantime::parse_duration(text.value().trim()).map_err(|e| {
+                syn::Error::new(
+                    text.span(),
+                    format!(
+                        "expires_after = {:?} is not a duration ({e}); write a number and a \
+                         unit, such as \"7d\", \"12h\" or \"1h 30m\"",
+                        text.value()
+                    ),
+                )
+            })?;
+            options.expires_after = Some((ttl, text.span()));
         } else if meta.path.is_ident("validate") {
             options.validate = Some(meta.value()?.parse()?);
         } else if meta.path.is_ident("compress") {

@@ -341,57 +341,11 @@ pub fn parse_size(text: &str) -> Result<u64> {
 /// assert!(memento::evict::parse_duration("soon").is_err());
 /// ```
 pub fn parse_duration(text: &str) -> Result<Duration> {
-    duration_from_text(text).ok_or_else(|| Error::Option {
+    humantime::parse_duration(text.trim()).map_err(|e| Error::Option {
         option: "duration",
         value: text.to_string(),
-        expected: "a whole number and a unit: s, m, h, d or w (for example 30d or 12h)".into(),
+        expected: format!("a number and a unit, such as 30d, 12h or 1h 30m ({e})"),
     })
-}
-
-/// [`parse_duration`] as a `const fn`, so that `#[memento::cache(expires_after
-/// = "..")]` rejects a bad duration at compile time.
-pub const fn duration_from_text(text: &str) -> Option<Duration> {
-    let b = text.as_bytes();
-    let mut i = 0;
-    while i < b.len() && b[i] == b' ' {
-        i += 1;
-    }
-    let start = i;
-    let mut n: u64 = 0;
-    while i < b.len() && b[i].is_ascii_digit() {
-        n = match n.checked_mul(10) {
-            Some(v) => match v.checked_add((b[i] - b'0') as u64) {
-                Some(v) => v,
-                None => return None,
-            },
-            None => return None,
-        };
-        i += 1;
-    }
-    if i == start {
-        return None;
-    }
-    while i < b.len() && b[i] == b' ' {
-        i += 1;
-    }
-    let mut end = b.len();
-    while end > i && b[end - 1] == b' ' {
-        end -= 1;
-    }
-    let (unit, _) = b.split_at(end);
-    let (_, unit) = unit.split_at(i);
-    let seconds: u64 = match unit {
-        b"s" | b"sec" | b"secs" | b"second" | b"seconds" => 1,
-        b"m" | b"min" | b"mins" | b"minute" | b"minutes" => 60,
-        b"h" | b"hour" | b"hours" => 3600,
-        b"d" | b"day" | b"days" => 86_400,
-        b"w" | b"week" | b"weeks" => 604_800,
-        _ => return None,
-    };
-    match n.checked_mul(seconds) {
-        Some(total) => Some(Duration::from_secs(total)),
-        None => None,
-    }
 }
 
 #[cfg(test)]

@@ -215,17 +215,6 @@ pub mod __private {
 
     use crate::Memory;
 
-    /// `expires_after = ".."`, checked at compile time.
-    pub const fn ttl(text: &str) -> std::time::Duration {
-        match crate::evict::duration_from_text(text) {
-            Some(d) => d,
-            None => panic!(
-                "#[memento::cache(expires_after = ..)]: expected a whole number and a unit \
-                 (s, m, h, d or w), such as \"7d\" or \"12h\""
-            ),
-        }
-    }
-
     /// The function's name qualified by what `module_path!()` cannot see:
     /// the type of an `impl` block (`Circle::area`), the enclosing
     /// functions of a nested function (`outer::inner`). `here` is the type
