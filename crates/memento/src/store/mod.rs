@@ -22,6 +22,7 @@ pub use local::{LocalStore, ACCESS_GRANULARITY};
 
 /// What [`Store::open_file`] found.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Opened {
     /// The store's objects are not local files.
     Unsupported,
@@ -178,6 +179,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
 /// The answer of [`Store::lock`].
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum LockOutcome {
     /// The lock is held until this drops.
     Held(StoreLock),
