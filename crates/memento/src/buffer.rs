@@ -37,8 +37,6 @@
 use std::any::{Any, TypeId};
 use std::borrow::Cow;
 
-use crate::codec::HEADER_LEN;
-
 use serde::ser::{Serialize, SerializeTuple, Serializer};
 
 /// Above this many bytes the key hasher uses every core (feature
@@ -46,13 +44,28 @@ use serde::ser::{Serialize, SerializeTuple, Serializer};
 pub const PARALLEL_HASH: usize = 256 * 1024;
 
 mod sealed {
+    /// Seals [`Element`](super::Element).
     pub trait Sealed {}
+    /// Seals [`StoredBuffer`](super::StoredBuffer): memento stores exactly
+    /// the types it knows (see [`is_stored_buffer`](super::is_stored_buffer)),
+    /// and `Mapped` relies on their `contiguous` and `from_elements` being
+    /// right.
+    pub trait SealedBuffer {}
 }
 
 /// A number type whose arrays are plain buffers: fixed size, any bit
 /// pattern valid, stored little-endian.
+///
+/// Every `Element` is [`bytemuck::Pod`]: the casts between elements and
+/// their bytes are checked by bytemuck rather than written by hand.
 pub trait Element:
-    Copy + Send + Sync + serde::Serialize + serde::de::DeserializeOwned + 'static + sealed::Sealed
+    bytemuck::Pod
+    + Send
+    + Sync
+    + serde::Serialize
+    + serde::de::DeserializeOwned
+    + 'static
+    + sealed::Sealed
 {
     /// The name hashed into keys and written into stored buffers.
     const NAME: &'static str;
@@ -81,24 +94,13 @@ elements! {
 pub(crate) fn le_bytes<P: Element>(elements: &[P]) -> Cow<'_, [u8]> {
     #[cfg(target_endian = "little")]
     {
-        // SAFETY: `P` is a plain number type (sealed): no padding, every
-        // byte initialized; the byte slice covers exactly the elements.
-        Cow::Borrowed(unsafe {
-            std::slice::from_raw_parts(
-                elements.as_ptr().cast::<u8>(),
-                std::mem::size_of_val(elements),
-            )
-        })
+        Cow::Borrowed(bytemuck::cast_slice(elements))
     }
     #[cfg(target_endian = "big")]
     {
         let mut out = Vec::with_capacity(std::mem::size_of_val(elements));
         for e in elements {
-            // SAFETY: as above, for one element.
-            let bytes = unsafe {
-                std::slice::from_raw_parts((e as *const P).cast::<u8>(), std::mem::size_of::<P>())
-            };
-            out.extend(bytes.iter().rev());
+            out.extend(bytemuck::bytes_of(e).iter().rev());
         }
         Cow::Owned(out)
     }
@@ -284,8 +286,10 @@ pub const MAX_DIMS: usize = 32;
 pub const DATA_ALIGN: usize = 64;
 
 /// A result type stored as a plain buffer. Which types are stored so is
-/// decided by [`is_stored_buffer`]; this trait says how.
-pub trait StoredBuffer: Sized + 'static {
+/// decided by [`is_stored_buffer`]; this trait says how. It is sealed:
+/// implemented for exactly those types (`Vec<P>`, `Box<[P]>` and, with
+/// the `ndarray` feature, `ndarray::Array<P, D>`).
+pub trait StoredBuffer: Sized + 'static + sealed::SealedBuffer {
     /// The element type.
     type Elem: Element;
     /// Dimensions: `Some(n)` for a fixed number, `None` for any.
@@ -308,6 +312,14 @@ pub trait StoredBuffer: Sized + 'static {
     /// The value from its shape and elements (`elements.len()` is the
     /// product of `shape`).
     fn from_elements(shape: &[u64], elements: Vec<Self::Elem>) -> Result<Self, String>;
+}
+
+impl<P: Element> sealed::SealedBuffer for Vec<P> {}
+impl<P: Element> sealed::SealedBuffer for Box<[P]> {}
+#[cfg(feature = "ndarray")]
+impl<P: Element, D: ndarray::Dimension + serde::Serialize + 'static> sealed::SealedBuffer
+    for ndarray::Array<P, D>
+{
 }
 
 impl<P: Element> StoredBuffer for Vec<P> {
@@ -392,10 +404,10 @@ pub(crate) fn array_view<'a, P: Element, D: ndarray::Dimension>(
 }
 
 /// Where the data of a buffer payload with `dims` dimensions starts,
-/// relative to the payload (which starts at file offset `HEADER_LEN`).
+/// relative to the payload (which starts at file offset `Header::LEN`).
 pub(crate) fn data_offset(dims: usize) -> usize {
-    let descriptor = crate::codec::HEADER_LEN + 8 + 8 * dims;
-    descriptor.div_ceil(DATA_ALIGN) * DATA_ALIGN - crate::codec::HEADER_LEN
+    let descriptor = crate::codec::Header::LEN + 8 + 8 * dims;
+    descriptor.div_ceil(DATA_ALIGN) * DATA_ALIGN - crate::codec::Header::LEN
 }
 
 /// Appends the payload of `value` to `out`.
@@ -508,21 +520,17 @@ pub(crate) fn layout<B: StoredBuffer>(head: &[u8], payload_len: u64) -> Result<L
     })
 }
 
-/// A new vector of `count` elements whose bytes the caller fills.
-/// Large vectors ask the kernel for huge pages (as numpy does), which
-/// halves the cost of first touching them.
-pub(crate) fn uninit_elements<P: Element>(count: usize) -> Vec<P> {
-    let mut v: Vec<P> = Vec::with_capacity(count);
+/// A new vector of `count` zero elements, whose bytes the caller then
+/// fills. The allocation is zeroed by the allocator (`calloc`), which for
+/// a large vector means fresh pages from the kernel, already zero: no
+/// pass over the memory, so it costs what an uninitialised one would.
+/// Large vectors ask the kernel for huge pages (as numpy does) before they
+/// are first touched, which halves the cost of touching them.
+pub(crate) fn zeroed_elements<P: Element>(count: usize) -> Vec<P> {
+    #[allow(unused_mut)]
+    let mut v: Vec<P> = bytemuck::zeroed_vec(count);
     #[cfg(target_os = "linux")]
-    advise_huge_pages(v.as_mut_ptr().cast(), count * std::mem::size_of::<P>());
-    // SAFETY: every bit pattern is a valid `P` (sealed plain numbers), so
-    // the elements are valid once written; until the caller fills them they
-    // are only ever written, never read. `MaybeUninit` would force a second
-    // pass to convert the vector.
-    #[allow(clippy::uninit_vec)]
-    unsafe {
-        v.set_len(count)
-    };
+    advise_huge_pages(v.as_mut_ptr().cast(), std::mem::size_of_val(&v[..]));
     v
 }
 
@@ -545,13 +553,7 @@ fn advise_huge_pages(ptr: *mut u8, len: usize) {
 
 /// The bytes of `elements`, to be filled with their little-endian form.
 pub(crate) fn bytes_mut<P: Element>(elements: &mut [P]) -> &mut [u8] {
-    // SAFETY: plain number types: any bytes written make valid elements.
-    unsafe {
-        std::slice::from_raw_parts_mut(
-            elements.as_mut_ptr().cast::<u8>(),
-            std::mem::size_of_val(elements),
-        )
-    }
+    bytemuck::cast_slice_mut(elements)
 }
 
 /// Turns elements just filled with little-endian bytes into native ones.
@@ -568,8 +570,11 @@ pub(crate) fn from_le_in_place<P: Element>(elements: &mut [P]) {
 /// Decodes a whole buffer payload (descriptor and data).
 pub(crate) fn decode<B: StoredBuffer>(payload: &[u8]) -> Result<B, String> {
     let layout = layout::<B>(payload, payload.len() as u64)?;
-    let mut elements = uninit_elements::<B::Elem>(layout.count);
-    bytes_mut(&mut elements).copy_from_slice(&payload[layout.offset..]);
+    let data = payload
+        .get(layout.offset..)
+        .ok_or("a damaged buffer descriptor")?;
+    let mut elements = zeroed_elements::<B::Elem>(layout.count);
+    bytes_mut(&mut elements).copy_from_slice(data);
     from_le_in_place(&mut elements);
     B::from_elements(&layout.shape, elements)
 }
@@ -637,48 +642,49 @@ fn read_hashing(
     })
 }
 
-/// Reads a large buffer entry of `len` bytes, whose first bytes (header
-/// and descriptor) are `head`, straight into a new `B`, feeding the payload
-/// and the info after it to `hasher` on the way (the caller checks the
-/// checksum before using the value).
+/// Reads a large buffer entry straight into a new `B`, feeding the
+/// payload and the info after it to `hasher` on the way (the caller checks
+/// the checksum before using the value).
 pub(crate) fn read_file<B: StoredBuffer>(
-    file: &std::fs::File,
-    head: &[u8],
-    len: u64,
+    entry: &FileEntry<'_>,
     hasher: &mut blake3::Hasher,
 ) -> Result<B, ReadError> {
-    let header = crate::codec::HEADER_LEN;
-    let payload_len = crate::codec::payload_len(head);
-    let layout = layout::<B>(&head[header..], payload_len).map_err(ReadError::Damage)?;
-    if head.len() < header + layout.offset {
-        return Err(ReadError::Damage("a damaged buffer descriptor".into()));
-    }
-    hasher.update(&head[header..header + layout.offset]);
-    let mut elements = uninit_elements::<B::Elem>(layout.count);
-    read_hashing(
-        file,
-        (header + layout.offset) as u64,
-        bytes_mut(&mut elements),
-        hasher,
-    )
-    .map_err(ReadError::Io)?;
-    // The info after the payload (the header was checked against `len`).
-    let info_at = header as u64 + payload_len;
-    let mut info = vec![0u8; len.saturating_sub(info_at) as usize];
-    read_at(file, &mut info, info_at).map_err(ReadError::Io)?;
+    let header = entry.header;
+    let layout = layout::<B>(entry.descriptor, header.payload_len()).map_err(ReadError::Damage)?;
+    let descriptor = entry
+        .descriptor
+        .get(..layout.offset)
+        .ok_or_else(|| ReadError::Damage("a damaged buffer descriptor".into()))?;
+    hasher.update(descriptor);
+    let mut elements = zeroed_elements::<B::Elem>(layout.count);
+    let data_at = header.payload_range().start + layout.offset as u64;
+    read_hashing(entry.file, data_at, bytes_mut(&mut elements), hasher).map_err(ReadError::Io)?;
+    // The info after the payload (the header was checked against the
+    // file's length).
+    let info_at = header.info_range();
+    let mut info = vec![0u8; (info_at.end - info_at.start) as usize];
+    read_at(entry.file, &mut info, info_at.start).map_err(ReadError::Io)?;
     hasher.update(&info);
     from_le_in_place(&mut elements);
     B::from_elements(&layout.shape, elements).map_err(ReadError::Damage)
 }
 
-/// A large or mapped entry opened as a local file.
+/// A large or mapped entry opened as a local file, its header checked
+/// against the key, the file's length and the signing state.
 pub(crate) struct FileEntry<'a> {
     pub(crate) file: &'a std::fs::File,
-    /// The first bytes: the header and the descriptor.
-    pub(crate) head: &'a [u8],
+    pub(crate) header: &'a crate::codec::Header,
+    /// The bytes read after the header: the buffer's descriptor (at least;
+    /// fewer when the file is short).
+    pub(crate) descriptor: &'a [u8],
     /// The file's length.
     pub(crate) len: u64,
     pub(crate) signer: Option<&'a crate::codec::Signer>,
+    /// With a signer: map the entry anyway (see
+    /// [`Memory::map_signed`](crate::Memory::map_signed)). Otherwise a
+    /// signed entry asked for as a `Mapped` is read into memory, so that
+    /// the value checked is the value used.
+    pub(crate) map_signed: bool,
     /// The entry's file, for a mapped value to remove if it is damaged.
     pub(crate) path: Option<std::path::PathBuf>,
 }
@@ -723,7 +729,7 @@ impl Ops {
             },
             decode: |payload, out| put(out, decode::<B>(payload)?),
             read_file: |entry, hasher, out| {
-                let value = read_file::<B>(entry.file, entry.head, entry.len, hasher)?;
+                let value = read_file::<B>(&entry, hasher)?;
                 put(out, value).map_err(ReadError::Damage)?;
                 Ok(Checked::Now)
             },
@@ -744,20 +750,33 @@ impl Ops {
                 Ok(())
             },
             decode: |payload, out| put(out, crate::Mapped::from(decode::<B>(payload)?)),
-            read_file: |entry, _, out| {
-                let payload_len = crate::codec::payload_len(entry.head);
-                let layout = layout::<B>(&entry.head[HEADER_LEN..], payload_len)
+            read_file: |entry, hasher, out| {
+                if entry.signer.is_some() && !entry.map_signed {
+                    // A signature promises that the value checked is the
+                    // value used: a map could change under it (another
+                    // writer rewriting the file in place), so the entry
+                    // is read into memory and checked now.
+                    let value = read_file::<B>(&entry, hasher)?;
+                    put(out, crate::Mapped::from(value)).map_err(ReadError::Damage)?;
+                    return Ok(Checked::Now);
+                }
+                let layout = layout::<B>(entry.descriptor, entry.header.payload_len())
                     .map_err(ReadError::Damage)?;
-                // SAFETY: a published entry is never written again (writes
-                // go to a new file that replaces it), so the map does not
-                // change under the slices it hands out.
+                // SAFETY: memmap2 maps are unsafe because the file may
+                // change under them. memento never writes into a published
+                // entry (a write goes to a new file that replaces it), but
+                // another process may: the guarantees that remain are in
+                // `Mapped`'s docs (a truncation raises SIGBUS when the lost
+                // pages are touched; a rewrite changes the elements, which
+                // are plain numbers, so no invalid value arises).
                 let map = unsafe { memmap2::Mmap::map(entry.file) }.map_err(ReadError::Io)?;
                 if map.len() as u64 != entry.len {
                     return Err(ReadError::Damage("the entry changed while mapped".into()));
                 }
                 let value = crate::Mapped::<B>::map(
                     map,
-                    HEADER_LEN + layout.offset,
+                    entry.header.clone(),
+                    crate::codec::Header::LEN + layout.offset,
                     layout.count,
                     layout.shape,
                     entry.signer.cloned(),

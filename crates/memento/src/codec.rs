@@ -353,9 +353,22 @@ fn compress(plain: &[u8], compression: Compression) -> Result<Vec<u8>, String> {
 /// The postcard bytes of a verified entry: its payload, decompressed if it
 /// is compressed. A compressed payload may not claim more than 255 times its
 /// size (LZ4's most) or, for zstd, more than its frame declares.
+///
+/// `entry` is the entry (at least its header); bytes that are not one are
+/// refused, never a panic:
+///
+/// ```
+/// use memento::codec::{unpack, Damage};
+/// assert_eq!(unpack(&[], &[]), Err(Damage::Empty));
+/// assert_eq!(unpack(b"MMTO", &[]), Err(Damage::Truncated { expected: 96, found: 4 }));
+/// ```
 pub fn unpack<'a>(entry: &[u8], payload: &'a [u8]) -> Result<Cow<'a, [u8]>, Damage> {
-    let codec = u16::from_le_bytes([entry[6], entry[7]]) & !SIGNED_FLAG;
-    match codec {
+    unpack_with(&Header::parse(entry)?, payload)
+}
+
+/// [`unpack`] for an entry whose header is parsed.
+pub(crate) fn unpack_with<'a>(header: &Header, payload: &'a [u8]) -> Result<Cow<'a, [u8]>, Damage> {
+    match header.codec() {
         CODEC_POSTCARD | CODEC_BUFFER => Ok(Cow::Borrowed(payload)),
         #[cfg(feature = "lz4")]
         CODEC_POSTCARD_LZ4 | CODEC_BUFFER_LZ4 => {
@@ -439,12 +452,6 @@ pub(crate) fn seal_head(
     head[SIGNED..HEADER_LEN].copy_from_slice(h.finalize().as_bytes());
 }
 
-fn checksum(head: &[u8], payload: &[u8], signer: Option<&Signer>) -> [u8; 32] {
-    let mut h = checksum_hasher(head, signer);
-    update(&mut h, payload);
-    *h.finalize().as_bytes()
-}
-
 /// Feeds `bytes` to `h`, on every core when they are large (feature
 /// `parallel`).
 pub(crate) fn update(h: &mut blake3::Hasher, bytes: &[u8]) {
@@ -463,27 +470,55 @@ pub(crate) fn update(h: &mut blake3::Hasher, bytes: &[u8]) {
 /// assert_eq!(memento::codec::verify(&key, b"", None), Err(memento::codec::Damage::Empty));
 /// ```
 pub fn verify<'a>(key: &Key, bytes: &'a [u8], signer: Option<&Signer>) -> Result<&'a [u8], Damage> {
-    check_header(key, bytes, bytes.len() as u64, signer)?;
-    if checksum(&bytes[..SIGNED], &bytes[HEADER_LEN..], signer) != bytes[SIGNED..HEADER_LEN] {
-        return Err(checksum_damage(bytes));
+    open(key, bytes, signer).map(|(_, payload)| payload)
+}
+
+/// [`verify`], also returning the checked header.
+pub(crate) fn open<'a>(
+    key: &Key,
+    bytes: &'a [u8],
+    signer: Option<&Signer>,
+) -> Result<(Header, &'a [u8]), Damage> {
+    let header = check_header(key, bytes, bytes.len() as u64, signer)?;
+    check_checksum(&header, bytes, signer)?;
+    let payload = payload_of(&header, bytes).ok_or(Damage::Truncated {
+        expected: header.entry_len(),
+        found: bytes.len() as u64,
+    })?;
+    Ok((header, payload))
+}
+
+/// Checks the checksum of a whole entry (`bytes`, from its header on)
+/// whose header was checked against its length.
+pub(crate) fn check_checksum(
+    header: &Header,
+    bytes: &[u8],
+    signer: Option<&Signer>,
+) -> Result<(), Damage> {
+    let mut h = header.hasher(signer);
+    update(&mut h, bytes.get(HEADER_LEN..).unwrap_or_default());
+    if header.matches(&h) {
+        Ok(())
+    } else {
+        Err(header.damage())
     }
-    Ok(&bytes[HEADER_LEN..HEADER_LEN + payload_len(bytes) as usize])
 }
 
-/// The payload length a header announces.
-pub(crate) fn payload_len(head: &[u8]) -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&head[8..16]);
-    u64::from_le_bytes(b)
+/// The payload of an entry this process encoded (or verified).
+pub(crate) fn payload(entry: &[u8]) -> Option<&[u8]> {
+    payload_of(&Header::parse(entry).ok()?, entry)
 }
 
-/// The info length a header announces.
-pub(crate) fn info_len(head: &[u8]) -> u64 {
-    u64::from(u32::from_le_bytes([head[24], head[25], head[26], head[27]]))
+/// The payload of the entry `bytes` whose header is `header`, if the bytes
+/// hold it.
+pub(crate) fn payload_of<'a>(header: &Header, bytes: &'a [u8]) -> Option<&'a [u8]> {
+    let range = header.payload_range();
+    bytes.get(usize::try_from(range.start).ok()?..usize::try_from(range.end).ok()?)
 }
 
 /// The info of a whole entry whose header was checked ([`verify`]): the
-/// bytes after the payload.
+/// bytes after the payload. `None` when `entry` does not start with a
+/// header or does not hold the info it announces.
 ///
 /// ```
 /// use memento::codec;
@@ -491,31 +526,236 @@ pub(crate) fn info_len(head: &[u8]) -> u64 {
 /// let entry = codec::seal_with_info(&key, &[42], b"{}", 0, None);
 /// codec::verify(&key, &entry, None).unwrap();
 /// assert_eq!(codec::info(&entry), Some(&b"{}"[..]));
+/// assert_eq!(codec::info(&entry[..50]), None);
 /// ```
 pub fn info(entry: &[u8]) -> Option<&[u8]> {
-    let start = (HEADER_LEN as u64).checked_add(payload_len(entry.get(..HEADER_LEN)?))?;
-    let end = start.checked_add(info_len(entry))?;
-    entry.get(usize::try_from(start).ok()?..usize::try_from(end).ok()?)
+    let range = Header::parse(entry).ok()?.info_range();
+    entry.get(usize::try_from(range.start).ok()?..usize::try_from(range.end).ok()?)
 }
 
-/// The damage of an entry whose checksum does not match.
-pub(crate) fn checksum_damage(head: &[u8]) -> Damage {
-    if u16::from_le_bytes([head[6], head[7]]) & SIGNED_FLAG != 0 {
-        Damage::Signature
-    } else {
-        Damage::Checksum
+/// An entry's header: the first [`HEADER_LEN`] bytes of every entry,
+/// parsed once (the layout is in the [module docs](self)). Everything the
+/// rest of memento knows of an entry's bytes before its payload comes from
+/// here: no other module reads a header field by its offset.
+///
+/// [`Header::parse`] only needs the magic; [`Header::check`] then checks
+/// it against the key, the file's length and the signing state.
+///
+/// ```
+/// use memento::codec::{self, Damage, Header};
+/// let key = memento::Key::of(&1u8).unwrap();
+/// let entry = codec::seal_with_info(&key, &[42], b"{}", 1_000, None);
+/// let header = Header::parse(&entry).unwrap();
+/// assert_eq!((header.payload_len(), header.info_len(), header.created_ms()), (1, 2, 1_000));
+/// assert_eq!(header.key(), key);
+/// assert_eq!(header.check(&key, entry.len() as u64, None), Ok(()));
+/// assert!(matches!(header.check(&key, 5, None), Err(Damage::Truncated { .. })));
+/// assert_eq!(Header::parse(&entry[..10]), Err(Damage::Truncated { expected: 96, found: 10 }));
+/// assert_eq!(Header::parse(b""), Err(Damage::Empty));
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct Header {
+    /// The raw bytes: the checksum covers the first 64.
+    raw: [u8; HEADER_LEN],
+    version: u16,
+    /// Without the signed bit.
+    codec: u16,
+    signed: bool,
+    payload_len: u64,
+    created_ms: u64,
+    info_len: u32,
+    key: Key,
+}
+
+impl Header {
+    /// Length of a header in bytes ([`HEADER_LEN`]).
+    pub const LEN: usize = HEADER_LEN;
+
+    /// Parses the first [`HEADER_LEN`] bytes of `bytes`. Checks only that
+    /// they are there and start with the magic: see [`check`](Header::check)
+    /// for the rest.
+    pub fn parse(bytes: &[u8]) -> Result<Header, Damage> {
+        if bytes.is_empty() {
+            return Err(Damage::Empty);
+        }
+        let Some(raw) = bytes.first_chunk::<HEADER_LEN>() else {
+            return Err(Damage::Truncated {
+                expected: HEADER_LEN as u64,
+                found: bytes.len() as u64,
+            });
+        };
+        if !raw.starts_with(MAGIC) {
+            return Err(Damage::BadMagic);
+        }
+        let u16_at = |i: usize| u16::from_le_bytes([raw[i], raw[i + 1]]);
+        let u64_at = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&raw[i..i + 8]);
+            u64::from_le_bytes(b)
+        };
+        let mut key = [0u8; 32];
+        key.copy_from_slice(&raw[KEY_AT..SIGNED]);
+        Ok(Header {
+            raw: *raw,
+            version: u16_at(4),
+            codec: u16_at(6) & !SIGNED_FLAG,
+            signed: u16_at(6) & SIGNED_FLAG != 0,
+            payload_len: u64_at(8),
+            created_ms: u64_at(16),
+            info_len: u32::from_le_bytes([raw[24], raw[25], raw[26], raw[27]]),
+            key: Key::from_bytes(key),
+        })
+    }
+
+    /// Checks everything but the checksum, for an entry of `file_len`
+    /// bytes read for `key`, in this order: version, codec, reserved
+    /// bytes, length, key, signature state.
+    pub fn check(&self, key: &Key, file_len: u64, signer: Option<&Signer>) -> Result<(), Damage> {
+        if self.version != ENTRY_FORMAT_VERSION {
+            return Err(Damage::Version {
+                found: self.version,
+                expected: ENTRY_FORMAT_VERSION,
+            });
+        }
+        let known = [
+            (CODEC_POSTCARD, true),
+            (CODEC_POSTCARD_LZ4, cfg!(feature = "lz4")),
+            (CODEC_POSTCARD_ZSTD, cfg!(feature = "zstd")),
+            (CODEC_BUFFER, true),
+            (CODEC_BUFFER_LZ4, cfg!(feature = "lz4")),
+            (CODEC_BUFFER_ZSTD, cfg!(feature = "zstd")),
+        ]
+        .contains(&(self.codec, true));
+        if !known {
+            return Err(Damage::Codec(self.codec));
+        }
+        if self.raw[28..KEY_AT] != [0; 4] {
+            return Err(Damage::BadMagic);
+        }
+        let expected = self.entry_len();
+        if file_len < expected {
+            return Err(Damage::Truncated {
+                expected,
+                found: file_len,
+            });
+        }
+        if file_len > expected {
+            return Err(Damage::TooLong {
+                extra: file_len - expected,
+            });
+        }
+        if self.key != *key {
+            return Err(Damage::WrongKey(self.key));
+        }
+        match (self.signed, signer) {
+            (false, Some(_)) => Err(Damage::Unsigned),
+            (true, None) => Err(Damage::NoKey),
+            _ => Ok(()),
+        }
+    }
+
+    /// The entry format version.
+    pub fn version(&self) -> u16 {
+        self.version
+    }
+
+    /// The payload codec, without the signed bit.
+    pub fn codec(&self) -> u16 {
+        self.codec
+    }
+
+    /// Is the entry signed?
+    pub fn is_signed(&self) -> bool {
+        self.signed
+    }
+
+    /// Is the payload a plain buffer ([`CODEC_BUFFER`] and its compressed
+    /// forms)?
+    pub fn is_buffer(&self) -> bool {
+        self.codec >= CODEC_BUFFER
+    }
+
+    /// The payload's length in bytes.
+    pub fn payload_len(&self) -> u64 {
+        self.payload_len
+    }
+
+    /// The info's length in bytes.
+    pub fn info_len(&self) -> u64 {
+        u64::from(self.info_len)
+    }
+
+    /// When the result was computed, in ms since the Unix epoch.
+    pub fn created_ms(&self) -> u64 {
+        self.created_ms
+    }
+
+    /// The key the entry belongs to.
+    pub fn key(&self) -> Key {
+        self.key
+    }
+
+    /// Where the payload lies in the entry's file.
+    pub fn payload_range(&self) -> std::ops::Range<u64> {
+        let start = HEADER_LEN as u64;
+        start..start.saturating_add(self.payload_len)
+    }
+
+    /// Where the info lies in the entry's file.
+    pub fn info_range(&self) -> std::ops::Range<u64> {
+        let start = self.payload_range().end;
+        start..start.saturating_add(self.info_len())
+    }
+
+    /// The length of the whole entry the header announces.
+    pub fn entry_len(&self) -> u64 {
+        self.info_range().end
+    }
+
+    /// A hasher for the entry's checksum, fed with the checked part of the
+    /// header: the caller feeds everything after the header, then asks
+    /// [`matches`](Header::matches).
+    pub(crate) fn hasher(&self, signer: Option<&Signer>) -> blake3::Hasher {
+        checksum_hasher(&self.raw, signer)
+    }
+
+    /// Does the checksum that `h` computed match the header's?
+    pub(crate) fn matches(&self, h: &blake3::Hasher) -> bool {
+        h.finalize().as_bytes()[..] == self.raw[SIGNED..HEADER_LEN]
+    }
+
+    /// The damage of an entry whose checksum does not match.
+    pub(crate) fn damage(&self) -> Damage {
+        if self.signed {
+            Damage::Signature
+        } else {
+            Damage::Checksum
+        }
     }
 }
 
-/// Checks everything but the checksum of an entry of `file_len` bytes that
-/// `head` starts (at least the header), for `key`: returns the payload
-/// codec (without the signed bit).
+impl std::fmt::Debug for Header {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Header")
+            .field("version", &self.version)
+            .field("codec", &self.codec)
+            .field("signed", &self.signed)
+            .field("payload_len", &self.payload_len)
+            .field("created_ms", &self.created_ms)
+            .field("info_len", &self.info_len)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Parses and checks everything but the checksum of an entry of `file_len`
+/// bytes that `head` starts (at least the header), for `key`.
 pub(crate) fn check_header(
     key: &Key,
     head: &[u8],
     file_len: u64,
     signer: Option<&Signer>,
-) -> Result<u16, Damage> {
+) -> Result<Header, Damage> {
     if file_len == 0 {
         return Err(Damage::Empty);
     }
@@ -525,96 +765,20 @@ pub(crate) fn check_header(
             found: file_len,
         });
     }
-    if !has_magic(head) {
-        return Err(Damage::BadMagic);
-    }
-    let version = version(head);
-    if version != ENTRY_FORMAT_VERSION {
-        return Err(Damage::Version {
-            found: version,
-            expected: ENTRY_FORMAT_VERSION,
-        });
-    }
-    let codec = u16::from_le_bytes([head[6], head[7]]);
-    let signed = codec & SIGNED_FLAG != 0;
-    let known = [
-        (CODEC_POSTCARD, true),
-        (CODEC_POSTCARD_LZ4, cfg!(feature = "lz4")),
-        (CODEC_POSTCARD_ZSTD, cfg!(feature = "zstd")),
-        (CODEC_BUFFER, true),
-        (CODEC_BUFFER_LZ4, cfg!(feature = "lz4")),
-        (CODEC_BUFFER_ZSTD, cfg!(feature = "zstd")),
-    ]
-    .contains(&(codec & !SIGNED_FLAG, true));
-    if !known {
-        return Err(Damage::Codec(codec & !SIGNED_FLAG));
-    }
-    if head[28..KEY_AT] != [0; 4] {
-        return Err(Damage::BadMagic);
-    }
-    let expected = (HEADER_LEN as u64)
-        .saturating_add(payload_len(head))
-        .saturating_add(info_len(head));
-    if file_len < expected {
-        return Err(Damage::Truncated {
-            expected,
-            found: file_len,
-        });
-    }
-    if file_len > expected {
-        return Err(Damage::TooLong {
-            extra: file_len - expected,
-        });
-    }
-    let stored = stored_key(head);
-    if stored != *key {
-        return Err(Damage::WrongKey(stored));
-    }
-    match (signed, signer) {
-        (false, Some(_)) => Err(Damage::Unsigned),
-        (true, None) => Err(Damage::NoKey),
-        _ => Ok(codec & !SIGNED_FLAG),
-    }
+    let header = Header::parse(head)?;
+    header.check(key, file_len, signer)?;
+    Ok(header)
 }
 
 /// A hasher for the checksum of an entry, fed with the checked part of its
-/// header: the caller feeds the payload, then [`checksum_matches`].
-pub(crate) fn checksum_hasher(head: &[u8], signer: Option<&Signer>) -> blake3::Hasher {
+/// header.
+fn checksum_hasher(head: &[u8], signer: Option<&Signer>) -> blake3::Hasher {
     let mut h = match signer {
         Some(signer) => blake3::Hasher::new_keyed(&signer.0),
         None => blake3::Hasher::new(),
     };
     h.update(&head[..SIGNED]);
     h
-}
-
-/// Does the checksum that `h` computed match the one in `head`?
-pub(crate) fn checksum_matches(h: &blake3::Hasher, head: &[u8]) -> bool {
-    h.finalize().as_bytes()[..] == head[SIGNED..HEADER_LEN]
-}
-
-/// Does `head` start with an entry header's magic?
-pub(crate) fn has_magic(head: &[u8]) -> bool {
-    head.starts_with(MAGIC)
-}
-
-/// The entry format version a header (at least [`HEADER_LEN`] bytes) says.
-pub(crate) fn version(head: &[u8]) -> u16 {
-    u16::from_le_bytes([head[4], head[5]])
-}
-
-/// The key a header (at least [`HEADER_LEN`] bytes) names.
-pub(crate) fn stored_key(head: &[u8]) -> Key {
-    let mut key = [0u8; 32];
-    key.copy_from_slice(&head[KEY_AT..SIGNED]);
-    Key::from_bytes(key)
-}
-
-/// When a verified entry was computed, in ms since the Unix epoch.
-pub(crate) fn created_ms(entry: &[u8]) -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&entry[16..24]);
-    u64::from_le_bytes(b)
 }
 
 /// Wraps payload bytes already in postcard form into a whole entry for
@@ -704,14 +868,13 @@ pub fn decode<T: DeserializeOwned + 'static>(payload: &[u8]) -> Result<T, Damage
     }
 }
 
-/// Is the verified entry stored with the codec family (buffer or postcard)
-/// that `T` is stored with?
-pub(crate) fn check_family<T: 'static>(entry: &[u8]) -> Result<(), Damage> {
-    let codec = u16::from_le_bytes([entry[6], entry[7]]) & !SIGNED_FLAG;
-    let is_buffer = codec >= CODEC_BUFFER;
-    if is_buffer != crate::buffer::ops::<T>().is_some() {
+/// Is the entry stored with the codec family (buffer or postcard) that
+/// `T` is stored with?
+pub(crate) fn check_family<T: 'static>(header: &Header) -> Result<(), Damage> {
+    if header.is_buffer() != crate::buffer::ops::<T>().is_some() {
         return Err(Damage::Decode(format!(
-            "stored with codec {codec}, which is not how {} is stored",
+            "stored with codec {}, which is not how {} is stored",
+            header.codec(),
             std::any::type_name::<T>()
         )));
     }
@@ -720,13 +883,27 @@ pub(crate) fn check_family<T: 'static>(entry: &[u8]) -> Result<(), Damage> {
 
 /// Unpacks and decodes a verified entry (`payload` is what [`verify`]
 /// returned) into a `T`, after checking that its codec is the one `T` is
-/// stored with. Also returns the unpacked payload.
+/// stored with. Also returns the unpacked payload. Bytes that are not an
+/// entry are refused, never a panic.
+///
+/// ```
+/// use memento::codec::{self, Damage};
+/// assert_eq!(codec::decode_entry::<u8>(&[], &[]).err(), Some(Damage::Empty));
+/// ```
 pub fn decode_entry<'p, T: DeserializeOwned + 'static>(
     entry: &[u8],
     payload: &'p [u8],
 ) -> Result<(T, Cow<'p, [u8]>), Damage> {
-    check_family::<T>(entry)?;
-    let plain = unpack(entry, payload)?;
+    decode_with(&Header::parse(entry)?, payload)
+}
+
+/// [`decode_entry`] for an entry whose header is parsed.
+pub(crate) fn decode_with<'p, T: DeserializeOwned + 'static>(
+    header: &Header,
+    payload: &'p [u8],
+) -> Result<(T, Cow<'p, [u8]>), Damage> {
+    check_family::<T>(header)?;
+    let plain = unpack_with(header, payload)?;
     let value = decode::<T>(&plain)?;
     Ok((value, plain))
 }
@@ -737,6 +914,12 @@ mod tests {
 
     fn key() -> Key {
         Key::of("k").unwrap()
+    }
+
+    fn checksum(head: &[u8], payload: &[u8], signer: Option<&Signer>) -> [u8; 32] {
+        let mut h = checksum_hasher(head, signer);
+        update(&mut h, payload);
+        *h.finalize().as_bytes()
     }
 
     #[test]
@@ -754,7 +937,7 @@ mod tests {
         let payload = verify(&key(), &bytes, None).unwrap();
         let v: (f64, String) = decode(payload).unwrap();
         assert_eq!(v, (1.5, "x".to_string()));
-        assert_eq!(created_ms(&bytes), 7);
+        assert_eq!(Header::parse(&bytes).unwrap().created_ms(), 7);
         assert_eq!(info(&bytes), Some(&b"{\"args\":\"[1.5]\"}"[..]));
     }
 

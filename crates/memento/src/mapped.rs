@@ -50,7 +50,7 @@ use std::sync::OnceLock;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::buffer::{Element, KeyBuffer, StoredBuffer};
-use crate::codec::{self, Damage, Signer, HEADER_LEN};
+use crate::codec::{self, Damage, Header, Signer};
 
 /// A result that is either a value in memory or a read-only memory map of
 /// its stored entry. See the [module documentation](crate::mapped).
@@ -66,6 +66,8 @@ enum Inner<T: StoredBuffer> {
 
 struct Map {
     map: memmap2::Mmap,
+    /// The entry's header, checked when it was mapped.
+    header: Header,
     /// Where the elements start in the map.
     offset: usize,
     count: usize,
@@ -108,6 +110,7 @@ impl<T: StoredBuffer> Mapped<T> {
     /// says `shape` and `count` elements from `offset` on.
     pub(crate) fn map(
         map: memmap2::Mmap,
+        header: Header,
         offset: usize,
         count: usize,
         shape: Vec<u64>,
@@ -117,6 +120,7 @@ impl<T: StoredBuffer> Mapped<T> {
         Mapped {
             inner: Inner::Map(Map {
                 map,
+                header,
                 offset,
                 count,
                 shape,
@@ -150,13 +154,10 @@ impl<T: StoredBuffer> Mapped<T> {
         };
         map.verified
             .get_or_init(|| {
-                let bytes = &map.map[..];
-                let mut h = codec::checksum_hasher(bytes, map.signer.as_ref());
-                codec::update(&mut h, &bytes[HEADER_LEN..]);
-                if codec::checksum_matches(&h, bytes) {
+                let checked = codec::check_checksum(&map.header, &map.map, map.signer.as_ref());
+                let Err(damage) = checked else {
                     return Ok(());
-                }
-                let damage = codec::checksum_damage(bytes);
+                };
                 if let Some(entry) = &map.entry {
                     tracing::warn!(
                         "{}: a mapped result is damaged ({damage}); it is removed",
@@ -204,19 +205,17 @@ impl<T: StoredBuffer> Mapped<T> {
 }
 
 fn map_elements<P: Element>(map: &Map) -> &[P] {
-    let bytes = &map.map[map.offset..map.offset + map.count * std::mem::size_of::<P>()];
-    #[cfg(target_endian = "little")]
-    {
-        debug_assert_eq!(bytes.as_ptr() as usize % std::mem::align_of::<P>(), 0);
-        // SAFETY: the data starts at a file offset that is a multiple of
-        // 64 in a page-aligned map, so it is aligned for `P`; it spans
-        // exactly `count` elements (checked against the file's length);
-        // every bit pattern is a valid `P`; the map is read-only and lives
-        // as long as the returned slice.
-        unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<P>(), map.count) }
-    }
     #[cfg(target_endian = "big")]
     compile_error!("memory-mapped results need a little-endian machine");
+    // The data starts at a file offset that is a multiple of 64 in a
+    // page-aligned map, so it is aligned for `P`, and spans exactly `count`
+    // elements (the descriptor was checked against the file's length):
+    // bytemuck checks both again.
+    let bytes = map
+        .map
+        .get(map.offset..map.offset + map.count * std::mem::size_of::<P>())
+        .expect("the descriptor was checked against the file's length");
+    bytemuck::cast_slice(bytes)
 }
 
 impl<T: StoredBuffer> Deref for Mapped<T> {

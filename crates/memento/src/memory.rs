@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::codec::{self, HEADER_LEN};
+use crate::codec;
 use crate::entry::{self, Metadata, ENTRY_SUFFIX};
 use crate::error::{Error, Result};
 use crate::evict::{self, Inventory, Limits, Stats};
@@ -127,6 +127,8 @@ struct Options {
     limits: Limits,
     lock_timeout: Option<Duration>,
     signer: Option<codec::Signer>,
+    /// Map signed entries asked for as `Mapped` (see `Memory::map_signed`).
+    map_signed: bool,
 }
 
 impl fmt::Debug for Memory {
@@ -184,6 +186,7 @@ impl Memory {
                 limits: Limits::default(),
                 lock_timeout: None,
                 signer: None,
+                map_signed: false,
             },
         )
     }
@@ -254,6 +257,7 @@ impl Memory {
                 limits: Limits::default(),
                 lock_timeout: None,
                 signer: None,
+                map_signed: false,
             },
         )
     }
@@ -696,10 +700,9 @@ impl Memory {
                 None
             }
             Ok(Got::Bytes) => match self.accept::<T>(function, key, &buf) {
-                Ok((value, plain)) => {
+                Ok((value, plain, created)) => {
                     tracing::debug!("{}: hit on disk ({key})", function.full_name());
                     if function.validator().is_none() && !mapped::<T>() {
-                        let created = codec::created_ms(&buf);
                         self.inner.hot.insert(*key, &plain, created);
                     }
                     Some(value)
@@ -741,33 +744,37 @@ impl Memory {
     }
 
     /// Verifies an entry, applies the function's expiry and validation, and
-    /// decodes it.
+    /// decodes it; also returns the unpacked payload and when it was
+    /// computed.
     fn accept<'e, T: DeserializeOwned + 'static>(
         &self,
         function: &Function,
         key: &Key,
         entry: &'e [u8],
-    ) -> std::result::Result<(T, std::borrow::Cow<'e, [u8]>), Refusal> {
+    ) -> std::result::Result<(T, std::borrow::Cow<'e, [u8]>, u64), Refusal> {
         let signer = self.inner.options.signer.as_ref();
-        let payload = codec::verify(key, entry, signer).map_err(Refusal::Damaged)?;
-        self.admit(function, key, entry, entry.len() as u64)?;
-        codec::decode_entry(entry, payload).map_err(Refusal::Damaged)
+        let (header, payload) = codec::open(key, entry, signer).map_err(Refusal::Damaged)?;
+        self.admit(function, key, &header, entry, entry.len() as u64)?;
+        let (value, plain) = codec::decode_with(&header, payload).map_err(Refusal::Damaged)?;
+        Ok((value, plain, header.created_ms()))
     }
 
     /// The function's expiry and validation, applied to an entry of
-    /// `file_len` bytes whose header (at least) is `head`.
+    /// `file_len` bytes whose checked header is `header` and whose first
+    /// bytes (at least the header) are `head`.
     fn admit(
         &self,
         function: &Function,
         key: &Key,
+        header: &codec::Header,
         head: &[u8],
         file_len: u64,
     ) -> std::result::Result<(), Refusal> {
-        if expired(function, codec::created_ms(head)) {
+        if expired(function, header.created_ms()) {
             return Err(Refusal::Rejected("expired"));
         }
         if let Some(validate) = function.validator() {
-            let meta = self.metadata_of(function, key, head, file_len);
+            let meta = self.metadata_of(function, key, header, head, file_len);
             if !validate(&meta) {
                 return Err(Refusal::Rejected("was rejected by its validate function"));
             }
@@ -778,21 +785,27 @@ impl Memory {
     /// The metadata of an entry of `file_len` bytes whose header (at
     /// least) is `head`: its info is read from the store when `head` does
     /// not hold it.
-    fn metadata_of(&self, function: &Function, key: &Key, head: &[u8], file_len: u64) -> Metadata {
+    fn metadata_of(
+        &self,
+        function: &Function,
+        key: &Key,
+        header: &codec::Header,
+        head: &[u8],
+        file_len: u64,
+    ) -> Metadata {
         let mut read = Vec::new();
         let info = match codec::info(head) {
             Some(info) => Some(info),
             None => {
-                let start = (HEADER_LEN as u64).saturating_add(codec::payload_len(head));
                 let name = EntryName::entry(function.folder(), key);
-                let found = self
-                    .inner
-                    .store
-                    .read_range(name.as_str(), start..file_len, &mut read);
+                let found =
+                    self.inner
+                        .store
+                        .read_range(name.as_str(), header.info_range(), &mut read);
                 found.unwrap_or(false).then_some(&read[..])
             }
         };
-        Metadata::of_entry(head, file_len, info, function.full_name())
+        Metadata::of_header(header, file_len, info, function.full_name())
     }
 
     fn remove_entry(&self, function: &Function, key: &Key) {
@@ -928,9 +941,10 @@ impl Memory {
             }
         }
         if write.keep_in_memory {
-            let payload = HEADER_LEN..HEADER_LEN + codec::payload_len(&write.bytes) as usize;
-            let plain = write.plain.as_deref().unwrap_or(&write.bytes[payload]);
-            self.inner.hot.insert(write.key, plain, write.created_ms);
+            let plain = write.plain.as_deref().or_else(|| codec::payload(&write.bytes));
+            if let Some(plain) = plain {
+                self.inner.hot.insert(write.key, plain, write.created_ms);
+            }
         }
         self.add_hits(&write.hits.0, write.hits.1);
         if written > 0 {
