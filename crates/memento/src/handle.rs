@@ -186,12 +186,11 @@ impl<T> StoredResult<T> {
         let key = self.key.ok_or_else(|| self.not_stored())?;
         let len = buf.len() as u64;
         // Everything but the checksum: the info is for people.
-        let header = codec::Header::parse(&buf).and_then(|header| {
-            match header.check(&key, len, None) {
+        let header =
+            codec::Header::parse(&buf).and_then(|header| match header.check(&key, len, None) {
                 Ok(()) | Err(codec::Damage::NoKey) => Ok(header),
                 Err(damage) => Err(damage),
-            }
-        });
+            });
         let header = header.map_err(|damage| Error::Damaged { name, damage })?;
         Ok(Metadata::of_header(
             &header,

@@ -20,9 +20,37 @@
 //! entry to have changed after they were written: memento itself never
 //! writes into a published entry.
 //!
-//! A mapped entry that is removed meanwhile (by `clear`, eviction, or
-//! another process) stays readable for as long as it is mapped: removal
-//! unlinks the file, and the kernel keeps its pages until the map goes.
+//! # What a map guarantees, and other writers
+//!
+//! A map is only as stable as its file. memento never writes into a
+//! published entry (a write goes to a new file that replaces it), so
+//! within memento:
+//!
+//! - A mapped entry that is removed meanwhile (by `clear`, eviction, or
+//!   another process) stays readable for as long as it is mapped: removal
+//!   unlinks the file, and the kernel keeps its pages until the map goes.
+//! - A replaced entry (a forced call, another process's publish) leaves the
+//!   map on the old file, unchanged.
+//!
+//! A shared folder may also have writers that are not memento, and for
+//! them a map gives no guarantee beyond memory safety (the elements are
+//! plain numbers, so any bytes are valid values):
+//!
+//! - A file **rewritten in place** after the check changes the elements
+//!   under the program: later reads see the new bytes, unchecked.
+//! - A file **truncated** under the map makes the lost pages raise
+//!   `SIGBUS` when touched, which ends the process.
+//!
+//! numpy's `memmap` and joblib's `mmap_mode` carry exactly the same
+//! hazard. Use maps where the folder's other writers only add and remove
+//! files.
+//!
+//! With a signing key, a signature promises that the value used is the
+//! value signed, which a map cannot keep: a signed cache therefore reads a
+//! stored `Mapped` result into memory and checks it there
+//! ([`is_mapped`](Mapped::is_mapped) is false), and neither hazard
+//! applies. [`Memory::map_signed`](crate::Memory::map_signed) opts in to
+//! maps anyway, for a folder known to have no such writers.
 //!
 //! ```
 //! # let dir = tempfile::tempdir().unwrap();
@@ -53,7 +81,9 @@ use crate::buffer::{Element, KeyBuffer, StoredBuffer};
 use crate::codec::{self, Damage, Header, Signer};
 
 /// A result that is either a value in memory or a read-only memory map of
-/// its stored entry. See the [module documentation](crate::mapped).
+/// its stored entry. See the [module documentation](crate::mapped), and
+/// its section on other writers: a map does not survive another program
+/// truncating its file.
 pub struct Mapped<T: StoredBuffer> {
     inner: Inner<T>,
 }
@@ -61,7 +91,8 @@ pub struct Mapped<T: StoredBuffer> {
 enum Inner<T: StoredBuffer> {
     /// In memory, row-major and contiguous.
     Owned(T),
-    Map(Map),
+    /// Boxed: a map holds its header, which an owned value does not need.
+    Map(Box<Map>),
 }
 
 struct Map {
@@ -118,7 +149,7 @@ impl<T: StoredBuffer> Mapped<T> {
         entry: Option<PathBuf>,
     ) -> Mapped<T> {
         Mapped {
-            inner: Inner::Map(Map {
+            inner: Inner::Map(Box::new(Map {
                 map,
                 header,
                 offset,
@@ -127,7 +158,7 @@ impl<T: StoredBuffer> Mapped<T> {
                 signer,
                 entry,
                 verified: OnceLock::new(),
-            }),
+            })),
         }
     }
 

@@ -941,7 +941,10 @@ impl Memory {
             }
         }
         if write.keep_in_memory {
-            let plain = write.plain.as_deref().or_else(|| codec::payload(&write.bytes));
+            let plain = write
+                .plain
+                .as_deref()
+                .or_else(|| codec::payload(&write.bytes));
             if let Some(plain) = plain {
                 self.inner.hot.insert(write.key, plain, write.created_ms);
             }

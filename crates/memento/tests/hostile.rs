@@ -114,7 +114,11 @@ fn every_public_decoder(data: &[u8]) {
     if let Ok(header) = codec::Header::parse(data) {
         let _ = header.check(&key(), data.len() as u64, None);
         let _ = header.check(&header.key(), data.len() as u64, Some(&signer));
-        let _ = (header.payload_range(), header.info_range(), header.entry_len());
+        let _ = (
+            header.payload_range(),
+            header.info_range(),
+            header.entry_len(),
+        );
         let _ = Metadata::of_header(&header, data.len() as u64, codec::info(data), "f");
     }
     let _ = Metadata::of_entry(data, data.len() as u64, Some(data), "f");
