@@ -288,7 +288,36 @@ pub const DATA_ALIGN: usize = 64;
 /// A result type stored as a plain buffer. Which types are stored so is
 /// decided by [`is_stored_buffer`]; this trait says how. It is sealed:
 /// implemented for exactly those types (`Vec<P>`, `Box<[P]>` and, with
-/// the `ndarray` feature, `ndarray::Array<P, D>`).
+/// the `ndarray` feature, `ndarray::Array<P, D>`), whose `contiguous`,
+/// `elements` and `from_elements` [`Mapped`](crate::Mapped) and the codec
+/// rely on. A type of one's own cannot implement it:
+///
+/// ```compile_fail,E0277
+/// use memento::buffer::StoredBuffer;
+///
+/// struct Samples(Vec<f64>);
+///
+/// impl StoredBuffer for Samples {
+///     type Elem = f64;
+///     const DIMS: Option<usize> = Some(1);
+///     fn shape(&self) -> Vec<u64> {
+///         vec![self.0.len() as u64]
+///     }
+///     fn contiguous(&self) -> Option<&[f64]> {
+///         Some(&self.0)
+///     }
+///     fn serialize_parts<S: serde::Serializer>(
+///         _: &[u64],
+///         e: &[f64],
+///         s: S,
+///     ) -> Result<S::Ok, S::Error> {
+///         serde::Serialize::serialize(e, s)
+///     }
+///     fn from_elements(_: &[u64], e: Vec<f64>) -> Result<Self, String> {
+///         Ok(Samples(e))
+///     }
+/// }
+/// ```
 pub trait StoredBuffer: Sized + 'static + sealed::SealedBuffer {
     /// The element type.
     type Elem: Element;

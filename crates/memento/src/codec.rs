@@ -529,8 +529,14 @@ pub(crate) fn payload_of<'a>(header: &Header, bytes: &'a [u8]) -> Option<&'a [u8
 /// assert_eq!(codec::info(&entry[..50]), None);
 /// ```
 pub fn info(entry: &[u8]) -> Option<&[u8]> {
-    let range = Header::parse(entry).ok()?.info_range();
-    entry.get(usize::try_from(range.start).ok()?..usize::try_from(range.end).ok()?)
+    info_of(&Header::parse(entry).ok()?, entry)
+}
+
+/// The info of the entry `bytes` whose header is `header`, if the bytes
+/// hold it.
+pub(crate) fn info_of<'a>(header: &Header, bytes: &'a [u8]) -> Option<&'a [u8]> {
+    let range = header.info_range();
+    bytes.get(usize::try_from(range.start).ok()?..usize::try_from(range.end).ok()?)
 }
 
 /// An entry's header: the first [`HEADER_LEN`] bytes of every entry,

@@ -794,7 +794,7 @@ impl Memory {
         file_len: u64,
     ) -> Metadata {
         let mut read = Vec::new();
-        let info = match codec::info(head) {
+        let info = match codec::info_of(header, head) {
             Some(info) => Some(info),
             None => {
                 let name = EntryName::entry(function.folder(), key);
