@@ -176,11 +176,13 @@ mod error;
 pub mod evict;
 mod function;
 pub mod handle;
+mod header;
 mod index;
 pub mod key;
 pub mod mapped;
 mod memory;
 pub mod store;
+mod stored;
 
 pub use error::{Error, Result};
 pub use evict::{FunctionStats, Limits, Stats};

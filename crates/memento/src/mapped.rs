@@ -78,7 +78,7 @@ use std::sync::OnceLock;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::buffer::{Element, KeyBuffer, StoredBuffer};
-use crate::codec::{self, Damage, Header, Signer};
+use crate::header::{self, Damage, Header, Signer};
 
 /// A result that is either a value in memory or a read-only memory map of
 /// its stored entry. See the [module documentation](crate::mapped), and
@@ -185,7 +185,7 @@ impl<T: StoredBuffer> Mapped<T> {
         };
         map.verified
             .get_or_init(|| {
-                let checked = codec::check_checksum(&map.header, &map.map, map.signer.as_ref());
+                let checked = header::check_checksum(&map.header, &map.map, map.signer.as_ref());
                 let Err(damage) = checked else {
                     return Ok(());
                 };

@@ -679,7 +679,7 @@ impl Memory {
     fn read<T: DeserializeOwned + 'static>(&self, function: &Function, key: &Key) -> Option<T> {
         let name = EntryName::entry(function.folder(), key);
         let mut buf = READ_BUF.with(Cell::take);
-        let read = match crate::buffer::ops::<T>() {
+        let read = match crate::stored::ops::<T>() {
             Some(ops) => self.read_buffer::<T>(function, key, &name, ops, &mut buf),
             None => self.inner.store.read(name.as_str(), &mut buf).map(|found| {
                 if found {
@@ -1127,7 +1127,7 @@ enum Refusal {
 /// layer)? Folded at compile time.
 #[inline(always)]
 fn mapped<T: 'static>() -> bool {
-    crate::buffer::ops::<T>().is_some_and(|ops| ops.mapped)
+    crate::stored::ops::<T>().is_some_and(|ops| ops.mapped)
 }
 
 fn expired(function: &Function, created_ms: u64) -> bool {

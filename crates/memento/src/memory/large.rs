@@ -7,12 +7,12 @@ use std::io::Read;
 use serde::de::DeserializeOwned;
 
 use super::{EntryName, Memory, Refusal};
-use crate::buffer::{self, Checked, FileEntry, Ops, ReadError, LARGE_READ};
 use crate::codec::{self, CODEC_BUFFER};
 use crate::error::{Error, Result};
 use crate::function::Function;
 use crate::key::Key;
 use crate::store::Opened;
+use crate::stored::{self, Checked, FileEntry, Ops, ReadError, LARGE_READ};
 
 /// What reading an entry gave.
 pub(super) enum Got<T> {
@@ -59,7 +59,7 @@ impl Memory {
         if len >= LARGE_READ || ops.mapped {
             let mut head = [0u8; HEAD];
             let head = &mut head[..(len as usize).min(HEAD)];
-            buffer::read_at(&file, head, 0).map_err(io)?;
+            stored::read_at(&file, head, 0).map_err(io)?;
             let signer = self.inner.options.signer.as_ref();
             let header = match codec::check_header(key, head, len, signer) {
                 Ok(header) => header,
