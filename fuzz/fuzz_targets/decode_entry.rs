@@ -40,6 +40,15 @@ fuzz_target!(|data: &[u8]| {
     // Its info and metadata, as `memento show` reads them (unverified).
     let info = codec::info(data);
     let _ = memento::entry::Metadata::of_entry(data, data.len() as u64, info, "f");
+    if let Ok(header) = codec::Header::parse(data) {
+        let _ = header.check(&key, data.len() as u64, Some(&signer));
+        let _ = memento::entry::Metadata::of_header(&header, data.len() as u64, info, "f");
+    }
+    // The bytes as an entry whose payload is themselves, unverified: the
+    // public decoders must refuse what is not an entry, never panic.
+    let _ = codec::unpack(data, data);
+    let _ = codec::decode_entry::<Record>(data, data);
+    let _ = codec::decode_entry::<Vec<f64>>(data, data);
     // The bytes as a payload that passed verification: decoding into
     // several types.
     let entry = codec::seal(&key, data, 0, None);

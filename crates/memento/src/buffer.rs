@@ -16,7 +16,7 @@
 //!   and shape hash alike. Other arguments go through serde as before; which
 //!   of the two an argument takes depends only on its type, so a function's
 //!   keys never mix them.
-//! - **Stored results.** A result of one of the types [`is_stored_buffer`]
+//! - **Stored results.** A result of one of the types [`is_stored_buffer`](crate::codec::is_stored_buffer)
 //!   accepts is stored as the raw element bytes after a small descriptor
 //!   (codec [`CODEC_BUFFER`](crate::codec::CODEC_BUFFER)), aligned so that
 //!   it can be read in one go or memory-mapped.
@@ -34,25 +34,37 @@
 //! assert_ne!(Key::of(&BufferKey(&owned)), Key::of(&BufferKey(&floats)));
 //! ```
 
-use std::any::{Any, TypeId};
 use std::borrow::Cow;
-
-use crate::codec::HEADER_LEN;
 
 use serde::ser::{Serialize, SerializeTuple, Serializer};
 
 /// Above this many bytes the key hasher uses every core (feature
 /// `parallel`): below it, starting threads costs more than it saves.
-pub const PARALLEL_HASH: usize = 256 * 1024;
+pub const PARALLEL_HASH: usize = crate::header::PARALLEL_HASH;
 
 mod sealed {
+    /// Seals [`Element`](super::Element).
     pub trait Sealed {}
+    /// Seals [`StoredBuffer`](super::StoredBuffer): memento stores exactly
+    /// the types it knows (see [`is_stored_buffer`](crate::codec::is_stored_buffer)),
+    /// and `Mapped` relies on their `contiguous` and `from_elements` being
+    /// right.
+    pub trait SealedBuffer {}
 }
 
 /// A number type whose arrays are plain buffers: fixed size, any bit
 /// pattern valid, stored little-endian.
+///
+/// Every `Element` is [`bytemuck::Pod`]: the casts between elements and
+/// their bytes are checked by bytemuck rather than written by hand.
 pub trait Element:
-    Copy + Send + Sync + serde::Serialize + serde::de::DeserializeOwned + 'static + sealed::Sealed
+    bytemuck::Pod
+    + Send
+    + Sync
+    + serde::Serialize
+    + serde::de::DeserializeOwned
+    + 'static
+    + sealed::Sealed
 {
     /// The name hashed into keys and written into stored buffers.
     const NAME: &'static str;
@@ -81,24 +93,13 @@ elements! {
 pub(crate) fn le_bytes<P: Element>(elements: &[P]) -> Cow<'_, [u8]> {
     #[cfg(target_endian = "little")]
     {
-        // SAFETY: `P` is a plain number type (sealed): no padding, every
-        // byte initialized; the byte slice covers exactly the elements.
-        Cow::Borrowed(unsafe {
-            std::slice::from_raw_parts(
-                elements.as_ptr().cast::<u8>(),
-                std::mem::size_of_val(elements),
-            )
-        })
+        Cow::Borrowed(bytemuck::cast_slice(elements))
     }
     #[cfg(target_endian = "big")]
     {
         let mut out = Vec::with_capacity(std::mem::size_of_val(elements));
         for e in elements {
-            // SAFETY: as above, for one element.
-            let bytes = unsafe {
-                std::slice::from_raw_parts((e as *const P).cast::<u8>(), std::mem::size_of::<P>())
-            };
-            out.extend(bytes.iter().rev());
+            out.extend(bytemuck::bytes_of(e).iter().rev());
         }
         Cow::Owned(out)
     }
@@ -284,8 +285,39 @@ pub const MAX_DIMS: usize = 32;
 pub const DATA_ALIGN: usize = 64;
 
 /// A result type stored as a plain buffer. Which types are stored so is
-/// decided by [`is_stored_buffer`]; this trait says how.
-pub trait StoredBuffer: Sized + 'static {
+/// decided by [`is_stored_buffer`](crate::codec::is_stored_buffer); this trait says how. It is sealed:
+/// implemented for exactly those types (`Vec<P>`, `Box<[P]>` and, with
+/// the `ndarray` feature, `ndarray::Array<P, D>`), whose `contiguous`,
+/// `elements` and `from_elements` [`Mapped`](crate::Mapped) and the codec
+/// rely on. A type of one's own cannot implement it:
+///
+/// ```compile_fail,E0277
+/// use memento::buffer::StoredBuffer;
+///
+/// struct Samples(Vec<f64>);
+///
+/// impl StoredBuffer for Samples {
+///     type Elem = f64;
+///     const DIMS: Option<usize> = Some(1);
+///     fn shape(&self) -> Vec<u64> {
+///         vec![self.0.len() as u64]
+///     }
+///     fn contiguous(&self) -> Option<&[f64]> {
+///         Some(&self.0)
+///     }
+///     fn serialize_parts<S: serde::Serializer>(
+///         _: &[u64],
+///         e: &[f64],
+///         s: S,
+///     ) -> Result<S::Ok, S::Error> {
+///         serde::Serialize::serialize(e, s)
+///     }
+///     fn from_elements(_: &[u64], e: Vec<f64>) -> Result<Self, String> {
+///         Ok(Samples(e))
+///     }
+/// }
+/// ```
+pub trait StoredBuffer: Sized + 'static + sealed::SealedBuffer {
     /// The element type.
     type Elem: Element;
     /// Dimensions: `Some(n)` for a fixed number, `None` for any.
@@ -308,6 +340,14 @@ pub trait StoredBuffer: Sized + 'static {
     /// The value from its shape and elements (`elements.len()` is the
     /// product of `shape`).
     fn from_elements(shape: &[u64], elements: Vec<Self::Elem>) -> Result<Self, String>;
+}
+
+impl<P: Element> sealed::SealedBuffer for Vec<P> {}
+impl<P: Element> sealed::SealedBuffer for Box<[P]> {}
+#[cfg(feature = "ndarray")]
+impl<P: Element, D: ndarray::Dimension + serde::Serialize + 'static> sealed::SealedBuffer
+    for ndarray::Array<P, D>
+{
 }
 
 impl<P: Element> StoredBuffer for Vec<P> {
@@ -392,10 +432,10 @@ pub(crate) fn array_view<'a, P: Element, D: ndarray::Dimension>(
 }
 
 /// Where the data of a buffer payload with `dims` dimensions starts,
-/// relative to the payload (which starts at file offset `HEADER_LEN`).
+/// relative to the payload (which starts at file offset `Header::LEN`).
 pub(crate) fn data_offset(dims: usize) -> usize {
-    let descriptor = crate::codec::HEADER_LEN + 8 + 8 * dims;
-    descriptor.div_ceil(DATA_ALIGN) * DATA_ALIGN - crate::codec::HEADER_LEN
+    let descriptor = crate::header::HEADER_LEN + 8 + 8 * dims;
+    descriptor.div_ceil(DATA_ALIGN) * DATA_ALIGN - crate::header::HEADER_LEN
 }
 
 /// Appends the payload of `value` to `out`.
@@ -424,29 +464,6 @@ pub(crate) fn write_descriptor(tag: u8, shape: &[u64], out: &mut Vec<u8>) {
         out.extend_from_slice(&n.to_le_bytes());
     }
     out.resize(start + data_offset(shape.len()), 0);
-}
-
-/// A stored buffer's parts, its data borrowed from the value itself: what
-/// a large result is written from, without a copy.
-pub(crate) struct Parts<'a> {
-    pub(crate) tag: u8,
-    pub(crate) shape: Vec<u64>,
-    /// The elements' little-endian bytes.
-    pub(crate) data: &'a [u8],
-}
-
-/// The parts of `value` when its elements are contiguous and already
-/// little-endian in memory.
-fn parts_of<B: StoredBuffer>(value: &B) -> Option<Parts<'_>> {
-    let elements = value.contiguous()?;
-    match le_bytes(elements) {
-        Cow::Borrowed(data) => Some(Parts {
-            tag: B::Elem::TAG,
-            shape: value.shape(),
-            data,
-        }),
-        Cow::Owned(_) => None,
-    }
 }
 
 /// What the descriptor of a buffer payload says.
@@ -508,21 +525,17 @@ pub(crate) fn layout<B: StoredBuffer>(head: &[u8], payload_len: u64) -> Result<L
     })
 }
 
-/// A new vector of `count` elements whose bytes the caller fills.
-/// Large vectors ask the kernel for huge pages (as numpy does), which
-/// halves the cost of first touching them.
-pub(crate) fn uninit_elements<P: Element>(count: usize) -> Vec<P> {
-    let mut v: Vec<P> = Vec::with_capacity(count);
+/// A new vector of `count` zero elements, whose bytes the caller then
+/// fills. The allocation is zeroed by the allocator (`calloc`), which for
+/// a large vector means fresh pages from the kernel, already zero: no
+/// pass over the memory, so it costs what an uninitialised one would.
+/// Large vectors ask the kernel for huge pages (as numpy does) before they
+/// are first touched, which halves the cost of touching them.
+pub(crate) fn zeroed_elements<P: Element>(count: usize) -> Vec<P> {
+    #[allow(unused_mut)]
+    let mut v: Vec<P> = bytemuck::zeroed_vec(count);
     #[cfg(target_os = "linux")]
-    advise_huge_pages(v.as_mut_ptr().cast(), count * std::mem::size_of::<P>());
-    // SAFETY: every bit pattern is a valid `P` (sealed plain numbers), so
-    // the elements are valid once written; until the caller fills them they
-    // are only ever written, never read. `MaybeUninit` would force a second
-    // pass to convert the vector.
-    #[allow(clippy::uninit_vec)]
-    unsafe {
-        v.set_len(count)
-    };
+    advise_huge_pages(v.as_mut_ptr().cast(), std::mem::size_of_val(&v[..]));
     v
 }
 
@@ -545,13 +558,7 @@ fn advise_huge_pages(ptr: *mut u8, len: usize) {
 
 /// The bytes of `elements`, to be filled with their little-endian form.
 pub(crate) fn bytes_mut<P: Element>(elements: &mut [P]) -> &mut [u8] {
-    // SAFETY: plain number types: any bytes written make valid elements.
-    unsafe {
-        std::slice::from_raw_parts_mut(
-            elements.as_mut_ptr().cast::<u8>(),
-            std::mem::size_of_val(elements),
-        )
-    }
+    bytemuck::cast_slice_mut(elements)
 }
 
 /// Turns elements just filled with little-endian bytes into native ones.
@@ -568,288 +575,13 @@ pub(crate) fn from_le_in_place<P: Element>(elements: &mut [P]) {
 /// Decodes a whole buffer payload (descriptor and data).
 pub(crate) fn decode<B: StoredBuffer>(payload: &[u8]) -> Result<B, String> {
     let layout = layout::<B>(payload, payload.len() as u64)?;
-    let mut elements = uninit_elements::<B::Elem>(layout.count);
-    bytes_mut(&mut elements).copy_from_slice(&payload[layout.offset..]);
+    let data = payload
+        .get(layout.offset..)
+        .ok_or("a damaged buffer descriptor")?;
+    let mut elements = zeroed_elements::<B::Elem>(layout.count);
+    bytes_mut(&mut elements).copy_from_slice(data);
     from_le_in_place(&mut elements);
     B::from_elements(&layout.shape, elements)
-}
-
-/// Entries at least this large are read straight into their array instead
-/// of through a byte buffer.
-pub(crate) const LARGE_READ: u64 = 1024 * 1024;
-
-/// Why a large buffer could not be read.
-pub(crate) enum ReadError {
-    Io(std::io::Error),
-    Damage(String),
-}
-
-/// Reads `dst.len()` bytes at `offset`.
-pub(crate) fn read_at(file: &std::fs::File, dst: &mut [u8], offset: u64) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileExt;
-        file.read_exact_at(dst, offset)
-    }
-    #[cfg(not(unix))]
-    {
-        use std::io::{Read, Seek, SeekFrom};
-        let mut f = file;
-        f.seek(SeekFrom::Start(offset))?;
-        f.read_exact(dst)
-    }
-}
-
-/// Reads `dst` from `file` at `offset` and feeds it to `hasher`: large
-/// reads in pieces on a thread of their own, hashed here as they arrive,
-/// so that reading and hashing overlap.
-fn read_hashing(
-    file: &std::fs::File,
-    offset: u64,
-    dst: &mut [u8],
-    hasher: &mut blake3::Hasher,
-) -> std::io::Result<()> {
-    const PIECE: usize = 4 * 1024 * 1024;
-    if dst.len() < 4 * PIECE {
-        read_at(file, dst, offset)?;
-        crate::codec::update(hasher, dst);
-        return Ok(());
-    }
-    std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<&[u8]>(4);
-        let reader = scope.spawn(move || -> std::io::Result<()> {
-            let mut at = offset;
-            for piece in dst.chunks_mut(PIECE) {
-                read_at(file, piece, at)?;
-                at += piece.len() as u64;
-                if tx.send(&*piece).is_err() {
-                    break;
-                }
-            }
-            Ok(())
-        });
-        for piece in rx {
-            hasher.update(piece);
-        }
-        reader
-            .join()
-            .unwrap_or_else(|_| Err(std::io::Error::other("the reading thread panicked")))
-    })
-}
-
-/// Reads a large buffer entry of `len` bytes, whose first bytes (header
-/// and descriptor) are `head`, straight into a new `B`, feeding the payload
-/// and the info after it to `hasher` on the way (the caller checks the
-/// checksum before using the value).
-pub(crate) fn read_file<B: StoredBuffer>(
-    file: &std::fs::File,
-    head: &[u8],
-    len: u64,
-    hasher: &mut blake3::Hasher,
-) -> Result<B, ReadError> {
-    let header = crate::codec::HEADER_LEN;
-    let payload_len = crate::codec::payload_len(head);
-    let layout = layout::<B>(&head[header..], payload_len).map_err(ReadError::Damage)?;
-    if head.len() < header + layout.offset {
-        return Err(ReadError::Damage("a damaged buffer descriptor".into()));
-    }
-    hasher.update(&head[header..header + layout.offset]);
-    let mut elements = uninit_elements::<B::Elem>(layout.count);
-    read_hashing(
-        file,
-        (header + layout.offset) as u64,
-        bytes_mut(&mut elements),
-        hasher,
-    )
-    .map_err(ReadError::Io)?;
-    // The info after the payload (the header was checked against `len`).
-    let info_at = header as u64 + payload_len;
-    let mut info = vec![0u8; len.saturating_sub(info_at) as usize];
-    read_at(file, &mut info, info_at).map_err(ReadError::Io)?;
-    hasher.update(&info);
-    from_le_in_place(&mut elements);
-    B::from_elements(&layout.shape, elements).map_err(ReadError::Damage)
-}
-
-/// A large or mapped entry opened as a local file.
-pub(crate) struct FileEntry<'a> {
-    pub(crate) file: &'a std::fs::File,
-    /// The first bytes: the header and the descriptor.
-    pub(crate) head: &'a [u8],
-    /// The file's length.
-    pub(crate) len: u64,
-    pub(crate) signer: Option<&'a crate::codec::Signer>,
-    /// The entry's file, for a mapped value to remove if it is damaged.
-    pub(crate) path: Option<std::path::PathBuf>,
-}
-
-/// Whether the payload's checksum was computed on the way (the caller
-/// compares it) or is left to the value (a map verifies when touched).
-pub(crate) enum Checked {
-    Now,
-    Deferred,
-}
-
-/// A stored buffer type's operations, type-erased so that the codec can
-/// pick them for a result type `T` at run time (by `TypeId`, which the
-/// compiler folds away).
-#[derive(Clone, Copy)]
-pub(crate) struct Ops {
-    pub(crate) encode: fn(&dyn Any, &mut Vec<u8>) -> Result<(), String>,
-    pub(crate) decode: fn(&[u8], &mut dyn Any) -> Result<(), String>,
-    pub(crate) read_file: ReadFile,
-    pub(crate) parts: fn(&dyn Any) -> Option<Parts<'_>>,
-    /// A [`Mapped`](crate::Mapped) type: stored entries are mapped, not read.
-    pub(crate) mapped: bool,
-}
-
-type ReadFile = fn(FileEntry<'_>, &mut blake3::Hasher, &mut dyn Any) -> Result<Checked, ReadError>;
-
-fn put<V: 'static>(out: &mut dyn Any, value: V) -> Result<(), String> {
-    let slot = out
-        .downcast_mut::<Option<V>>()
-        .ok_or("internal: a buffer decoded for another type")?;
-    *slot = Some(value);
-    Ok(())
-}
-
-impl Ops {
-    fn of<B: StoredBuffer>() -> Ops {
-        Ops {
-            encode: |value, out| {
-                let v = value.downcast_ref::<B>().ok_or("internal: not a buffer")?;
-                encode(v, out);
-                Ok(())
-            },
-            decode: |payload, out| put(out, decode::<B>(payload)?),
-            read_file: |entry, hasher, out| {
-                let value = read_file::<B>(entry.file, entry.head, entry.len, hasher)?;
-                put(out, value).map_err(ReadError::Damage)?;
-                Ok(Checked::Now)
-            },
-            parts: |value| parts_of(value.downcast_ref::<B>()?),
-            mapped: false,
-        }
-    }
-
-    fn mapped<B: StoredBuffer>() -> Ops {
-        Ops {
-            encode: |value, out| {
-                let v = value
-                    .downcast_ref::<crate::Mapped<B>>()
-                    .ok_or("internal: not a mapped buffer")?;
-                let elements = v.try_elements().map_err(|e| e.to_string())?;
-                let shape: Vec<u64> = v.shape().iter().map(|&n| n as u64).collect();
-                encode_parts(&shape, elements, out);
-                Ok(())
-            },
-            decode: |payload, out| put(out, crate::Mapped::from(decode::<B>(payload)?)),
-            read_file: |entry, _, out| {
-                let payload_len = crate::codec::payload_len(entry.head);
-                let layout = layout::<B>(&entry.head[HEADER_LEN..], payload_len)
-                    .map_err(ReadError::Damage)?;
-                // SAFETY: a published entry is never written again (writes
-                // go to a new file that replaces it), so the map does not
-                // change under the slices it hands out.
-                let map = unsafe { memmap2::Mmap::map(entry.file) }.map_err(ReadError::Io)?;
-                if map.len() as u64 != entry.len {
-                    return Err(ReadError::Damage("the entry changed while mapped".into()));
-                }
-                let value = crate::Mapped::<B>::map(
-                    map,
-                    HEADER_LEN + layout.offset,
-                    layout.count,
-                    layout.shape,
-                    entry.signer.cloned(),
-                    entry.path,
-                );
-                put(out, value).map_err(ReadError::Damage)?;
-                Ok(Checked::Deferred)
-            },
-            parts: |value| {
-                let v = value.downcast_ref::<crate::Mapped<B>>()?;
-                let data = match le_bytes(v.try_elements().ok()?) {
-                    Cow::Borrowed(data) => data,
-                    Cow::Owned(_) => return None,
-                };
-                Some(Parts {
-                    tag: B::Elem::TAG,
-                    shape: v.shape().iter().map(|&n| n as u64).collect(),
-                    data,
-                })
-            },
-            mapped: true,
-        }
-    }
-}
-
-macro_rules! for_each_element {
-    ($m:ident) => {
-        $m!(u8);
-        $m!(u16);
-        $m!(u32);
-        $m!(u64);
-        $m!(i8);
-        $m!(i16);
-        $m!(i32);
-        $m!(i64);
-        $m!(f32);
-        $m!(f64);
-    };
-}
-
-/// Is a result of type `T` stored as a plain buffer? `Vec<P>` and
-/// `Box<[P]>` are, for every [`Element`] `P`, and (feature `ndarray`)
-/// `Array<P, D>` for `D` in `Ix0`..`Ix6` and `IxDyn`. Any other type (a
-/// struct holding a `Vec<f64>`, say) goes through serde (postcard).
-///
-/// ```
-/// use memento::buffer::is_stored_buffer;
-/// assert!(is_stored_buffer::<Vec<f64>>());
-/// assert!(is_stored_buffer::<Box<[u8]>>());
-/// assert!(!is_stored_buffer::<Vec<String>>());
-/// assert!(!is_stored_buffer::<(Vec<f64>, u8)>());
-/// ```
-pub fn is_stored_buffer<T: 'static>() -> bool {
-    ops::<T>().is_some()
-}
-
-pub(crate) fn ops<T: 'static>() -> Option<Ops> {
-    let t = TypeId::of::<T>();
-    macro_rules! check {
-        ($p:ty) => {
-            if t == TypeId::of::<Vec<$p>>() {
-                return Some(Ops::of::<Vec<$p>>());
-            }
-            if t == TypeId::of::<Box<[$p]>>() {
-                return Some(Ops::of::<Box<[$p]>>());
-            }
-            if t == TypeId::of::<crate::Mapped<Vec<$p>>>() {
-                return Some(Ops::mapped::<Vec<$p>>());
-            }
-            if t == TypeId::of::<crate::Mapped<Box<[$p]>>>() {
-                return Some(Ops::mapped::<Box<[$p]>>());
-            }
-            #[cfg(feature = "ndarray")]
-            {
-                use ndarray::{Array, Ix0, Ix1, Ix2, Ix3, Ix4, Ix5, Ix6, IxDyn};
-                check_dims!($p; Ix0, Ix1, Ix2, Ix3, Ix4, Ix5, Ix6, IxDyn);
-            }
-        };
-    }
-    #[cfg(feature = "ndarray")]
-    macro_rules! check_dims {
-        ($p:ty; $($d:ty),*) => {$(
-            if t == TypeId::of::<Array<$p, $d>>() {
-                return Some(Ops::of::<Array<$p, $d>>());
-            }
-            if t == TypeId::of::<crate::Mapped<Array<$p, $d>>>() {
-                return Some(Ops::mapped::<Array<$p, $d>>());
-            }
-        )*};
-    }
-    for_each_element!(check);
-    None
 }
 
 #[cfg(test)]

@@ -38,35 +38,15 @@ use std::borrow::Cow;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub(crate) use crate::header::{check_header, info_of, seal_head};
+pub use crate::header::{
+    Damage, Header, Signer, CODEC_BUFFER, CODEC_BUFFER_LZ4, CODEC_BUFFER_ZSTD, CODEC_POSTCARD,
+    CODEC_POSTCARD_LZ4, CODEC_POSTCARD_ZSTD, ENTRY_FORMAT_VERSION, HEADER_LEN,
+};
+pub use crate::stored::is_stored_buffer;
+
+use crate::header::{check_checksum, payload_of, Fields};
 use crate::key::Key;
-
-/// Version of the entry layout above. An entry of another version is treated
-/// as damaged and recomputed. (Version 1 kept each entry in a folder of its
-/// own, with an 88-byte header and the info in a `metadata.json` beside it.)
-pub const ENTRY_FORMAT_VERSION: u16 = 2;
-
-/// Payload codec: postcard 1.x. Part of every function's fingerprint, so a
-/// change of codec invalidates old results instead of misreading them.
-pub const CODEC_POSTCARD: u16 = 1;
-
-/// Payload codec: postcard, then an LZ4 block with its size in front
-/// (feature `lz4`).
-pub const CODEC_POSTCARD_LZ4: u16 = 2;
-
-/// Payload codec: postcard, then a zstd frame (feature `zstd`).
-pub const CODEC_POSTCARD_ZSTD: u16 = 3;
-
-/// Payload codec: a plain buffer (a descriptor, then the elements'
-/// little-endian bytes at a file offset that is a multiple of 64; see
-/// [`buffer`](crate::buffer)), for the result types
-/// [`is_stored_buffer`](crate::buffer::is_stored_buffer) accepts.
-pub const CODEC_BUFFER: u16 = 4;
-
-/// Payload codec: a plain buffer, then an LZ4 block (feature `lz4`).
-pub const CODEC_BUFFER_LZ4: u16 = 5;
-
-/// Payload codec: a plain buffer, then a zstd frame (feature `zstd`).
-pub const CODEC_BUFFER_ZSTD: u16 = 6;
 
 /// Compression of stored results: off by default.
 ///
@@ -139,119 +119,6 @@ impl Compression {
     }
 }
 
-/// Length of the header in front of every payload.
-pub const HEADER_LEN: usize = 96;
-
-/// End of the checksummed part of the header.
-const SIGNED: usize = 64;
-
-/// Where the key starts in the header.
-const KEY_AT: usize = 32;
-
-const MAGIC: &[u8; 4] = b"MMTO";
-
-/// Bit of the codec field that marks a signed entry.
-const SIGNED_FLAG: u16 = 0x8000;
-
-/// The key that signs entries: derived from a secret with blake3's key
-/// derivation, so any secret (a passphrase, random bytes) will do.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Signer([u8; 32]);
-
-impl Signer {
-    /// A short tag of this key, to tell apart results verified with
-    /// different keys in memory (not a secret: a hash of the derived key).
-    pub(crate) fn tag(&self) -> u64 {
-        let hash = blake3::hash(&self.0);
-        let mut tag = [0u8; 8];
-        tag.copy_from_slice(&hash.as_bytes()[..8]);
-        // 0 means "unsigned".
-        u64::from_le_bytes(tag).max(1)
-    }
-
-    /// A signer from a secret.
-    ///
-    /// ```
-    /// let a = memento::codec::Signer::new("correct horse battery staple");
-    /// let b = memento::codec::Signer::new("correct horse battery staple");
-    /// assert!(a == b);
-    /// ```
-    pub fn new(secret: impl AsRef<[u8]>) -> Signer {
-        Signer(blake3::derive_key(
-            "memento 2026-11 entry signature v1",
-            secret.as_ref(),
-        ))
-    }
-
-    /// The signer named by `MEMENTO_KEY`, if that variable is set.
-    pub fn from_env() -> Option<Signer> {
-        std::env::var_os("MEMENTO_KEY")
-            .filter(|v| !v.is_empty())
-            .map(|v| Signer::new(v.as_encoded_bytes()))
-    }
-}
-
-impl std::fmt::Debug for Signer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Signer(..)")
-    }
-}
-
-/// Why stored bytes were refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Damage {
-    /// The file is empty.
-    #[error("the entry is empty")]
-    Empty,
-    /// The file is shorter than its header says.
-    #[error("the entry is truncated ({found} bytes, {expected} expected)")]
-    Truncated {
-        /// Bytes the header announces.
-        expected: u64,
-        /// Bytes found.
-        found: u64,
-    },
-    /// The file is longer than its header says.
-    #[error("the entry has {extra} bytes more than its header announces")]
-    TooLong {
-        /// Bytes beyond the announced end.
-        extra: u64,
-    },
-    /// The first bytes are not an entry header.
-    #[error("the entry does not start with memento's header")]
-    BadMagic,
-    /// Written by another entry format version.
-    #[error("the entry has format version {found}; this memento reads version {expected}")]
-    Version {
-        /// Version found in the header.
-        found: u16,
-        /// Version this build reads.
-        expected: u16,
-    },
-    /// Written with an unknown payload codec (or a compression whose feature
-    /// is not compiled in).
-    #[error("the entry uses payload codec {0}, which this memento cannot read (2 and 5 need the `lz4` feature, 3 and 6 the `zstd` feature)")]
-    Codec(u16),
-    /// The header names another key: the file was moved or copied.
-    #[error("the entry belongs to another key ({0})")]
-    WrongKey(Key),
-    /// The checksum does not match: the bytes changed after writing.
-    #[error("the entry's checksum does not match its contents")]
-    Checksum,
-    /// A signing key is set and the entry is not signed.
-    #[error("the entry is not signed, and a signing key is set (MEMENTO_KEY)")]
-    Unsigned,
-    /// The entry is signed, and no signing key is set to check it.
-    #[error("the entry is signed; set its key (MEMENTO_KEY) to read it")]
-    NoKey,
-    /// The signature does not match: another key, or the bytes were edited.
-    #[error("the entry's signature does not match (another key, or edited after signing)")]
-    Signature,
-    /// The payload does not decode into the expected type.
-    #[error("the entry's payload does not decode: {0}")]
-    Decode(String),
-}
-
 /// An encoded entry, and its payload before compression when compressed.
 /// A large plain buffer is not copied: `entry` then holds the header and
 /// the descriptor, `tail` the data, borrowed from the value, and `info`
@@ -280,7 +147,7 @@ pub(crate) fn encode<'v, T: Serialize + 'static>(
     compression: Compression,
     info: &[u8],
 ) -> Result<Encoded<'v>, String> {
-    let buffer = crate::buffer::ops::<T>();
+    let buffer = crate::stored::ops::<T>();
     let fields = |out: &mut [u8], payload_len: usize, codec: u16| {
         Fields {
             key,
@@ -363,9 +230,22 @@ fn compress(plain: &[u8], compression: Compression) -> Result<Vec<u8>, String> {
 /// The postcard bytes of a verified entry: its payload, decompressed if it
 /// is compressed. A compressed payload may not claim more than 255 times its
 /// size (LZ4's most) or, for zstd, more than its frame declares.
+///
+/// `entry` is the entry (at least its header); bytes that are not one are
+/// refused, never a panic:
+///
+/// ```
+/// use memento::codec::{unpack, Damage};
+/// assert_eq!(unpack(&[], &[]), Err(Damage::Empty));
+/// assert_eq!(unpack(b"MMTO", &[]), Err(Damage::Truncated { expected: 96, found: 4 }));
+/// ```
 pub fn unpack<'a>(entry: &[u8], payload: &'a [u8]) -> Result<Cow<'a, [u8]>, Damage> {
-    let codec = u16::from_le_bytes([entry[6], entry[7]]) & !SIGNED_FLAG;
-    match codec {
+    unpack_with(&Header::parse(entry)?, payload)
+}
+
+/// [`unpack`] for an entry whose header is parsed.
+pub(crate) fn unpack_with<'a>(header: &Header, payload: &'a [u8]) -> Result<Cow<'a, [u8]>, Damage> {
+    match header.codec() {
         CODEC_POSTCARD | CODEC_BUFFER => Ok(Cow::Borrowed(payload)),
         #[cfg(feature = "lz4")]
         CODEC_POSTCARD_LZ4 | CODEC_BUFFER_LZ4 => {
@@ -398,74 +278,6 @@ pub fn unpack<'a>(entry: &[u8], payload: &'a [u8]) -> Result<Cow<'a, [u8]>, Dama
     }
 }
 
-/// The header's fields, all but the checksum.
-struct Fields<'k> {
-    key: &'k Key,
-    payload_len: u64,
-    info_len: usize,
-    created_ms: u64,
-    signed: bool,
-    codec: u16,
-}
-
-impl Fields<'_> {
-    /// Writes them into the header at the start of `out`; fails for an
-    /// info longer than 4 GiB.
-    fn write(&self, out: &mut [u8]) -> Result<(), String> {
-        let info_len = u32::try_from(self.info_len)
-            .map_err(|_| format!("an entry's info of {} bytes", self.info_len))?;
-        out[0..4].copy_from_slice(MAGIC);
-        out[4..6].copy_from_slice(&ENTRY_FORMAT_VERSION.to_le_bytes());
-        let codec = self.codec | if self.signed { SIGNED_FLAG } else { 0 };
-        out[6..8].copy_from_slice(&codec.to_le_bytes());
-        out[8..16].copy_from_slice(&self.payload_len.to_le_bytes());
-        out[16..24].copy_from_slice(&self.created_ms.to_le_bytes());
-        out[24..28].copy_from_slice(&info_len.to_le_bytes());
-        out[28..KEY_AT].fill(0);
-        out[KEY_AT..SIGNED].copy_from_slice(self.key.as_bytes());
-        Ok(())
-    }
-}
-
-/// Writes the checksum into the header `head` (which also holds the start
-/// of the payload, or all of the entry) of an entry whose bytes go on with
-/// `tail`, then `info`. `parallel`: hash on every core (else on the calling
-/// thread only, for a caller that keeps the other cores busy writing).
-pub(crate) fn seal_head(
-    head: &mut [u8],
-    tail: &[u8],
-    info: &[u8],
-    signer: Option<&Signer>,
-    parallel: bool,
-) {
-    let mut h = checksum_hasher(head, signer);
-    h.update(&head[HEADER_LEN..]);
-    if parallel {
-        update(&mut h, tail);
-    } else {
-        h.update(tail);
-    }
-    h.update(info);
-    head[SIGNED..HEADER_LEN].copy_from_slice(h.finalize().as_bytes());
-}
-
-fn checksum(head: &[u8], payload: &[u8], signer: Option<&Signer>) -> [u8; 32] {
-    let mut h = checksum_hasher(head, signer);
-    update(&mut h, payload);
-    *h.finalize().as_bytes()
-}
-
-/// Feeds `bytes` to `h`, on every core when they are large (feature
-/// `parallel`).
-pub(crate) fn update(h: &mut blake3::Hasher, bytes: &[u8]) {
-    #[cfg(feature = "parallel")]
-    if bytes.len() >= crate::buffer::PARALLEL_HASH {
-        h.update_rayon(bytes);
-        return;
-    }
-    h.update(bytes);
-}
-
 /// Checks a whole entry read for `key` and returns its payload.
 ///
 /// ```
@@ -473,27 +285,32 @@ pub(crate) fn update(h: &mut blake3::Hasher, bytes: &[u8]) {
 /// assert_eq!(memento::codec::verify(&key, b"", None), Err(memento::codec::Damage::Empty));
 /// ```
 pub fn verify<'a>(key: &Key, bytes: &'a [u8], signer: Option<&Signer>) -> Result<&'a [u8], Damage> {
-    check_header(key, bytes, bytes.len() as u64, signer)?;
-    if checksum(&bytes[..SIGNED], &bytes[HEADER_LEN..], signer) != bytes[SIGNED..HEADER_LEN] {
-        return Err(checksum_damage(bytes));
-    }
-    Ok(&bytes[HEADER_LEN..HEADER_LEN + payload_len(bytes) as usize])
+    open(key, bytes, signer).map(|(_, payload)| payload)
 }
 
-/// The payload length a header announces.
-pub(crate) fn payload_len(head: &[u8]) -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&head[8..16]);
-    u64::from_le_bytes(b)
+/// [`verify`], also returning the checked header.
+pub(crate) fn open<'a>(
+    key: &Key,
+    bytes: &'a [u8],
+    signer: Option<&Signer>,
+) -> Result<(Header, &'a [u8]), Damage> {
+    let header = check_header(key, bytes, bytes.len() as u64, signer)?;
+    check_checksum(&header, bytes, signer)?;
+    let payload = payload_of(&header, bytes).ok_or(Damage::Truncated {
+        expected: header.entry_len(),
+        found: bytes.len() as u64,
+    })?;
+    Ok((header, payload))
 }
 
-/// The info length a header announces.
-pub(crate) fn info_len(head: &[u8]) -> u64 {
-    u64::from(u32::from_le_bytes([head[24], head[25], head[26], head[27]]))
+/// The payload of an entry this process encoded (or verified).
+pub(crate) fn payload(entry: &[u8]) -> Option<&[u8]> {
+    payload_of(&Header::parse(entry).ok()?, entry)
 }
 
 /// The info of a whole entry whose header was checked ([`verify`]): the
-/// bytes after the payload.
+/// bytes after the payload. `None` when `entry` does not start with a
+/// header or does not hold the info it announces.
 ///
 /// ```
 /// use memento::codec;
@@ -501,130 +318,10 @@ pub(crate) fn info_len(head: &[u8]) -> u64 {
 /// let entry = codec::seal_with_info(&key, &[42], b"{}", 0, None);
 /// codec::verify(&key, &entry, None).unwrap();
 /// assert_eq!(codec::info(&entry), Some(&b"{}"[..]));
+/// assert_eq!(codec::info(&entry[..50]), None);
 /// ```
 pub fn info(entry: &[u8]) -> Option<&[u8]> {
-    let start = (HEADER_LEN as u64).checked_add(payload_len(entry.get(..HEADER_LEN)?))?;
-    let end = start.checked_add(info_len(entry))?;
-    entry.get(usize::try_from(start).ok()?..usize::try_from(end).ok()?)
-}
-
-/// The damage of an entry whose checksum does not match.
-pub(crate) fn checksum_damage(head: &[u8]) -> Damage {
-    if u16::from_le_bytes([head[6], head[7]]) & SIGNED_FLAG != 0 {
-        Damage::Signature
-    } else {
-        Damage::Checksum
-    }
-}
-
-/// Checks everything but the checksum of an entry of `file_len` bytes that
-/// `head` starts (at least the header), for `key`: returns the payload
-/// codec (without the signed bit).
-pub(crate) fn check_header(
-    key: &Key,
-    head: &[u8],
-    file_len: u64,
-    signer: Option<&Signer>,
-) -> Result<u16, Damage> {
-    if file_len == 0 {
-        return Err(Damage::Empty);
-    }
-    if head.len() < HEADER_LEN {
-        return Err(Damage::Truncated {
-            expected: HEADER_LEN as u64,
-            found: file_len,
-        });
-    }
-    if !has_magic(head) {
-        return Err(Damage::BadMagic);
-    }
-    let version = version(head);
-    if version != ENTRY_FORMAT_VERSION {
-        return Err(Damage::Version {
-            found: version,
-            expected: ENTRY_FORMAT_VERSION,
-        });
-    }
-    let codec = u16::from_le_bytes([head[6], head[7]]);
-    let signed = codec & SIGNED_FLAG != 0;
-    let known = [
-        (CODEC_POSTCARD, true),
-        (CODEC_POSTCARD_LZ4, cfg!(feature = "lz4")),
-        (CODEC_POSTCARD_ZSTD, cfg!(feature = "zstd")),
-        (CODEC_BUFFER, true),
-        (CODEC_BUFFER_LZ4, cfg!(feature = "lz4")),
-        (CODEC_BUFFER_ZSTD, cfg!(feature = "zstd")),
-    ]
-    .contains(&(codec & !SIGNED_FLAG, true));
-    if !known {
-        return Err(Damage::Codec(codec & !SIGNED_FLAG));
-    }
-    if head[28..KEY_AT] != [0; 4] {
-        return Err(Damage::BadMagic);
-    }
-    let expected = (HEADER_LEN as u64)
-        .saturating_add(payload_len(head))
-        .saturating_add(info_len(head));
-    if file_len < expected {
-        return Err(Damage::Truncated {
-            expected,
-            found: file_len,
-        });
-    }
-    if file_len > expected {
-        return Err(Damage::TooLong {
-            extra: file_len - expected,
-        });
-    }
-    let stored = stored_key(head);
-    if stored != *key {
-        return Err(Damage::WrongKey(stored));
-    }
-    match (signed, signer) {
-        (false, Some(_)) => Err(Damage::Unsigned),
-        (true, None) => Err(Damage::NoKey),
-        _ => Ok(codec & !SIGNED_FLAG),
-    }
-}
-
-/// A hasher for the checksum of an entry, fed with the checked part of its
-/// header: the caller feeds the payload, then [`checksum_matches`].
-pub(crate) fn checksum_hasher(head: &[u8], signer: Option<&Signer>) -> blake3::Hasher {
-    let mut h = match signer {
-        Some(signer) => blake3::Hasher::new_keyed(&signer.0),
-        None => blake3::Hasher::new(),
-    };
-    h.update(&head[..SIGNED]);
-    h
-}
-
-/// Does the checksum that `h` computed match the one in `head`?
-pub(crate) fn checksum_matches(h: &blake3::Hasher, head: &[u8]) -> bool {
-    h.finalize().as_bytes()[..] == head[SIGNED..HEADER_LEN]
-}
-
-/// Does `head` start with an entry header's magic?
-pub(crate) fn has_magic(head: &[u8]) -> bool {
-    head.starts_with(MAGIC)
-}
-
-/// The entry format version a header (at least [`HEADER_LEN`] bytes) says.
-pub(crate) fn version(head: &[u8]) -> u16 {
-    u16::from_le_bytes([head[4], head[5]])
-}
-
-/// The key a header (at least [`HEADER_LEN`] bytes) names.
-pub(crate) fn stored_key(head: &[u8]) -> Key {
-    let mut key = [0u8; 32];
-    key.copy_from_slice(&head[KEY_AT..SIGNED]);
-    Key::from_bytes(key)
-}
-
-/// When a verified entry was computed, in ms since the Unix epoch.
-pub(crate) fn created_ms(entry: &[u8]) -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&entry[16..24]);
-    u64::from_le_bytes(b)
+    info_of(&Header::parse(entry).ok()?, entry)
 }
 
 /// Wraps payload bytes already in postcard form into a whole entry for
@@ -691,7 +388,7 @@ fn seal_codec(
 /// data. (Use [`decode_entry`] on whole entries: it also checks that the
 /// entry's codec is the one `T` is stored with.)
 pub fn decode<T: DeserializeOwned + 'static>(payload: &[u8]) -> Result<T, Damage> {
-    if let Some(ops) = crate::buffer::ops::<T>() {
+    if let Some(ops) = crate::stored::ops::<T>() {
         let mut slot: Option<T> = None;
         (ops.decode)(payload, &mut slot).map_err(Damage::Decode)?;
         return slot.ok_or_else(|| Damage::Decode("internal: no value".into()));
@@ -714,14 +411,13 @@ pub fn decode<T: DeserializeOwned + 'static>(payload: &[u8]) -> Result<T, Damage
     }
 }
 
-/// Is the verified entry stored with the codec family (buffer or postcard)
-/// that `T` is stored with?
-pub(crate) fn check_family<T: 'static>(entry: &[u8]) -> Result<(), Damage> {
-    let codec = u16::from_le_bytes([entry[6], entry[7]]) & !SIGNED_FLAG;
-    let is_buffer = codec >= CODEC_BUFFER;
-    if is_buffer != crate::buffer::ops::<T>().is_some() {
+/// Is the entry stored with the codec family (buffer or postcard) that
+/// `T` is stored with?
+pub(crate) fn check_family<T: 'static>(header: &Header) -> Result<(), Damage> {
+    if header.is_buffer() != crate::stored::ops::<T>().is_some() {
         return Err(Damage::Decode(format!(
-            "stored with codec {codec}, which is not how {} is stored",
+            "stored with codec {}, which is not how {} is stored",
+            header.codec(),
             std::any::type_name::<T>()
         )));
     }
@@ -730,13 +426,27 @@ pub(crate) fn check_family<T: 'static>(entry: &[u8]) -> Result<(), Damage> {
 
 /// Unpacks and decodes a verified entry (`payload` is what [`verify`]
 /// returned) into a `T`, after checking that its codec is the one `T` is
-/// stored with. Also returns the unpacked payload.
+/// stored with. Also returns the unpacked payload. Bytes that are not an
+/// entry are refused, never a panic.
+///
+/// ```
+/// use memento::codec::{self, Damage};
+/// assert_eq!(codec::decode_entry::<u8>(&[], &[]).err(), Some(Damage::Empty));
+/// ```
 pub fn decode_entry<'p, T: DeserializeOwned + 'static>(
     entry: &[u8],
     payload: &'p [u8],
 ) -> Result<(T, Cow<'p, [u8]>), Damage> {
-    check_family::<T>(entry)?;
-    let plain = unpack(entry, payload)?;
+    decode_with(&Header::parse(entry)?, payload)
+}
+
+/// [`decode_entry`] for an entry whose header is parsed.
+pub(crate) fn decode_with<'p, T: DeserializeOwned + 'static>(
+    header: &Header,
+    payload: &'p [u8],
+) -> Result<(T, Cow<'p, [u8]>), Damage> {
+    check_family::<T>(header)?;
+    let plain = unpack_with(header, payload)?;
     let value = decode::<T>(&plain)?;
     Ok((value, plain))
 }
@@ -744,9 +454,16 @@ pub fn decode_entry<'p, T: DeserializeOwned + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::header::{checksum_hasher, update, SIGNED};
 
     fn key() -> Key {
         Key::of("k").unwrap()
+    }
+
+    fn checksum(head: &[u8], payload: &[u8], signer: Option<&Signer>) -> [u8; 32] {
+        let mut h = checksum_hasher(head, signer);
+        update(&mut h, payload);
+        *h.finalize().as_bytes()
     }
 
     #[test]
@@ -764,7 +481,7 @@ mod tests {
         let payload = verify(&key(), &bytes, None).unwrap();
         let v: (f64, String) = decode(payload).unwrap();
         assert_eq!(v, (1.5, "x".to_string()));
-        assert_eq!(created_ms(&bytes), 7);
+        assert_eq!(Header::parse(&bytes).unwrap().created_ms(), 7);
         assert_eq!(info(&bytes), Some(&b"{\"args\":\"[1.5]\"}"[..]));
     }
 

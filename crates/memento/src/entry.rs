@@ -77,38 +77,68 @@ impl Metadata {
     /// assert_eq!((meta.key, meta.args.as_str()), (key.to_hex(), "[7]"));
     /// ```
     pub fn read(store: &dyn crate::store::Store, name: &str) -> crate::Result<Option<Metadata>> {
-        use crate::codec::HEADER_LEN;
+        use crate::codec::Header;
         let mut head = Vec::new();
-        if !store.read_range(name, 0..HEADER_LEN as u64, &mut head)? || head.len() < HEADER_LEN {
+        if !store.read_range(name, 0..Header::LEN as u64, &mut head)? {
             return Ok(None);
         }
-        if !crate::codec::has_magic(&head) {
+        let Ok(header) = Header::parse(&head) else {
             return Ok(None);
-        }
-        let start = (HEADER_LEN as u64).saturating_add(crate::codec::payload_len(&head));
-        let end = start.saturating_add(crate::codec::info_len(&head));
+        };
+        let range = header.info_range();
         let mut info = Vec::new();
-        let found = store.read_range(name, start..end, &mut info)?;
-        let info = (found && info.len() as u64 == end - start).then_some(&info[..]);
-        Ok(Some(Metadata::of_entry(&head, end, info, "")))
+        let found = store.read_range(name, range.clone(), &mut info)?;
+        let info = (found && info.len() as u64 == range.end - range.start).then_some(&info[..]);
+        Ok(Some(Metadata::of_header(&header, range.end, info, "")))
     }
 
     /// The metadata of an entry of `file_len` bytes whose header (at least)
     /// is `head` and whose info bytes are `info` (`None`: unknown, or not
     /// JSON of that shape: the function's name is then `function`, the
-    /// duration zero and the arguments empty).
+    /// duration zero and the arguments empty). Bytes that do not start with
+    /// a header give format 0, no key and the epoch as creation time.
+    ///
+    /// ```
+    /// let meta = memento::entry::Metadata::of_entry(b"", 0, None, "m::f");
+    /// assert_eq!((meta.format, meta.function.as_str(), meta.key.as_str()), (0, "m::f", ""));
+    /// ```
     pub fn of_entry(head: &[u8], file_len: u64, info: Option<&[u8]>, function: &str) -> Metadata {
+        match crate::codec::Header::parse(head) {
+            Ok(header) => Metadata::of_header(&header, file_len, info, function),
+            Err(_) => Metadata::of_parts(0, 0, String::new(), file_len, info, function),
+        }
+    }
+
+    /// [`of_entry`](Metadata::of_entry) for an entry whose header is parsed.
+    pub fn of_header(
+        header: &crate::codec::Header,
+        file_len: u64,
+        info: Option<&[u8]>,
+        function: &str,
+    ) -> Metadata {
+        Metadata::of_parts(
+            header.version(),
+            header.created_ms(),
+            header.key().to_hex(),
+            file_len,
+            info,
+            function,
+        )
+    }
+
+    fn of_parts(
+        format: u16,
+        created_ms: u64,
+        key: String,
+        file_len: u64,
+        info: Option<&[u8]>,
+        function: &str,
+    ) -> Metadata {
         let info: Option<Info> = info.and_then(|b| serde_json::from_slice(b).ok());
-        let (format, created_ms, key) = if head.len() >= crate::codec::HEADER_LEN {
-            (
-                crate::codec::version(head),
-                crate::codec::created_ms(head),
-                crate::codec::stored_key(head).to_hex(),
-            )
-        } else {
-            (0, 0, String::new())
-        };
-        let created = UNIX_EPOCH + Duration::from_millis(created_ms);
+        // A hostile time far in the future must not overflow `SystemTime`.
+        let created = UNIX_EPOCH
+            .checked_add(Duration::from_millis(created_ms))
+            .unwrap_or(UNIX_EPOCH);
         let (function, duration, args) = match info {
             Some(i) => (i.function, i.duration, i.args),
             None => (function.to_string(), 0.0, String::new()),

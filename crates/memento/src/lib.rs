@@ -176,6 +176,7 @@ mod error;
 pub mod evict;
 mod function;
 pub mod handle;
+mod header;
 mod index;
 pub mod key;
 mod layout;
@@ -183,6 +184,7 @@ mod log;
 pub mod mapped;
 mod memory;
 pub mod store;
+mod stored;
 
 pub use error::{Error, Result};
 pub use evict::{FunctionStats, Limits, Stats};

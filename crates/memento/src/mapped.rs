@@ -20,9 +20,37 @@
 //! entry to have changed after they were written: memento itself never
 //! writes into a published entry.
 //!
-//! A mapped entry that is removed meanwhile (by `clear`, eviction, or
-//! another process) stays readable for as long as it is mapped: removal
-//! unlinks the file, and the kernel keeps its pages until the map goes.
+//! # What a map guarantees, and other writers
+//!
+//! A map is only as stable as its file. memento never writes into a
+//! published entry (a write goes to a new file that replaces it), so
+//! within memento:
+//!
+//! - A mapped entry that is removed meanwhile (by `clear`, eviction, or
+//!   another process) stays readable for as long as it is mapped: removal
+//!   unlinks the file, and the kernel keeps its pages until the map goes.
+//! - A replaced entry (a forced call, another process's publish) leaves the
+//!   map on the old file, unchanged.
+//!
+//! A shared folder may also have writers that are not memento, and for
+//! them a map gives no guarantee beyond memory safety (the elements are
+//! plain numbers, so any bytes are valid values):
+//!
+//! - A file **rewritten in place** after the check changes the elements
+//!   under the program: later reads see the new bytes, unchecked.
+//! - A file **truncated** under the map makes the lost pages raise
+//!   `SIGBUS` when touched, which ends the process.
+//!
+//! numpy's `memmap` and joblib's `mmap_mode` carry exactly the same
+//! hazard. Use maps where the folder's other writers only add and remove
+//! files.
+//!
+//! With a signing key, a signature promises that the value used is the
+//! value signed, which a map cannot keep: a signed cache therefore reads a
+//! stored `Mapped` result into memory and checks it there
+//! ([`is_mapped`](Mapped::is_mapped) is false), and neither hazard
+//! applies. [`Memory::map_signed`](crate::Memory::map_signed) opts in to
+//! maps anyway, for a folder known to have no such writers.
 //!
 //! ```
 //! # let dir = tempfile::tempdir().unwrap();
@@ -50,10 +78,12 @@ use std::sync::OnceLock;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::buffer::{Element, KeyBuffer, StoredBuffer};
-use crate::codec::{self, Damage, Signer, HEADER_LEN};
+use crate::header::{self, Damage, Header, Signer};
 
 /// A result that is either a value in memory or a read-only memory map of
-/// its stored entry. See the [module documentation](crate::mapped).
+/// its stored entry. See the [module documentation](crate::mapped), and
+/// its section on other writers: a map does not survive another program
+/// truncating its file.
 pub struct Mapped<T: StoredBuffer> {
     inner: Inner<T>,
 }
@@ -61,11 +91,14 @@ pub struct Mapped<T: StoredBuffer> {
 enum Inner<T: StoredBuffer> {
     /// In memory, row-major and contiguous.
     Owned(T),
-    Map(Map),
+    /// Boxed: a map holds its header, which an owned value does not need.
+    Map(Box<Map>),
 }
 
 struct Map {
     map: memmap2::Mmap,
+    /// The entry's header, checked when it was mapped.
+    header: Header,
     /// Where the elements start in the map.
     offset: usize,
     count: usize,
@@ -108,6 +141,7 @@ impl<T: StoredBuffer> Mapped<T> {
     /// says `shape` and `count` elements from `offset` on.
     pub(crate) fn map(
         map: memmap2::Mmap,
+        header: Header,
         offset: usize,
         count: usize,
         shape: Vec<u64>,
@@ -115,15 +149,16 @@ impl<T: StoredBuffer> Mapped<T> {
         entry: Option<PathBuf>,
     ) -> Mapped<T> {
         Mapped {
-            inner: Inner::Map(Map {
+            inner: Inner::Map(Box::new(Map {
                 map,
+                header,
                 offset,
                 count,
                 shape,
                 signer,
                 entry,
                 verified: OnceLock::new(),
-            }),
+            })),
         }
     }
 
@@ -150,13 +185,10 @@ impl<T: StoredBuffer> Mapped<T> {
         };
         map.verified
             .get_or_init(|| {
-                let bytes = &map.map[..];
-                let mut h = codec::checksum_hasher(bytes, map.signer.as_ref());
-                codec::update(&mut h, &bytes[HEADER_LEN..]);
-                if codec::checksum_matches(&h, bytes) {
+                let checked = header::check_checksum(&map.header, &map.map, map.signer.as_ref());
+                let Err(damage) = checked else {
                     return Ok(());
-                }
-                let damage = codec::checksum_damage(bytes);
+                };
                 if let Some(entry) = &map.entry {
                     crate::log::warning!(
                         "{}: a mapped result is damaged ({damage}); it is removed",
@@ -204,19 +236,17 @@ impl<T: StoredBuffer> Mapped<T> {
 }
 
 fn map_elements<P: Element>(map: &Map) -> &[P] {
-    let bytes = &map.map[map.offset..map.offset + map.count * std::mem::size_of::<P>()];
-    #[cfg(target_endian = "little")]
-    {
-        debug_assert_eq!(bytes.as_ptr() as usize % std::mem::align_of::<P>(), 0);
-        // SAFETY: the data starts at a file offset that is a multiple of
-        // 64 in a page-aligned map, so it is aligned for `P`; it spans
-        // exactly `count` elements (checked against the file's length);
-        // every bit pattern is a valid `P`; the map is read-only and lives
-        // as long as the returned slice.
-        unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<P>(), map.count) }
-    }
     #[cfg(target_endian = "big")]
     compile_error!("memory-mapped results need a little-endian machine");
+    // The data starts at a file offset that is a multiple of 64 in a
+    // page-aligned map, so it is aligned for `P`, and spans exactly `count`
+    // elements (the descriptor was checked against the file's length):
+    // bytemuck checks both again.
+    let bytes = map
+        .map
+        .get(map.offset..map.offset + map.count * std::mem::size_of::<P>())
+        .expect("the descriptor was checked against the file's length");
+    bytemuck::cast_slice(bytes)
 }
 
 impl<T: StoredBuffer> Deref for Mapped<T> {

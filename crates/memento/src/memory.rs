@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::codec::{self, HEADER_LEN};
+use crate::codec;
 use crate::entry::{self, Metadata};
 use crate::error::{Error, Result};
 use crate::evict::{self, Inventory, Limits, Stats};

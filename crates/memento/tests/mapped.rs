@@ -127,14 +127,16 @@ fn removal_while_mapped_is_harmless() {
 #[test]
 fn signed_maps_check_their_signature() {
     let dir = fresh_dir("mapped-signed");
-    let alpha = Memory::new(&dir).signing_key("alpha");
+    // Signed entries are mapped only when asked (see
+    // `a_signed_mapped_result_never_changes_after_its_check`).
+    let alpha = Memory::new(&dir).signing_key("alpha").map_signed(true);
     let f = Function::new("mapped", "signed");
     let _: Mapped<Vec<u64>> = alpha.call(&f, &3u64, || vec![7u64; 1000].into());
     let m: Mapped<Vec<u64>> = alpha.call(&f, &3u64, || unreachable!("stored"));
     assert!(m.is_mapped());
     m.verify().unwrap();
     // Another key: the header says signed, the signature does not match.
-    let beta = Memory::new(&dir).signing_key("beta");
+    let beta = Memory::new(&dir).signing_key("beta").map_signed(true);
     let m: Mapped<Vec<u64>> = beta.call(&f, &3u64, || vec![7u64; 1000].into());
     if m.is_mapped() {
         assert!(m.verify().is_err(), "a foreign signature is refused");
@@ -168,4 +170,103 @@ fn arrays_are_mapped_as_views() {
     let a = memento::Key::of(memento::buffer::BufferKey::of(&stored)).unwrap();
     let b = memento::Key::of(memento::buffer::BufferKey::of(&make())).unwrap();
     assert_eq!(a, b);
+}
+
+/// The first `n` squares, stored as a `Mapped` result by `memory`.
+fn squares(memory: &Memory, f: &Function, n: u64) -> Mapped<Vec<u64>> {
+    memory.call(f, &n, || (0..n).map(|i| i * i).collect::<Vec<u64>>().into())
+}
+
+/// Overwrites bytes in the middle of the file in place, as another writer
+/// sharing the folder might (memento never does).
+fn rewrite_in_place(path: &std::path::Path) {
+    use std::io::{Seek, SeekFrom, Write};
+    let len = std::fs::metadata(path).unwrap().len();
+    let mut file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    file.seek(SeekFrom::Start(len / 2)).unwrap();
+    file.write_all(&[0xAB; 64]).unwrap();
+    file.sync_all().unwrap();
+}
+
+#[test]
+fn a_signed_mapped_result_never_changes_after_its_check() {
+    let dir = fresh_dir("mapped-signed-rewrite");
+    let memory = Memory::new(&dir).signing_key("alpha");
+    let f = Function::new("mapped", "squares_signed");
+    let expected: Vec<u64> = (0..100_000u64).map(|i| i * i).collect();
+    let _ = squares(&memory, &f, 100_000);
+    let stored = squares(&memory, &f, 100_000);
+    assert_eq!(&*stored, &expected[..], "checked and read");
+    rewrite_in_place(&entry_path(&memory, &f, &100_000));
+    assert_eq!(&*stored, &expected[..], "unchanged by the rewrite");
+    stored.verify().unwrap();
+    assert!(
+        !stored.is_mapped(),
+        "with a signing key a stored result is read into memory"
+    );
+    // The rewritten entry is refused, and recomputed, by the next call.
+    assert_eq!(&*squares(&memory, &f, 100_000), &expected[..]);
+}
+
+#[test]
+fn signed_maps_are_an_opt_in() {
+    let dir = fresh_dir("mapped-signed-opt-in");
+    let f = Function::new("mapped", "squares_opt_in");
+    let memory = Memory::new(&dir).signing_key("alpha").map_signed(true);
+    let _ = squares(&memory, &f, 1000);
+    let stored = squares(&memory, &f, 1000);
+    assert!(stored.is_mapped(), "map_signed(true) maps signed entries");
+    stored.verify().unwrap();
+    let unsigned = Memory::new(fresh_dir("mapped-unsigned-maps"));
+    let _ = squares(&unsigned, &f, 1000);
+    assert!(squares(&unsigned, &f, 1000).is_mapped(), "unsigned: maps");
+}
+
+/// What `Mapped` does not survive: another process truncating the entry
+/// under an unsigned map. Touching the lost pages raises SIGBUS, which ends
+/// the process, as it would for numpy's `memmap` or joblib's `mmap_mode`.
+/// With a signing key the result is in memory and the truncation is
+/// harmless. Each case runs in a child process (this test binary again).
+#[cfg(target_os = "linux")]
+#[test]
+fn truncation_under_a_map() {
+    use std::os::unix::process::ExitStatusExt;
+    const CHILD: &str = "MEMENTO_TEST_TRUNCATE";
+    if let Ok(how) = std::env::var(CHILD) {
+        let dir = fresh_dir(&format!("mapped-truncated-{how}"));
+        let mut memory = Memory::new(&dir);
+        if how == "signed" {
+            memory = memory.signing_key("alpha");
+        }
+        let f = Function::new("mapped", "squares_truncated");
+        let _ = squares(&memory, &f, 1 << 20);
+        let stored = squares(&memory, &f, 1 << 20);
+        // Another writer empties the file.
+        let path = entry_path(&memory, &f, &(1 << 20));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        assert_eq!(stored[(1 << 20) - 1], ((1u64 << 20) - 1).pow(2));
+        return;
+    }
+    let run = |how: &str| {
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "truncation_under_a_map", "--test-threads=1"])
+            .env(CHILD, how)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+    };
+    let signed = run("signed");
+    assert!(signed.success(), "a signed result is in memory: {signed:?}");
+    let unsigned = run("unsigned");
+    assert_eq!(
+        unsigned.signal(),
+        Some(7), // SIGBUS
+        "an unsigned map of a truncated entry raises SIGBUS: {unsigned:?}"
+    );
 }

@@ -15,6 +15,8 @@ pub(super) struct Options {
     pub(super) limits: Limits,
     pub(super) lock_timeout: Option<Duration>,
     pub(super) signer: Option<codec::Signer>,
+    /// Map signed entries asked for as `Mapped` (see `Memory::map_signed`).
+    pub(super) map_signed: bool,
 }
 
 impl Memory {
@@ -33,6 +35,7 @@ impl Memory {
                 limits: Limits::default(),
                 lock_timeout: None,
                 signer: None,
+                map_signed: false,
             },
         )
     }
@@ -101,6 +104,7 @@ impl Memory {
                 limits: Limits::default(),
                 lock_timeout: None,
                 signer: None,
+                map_signed: false,
             },
         )
     }

@@ -7,12 +7,12 @@ use std::io::Read;
 use serde::de::DeserializeOwned;
 
 use super::{EntryName, Memory, Refusal};
-use crate::buffer::{self, Checked, FileEntry, Ops, ReadError, LARGE_READ};
 use crate::codec::{self, CODEC_BUFFER};
 use crate::error::{Error, Result};
 use crate::function::Function;
 use crate::key::Key;
 use crate::store::Opened;
+use crate::stored::{self, Checked, FileEntry, Ops, ReadError, LARGE_READ};
 
 /// What reading an entry gave.
 pub(super) enum Got<T> {
@@ -59,24 +59,26 @@ impl Memory {
         if len >= LARGE_READ || ops.mapped {
             let mut head = [0u8; HEAD];
             let head = &mut head[..(len as usize).min(HEAD)];
-            buffer::read_at(&file, head, 0).map_err(io)?;
+            stored::read_at(&file, head, 0).map_err(io)?;
             let signer = self.inner.options.signer.as_ref();
-            let codec = match codec::check_header(key, head, len, signer) {
-                Ok(codec) => codec,
+            let header = match codec::check_header(key, head, len, signer) {
+                Ok(header) => header,
                 Err(damage) => return Ok(Got::Refused(Refusal::Damaged(damage))),
             };
             // Compressed buffers are read whole and decompressed.
-            if codec == CODEC_BUFFER {
-                if let Err(refusal) = self.admit(function, key, head, len) {
+            if header.codec() == CODEC_BUFFER {
+                if let Err(refusal) = self.admit(function, key, &header, head, len) {
                     return Ok(Got::Refused(refusal));
                 }
-                let mut hasher = codec::checksum_hasher(head, signer);
+                let mut hasher = header.hasher(signer);
                 let mut slot: Option<T> = None;
                 let entry = FileEntry {
                     file: &file,
-                    head,
+                    header: &header,
+                    descriptor: head.get(codec::Header::LEN..).unwrap_or_default(),
                     len,
                     signer,
+                    map_signed: self.inner.options.map_signed,
                     path: ops.mapped.then(|| self.entry_file(function, key)).flatten(),
                 };
                 return match (ops.read_file)(entry, &mut hasher, &mut slot) {
@@ -84,8 +86,8 @@ impl Memory {
                     Err(ReadError::Damage(why)) => {
                         Ok(Got::Refused(Refusal::Damaged(codec::Damage::Decode(why))))
                     }
-                    Ok(Checked::Now) if !codec::checksum_matches(&hasher, head) => {
-                        Ok(Got::Refused(Refusal::Damaged(codec::checksum_damage(head))))
+                    Ok(Checked::Now) if !header.matches(&hasher) => {
+                        Ok(Got::Refused(Refusal::Damaged(header.damage())))
                     }
                     Ok(_) => Ok(slot.map_or(Got::Absent, Got::Value)),
                 };
@@ -95,5 +97,36 @@ impl Memory {
         buf.reserve(len as usize);
         (&file).take(len).read_to_end(buf).map_err(io)?;
         Ok(Got::Bytes)
+    }
+}
+
+impl Memory {
+    /// With a signing key, return stored [`Mapped`](crate::Mapped) results
+    /// as memory maps after all (off by default).
+    ///
+    /// A signature promises that the value a program uses is the value that
+    /// was signed. A map cannot keep that promise: its checksum is checked
+    /// once, and another process that rewrites the file in place afterwards
+    /// (memento never does) changes the elements under the program. So with
+    /// a signing key, a stored `Mapped` result is read into memory and
+    /// checked there (`is_mapped()` is false), unless this opt-in says the
+    /// folder has no such writer and loading in O(1) matters more. Without
+    /// a signing key, stored `Mapped` results are always maps.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use memento::{Function, Mapped, Memory};
+    /// let f = Function::new("docs", "ramp");
+    /// let ramp = || -> Mapped<Vec<f64>> { (0..1000).map(f64::from).collect::<Vec<_>>().into() };
+    ///
+    /// let signed = Memory::new(dir.path()).signing_key("secret");
+    /// let _ = signed.call(&f, &1u8, ramp); // computed
+    /// assert!(!signed.call(&f, &1u8, ramp).is_mapped()); // read into memory
+    ///
+    /// let mapping = Memory::new(dir.path()).signing_key("secret").map_signed(true);
+    /// assert!(mapping.call(&f, &1u8, ramp).is_mapped()); // mapped
+    /// ```
+    pub fn map_signed(self, map: bool) -> Memory {
+        self.with_options(|o| o.map_signed = map)
     }
 }

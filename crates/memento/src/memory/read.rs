@@ -121,18 +121,18 @@ impl Memory {
             return Ok(None);
         }
         let len = buf.len() as u64;
-        match codec::check_header(key, &buf, len, None) {
-            Ok(_) | Err(codec::Damage::NoKey) => {}
-            Err(damage) => {
-                return Err(Error::Damaged {
-                    name: format!("{}/{}", self.location(), name.as_str()),
-                    damage,
-                })
-            }
-        }
-        let head = buf.get(..HEADER_LEN).unwrap_or_default();
-        Ok(Some(Metadata::of_entry(
-            head,
+        // Everything but the checksum: the info is for people.
+        let header =
+            codec::Header::parse(&buf).and_then(|header| match header.check(key, len, None) {
+                Ok(()) | Err(codec::Damage::NoKey) => Ok(header),
+                Err(damage) => Err(damage),
+            });
+        let header = header.map_err(|damage| Error::Damaged {
+            name: format!("{}/{}", self.location(), name.as_str()),
+            damage,
+        })?;
+        Ok(Some(Metadata::of_header(
+            &header,
             len,
             codec::info(&buf),
             function,
@@ -157,7 +157,7 @@ impl Memory {
     ) -> Option<T> {
         let name = EntryName::entry(function.folder(), key);
         let mut buf = READ_BUF.with(Cell::take);
-        let read = match crate::buffer::ops::<T>() {
+        let read = match crate::stored::ops::<T>() {
             Some(ops) => self.read_buffer::<T>(function, key, &name, ops, &mut buf),
             None => self.inner.store.read(name.as_str(), &mut buf).map(|found| {
                 if found {
@@ -178,10 +178,10 @@ impl Memory {
                 None
             }
             Ok(Got::Bytes) => match self.accept::<T>(function, key, &buf) {
-                Ok((value, plain)) => {
+                Ok((value, plain, created)) => {
                     tracing::debug!("{}: hit on disk ({key})", function.full_name());
                     if function.validator().is_none() && !mapped::<T>() {
-                        self.keep_hot(function, *key, &plain, codec::created_ms(&buf));
+                        self.keep_hot(function, *key, &plain, created);
                     }
                     Some(value)
                 }
@@ -228,33 +228,37 @@ impl Memory {
     }
 
     /// Verifies an entry, applies the function's expiry and validation, and
-    /// decodes it.
+    /// decodes it; also returns the unpacked payload and when it was
+    /// computed.
     pub(super) fn accept<'e, T: DeserializeOwned + 'static>(
         &self,
         function: &Function,
         key: &Key,
         entry: &'e [u8],
-    ) -> std::result::Result<(T, std::borrow::Cow<'e, [u8]>), Refusal> {
+    ) -> std::result::Result<(T, std::borrow::Cow<'e, [u8]>, u64), Refusal> {
         let signer = self.inner.options.signer.as_ref();
-        let payload = codec::verify(key, entry, signer).map_err(Refusal::Damaged)?;
-        self.admit(function, key, entry, entry.len() as u64)?;
-        codec::decode_entry(entry, payload).map_err(Refusal::Damaged)
+        let (header, payload) = codec::open(key, entry, signer).map_err(Refusal::Damaged)?;
+        self.admit(function, key, &header, entry, entry.len() as u64)?;
+        let (value, plain) = codec::decode_with(&header, payload).map_err(Refusal::Damaged)?;
+        Ok((value, plain, header.created_ms()))
     }
 
     /// The function's expiry and validation, applied to an entry of
-    /// `file_len` bytes whose header (at least) is `head`.
+    /// `file_len` bytes whose checked header is `header` and whose first
+    /// bytes (at least the header) are `head`.
     pub(super) fn admit(
         &self,
         function: &Function,
         key: &Key,
+        header: &codec::Header,
         head: &[u8],
         file_len: u64,
     ) -> std::result::Result<(), Refusal> {
-        if expired(function, codec::created_ms(head)) {
+        if expired(function, header.created_ms()) {
             return Err(Refusal::Rejected("expired"));
         }
         if let Some(validate) = function.validator() {
-            let meta = self.metadata_of(function, key, head, file_len);
+            let meta = self.metadata_of(function, key, header, head, file_len);
             if !validate(&meta) {
                 return Err(Refusal::Rejected("was rejected by its validate function"));
             }
@@ -269,23 +273,23 @@ impl Memory {
         &self,
         function: &Function,
         key: &Key,
+        header: &codec::Header,
         head: &[u8],
         file_len: u64,
     ) -> Metadata {
         let mut read = Vec::new();
-        let info = match codec::info(head) {
+        let info = match codec::info_of(header, head) {
             Some(info) => Some(info),
             None => {
-                let start = (HEADER_LEN as u64).saturating_add(codec::payload_len(head));
                 let name = EntryName::entry(function.folder(), key);
-                let found = self
-                    .inner
-                    .store
-                    .read_range(name.as_str(), start..file_len, &mut read);
+                let found =
+                    self.inner
+                        .store
+                        .read_range(name.as_str(), header.info_range(), &mut read);
                 found.unwrap_or(false).then_some(&read[..])
             }
         };
-        Metadata::of_entry(head, file_len, info, function.full_name())
+        Metadata::of_header(header, file_len, info, function.full_name())
     }
 
     pub(super) fn remove_entry(&self, function: &Function, key: &Key) {
@@ -310,7 +314,7 @@ pub(super) enum Refusal {
 /// layer)? Folded at compile time.
 #[inline(always)]
 pub(super) fn mapped<T: 'static>() -> bool {
-    crate::buffer::ops::<T>().is_some_and(|ops| ops.mapped)
+    crate::stored::ops::<T>().is_some_and(|ops| ops.mapped)
 }
 
 pub(super) fn expired(function: &Function, created_ms: u64) -> bool {

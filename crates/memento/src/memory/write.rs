@@ -149,9 +149,14 @@ impl Memory {
         }
         if let Some(record) = &write.record {
             written += self.ensure_record(record)?;
-            if write.keep_in_memory && self.inner.options.in_memory_bytes > 0 {
-                let payload = HEADER_LEN..HEADER_LEN + codec::payload_len(&write.bytes) as usize;
-                let plain = write.plain.as_deref().unwrap_or(&write.bytes[payload]);
+            let plain = write
+                .plain
+                .as_deref()
+                .or_else(|| codec::payload(&write.bytes));
+            if let (true, Some(plain)) = (
+                write.keep_in_memory && self.inner.options.in_memory_bytes > 0,
+                plain,
+            ) {
                 let tag = self.signer_tag();
                 self.inner.shared.hot.insert(
                     write.key,
