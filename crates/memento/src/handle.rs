@@ -180,7 +180,7 @@ impl<T> StoredResult<T> {
     pub fn metadata(&self) -> Result<Metadata> {
         let name = self.name()?;
         let mut buf = Vec::new();
-        if !self.store().read(&name, &mut buf)? {
+        if !self.store().peek(&name, &mut buf)? {
             return Err(self.not_stored());
         }
         let key = self.key.ok_or_else(|| self.not_stored())?;

@@ -158,3 +158,51 @@ fn eviction_and_clear_beside_readers_and_writers() {
     );
     println!("1600 calls, 0 wrong values, {} results kept", stats.entries);
 }
+
+/// Clears in a loop while other threads write: a folder that fills up under
+/// a clear (an index log, a shard, a function's folder made again) is no
+/// error. What was there when a clear started is gone when it returns.
+#[test]
+fn clears_beside_writers_never_fail() {
+    let dir = fresh_dir("clear-loop");
+    let memory = Memory::new(&dir);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..3u64)
+        .map(|t| {
+            let (memory, stop) = (memory.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let f = Function::new("conc", "cleared");
+                let mut i = 0u64;
+                while !stop.load(SeqCst) {
+                    let k = t * 1_000_000 + i;
+                    let v: u64 = memory.call(&f, &k, || k + 1);
+                    assert_eq!(v, k + 1);
+                    i += 1;
+                }
+                i
+            })
+        })
+        .collect();
+    let mut failures = Vec::new();
+    for _ in 0..300 {
+        // One result written before the clear: it must be gone after it.
+        let before = Function::new("conc", "before");
+        let _: u8 = memory.call(&before, &(), || 1);
+        match memory.clear() {
+            Err(e) => failures.push(e.to_string()),
+            Ok(()) => assert!(
+                !memory.contains::<u8, _>(&before, &()),
+                "a result stored before the clear is still there"
+            ),
+        }
+    }
+    stop.store(true, SeqCst);
+    let written: u64 = writers.into_iter().map(|h| h.join().unwrap()).sum();
+    assert!(written > 0);
+    assert!(
+        failures.is_empty(),
+        "{} of 300 clears failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+}

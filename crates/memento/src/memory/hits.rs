@@ -83,8 +83,25 @@ impl Memory {
 
     /// Adds `n` to the count in `hits.json` (read, add, replace: two
     /// processes flushing at once may lose one's count; it is a statistic).
+    ///
+    /// Not when the function has no record (`function.json`): its results
+    /// were cleared (by this process or another) since the hits, which
+    /// counted results that are gone. Written anyway, the count would make
+    /// a folder of a function without results, which `memento ls` would
+    /// list. A function that stores a result writes its record first.
     pub(super) fn add_hits(&self, name: &str, n: u64) {
         if n == 0 {
+            return;
+        }
+        let Some(folder) = name.strip_suffix("/hits.json") else {
+            return;
+        };
+        let mut probe = Vec::new();
+        let record = format!("{folder}/function.json");
+        if !matches!(
+            self.inner.store.read_range(&record, 0..1, &mut probe),
+            Ok(true)
+        ) {
             return;
         }
         let old = crate::store::read_json::<HitsFile>(&*self.inner.store, name)

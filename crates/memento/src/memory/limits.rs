@@ -2,6 +2,7 @@
 //! eviction index for a local cache), statistics and clearing.
 
 use super::*;
+use crate::evict::FunctionStats;
 
 /// Running count of what the store holds, from the last listing plus this
 /// Memory's writes since.
@@ -126,6 +127,7 @@ impl Memory {
                 name: index::entry_file(&e.folder, key),
                 key: key.to_hex(),
                 bytes: e.size,
+                content: e.size,
                 last_access: UNIX_EPOCH + Duration::from_millis(e.time_ms),
                 complete: true,
             })
@@ -164,6 +166,12 @@ impl Memory {
         if !limits.any() {
             return;
         }
+        // What the write takes on the disk: whole blocks (an estimate; a
+        // listing reads the real ones).
+        let added = match &self.inner.index {
+            Some(index) => index.on_disk(added),
+            None => added,
+        };
         let due = {
             let mut usage = self.inner.usage.lock().unwrap_or_else(|e| e.into_inner());
             let over = match &mut usage.known {
@@ -207,14 +215,42 @@ impl Memory {
 
     /// Removes every stored result of every function (the location itself
     /// and its `.gitignore` stay).
+    ///
+    /// Other threads and processes may go on reading and writing meanwhile:
+    /// what was stored when the clear started is removed; what is written
+    /// while it runs may stay or go. A folder that fills up under it is no
+    /// error.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let memory = memento::Memory::new(dir.path());
+    /// let f = memento::Function::new("docs", "cleared");
+    /// let _: u8 = memory.call(&f, &1u8, || 2);
+    /// memory.clear().unwrap();
+    /// assert_eq!(memory.stats().unwrap().entries, 0);
+    /// assert!(dir.path().join(".gitignore").exists());
+    /// ```
     pub fn clear(&self) -> Result<()> {
         let store = &*self.inner.store;
-        let mut tops: Vec<String> = store
-            .list("")?
-            .into_iter()
-            .filter_map(|name| name.split('/').next().map(str::to_string))
-            .filter(|top| top != ".gitignore")
-            .collect();
+        let mut tops: Vec<String> = match &self.inner.options.location {
+            // The top folders, without listing every entry under them.
+            Some(root) => match std::fs::read_dir(root) {
+                Ok(listing) => listing
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|name| !name.starts_with(crate::store::TEMP_PREFIX))
+                    .collect(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(Error::io("list", root, e)),
+            },
+            None => store
+                .list("")?
+                .into_iter()
+                .filter_map(|name| name.split('/').next().map(str::to_string))
+                .collect(),
+        };
+        tops.retain(|top| top != ".gitignore");
+        tops.sort();
         tops.dedup();
         for top in tops {
             store.delete_prefix(&top)?;
@@ -235,19 +271,76 @@ impl Memory {
     }
 
     /// Removes every stored result of `function` (and its record); returns
-    /// how many results were removed.
+    /// how many results were removed. The results of other functions stay,
+    /// those of a function nested in this one's folder too.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let memory = memento::Memory::new(dir.path());
+    /// let f = memento::Function::new("docs", "twice");
+    /// let _: u32 = memory.call(&f, &2u32, || 4);
+    /// assert_eq!(memory.clear_function(&f).unwrap(), 1);
+    /// assert_eq!(memory.stats().unwrap().entries, 0);
+    /// ```
     pub fn clear_function(&self, function: &Function) -> Result<usize> {
-        let removed = self.remove_entries(function)?;
-        for file in ["function.json", "hits.json"] {
-            self.inner
-                .store
-                .delete(&format!("{}/{file}", function.folder()))?;
-        }
+        let removed = self.clear_folder(function.folder())?;
         self.inner
             .functions
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(function.hash());
+        Ok(removed)
+    }
+
+    /// Removes every stored result of a function as listed by
+    /// [`stats`](Memory::stats) (its record too), as
+    /// [`clear_function`](Memory::clear_function) does for a [`Function`]:
+    /// for tools that know a cache's functions by their listing (the
+    /// `memento` command). A function nested in its folder keeps its
+    /// results. Returns how many results were removed.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let memory = memento::Memory::new(dir.path());
+    /// let outer = memento::Function::new("docs", "outer");
+    /// let inner = memento::Function::new("docs::outer", "inner");
+    /// let _: u8 = memory.call(&outer, &1u8, || 1);
+    /// let _: u8 = memory.call(&inner, &1u8, || 2);
+    /// let stats = memory.stats().unwrap();
+    /// let listed = stats.functions.iter().find(|f| f.name == "docs::outer").unwrap();
+    /// assert_eq!(memory.clear_listed(listed).unwrap(), 1);
+    /// assert_eq!(memory.stats().unwrap().functions.len(), 1); // docs::outer::inner
+    /// ```
+    pub fn clear_listed(&self, function: &FunctionStats) -> Result<usize> {
+        let removed = self.clear_folder(&function.folder)?;
+        // Which in-process state is this function's is not known by its
+        // folder: all of it is read again.
+        self.inner
+            .functions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        Ok(removed)
+    }
+
+    /// Removes the results and records of the function whose folder is
+    /// `folder`, not those of functions in folders below it.
+    fn clear_folder(&self, folder: &str) -> Result<usize> {
+        let store = &*self.inner.store;
+        let inventory = Inventory::scan_prefix(store, folder)?;
+        let victims: Vec<&evict::EntryInfo> = inventory
+            .entries
+            .iter()
+            .filter(|e| e.function_folder == folder)
+            .collect();
+        let (removed, _, first_error) = evict::remove_entries(store, &victims, &|| {});
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        for file in ["function.json", "hits.json"] {
+            store.delete(&format!("{folder}/{file}"))?;
+        }
+        store.prune(folder)?;
         // Keys do not name their function: drop the whole in-memory layer.
         self.inner.hot.clear();
         // And its records in the eviction index.
@@ -263,11 +356,11 @@ impl Memory {
             let keep = snapshot
                 .entries
                 .into_iter()
-                .filter(|(_, e)| e.folder != function.folder());
+                .filter(|(_, e)| e.folder != folder);
             crate::index::compact(root, keep, &snapshot.logs)
                 .map_err(|e| Error::io("compact the eviction index in", &dir, e))?;
         }
-        Ok(removed)
+        Ok(removed as usize)
     }
 
     /// Rebuilds the eviction index of a local cache from a listing of it:

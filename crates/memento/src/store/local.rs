@@ -139,23 +139,31 @@ impl LocalStore {
                 .tempfile_in(dir)
         };
         let mut created = false;
-        let mut tmp = match make() {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                // Usually only the shard folder is missing.
-                match fs::create_dir(dir) {
-                    Ok(()) => created = true,
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                    Err(_) => {
-                        self.root_ready.store(false, Ordering::Release);
-                        self.ensure_root()?;
-                        fs::create_dir_all(dir).map_err(|e| Error::io("create folder", dir, e))?;
-                        created = true;
+        // A clear in another thread or process may remove the folders
+        // between their making and the file's: make them again, a few times.
+        let mut attempts = 0;
+        let mut tmp = loop {
+            match make() {
+                Ok(t) => break t,
+                Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < FOLDER_ATTEMPTS => {
+                    attempts += 1;
+                    // Usually only the shard folder is missing.
+                    match fs::create_dir(dir) {
+                        Ok(()) => created = true,
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                        Err(_) => {
+                            self.root_ready.store(false, Ordering::Release);
+                            self.ensure_root()?;
+                            match fs::create_dir_all(dir) {
+                                Ok(()) => created = true,
+                                Err(e) if absent(&e) => {}
+                                Err(e) => return Err(Error::io("create folder", dir, e)),
+                            }
+                        }
                     }
                 }
-                make().map_err(|e| Error::io("create a file in", dir, e))?
+                Err(e) => return Err(Error::io("create a file in", dir, e)),
             }
-            Err(e) => return Err(Error::io("create a file in", dir, e)),
         };
         for part in parts {
             tmp.write_all(part)
@@ -208,6 +216,26 @@ impl Store for LocalStore {
                 .read_to_end(out)
                 .map_err(|e| Error::io("read", path, e))?;
             touch(&file, &meta, self.access_granularity);
+            Ok(true)
+        })
+    }
+
+    fn peek(&self, name: &str, out: &mut Vec<u8>) -> Result<bool> {
+        check_name(name)?;
+        self.with_path(name, |path| {
+            let file = match File::open(path) {
+                Ok(f) => f,
+                Err(e) if absent(&e) => return Ok(false),
+                Err(e) => return Err(Error::io("open", path, e)),
+            };
+            let meta = file.metadata().map_err(|e| Error::io("read", path, e))?;
+            out.clear();
+            out.reserve(meta.len() as usize);
+            // As `read`, without recording an access.
+            (&file)
+                .take(meta.len())
+                .read_to_end(out)
+                .map_err(|e| Error::io("read", path, e))?;
             Ok(true)
         })
     }
@@ -358,6 +386,7 @@ impl Store for LocalStore {
                     found.push(ObjectMeta {
                         name: parts.join("/"),
                         size: meta.len(),
+                        disk: on_disk(&meta),
                         modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
                     });
                 }
@@ -392,15 +421,21 @@ impl Store for LocalStore {
         check_name(prefix)?;
         let path = self.root.join(prefix);
         let result = if path.is_dir() {
-            fs::remove_dir_all(&path)
+            remove_tree(&path, SystemTime::now())
         } else {
-            fs::remove_file(&path)
+            fs::remove_file(&path).map_err(|e| (path.clone(), e))
         };
         match result {
             Ok(()) => Ok(()),
-            Err(e) if absent(&e) => Ok(()),
-            Err(e) => Err(Error::io("delete", path, e)),
+            Err((_, e)) if absent(&e) => Ok(()),
+            Err((path, e)) => Err(Error::io("delete", path, e)),
         }
+    }
+
+    fn prune(&self, folder: &str) -> Result<()> {
+        check_name(folder)?;
+        let dir = self.root.join(folder);
+        prune_folder(&dir).map_err(|e| Error::io("delete", dir, e))
     }
 
     fn location(&self) -> String {
@@ -510,6 +545,135 @@ impl Store for LocalStore {
             }
         }
         Ok(removed)
+    }
+}
+
+/// How many times a write makes its folders again when they vanish under
+/// it (each time, a clear removed them in between).
+const FOLDER_ATTEMPTS: u32 = 16;
+
+/// What a file takes on the disk: its allocated blocks (`st_blocks` × 512
+/// on Unix), which for small files is far more than its length (a 200-byte
+/// entry takes a whole 4 KiB block on ext4). Elsewhere, its length.
+pub(crate) fn on_disk(meta: &fs::Metadata) -> u64 {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        meta.blocks() * 512
+    }
+    #[cfg(not(unix))]
+    {
+        meta.len()
+    }
+}
+
+/// The block size of the file system under `path` (`st_blksize`; 4096 when
+/// unknown), by which a new file's disk size is estimated.
+pub(crate) fn block_size(path: &Path) -> u64 {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(meta) = fs::metadata(path) {
+            return meta.blksize().max(512);
+        }
+    }
+    let _ = path;
+    4096
+}
+
+/// Is this the error of a folder that is not empty (something was written
+/// in it meanwhile)?
+fn filled(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::DirectoryNotEmpty
+}
+
+/// Removes the folder `dir` with everything that was in it when the walk
+/// listed it; what another thread or process writes there meanwhile may
+/// stay (and then so does its folder): a folder that filled up under the
+/// removal is no error, and neither is a file already gone. Temporary files
+/// of writes still going on (younger than [`LEFTOVER_AGE`] at `started`) are
+/// left to their writers, which publish them: a clear does not make a
+/// concurrent write fail.
+fn remove_tree(dir: &Path, started: SystemTime) -> std::result::Result<(), (PathBuf, io::Error)> {
+    let listing = match fs::read_dir(dir) {
+        Ok(listing) => listing,
+        Err(e) if absent(&e) => return Ok(()),
+        Err(e) => return Err((dir.to_path_buf(), e)),
+    };
+    for entry in listing {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) if absent(&e) => continue,
+            Err(e) => return Err((dir.to_path_buf(), e)),
+        };
+        let path = entry.path();
+        let kind = match entry.file_type() {
+            Ok(kind) => kind,
+            Err(e) if absent(&e) => continue,
+            Err(e) => return Err((path, e)),
+        };
+        if kind.is_dir() {
+            remove_tree(&path, started)?;
+            continue;
+        }
+        if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+            let young = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .map(|m| started.duration_since(m).unwrap_or(Duration::ZERO) < LEFTOVER_AGE)
+                .unwrap_or(false);
+            if young {
+                continue;
+            }
+        }
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if absent(&e) => {}
+            Err(e) => return Err((path, e)),
+        }
+    }
+    match fs::remove_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if absent(&e) || filled(&e) => Ok(()),
+        Err(e) => Err((dir.to_path_buf(), e)),
+    }
+}
+
+/// Removes the folder `dir` if nothing is left in it but its `.keys`, and
+/// that only when no key of it is locked (see `ranges`): a lock holder
+/// keeps its file. A waiter that then locks the removed file finds it gone
+/// and locks the one made next, as after a clear.
+fn prune_folder(dir: &Path) -> io::Result<()> {
+    let listing = match fs::read_dir(dir) {
+        Ok(listing) => listing,
+        Err(e) if absent(&e) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let mut keys = false;
+    for entry in listing {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) if absent(&e) => continue,
+            Err(e) => return Err(e),
+        };
+        #[cfg(target_os = "linux")]
+        if entry.file_name() == super::ranges::RANGES_FILE {
+            keys = true;
+            continue;
+        }
+        let _ = entry;
+        // Something else is here: the folder stays.
+        return Ok(());
+    }
+    #[cfg(target_os = "linux")]
+    if keys && !super::ranges::remove_unlocked(dir)? {
+        return Ok(());
+    }
+    let _ = keys;
+    match fs::remove_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if absent(&e) || filled(&e) => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
