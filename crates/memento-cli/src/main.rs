@@ -6,7 +6,7 @@
 //! memento clear [FUNCTION]            remove all results, or one function's
 //! memento gc --bytes 10GB --items N --age 30d
 //! memento verify [--remove]           check every checksum
-//! memento du                          disk usage per function
+//! memento du                          disk usage per function (blocks and content)
 //! ```
 //!
 //! The cache is `--location`, else `MEMENTO_DIR`, else `.memento`.
@@ -162,22 +162,40 @@ fn size(bytes: u64) -> String {
     ByteSize::b(bytes).to_string()
 }
 
-/// Prints rows as a table whose columns fit their widest cell; the first
-/// and last columns are left-aligned, the others right-aligned.
-fn table(rows: &[Vec<String>]) {
-    let widths: Vec<usize> = (0..rows[0].len())
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+/// How a column's cells and header line up.
+#[derive(Clone, Copy, PartialEq)]
+enum Align {
+    /// Text (names, times, arguments): starts where its header starts.
+    Left,
+    /// Numbers (counts, sizes, durations): ends where its header ends.
+    Right,
+}
+
+use Align::{Left, Right};
+
+/// Prints rows (the first is the header) as a table whose columns fit their
+/// widest cell, each aligned as `align` says, header included.
+///
+/// Hand-written rather than comfy-table or tabled: these plain,
+/// borderless tables need nothing more, and each dependency lengthens the
+/// build of the command.
+fn table(align: &[Align], rows: &[Vec<String>]) {
+    let widths: Vec<usize> = (0..align.len())
+        .map(|c| {
+            rows.iter()
+                .map(|r| r.get(c).map_or(0, |cell| cell.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     for row in rows {
         let cells: Vec<String> = row
             .iter()
-            .enumerate()
-            .map(|(c, cell)| {
-                if c == 0 || c + 1 == row.len() {
-                    format!("{cell:<w$}", w = widths[c])
-                } else {
-                    format!("{cell:>w$}", w = widths[c])
-                }
+            .zip(align)
+            .zip(&widths)
+            .map(|((cell, align), &w)| match align {
+                Left => format!("{cell:<w$}"),
+                Right => format!("{cell:>w$}"),
             })
             .collect();
         println!("{}", cells.join("  ").trim_end());
@@ -189,7 +207,10 @@ struct FunctionRow {
     function: String,
     folder: String,
     entries: u64,
+    /// On the disk (allocated blocks).
     bytes: u64,
+    /// The content's length.
+    content_bytes: u64,
     hits: u64,
     last_access: Option<String>,
 }
@@ -200,6 +221,7 @@ fn row_of(f: &FunctionStats) -> FunctionRow {
         folder: f.folder.clone(),
         entries: f.entries,
         bytes: f.bytes,
+        content_bytes: f.content_bytes,
         hits: f.hits,
         last_access: f.last_access.map(rfc3339),
     }
@@ -213,12 +235,14 @@ fn ls(memory: &Memory, json: bool) -> Result<ExitCode> {
             location: String,
             entries: u64,
             bytes: u64,
+            content_bytes: u64,
             functions: Vec<FunctionRow>,
         }
         let listing = Listing {
             location: memory.location(),
             entries: stats.entries,
             bytes: stats.bytes,
+            content_bytes: stats.content_bytes,
             functions: stats.functions.iter().map(row_of).collect(),
         };
         println!("{}", serde_json::to_string_pretty(&listing)?);
@@ -228,7 +252,7 @@ fn ls(memory: &Memory, json: bool) -> Result<ExitCode> {
     let mut rows = vec![vec![
         "FUNCTION".to_string(),
         "ENTRIES".into(),
-        "SIZE".into(),
+        "DISK".into(),
         "HITS".into(),
         "LAST ACCESS".into(),
     ]];
@@ -253,7 +277,7 @@ fn ls(memory: &Memory, json: bool) -> Result<ExitCode> {
             .to_string(),
         String::new(),
     ]);
-    table(&rows);
+    table(&[Left, Right, Right, Right, Left], &rows);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -369,7 +393,12 @@ fn show(memory: &Memory, function: &str, key: Option<&str>, json: bool) -> Resul
         }
         println!("fingerprint: {}", r.fingerprint);
     }
-    println!("results:   {} ({})", f.entries, size(f.bytes));
+    println!(
+        "results:   {} ({} on the disk, {} of content)",
+        f.entries,
+        size(f.bytes),
+        size(f.content_bytes)
+    );
     println!();
     let mut rows = vec![vec![
         "KEY".to_string(),
@@ -399,12 +428,12 @@ fn show(memory: &Memory, function: &str, key: Option<&str>, json: bool) -> Resul
             e.key[..16].to_string(),
             created,
             took,
-            size(e.bytes),
+            size(e.content),
             time(Some(e.last_access)),
             args,
         ]);
     }
-    table(&rows);
+    table(&[Left, Left, Right, Right, Left, Left], &rows);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -439,13 +468,13 @@ fn clear(memory: &Memory, function: Option<&str>) -> Result<ExitCode> {
         Some(name) => {
             let stats = memory.stats()?;
             let f = find_function(&stats, name)?;
-            memory
-                .store()
-                .delete_prefix(&f.folder)
+            // Exactly this function: one nested in its folder
+            // (`outer::inner` under `outer`) keeps its results.
+            let removed = memory
+                .clear_listed(f)
                 .with_context(|| format!("cannot clear {}", f.name))?;
             println!(
-                "removed {} result(s) of {}, {}",
-                f.entries,
+                "removed {removed} result(s) of {}, {}",
                 f.name,
                 size(f.bytes)
             );
@@ -525,7 +554,9 @@ fn verify(memory: &Memory, remove: bool) -> Result<ExitCode> {
             Some("an entry folder of memento 0.1's first layout, never read".to_string())
         } else {
             let key = Key::from_hex(&entry.key).context("bad key in a file name")?;
-            match memory.store().read(&entry.name, &mut buf) {
+            // Read without recording an access: a verify must not make
+            // every result look recently used to a later gc.
+            match memory.store().peek(&entry.name, &mut buf) {
                 Ok(true) => memento::codec::verify(&key, &buf, signer.as_ref())
                     .err()
                     .map(|d| d.to_string()),
@@ -571,30 +602,39 @@ fn du(memory: &Memory) -> Result<ExitCode> {
     let stats = memory.stats().context("cannot list the cache")?;
     let mut functions: Vec<&FunctionStats> = stats.functions.iter().collect();
     functions.sort_by_key(|f| std::cmp::Reverse(f.bytes));
+    // DISK: the blocks the files take, which limits count; CONTENT: their
+    // length (a 200-byte result takes a 4 KiB block on most disks).
     let mut rows = vec![vec![
-        "SIZE".to_string(),
+        "DISK".to_string(),
+        "CONTENT".into(),
         "ENTRIES".into(),
         "FUNCTION".into(),
     ]];
     for f in functions {
-        rows.push(vec![size(f.bytes), f.entries.to_string(), f.name.clone()]);
+        rows.push(vec![
+            size(f.bytes),
+            size(f.content_bytes),
+            f.entries.to_string(),
+            f.name.clone(),
+        ]);
     }
     let listed: u64 = stats.functions.iter().map(|f| f.bytes).sum();
+    let listed_content: u64 = stats.functions.iter().map(|f| f.content_bytes).sum();
     if stats.bytes > listed {
         rows.push(vec![
             size(stats.bytes - listed),
+            size(stats.content_bytes.saturating_sub(listed_content)),
             String::new(),
             "(other files)".into(),
         ]);
     }
     rows.push(vec![
         size(stats.bytes),
+        size(stats.content_bytes),
         stats.entries.to_string(),
         format!("total: {}", memory.location()),
     ]);
-    // Sizes first, like du: right-align all but the last column.
-    for row in &rows {
-        println!("{:>10}  {:>8}  {}", row[0], row[1], row[2]);
-    }
+    // Sizes first, like du.
+    table(&[Right, Right, Right, Left], &rows);
     Ok(ExitCode::SUCCESS)
 }
