@@ -5,7 +5,8 @@
 //! list: each [`Memory`](crate::Memory) appends one small record per result
 //! it writes to a log of its own, `<location>/.index/<id>.log` (no two
 //! processes share a log, so appends never interleave). A record holds the
-//! entry's function folder, key, size and creation time. Eviction reads the
+//! entry's function folder, key, size on the disk (whole blocks: limits
+//! count what the disk holds, not the content's length) and creation time. Eviction reads the
 //! logs (a million records are ~100 MB read sequentially), sums the sizes,
 //! and takes victims from a heap ordered by the best known last access: a
 //! popped entry's real last access (its file's mtime) is read with one

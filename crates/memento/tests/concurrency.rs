@@ -206,3 +206,35 @@ fn clears_beside_writers_never_fail() {
         &failures[..failures.len().min(3)]
     );
 }
+
+/// A clear while a key's lock is held (a computation running) does not
+/// let a second holder in: the lock's file stays until it is free.
+#[test]
+fn a_clear_keeps_held_locks() {
+    use memento::store::{LocalStore, LockOutcome, Store};
+    let dir = fresh_dir("clear-lock");
+    let memory = Memory::new(&dir);
+    let f = Function::new("conc", "locked");
+    let _: u8 = memory.call(&f, &1u8, || 1);
+    let key = "ab".to_string() + &"c".repeat(62);
+    let name = format!("{}/{}/{}.lock", f.folder(), &key[..2], &key[2..]);
+    let holder = LocalStore::new(&dir);
+    let held = match holder.lock(&name, None).unwrap() {
+        LockOutcome::Held(lock) => lock,
+        other => panic!("{other:?}"),
+    };
+    memory.clear().unwrap();
+    // Another open of the store, as another process.
+    let other = LocalStore::new(&dir);
+    let wait = Some(Duration::from_millis(50));
+    assert!(
+        matches!(other.lock(&name, wait).unwrap(), LockOutcome::TimedOut),
+        "a second holder got the lock after the clear"
+    );
+    drop(held);
+    assert!(matches!(
+        other.lock(&name, wait).unwrap(),
+        LockOutcome::Held(_)
+    ));
+    assert_eq!(memory.stats().unwrap().entries, 0);
+}

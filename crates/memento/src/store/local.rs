@@ -593,7 +593,8 @@ fn filled(e: &io::Error) -> bool {
 /// removal is no error, and neither is a file already gone. Temporary files
 /// of writes still going on (younger than [`LEFTOVER_AGE`] at `started`) are
 /// left to their writers, which publish them: a clear does not make a
-/// concurrent write fail.
+/// concurrent write fail. Locks in use (a `.keys` with a locked key, a held
+/// lock file) stay too, so that a clear never lets two holders in.
 fn remove_tree(dir: &Path, started: SystemTime) -> std::result::Result<(), (PathBuf, io::Error)> {
     let listing = match fs::read_dir(dir) {
         Ok(listing) => listing,
@@ -616,7 +617,30 @@ fn remove_tree(dir: &Path, started: SystemTime) -> std::result::Result<(), (Path
             remove_tree(&path, started)?;
             continue;
         }
-        if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        // A shard's `.keys` goes only while no key of it is locked, and a
+        // lock file only while nobody holds it (removed under its lock, as
+        // its holder does): a holder must never find its lock on a removed
+        // file while another takes the same lock on a new one.
+        #[cfg(target_os = "linux")]
+        if name == super::ranges::RANGES_FILE {
+            super::ranges::remove_unlocked(dir).map_err(|e| (path.clone(), e))?;
+            continue;
+        }
+        if name.ends_with(".lock") {
+            if let Ok(file) = File::open(&path) {
+                if file.try_lock().is_ok() && same_file(&file, &path) {
+                    match fs::remove_file(&path) {
+                        Ok(()) => {}
+                        Err(e) if absent(&e) => {}
+                        Err(e) => return Err((path, e)),
+                    }
+                }
+            }
+            continue;
+        }
+        if name.starts_with(TEMP_PREFIX) {
             let young = entry
                 .metadata()
                 .and_then(|m| m.modified())
