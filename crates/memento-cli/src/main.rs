@@ -20,8 +20,7 @@ use anyhow::{bail, Context, Result};
 use bytesize::ByteSize;
 use clap::{Parser, Subcommand};
 use memento::entry::{rfc3339, Metadata};
-use memento::evict::{self, EntryInfo, Inventory};
-use memento::{FunctionRecord, FunctionStats, Key, Limits, Memory, Stats};
+use memento::{FunctionRecord, FunctionStats, Limits, Memory, Stats, StoredEntry};
 use serde::Serialize;
 
 const EXIT_CODES: &str = "\
@@ -129,7 +128,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             location.display()
         );
     }
-    let memory = Memory::new(&location);
+    let mut memory = Memory::new(&location);
+    // Signed caches are checked with MEMENTO_KEY, as programs sign them.
+    if let Some(secret) = std::env::var_os("MEMENTO_KEY").filter(|k| !k.is_empty()) {
+        memory = memory.signing_key(secret.as_encoded_bytes());
+    }
     match cli.command {
         Command::Ls { json, .. } => ls(&memory, json),
         Command::Show {
@@ -313,36 +316,18 @@ fn find_function<'a>(stats: &'a Stats, wanted: &str) -> Result<&'a FunctionStats
     }
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(memory: &Memory, name: &str) -> Option<T> {
-    memento::store::read_json(memory.store(), name)
-}
-
 fn show(memory: &Memory, function: &str, key: Option<&str>, json: bool) -> Result<ExitCode> {
     let stats = memory.stats().context("cannot list the cache")?;
     let f = find_function(&stats, function)?;
-    let inventory = Inventory::scan_prefix(memory.store(), &f.folder)?;
-    let mut entries: Vec<(&EntryInfo, Option<Metadata>)> = inventory
-        .entries
-        .iter()
-        .filter(|e| e.function_folder == f.folder)
-        .map(|e| {
-            let meta = e
-                .complete
-                .then(|| Metadata::read(memory.store(), &e.name).ok().flatten())
-                .flatten();
-            (e, meta)
-        })
-        .collect();
-    entries.sort_by(|a, b| {
-        let created = |m: &Option<Metadata>| m.as_ref().map_or(0.0, |m| m.created_unix);
-        created(&a.1).total_cmp(&created(&b.1))
-    });
+    let entries = memory
+        .entries(f)
+        .with_context(|| format!("cannot list the results of {}", f.name))?;
     if let Some(prefix) = key {
-        let found: Vec<_> = entries
+        let found: Vec<&StoredEntry> = entries
             .iter()
-            .filter(|(e, _)| e.key.starts_with(&prefix.to_ascii_lowercase()))
+            .filter(|e| e.key.starts_with(&prefix.to_ascii_lowercase()))
             .collect();
-        let (entry, meta) = match found.as_slice() {
+        let entry = match found.as_slice() {
             [one] => *one,
             [] => bail!("{} has no result with a key starting {prefix:?}", f.name),
             _ => bail!(
@@ -362,12 +347,12 @@ fn show(memory: &Memory, function: &str, key: Option<&str>, json: bool) -> Resul
             path: format!("{}/{}", memory.location(), entry.name),
             last_access: rfc3339(entry.last_access),
             complete: entry.complete,
-            metadata: meta,
+            metadata: &entry.metadata,
         };
         println!("{}", serde_json::to_string_pretty(&shown)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let record: Option<FunctionRecord> = read_json(memory, &format!("{}/function.json", f.folder));
+    let record: Option<FunctionRecord> = memory.function_record(f);
     if json {
         #[derive(Serialize)]
         struct Shown<'a> {
@@ -378,7 +363,7 @@ fn show(memory: &Memory, function: &str, key: Option<&str>, json: bool) -> Resul
         let shown = Shown {
             function: row_of(f),
             record,
-            entries: entries.iter().map(|(_, m)| m).collect(),
+            entries: entries.iter().map(|e| &e.metadata).collect(),
         };
         println!("{}", serde_json::to_string_pretty(&shown)?);
         return Ok(ExitCode::SUCCESS);
@@ -408,8 +393,8 @@ fn show(memory: &Memory, function: &str, key: Option<&str>, json: bool) -> Resul
         "LAST ACCESS".into(),
         "ARGUMENTS".into(),
     ]];
-    for (e, m) in &entries {
-        let (created, took, args) = match m {
+    for e in &entries {
+        let (created, took, args) = match &e.metadata {
             Some(m) => (
                 time(Some(
                     UNIX_EPOCH + std::time::Duration::from_secs_f64(m.created_unix),
@@ -428,7 +413,7 @@ fn show(memory: &Memory, function: &str, key: Option<&str>, json: bool) -> Resul
             e.key[..16].to_string(),
             created,
             took,
-            size(e.content),
+            size(e.content_bytes),
             time(Some(e.last_access)),
             args,
         ]);
@@ -444,13 +429,6 @@ fn cut(text: &str, max: usize) -> String {
     let mut s: String = text.chars().take(max - 1).collect();
     s.push('…');
     s
-}
-
-/// Rebuilds the eviction index after results were removed here.
-fn reindex(memory: &Memory) -> Result<()> {
-    memory
-        .rebuild_index()
-        .context("cannot rebuild the eviction index")
 }
 
 fn clear(memory: &Memory, function: Option<&str>) -> Result<ExitCode> {
@@ -504,36 +482,31 @@ fn gc(
     items: Option<u64>,
     age: Option<String>,
 ) -> Result<ExitCode> {
-    let limits = Limits {
-        bytes: bytes.as_deref().map(evict::parse_size).transpose()?,
-        items,
-        age: age.as_deref().map(evict::parse_duration).transpose()?,
-    };
+    let limits = Limits::parse(bytes.as_deref(), items, age.as_deref())?;
     if !limits.any() {
         bail!("give at least one limit: --bytes 10GB, --items 10000 or --age 30d");
     }
-    let inventory = Inventory::scan(memory.store()).context("cannot list the cache")?;
-    let victims = inventory.victims(&limits, 1.0, SystemTime::now());
-    let bar = progress(victims.len(), "removing");
-    let (removed, freed, error) = evict::remove_entries(memory.store(), &victims, &|| bar.inc(1));
-    bar.finish_and_clear();
-    if let Some(e) = error {
-        return Err(e).context("cannot remove every result chosen");
+    let bar = std::sync::OnceLock::new();
+    let done = memory
+        .gc(&limits, &|n, total| {
+            bar.get_or_init(|| progress(total as usize, "removing"))
+                .set_position(n);
+        })
+        .context("cannot remove every result chosen")?;
+    if let Some(bar) = bar.get() {
+        bar.finish_and_clear();
     }
-    reindex(memory)?;
-    // Leftovers of killed writers: temporary files and unheld locks older
-    // than an hour.
-    let swept = memory
-        .store()
-        .sweep(std::time::Duration::from_secs(3600))
-        .context("cannot sweep leftovers")?;
     println!(
-        "removed {removed} result(s), {}; {} result(s), {} left{}",
-        size(freed),
-        inventory.items() - removed,
-        size(inventory.bytes() - freed),
-        if swept > 0 {
-            format!("; {swept} leftover file(s) of interrupted writes removed")
+        "removed {} result(s), {}; {} result(s), {} left{}",
+        done.removed,
+        size(done.freed_bytes),
+        done.left,
+        size(done.left_bytes),
+        if done.swept > 0 {
+            format!(
+                "; {} leftover file(s) of interrupted writes removed",
+                done.swept
+            )
         } else {
             String::new()
         }
@@ -542,45 +515,26 @@ fn gc(
 }
 
 fn verify(memory: &Memory, remove: bool) -> Result<ExitCode> {
-    let inventory = Inventory::scan(memory.store()).context("cannot list the cache")?;
-    let bar = progress(inventory.entries.len(), "verifying");
-    // Signed caches are checked with MEMENTO_KEY.
-    let signer = memento::codec::Signer::from_env();
-    let mut damaged = Vec::new();
-    let mut buf = Vec::new();
-    for entry in &inventory.entries {
-        bar.inc(1);
-        let problem = if !entry.complete {
-            Some("an entry folder of memento 0.1's first layout, never read".to_string())
-        } else {
-            let key = Key::from_hex(&entry.key).context("bad key in a file name")?;
-            // Read without recording an access: a verify must not make
-            // every result look recently used to a later gc.
-            match memory.store().peek(&entry.name, &mut buf) {
-                Ok(true) => memento::codec::verify(&key, &buf, signer.as_ref())
-                    .err()
-                    .map(|d| d.to_string()),
-                Ok(false) => Some("removed while verifying".into()),
-                Err(e) => Some(e.to_string()),
-            }
-        };
-        if let Some(problem) = problem {
-            damaged.push((entry, problem));
-        }
+    let bar = std::sync::OnceLock::new();
+    let found = memory
+        .verify(remove, &|n, total| {
+            bar.get_or_init(|| progress(total as usize, "verifying"))
+                .set_position(n);
+        })
+        .context("cannot verify the cache")?;
+    if let Some(bar) = bar.get() {
+        bar.finish_and_clear();
     }
-    bar.finish_and_clear();
-    for (entry, problem) in &damaged {
-        println!("damaged: {}/{}: {problem}", memory.location(), entry.name);
-        if remove {
-            evict::remove(memory.store(), entry)
-                .with_context(|| format!("cannot remove {}", entry.name))?;
-        }
+    for damaged in &found.damaged {
+        println!(
+            "damaged: {}/{}: {}",
+            memory.location(),
+            damaged.name,
+            damaged.problem
+        );
     }
-    if remove && !damaged.is_empty() {
-        reindex(memory)?;
-    }
-    let checked = inventory.entries.len();
-    match (damaged.len(), remove) {
+    let checked = found.checked;
+    match (found.damaged.len(), remove) {
         (0, _) => {
             println!("verified {checked} result(s): all whole");
             Ok(ExitCode::SUCCESS)

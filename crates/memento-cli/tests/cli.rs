@@ -335,3 +335,26 @@ fn show_columns_line_up() {
         }
     }
 }
+
+/// A signed cache verifies with its key from MEMENTO_KEY, and not with
+/// another.
+#[test]
+fn verify_checks_signatures_with_memento_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let loc = dir.path().join("cache");
+    let memory = Memory::new(&loc).signing_key("the secret");
+    let _: u8 = memory.call(&Function::new("lab", "signed"), &1u8, || 1);
+    let run = |key: &str| {
+        Command::new(env!("CARGO_BIN_EXE_memento"))
+            .args(["verify"])
+            .env("MEMENTO_DIR", &loc)
+            .env("MEMENTO_KEY", key)
+            .output()
+            .unwrap()
+    };
+    let out = run("the secret");
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains("verified 1 result(s): all whole"));
+    let out = run("another secret");
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+}

@@ -34,6 +34,24 @@ impl Limits {
     pub fn any(&self) -> bool {
         self.bytes.is_some() || self.items.is_some() || self.age.is_some()
     }
+
+    /// Limits as people write them: a size such as `10GB` (see
+    /// [`parse_size`]), a count, a duration such as `30d` (see
+    /// [`parse_duration`]).
+    ///
+    /// ```
+    /// let limits = memento::Limits::parse(Some("1KiB"), Some(5), Some("2h")).unwrap();
+    /// assert_eq!(limits.bytes, Some(1024));
+    /// assert_eq!(limits.age, Some(std::time::Duration::from_secs(7200)));
+    /// assert!(memento::Limits::parse(Some("lots"), None, None).is_err());
+    /// ```
+    pub fn parse(bytes: Option<&str>, items: Option<u64>, age: Option<&str>) -> Result<Limits> {
+        Ok(Limits {
+            bytes: bytes.map(parse_size).transpose()?,
+            items,
+            age: age.map(parse_duration).transpose()?,
+        })
+    }
 }
 
 /// One stored result, as found in a listing.

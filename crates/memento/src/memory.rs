@@ -35,8 +35,8 @@ mod record;
 pub(crate) use hits::HITS_FLUSH_SECONDS;
 use hot::{Hot, KeyIdHasher};
 use large::Got;
-pub use limits::Reduction;
 use limits::Usage;
+pub use limits::{Collected, DamagedEntry, Reduction, StoredEntry, Verification};
 use once::{Begun, Contended, Flight, Leader, Phase, Step};
 use record::FnState;
 

@@ -397,3 +397,230 @@ impl Memory {
         Ok(())
     }
 }
+
+/// A stored result of one function, as [`Memory::entries`] lists it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct StoredEntry {
+    /// The key, hex.
+    pub key: String,
+    /// Its file (or a first-layout leftover's folder), relative to the
+    /// location.
+    pub name: String,
+    /// What it takes on the disk (allocated blocks).
+    pub bytes: u64,
+    /// Its length.
+    pub content_bytes: u64,
+    /// Its last access (its file's modification time).
+    pub last_access: SystemTime,
+    /// False for a leftover of memento 0.1's first layout, never read.
+    pub complete: bool,
+    /// Its header and info, when readable (the checksum is not checked).
+    pub metadata: Option<Metadata>,
+}
+
+/// What [`Memory::verify`] found.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct Verification {
+    /// Stored results (and first-layout leftovers) checked.
+    pub checked: u64,
+    /// Those found damaged, with the reason.
+    pub damaged: Vec<DamagedEntry>,
+    /// How many of them were removed (with `remove`).
+    pub removed: u64,
+}
+
+/// A damaged stored result found by [`Memory::verify`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct DamagedEntry {
+    /// Its file, relative to the location.
+    pub name: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+/// What [`Memory::gc`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Collected {
+    /// Stored results removed.
+    pub removed: u64,
+    /// Disk bytes freed.
+    pub freed_bytes: u64,
+    /// Stored results left.
+    pub left: u64,
+    /// Disk bytes left.
+    pub left_bytes: u64,
+    /// Leftovers of interrupted writes removed (temporary files and unheld
+    /// lock files more than an hour old).
+    pub swept: u64,
+}
+
+/// Management: what tools that look after a cache (the `memento` command)
+/// need, without reaching into the store's layout. Every read here is no
+/// access: it leaves the results' last access as it was.
+impl Memory {
+    /// The record (`function.json`) of a function as listed by
+    /// [`stats`](Memory::stats), if it has a readable one.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let memory = memento::Memory::new(dir.path());
+    /// let _: u8 = memory.call(&memento::Function::new("docs", "rec"), &1u8, || 1);
+    /// let stats = memory.stats().unwrap();
+    /// let record = memory.function_record(&stats.functions[0]).unwrap();
+    /// assert_eq!(record.function, "docs::rec");
+    /// ```
+    pub fn function_record(&self, function: &FunctionStats) -> Option<FunctionRecord> {
+        crate::store::read_json(
+            &*self.inner.store,
+            &format!("{}/function.json", function.folder),
+        )
+    }
+
+    /// The stored results of a function as listed by
+    /// [`stats`](Memory::stats) (not those of functions nested in its
+    /// folder), oldest first, each with its metadata.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let memory = memento::Memory::new(dir.path());
+    /// let f = memento::Function::new("docs", "listed");
+    /// let _: u8 = memory.call(&f, &(1u8,), || 1);
+    /// let stats = memory.stats().unwrap();
+    /// let entries = memory.entries(&stats.functions[0]).unwrap();
+    /// assert_eq!(entries[0].metadata.as_ref().unwrap().args, "[1]");
+    /// ```
+    pub fn entries(&self, function: &FunctionStats) -> Result<Vec<StoredEntry>> {
+        let store = &*self.inner.store;
+        let inventory = Inventory::scan_prefix(store, &function.folder)?;
+        let mut entries: Vec<StoredEntry> = inventory
+            .entries
+            .into_iter()
+            .filter(|e| e.function_folder == function.folder)
+            .map(|e| {
+                let metadata = if e.complete {
+                    Metadata::read(store, &e.name).ok().flatten()
+                } else {
+                    None
+                };
+                StoredEntry {
+                    key: e.key,
+                    name: e.name,
+                    bytes: e.bytes,
+                    content_bytes: e.content,
+                    last_access: e.last_access,
+                    complete: e.complete,
+                    metadata,
+                }
+            })
+            .collect();
+        entries.sort_by(|a, b| {
+            let created = |e: &StoredEntry| e.metadata.as_ref().map_or(0.0, |m| m.created_unix);
+            created(a).total_cmp(&created(b))
+        });
+        Ok(entries)
+    }
+
+    /// Checks every stored result's checksum (and signature, with a
+    /// signing key), reading none as an access; with `remove`, removes the
+    /// damaged ones (and rebuilds the eviction index). `progress` is called
+    /// with (checked, total) after each.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let memory = memento::Memory::new(dir.path());
+    /// let _: u8 = memory.call(&memento::Function::new("docs", "v"), &1u8, || 1);
+    /// let found = memory.verify(false, &|_, _| {}).unwrap();
+    /// assert_eq!((found.checked, found.damaged.len()), (1, 0));
+    /// ```
+    pub fn verify(
+        &self,
+        remove: bool,
+        progress: &(dyn Fn(u64, u64) + Sync),
+    ) -> Result<Verification> {
+        let store = &*self.inner.store;
+        let inventory = Inventory::scan(store)?;
+        let total = inventory.entries.len() as u64;
+        let signer = self.inner.options.signer.as_ref();
+        let mut found = Verification::default();
+        let mut victims = Vec::new();
+        let mut buf = Vec::new();
+        for entry in &inventory.entries {
+            let problem = if !entry.complete {
+                Some("an entry folder of memento 0.1's first layout, never read".to_string())
+            } else {
+                match Key::from_hex(&entry.key) {
+                    None => Some("a file name that is no key".to_string()),
+                    Some(key) => match store.peek(&entry.name, &mut buf) {
+                        Ok(true) => codec::verify(&key, &buf, signer)
+                            .err()
+                            .map(|d| d.to_string()),
+                        Ok(false) => Some("removed while verifying".into()),
+                        Err(e) => Some(e.to_string()),
+                    },
+                }
+            };
+            found.checked += 1;
+            progress(found.checked, total);
+            if let Some(problem) = problem {
+                found.damaged.push(DamagedEntry {
+                    name: entry.name.clone(),
+                    problem,
+                });
+                victims.push(entry);
+            }
+        }
+        if remove && !victims.is_empty() {
+            let (_, _, first_error) = evict::remove_entries(store, &victims, &|| {});
+            if let Some(e) = first_error {
+                return Err(e);
+            }
+            found.removed = victims.len() as u64;
+            self.rebuild_index()?;
+        }
+        Ok(found)
+    }
+
+    /// Removes least recently used results until every limit of `limits`
+    /// holds (whatever this Memory's own limits), then leftovers of
+    /// interrupted writes more than an hour old, and rebuilds the eviction
+    /// index. `progress` is called with (removed, to remove) after each
+    /// removal.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let memory = memento::Memory::new(dir.path());
+    /// let f = memento::Function::new("docs", "gc");
+    /// for i in 0..5u8 {
+    ///     let _: u8 = memory.call(&f, &i, || i);
+    /// }
+    /// let limits = memento::Limits { items: Some(2), ..Default::default() };
+    /// let done = memory.gc(&limits, &|_, _| {}).unwrap();
+    /// assert_eq!((done.removed, done.left), (3, 2));
+    /// ```
+    pub fn gc(&self, limits: &Limits, progress: &(dyn Fn(u64, u64) + Sync)) -> Result<Collected> {
+        let store = &*self.inner.store;
+        let inventory = Inventory::scan(store)?;
+        let victims = inventory.victims(limits, 1.0, SystemTime::now());
+        let total = victims.len() as u64;
+        let done = std::sync::atomic::AtomicU64::new(0);
+        let (removed, freed_bytes, first_error) = evict::remove_entries(store, &victims, &|| {
+            progress(done.fetch_add(1, Ordering::Relaxed) + 1, total)
+        });
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        self.rebuild_index()?;
+        let swept = store.sweep(Duration::from_secs(3600))?;
+        Ok(Collected {
+            removed,
+            freed_bytes,
+            left: inventory.items().saturating_sub(removed),
+            left_bytes: inventory.bytes().saturating_sub(freed_bytes),
+            swept,
+        })
+    }
+}
