@@ -623,9 +623,8 @@ fn remove_tree(dir: &Path, started: SystemTime) -> std::result::Result<(), (Path
         // lock file only while nobody holds it (removed under its lock, as
         // its holder does): a holder must never find its lock on a removed
         // file while another takes the same lock on a new one.
-        #[cfg(target_os = "linux")]
-        if name == super::ranges::RANGES_FILE {
-            super::ranges::remove_unlocked(dir).map_err(|e| (path.clone(), e))?;
+        if is_keys(&entry.file_name()) {
+            remove_keys(dir).map_err(|e| (path.clone(), e))?;
             continue;
         }
         if name.ends_with(".lock") {
@@ -680,24 +679,45 @@ fn prune_folder(dir: &Path) -> io::Result<()> {
             Err(e) if absent(&e) => continue,
             Err(e) => return Err(e),
         };
-        #[cfg(target_os = "linux")]
-        if entry.file_name() == super::ranges::RANGES_FILE {
-            keys = true;
-            continue;
+        if !is_keys(&entry.file_name()) {
+            // Something else is here: the folder stays.
+            return Ok(());
         }
-        let _ = entry;
-        // Something else is here: the folder stays.
+        keys = true;
+    }
+    if keys && !remove_keys(dir)? {
         return Ok(());
     }
-    #[cfg(target_os = "linux")]
-    if keys && !super::ranges::remove_unlocked(dir)? {
-        return Ok(());
-    }
-    let _ = keys;
     match fs::remove_dir(dir) {
         Ok(()) => Ok(()),
         Err(e) if absent(&e) || filled(&e) => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+/// Is `name` a shard's `.keys` (the key locks on Linux)?
+fn is_keys(name: &std::ffi::OsStr) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        name == super::ranges::RANGES_FILE
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = name;
+        false
+    }
+}
+
+/// Removes `dir`'s `.keys` unless a key of it is locked (`Ok(false)`).
+fn remove_keys(dir: &Path) -> io::Result<bool> {
+    #[cfg(target_os = "linux")]
+    {
+        super::ranges::remove_unlocked(dir)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = dir;
+        Ok(true)
     }
 }
 
