@@ -272,7 +272,13 @@ pub(crate) fn rebuild(
             ))
         });
     compact(root, entries, before)?;
-    File::create(root.join(INDEX_DIR).join(COMPLETE))?;
+    match File::create(root.join(INDEX_DIR).join(COMPLETE)) {
+        Ok(_) => {}
+        // A clear removed the index meanwhile: it stays incomplete, and the
+        // next eviction lists the store again.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
     Ok(())
 }
 
@@ -286,8 +292,16 @@ pub(crate) fn compact(
     old: &[(PathBuf, u64)],
 ) -> io::Result<()> {
     let dir = root.join(INDEX_DIR);
-    fs::create_dir_all(&dir)?;
-    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(&dir)?;
+    // A clear may remove the folder between its making and the file's.
+    let mut attempts = 0;
+    let mut tmp = loop {
+        fs::create_dir_all(&dir)?;
+        match tempfile::Builder::new().prefix(".tmp-").tempfile_in(&dir) {
+            Ok(tmp) => break tmp,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 16 => attempts += 1,
+            Err(e) => return Err(e),
+        }
+    };
     // Old logs renamed aside: (where it is now, where it was).
     let mut moved: Vec<(PathBuf, &Path)> = Vec::new();
     let written = (|| -> io::Result<()> {

@@ -238,3 +238,46 @@ fn a_clear_keeps_held_locks() {
     ));
     assert_eq!(memory.stats().unwrap().entries, 0);
 }
+
+/// Evictions (reading and compacting the eviction index) beside clears
+/// that remove the index under them: no writer warns, no clear fails.
+#[test]
+fn evictions_beside_clears_warn_nothing() {
+    let dir = fresh_dir("evict-clear");
+    let memory = Memory::new(&dir).items_limit(4);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (failures, logs) = capture_logs(|| {
+        // The writers log to the capturing subscriber too.
+        let dispatch = tracing::dispatcher::get_default(|d| d.clone());
+        let writers: Vec<_> = (0..2u64)
+            .map(|t| {
+                let (memory, stop, dispatch) = (memory.clone(), stop.clone(), dispatch.clone());
+                std::thread::spawn(move || {
+                    let _logs = tracing::dispatcher::set_default(&dispatch);
+                    let f = Function::new("conc", "evicted");
+                    let mut i = 0u64;
+                    while !stop.load(SeqCst) {
+                        let k = t * 1_000_000 + i;
+                        let v: u64 = memory.call(&f, &k, || k);
+                        assert_eq!(v, k);
+                        i += 1;
+                    }
+                })
+            })
+            .collect();
+        let mut failures = Vec::new();
+        for _ in 0..200 {
+            if let Err(e) = memory.clear() {
+                failures.push(e.to_string());
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        stop.store(true, SeqCst);
+        for w in writers {
+            w.join().unwrap();
+        }
+        failures
+    });
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(!logs.contains("WARN"), "{logs}");
+}
