@@ -109,7 +109,7 @@ impl IndexLog {
         let path = self.path.get_or_init(|| self.dir.join(unique_name("log")));
         let open = || OpenOptions::new().create(true).append(true).open(path);
         let file = open().or_else(|_| {
-            fs::create_dir_all(&self.dir)?;
+            crate::store::make_folders(&self.dir)?;
             open()
         });
         // One write of one small buffer: appends of other processes (to
@@ -295,7 +295,7 @@ pub(crate) fn compact(
     // A clear may remove the folder between its making and the file's.
     let mut attempts = 0;
     let mut tmp = loop {
-        fs::create_dir_all(&dir)?;
+        crate::store::make_folders(&dir)?;
         match tempfile::Builder::new().prefix(".tmp-").tempfile_in(&dir) {
             Ok(tmp) => break tmp,
             Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 16 => attempts += 1,

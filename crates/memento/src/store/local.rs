@@ -154,9 +154,8 @@ impl LocalStore {
                         Err(_) => {
                             self.root_ready.store(false, Ordering::Release);
                             self.ensure_root()?;
-                            match fs::create_dir_all(dir) {
+                            match make_folders(dir) {
                                 Ok(()) => created = true,
-                                Err(e) if absent(&e) => {}
                                 Err(e) => return Err(Error::io("create folder", dir, e)),
                             }
                         }
@@ -450,7 +449,7 @@ impl Store for LocalStore {
             let shard = path.parent().unwrap_or(&self.root);
             let make_dir = |dir: &Path| -> io::Result<()> {
                 self.ensure_root().map_err(io::Error::other)?;
-                fs::create_dir_all(dir)
+                make_folders(dir)
             };
             return match self.ranges.lock(shard, offset, timeout, &make_dir) {
                 Ok(Some(lock)) => Ok(LockOutcome::Held(StoreLock::new(lock))),
@@ -475,7 +474,7 @@ impl Store for LocalStore {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     self.ensure_root()?;
                     if let Some(dir) = path.parent() {
-                        fs::create_dir_all(dir).map_err(|e| Error::io("create folder", dir, e))?;
+                        make_folders(dir).map_err(|e| Error::io("create folder", dir, e))?;
                     }
                     open().map_err(|e| Error::io("open the lock", &path, e))?
                 }
@@ -579,6 +578,28 @@ pub(crate) fn block_size(path: &Path) -> u64 {
     }
     let _ = path;
     4096
+}
+
+/// `fs::create_dir_all` for folders that a clear may remove at any time:
+/// `create_dir_all` fails with `NotFound` when a parent goes between its
+/// steps, and with `AlreadyExists` when the folder was made by another and
+/// removed again before it looked. Both are tried again, a few times.
+pub(crate) fn make_folders(dir: &Path) -> io::Result<()> {
+    let mut attempts = 0;
+    loop {
+        match fs::create_dir_all(dir) {
+            Ok(()) => return Ok(()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::AlreadyExists
+                ) && attempts < FOLDER_ATTEMPTS =>
+            {
+                attempts += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Is this the error of a folder that is not empty (something was written
