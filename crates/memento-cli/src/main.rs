@@ -6,7 +6,7 @@
 //! memento clear [FUNCTION]            remove all results, or one function's
 //! memento gc --bytes 10GB --items N --age 30d
 //! memento verify [--remove]           check every checksum
-//! memento du                          disk usage per function
+//! memento du                          disk usage per function (blocks and content)
 //! ```
 //!
 //! The cache is `--location`, else `MEMENTO_DIR`, else `.memento`.
@@ -20,8 +20,7 @@ use anyhow::{bail, Context, Result};
 use bytesize::ByteSize;
 use clap::{Parser, Subcommand};
 use memento::entry::{rfc3339, Metadata};
-use memento::evict::{self, EntryInfo, Inventory};
-use memento::{FunctionRecord, FunctionStats, Key, Limits, Memory, Stats};
+use memento::{FunctionRecord, FunctionStats, Limits, Memory, Stats, StoredEntry};
 use serde::Serialize;
 
 const EXIT_CODES: &str = "\
@@ -129,7 +128,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             location.display()
         );
     }
-    let memory = Memory::new(&location);
+    let mut memory = Memory::new(&location);
+    // Signed caches are checked with MEMENTO_KEY, as programs sign them.
+    if let Some(secret) = std::env::var_os("MEMENTO_KEY").filter(|k| !k.is_empty()) {
+        memory = memory.signing_key(secret.as_encoded_bytes());
+    }
     match cli.command {
         Command::Ls { json, .. } => ls(&memory, json),
         Command::Show {
@@ -162,22 +165,40 @@ fn size(bytes: u64) -> String {
     ByteSize::b(bytes).to_string()
 }
 
-/// Prints rows as a table whose columns fit their widest cell; the first
-/// and last columns are left-aligned, the others right-aligned.
-fn table(rows: &[Vec<String>]) {
-    let widths: Vec<usize> = (0..rows[0].len())
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+/// How a column's cells and header line up.
+#[derive(Clone, Copy, PartialEq)]
+enum Align {
+    /// Text (names, times, arguments): starts where its header starts.
+    Left,
+    /// Numbers (counts, sizes, durations): ends where its header ends.
+    Right,
+}
+
+use Align::{Left, Right};
+
+/// Prints rows (the first is the header) as a table whose columns fit their
+/// widest cell, each aligned as `align` says, header included.
+///
+/// Hand-written rather than comfy-table or tabled: these plain,
+/// borderless tables need nothing more, and each dependency lengthens the
+/// build of the command.
+fn table(align: &[Align], rows: &[Vec<String>]) {
+    let widths: Vec<usize> = (0..align.len())
+        .map(|c| {
+            rows.iter()
+                .map(|r| r.get(c).map_or(0, |cell| cell.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     for row in rows {
         let cells: Vec<String> = row
             .iter()
-            .enumerate()
-            .map(|(c, cell)| {
-                if c == 0 || c + 1 == row.len() {
-                    format!("{cell:<w$}", w = widths[c])
-                } else {
-                    format!("{cell:>w$}", w = widths[c])
-                }
+            .zip(align)
+            .zip(&widths)
+            .map(|((cell, align), &w)| match align {
+                Left => format!("{cell:<w$}"),
+                Right => format!("{cell:>w$}"),
             })
             .collect();
         println!("{}", cells.join("  ").trim_end());
@@ -189,7 +210,10 @@ struct FunctionRow {
     function: String,
     folder: String,
     entries: u64,
+    /// On the disk (allocated blocks).
     bytes: u64,
+    /// The content's length.
+    content_bytes: u64,
     hits: u64,
     last_access: Option<String>,
 }
@@ -200,6 +224,7 @@ fn row_of(f: &FunctionStats) -> FunctionRow {
         folder: f.folder.clone(),
         entries: f.entries,
         bytes: f.bytes,
+        content_bytes: f.content_bytes,
         hits: f.hits,
         last_access: f.last_access.map(rfc3339),
     }
@@ -213,12 +238,14 @@ fn ls(memory: &Memory, json: bool) -> Result<ExitCode> {
             location: String,
             entries: u64,
             bytes: u64,
+            content_bytes: u64,
             functions: Vec<FunctionRow>,
         }
         let listing = Listing {
             location: memory.location(),
             entries: stats.entries,
             bytes: stats.bytes,
+            content_bytes: stats.content_bytes,
             functions: stats.functions.iter().map(row_of).collect(),
         };
         println!("{}", serde_json::to_string_pretty(&listing)?);
@@ -228,7 +255,7 @@ fn ls(memory: &Memory, json: bool) -> Result<ExitCode> {
     let mut rows = vec![vec![
         "FUNCTION".to_string(),
         "ENTRIES".into(),
-        "SIZE".into(),
+        "DISK".into(),
         "HITS".into(),
         "LAST ACCESS".into(),
     ]];
@@ -253,7 +280,7 @@ fn ls(memory: &Memory, json: bool) -> Result<ExitCode> {
             .to_string(),
         String::new(),
     ]);
-    table(&rows);
+    table(&[Left, Right, Right, Right, Left], &rows);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -289,36 +316,18 @@ fn find_function<'a>(stats: &'a Stats, wanted: &str) -> Result<&'a FunctionStats
     }
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(memory: &Memory, name: &str) -> Option<T> {
-    memento::store::read_json(memory.store(), name)
-}
-
 fn show(memory: &Memory, function: &str, key: Option<&str>, json: bool) -> Result<ExitCode> {
     let stats = memory.stats().context("cannot list the cache")?;
     let f = find_function(&stats, function)?;
-    let inventory = Inventory::scan_prefix(memory.store(), &f.folder)?;
-    let mut entries: Vec<(&EntryInfo, Option<Metadata>)> = inventory
-        .entries
-        .iter()
-        .filter(|e| e.function_folder == f.folder)
-        .map(|e| {
-            let meta = e
-                .complete
-                .then(|| Metadata::read(memory.store(), &e.name).ok().flatten())
-                .flatten();
-            (e, meta)
-        })
-        .collect();
-    entries.sort_by(|a, b| {
-        let created = |m: &Option<Metadata>| m.as_ref().map_or(0.0, |m| m.created_unix);
-        created(&a.1).total_cmp(&created(&b.1))
-    });
+    let entries = memory
+        .entries(f)
+        .with_context(|| format!("cannot list the results of {}", f.name))?;
     if let Some(prefix) = key {
-        let found: Vec<_> = entries
+        let found: Vec<&StoredEntry> = entries
             .iter()
-            .filter(|(e, _)| e.key.starts_with(&prefix.to_ascii_lowercase()))
+            .filter(|e| e.key.starts_with(&prefix.to_ascii_lowercase()))
             .collect();
-        let (entry, meta) = match found.as_slice() {
+        let entry = match found.as_slice() {
             [one] => *one,
             [] => bail!("{} has no result with a key starting {prefix:?}", f.name),
             _ => bail!(
@@ -338,12 +347,12 @@ fn show(memory: &Memory, function: &str, key: Option<&str>, json: bool) -> Resul
             path: format!("{}/{}", memory.location(), entry.name),
             last_access: rfc3339(entry.last_access),
             complete: entry.complete,
-            metadata: meta,
+            metadata: &entry.metadata,
         };
         println!("{}", serde_json::to_string_pretty(&shown)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let record: Option<FunctionRecord> = read_json(memory, &format!("{}/function.json", f.folder));
+    let record: Option<FunctionRecord> = memory.function_record(f);
     if json {
         #[derive(Serialize)]
         struct Shown<'a> {
@@ -354,7 +363,7 @@ fn show(memory: &Memory, function: &str, key: Option<&str>, json: bool) -> Resul
         let shown = Shown {
             function: row_of(f),
             record,
-            entries: entries.iter().map(|(_, m)| m).collect(),
+            entries: entries.iter().map(|e| &e.metadata).collect(),
         };
         println!("{}", serde_json::to_string_pretty(&shown)?);
         return Ok(ExitCode::SUCCESS);
@@ -369,7 +378,12 @@ fn show(memory: &Memory, function: &str, key: Option<&str>, json: bool) -> Resul
         }
         println!("fingerprint: {}", r.fingerprint);
     }
-    println!("results:   {} ({})", f.entries, size(f.bytes));
+    println!(
+        "results:   {} ({} on the disk, {} of content)",
+        f.entries,
+        size(f.bytes),
+        size(f.content_bytes)
+    );
     println!();
     let mut rows = vec![vec![
         "KEY".to_string(),
@@ -379,8 +393,8 @@ fn show(memory: &Memory, function: &str, key: Option<&str>, json: bool) -> Resul
         "LAST ACCESS".into(),
         "ARGUMENTS".into(),
     ]];
-    for (e, m) in &entries {
-        let (created, took, args) = match m {
+    for e in &entries {
+        let (created, took, args) = match &e.metadata {
             Some(m) => (
                 time(Some(
                     UNIX_EPOCH + std::time::Duration::from_secs_f64(m.created_unix),
@@ -399,12 +413,12 @@ fn show(memory: &Memory, function: &str, key: Option<&str>, json: bool) -> Resul
             e.key[..16].to_string(),
             created,
             took,
-            size(e.bytes),
+            size(e.content_bytes),
             time(Some(e.last_access)),
             args,
         ]);
     }
-    table(&rows);
+    table(&[Left, Left, Right, Right, Left, Left], &rows);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -415,13 +429,6 @@ fn cut(text: &str, max: usize) -> String {
     let mut s: String = text.chars().take(max - 1).collect();
     s.push('…');
     s
-}
-
-/// Rebuilds the eviction index after results were removed here.
-fn reindex(memory: &Memory) -> Result<()> {
-    memory
-        .rebuild_index()
-        .context("cannot rebuild the eviction index")
 }
 
 fn clear(memory: &Memory, function: Option<&str>) -> Result<ExitCode> {
@@ -439,13 +446,13 @@ fn clear(memory: &Memory, function: Option<&str>) -> Result<ExitCode> {
         Some(name) => {
             let stats = memory.stats()?;
             let f = find_function(&stats, name)?;
-            memory
-                .store()
-                .delete_prefix(&f.folder)
+            // Exactly this function: one nested in its folder
+            // (`outer::inner` under `outer`) keeps its results.
+            let removed = memory
+                .clear_listed(f)
                 .with_context(|| format!("cannot clear {}", f.name))?;
             println!(
-                "removed {} result(s) of {}, {}",
-                f.entries,
+                "removed {removed} result(s) of {}, {}",
                 f.name,
                 size(f.bytes)
             );
@@ -475,36 +482,31 @@ fn gc(
     items: Option<u64>,
     age: Option<String>,
 ) -> Result<ExitCode> {
-    let limits = Limits {
-        bytes: bytes.as_deref().map(evict::parse_size).transpose()?,
-        items,
-        age: age.as_deref().map(evict::parse_duration).transpose()?,
-    };
+    let limits = Limits::parse(bytes.as_deref(), items, age.as_deref())?;
     if !limits.any() {
         bail!("give at least one limit: --bytes 10GB, --items 10000 or --age 30d");
     }
-    let inventory = Inventory::scan(memory.store()).context("cannot list the cache")?;
-    let victims = inventory.victims(&limits, 1.0, SystemTime::now());
-    let bar = progress(victims.len(), "removing");
-    let (removed, freed, error) = evict::remove_entries(memory.store(), &victims, &|| bar.inc(1));
-    bar.finish_and_clear();
-    if let Some(e) = error {
-        return Err(e).context("cannot remove every result chosen");
+    let bar = std::sync::OnceLock::new();
+    let done = memory
+        .gc(&limits, &|n, total| {
+            bar.get_or_init(|| progress(total as usize, "removing"))
+                .set_position(n);
+        })
+        .context("cannot remove every result chosen")?;
+    if let Some(bar) = bar.get() {
+        bar.finish_and_clear();
     }
-    reindex(memory)?;
-    // Leftovers of killed writers: temporary files and unheld locks older
-    // than an hour.
-    let swept = memory
-        .store()
-        .sweep(std::time::Duration::from_secs(3600))
-        .context("cannot sweep leftovers")?;
     println!(
-        "removed {removed} result(s), {}; {} result(s), {} left{}",
-        size(freed),
-        inventory.items() - removed,
-        size(inventory.bytes() - freed),
-        if swept > 0 {
-            format!("; {swept} leftover file(s) of interrupted writes removed")
+        "removed {} result(s), {}; {} result(s), {} left{}",
+        done.removed,
+        size(done.freed_bytes),
+        done.left,
+        size(done.left_bytes),
+        if done.swept > 0 {
+            format!(
+                "; {} leftover file(s) of interrupted writes removed",
+                done.swept
+            )
         } else {
             String::new()
         }
@@ -513,43 +515,26 @@ fn gc(
 }
 
 fn verify(memory: &Memory, remove: bool) -> Result<ExitCode> {
-    let inventory = Inventory::scan(memory.store()).context("cannot list the cache")?;
-    let bar = progress(inventory.entries.len(), "verifying");
-    // Signed caches are checked with MEMENTO_KEY.
-    let signer = memento::codec::Signer::from_env();
-    let mut damaged = Vec::new();
-    let mut buf = Vec::new();
-    for entry in &inventory.entries {
-        bar.inc(1);
-        let problem = if !entry.complete {
-            Some("an entry folder of memento 0.1's first layout, never read".to_string())
-        } else {
-            let key = Key::from_hex(&entry.key).context("bad key in a file name")?;
-            match memory.store().read(&entry.name, &mut buf) {
-                Ok(true) => memento::codec::verify(&key, &buf, signer.as_ref())
-                    .err()
-                    .map(|d| d.to_string()),
-                Ok(false) => Some("removed while verifying".into()),
-                Err(e) => Some(e.to_string()),
-            }
-        };
-        if let Some(problem) = problem {
-            damaged.push((entry, problem));
-        }
+    let bar = std::sync::OnceLock::new();
+    let found = memory
+        .verify(remove, &|n, total| {
+            bar.get_or_init(|| progress(total as usize, "verifying"))
+                .set_position(n);
+        })
+        .context("cannot verify the cache")?;
+    if let Some(bar) = bar.get() {
+        bar.finish_and_clear();
     }
-    bar.finish_and_clear();
-    for (entry, problem) in &damaged {
-        println!("damaged: {}/{}: {problem}", memory.location(), entry.name);
-        if remove {
-            evict::remove(memory.store(), entry)
-                .with_context(|| format!("cannot remove {}", entry.name))?;
-        }
+    for damaged in &found.damaged {
+        println!(
+            "damaged: {}/{}: {}",
+            memory.location(),
+            damaged.name,
+            damaged.problem
+        );
     }
-    if remove && !damaged.is_empty() {
-        reindex(memory)?;
-    }
-    let checked = inventory.entries.len();
-    match (damaged.len(), remove) {
+    let checked = found.checked;
+    match (found.damaged.len(), remove) {
         (0, _) => {
             println!("verified {checked} result(s): all whole");
             Ok(ExitCode::SUCCESS)
@@ -571,30 +556,39 @@ fn du(memory: &Memory) -> Result<ExitCode> {
     let stats = memory.stats().context("cannot list the cache")?;
     let mut functions: Vec<&FunctionStats> = stats.functions.iter().collect();
     functions.sort_by_key(|f| std::cmp::Reverse(f.bytes));
+    // DISK: the blocks the files take, which limits count; CONTENT: their
+    // length (a 200-byte result takes a 4 KiB block on most disks).
     let mut rows = vec![vec![
-        "SIZE".to_string(),
+        "DISK".to_string(),
+        "CONTENT".into(),
         "ENTRIES".into(),
         "FUNCTION".into(),
     ]];
     for f in functions {
-        rows.push(vec![size(f.bytes), f.entries.to_string(), f.name.clone()]);
+        rows.push(vec![
+            size(f.bytes),
+            size(f.content_bytes),
+            f.entries.to_string(),
+            f.name.clone(),
+        ]);
     }
     let listed: u64 = stats.functions.iter().map(|f| f.bytes).sum();
+    let listed_content: u64 = stats.functions.iter().map(|f| f.content_bytes).sum();
     if stats.bytes > listed {
         rows.push(vec![
             size(stats.bytes - listed),
+            size(stats.content_bytes.saturating_sub(listed_content)),
             String::new(),
             "(other files)".into(),
         ]);
     }
     rows.push(vec![
         size(stats.bytes),
+        size(stats.content_bytes),
         stats.entries.to_string(),
         format!("total: {}", memory.location()),
     ]);
-    // Sizes first, like du: right-align all but the last column.
-    for row in &rows {
-        println!("{:>10}  {:>8}  {}", row[0], row[1], row[2]);
-    }
+    // Sizes first, like du.
+    table(&[Right, Right, Right, Left], &rows);
     Ok(ExitCode::SUCCESS)
 }

@@ -166,7 +166,11 @@ fn du_and_missing_cache() {
     let out = memento(&loc, &["du"]);
     assert!(out.status.success());
     let text = stdout(&out);
-    assert!(text.lines().next().unwrap().contains("SIZE"));
+    let header = text.lines().next().unwrap();
+    assert!(
+        header.contains("DISK") && header.contains("CONTENT"),
+        "{text}"
+    );
     assert!(text.contains("total:"), "{text}");
     let sine = text.lines().position(|l| l.ends_with("lab::sine")).unwrap();
     let mean = text
@@ -191,4 +195,166 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     found
+}
+
+/// `memento clear F` clears F exactly: a function nested in F's folder
+/// (`lab::outer::inner` under `lab::outer`) keeps its results.
+#[test]
+fn clear_one_function_keeps_a_nested_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let loc = dir.path().join("cache");
+    let memory = Memory::new(&loc);
+    let outer = Function::new("lab", "outer");
+    let inner = Function::new("lab::outer", "inner");
+    let _: u8 = memory.call(&outer, &1u8, || 1);
+    let _: u8 = memory.call(&inner, &1u8, || 2);
+    let _: u8 = memory.call(&inner, &2u8, || 3);
+    let out = memento(&loc, &["clear", "lab::outer"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("removed 1 result(s) of lab::outer"),
+        "{}",
+        stdout(&out)
+    );
+    let stats = Memory::new(&loc).stats().unwrap();
+    let names: Vec<&str> = stats.functions.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["lab::outer::inner"]);
+    assert_eq!(stats.entries, 2);
+    assert!(memory.contains::<u8, _>(&inner, &2u8));
+}
+
+fn modified(p: &Path) -> std::time::SystemTime {
+    std::fs::metadata(p).unwrap().modified().unwrap()
+}
+
+/// verify, ls, show and du read entries without counting an access: two
+/// entries back-dated by 10 minutes keep their time, so a later gc still
+/// removes them first.
+#[test]
+fn management_reads_are_no_access() {
+    let (_dir, loc) = filled();
+    let entries: Vec<PathBuf> = walk(&loc)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "bin"))
+        .take(2)
+        .collect();
+    assert_eq!(entries.len(), 2);
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(600);
+    for p in &entries {
+        let file = std::fs::File::options().write(true).open(p).unwrap();
+        file.set_modified(old).unwrap();
+    }
+    let before: Vec<_> = entries.iter().map(|p| modified(p)).collect();
+    for args in [
+        &["verify"][..],
+        &["ls"],
+        &["show", "lab::sine"],
+        &["show", "mean"],
+        &["du"],
+    ] {
+        let out = memento(&loc, args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    }
+    let after: Vec<_> = entries.iter().map(|p| modified(p)).collect();
+    assert_eq!(before, after, "a management read recorded an access");
+    // And the library's own management reads.
+    let memory = Memory::new(&loc);
+    memory.stats().unwrap();
+    let after: Vec<_> = entries.iter().map(|p| modified(p)).collect();
+    assert_eq!(before, after, "stats recorded an access");
+    // gc then removes the two back-dated entries first.
+    let out = memento(&loc, &["gc", "--items", "3"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for p in &entries {
+        assert!(!p.exists(), "{} was kept", p.display());
+    }
+}
+
+/// After a clear, `ls` lists no function, and no shard folder keeps a
+/// `.keys` file of its emptied shards.
+#[test]
+fn emptied_shards_keep_no_keys_file() {
+    let (_dir, loc) = filled();
+    let keys = |loc: &Path| {
+        walk(loc)
+            .into_iter()
+            .filter(|p| p.file_name().is_some_and(|n| n == ".keys"))
+            .count()
+    };
+    if cfg!(target_os = "linux") {
+        assert!(keys(&loc) > 0, "the writes made .keys files");
+    }
+    let out = memento(&loc, &["gc", "--items", "0"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(keys(&loc), 0, "{:?}", walk(&loc));
+    let out = memento(&loc, &["ls", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["entries"], 0);
+}
+
+/// `memento show`'s headers line up with its rows: each header starts
+/// where its column's cells start (left-aligned) or ends where they end
+/// (right-aligned).
+#[test]
+fn show_columns_line_up() {
+    let (_dir, loc) = filled();
+    let out = memento(&loc, &["show", "lab::sine"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    let head = lines.iter().position(|l| l.starts_with("KEY")).unwrap();
+    let header = lines[head];
+    let rows = &lines[head + 1..];
+    assert_eq!(rows.len(), 4, "{text}");
+    // Text columns (key, times, arguments) are left-aligned: each cell
+    // starts where its header starts. Numbers (took, size) are
+    // right-aligned: each cell ends where its header ends.
+    let chars = |l: &str| l.chars().collect::<Vec<char>>();
+    for (title, left) in [
+        ("KEY", true),
+        ("CREATED", true),
+        ("TOOK", false),
+        ("SIZE", false),
+        ("LAST ACCESS", true),
+        ("ARGUMENTS", true),
+    ] {
+        let start = header.find(title).unwrap();
+        let end = start + title.len();
+        for row in rows {
+            let row = chars(row);
+            let (inside, outside) = if left {
+                (start, start.checked_sub(1))
+            } else {
+                (end - 1, Some(end))
+            };
+            assert!(
+                row.get(inside).is_some_and(|c| *c != ' ')
+                    && outside.is_none_or(|o| row.get(o).is_none_or(|c| *c == ' ')),
+                "{title} is not over its cells:\n{text}"
+            );
+        }
+    }
+}
+
+/// A signed cache verifies with its key from MEMENTO_KEY, and not with
+/// another.
+#[test]
+fn verify_checks_signatures_with_memento_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let loc = dir.path().join("cache");
+    let memory = Memory::new(&loc).signing_key("the secret");
+    let _: u8 = memory.call(&Function::new("lab", "signed"), &1u8, || 1);
+    let run = |key: &str| {
+        Command::new(env!("CARGO_BIN_EXE_memento"))
+            .args(["verify"])
+            .env("MEMENTO_DIR", &loc)
+            .env("MEMENTO_KEY", key)
+            .output()
+            .unwrap()
+    };
+    let out = run("the secret");
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains("verified 1 result(s): all whole"));
+    let out = run("another secret");
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
 }

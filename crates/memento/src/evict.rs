@@ -19,7 +19,9 @@ use crate::store::{read_json, ObjectMeta, Store};
 /// Limits on what a cache holds. `None` is no limit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Limits {
-    /// Total bytes under the location (outputs, metadata, records).
+    /// Total bytes the location takes on the disk (its files' allocated
+    /// blocks: outputs, records, the eviction index), not their content's
+    /// length: 100,000 results of 200 bytes take 400 MB on ext4, not 20 MB.
     pub bytes: Option<u64>,
     /// Number of stored results.
     pub items: Option<u64>,
@@ -31,6 +33,24 @@ impl Limits {
     /// Is any limit set?
     pub fn any(&self) -> bool {
         self.bytes.is_some() || self.items.is_some() || self.age.is_some()
+    }
+
+    /// Limits as people write them: a size such as `10GB` (see
+    /// [`parse_size`]), a count, a duration such as `30d` (see
+    /// [`parse_duration`]).
+    ///
+    /// ```
+    /// let limits = memento::Limits::parse(Some("1KiB"), Some(5), Some("2h")).unwrap();
+    /// assert_eq!(limits.bytes, Some(1024));
+    /// assert_eq!(limits.age, Some(std::time::Duration::from_secs(7200)));
+    /// assert!(memento::Limits::parse(Some("lots"), None, None).is_err());
+    /// ```
+    pub fn parse(bytes: Option<&str>, items: Option<u64>, age: Option<&str>) -> Result<Limits> {
+        Ok(Limits {
+            bytes: bytes.map(parse_size).transpose()?,
+            items,
+            age: age.map(parse_duration).transpose()?,
+        })
     }
 }
 
@@ -45,8 +65,10 @@ pub struct EntryInfo {
     pub name: String,
     /// The key, hex.
     pub key: String,
-    /// Its bytes.
+    /// What it takes on the disk (allocated blocks), which limits count.
     pub bytes: u64,
+    /// Its content's length in bytes.
+    pub content: u64,
     /// Last access: the file's modification time.
     pub last_access: SystemTime,
     /// False for a leftover of the first layout, which this version never
@@ -97,7 +119,8 @@ impl Inventory {
                 entries.push(EntryInfo {
                     function_folder: folder.to_string(),
                     key,
-                    bytes: object.size,
+                    bytes: object.disk,
+                    content: object.size,
                     last_access: object.modified,
                     complete: true,
                     name: object.name,
@@ -108,10 +131,12 @@ impl Inventory {
                     name: dir.to_string(),
                     key,
                     bytes: 0,
+                    content: 0,
                     last_access: SystemTime::UNIX_EPOCH,
                     complete: false,
                 });
-                entry.bytes += object.size;
+                entry.bytes += object.disk;
+                entry.content += object.size;
             } else {
                 others.push(object);
             }
@@ -121,9 +146,16 @@ impl Inventory {
         Ok(Inventory { entries, others })
     }
 
-    /// Bytes of everything listed.
+    /// What everything listed takes on the disk (allocated blocks).
     pub fn bytes(&self) -> u64 {
         self.entries.iter().map(|e| e.bytes).sum::<u64>()
+            + self.others.iter().map(|o| o.disk).sum::<u64>()
+    }
+
+    /// The length of everything listed: its content, without the rest of
+    /// the blocks it takes.
+    pub fn content_bytes(&self) -> u64 {
+        self.entries.iter().map(|e| e.content).sum::<u64>()
             + self.others.iter().map(|o| o.size).sum::<u64>()
     }
 
@@ -159,8 +191,9 @@ impl Inventory {
 
 /// Removes `victims` from `store`, on up to 16 threads (removals are system
 /// calls that mostly wait, which overlap well), calling `progress` after
-/// each. Returns the results removed, the bytes freed and the first error
-/// met (the others go on).
+/// each; then removes the shard folders they leave empty (see
+/// [`Store::prune`]). Returns the results removed, the bytes freed (on the
+/// disk) and the first error met (the others go on).
 pub fn remove_entries(
     store: &dyn Store,
     victims: &[&EntryInfo],
@@ -197,11 +230,17 @@ pub fn remove_entries(
             });
         }
     });
-    (
-        removed.into_inner(),
-        freed.into_inner(),
-        first_error.into_inner().unwrap_or_else(|p| p.into_inner()),
-    )
+    let mut first_error = first_error.into_inner().unwrap_or_else(|p| p.into_inner());
+    let shards: std::collections::BTreeSet<&str> = victims
+        .iter()
+        .filter_map(|v| v.name.rsplit_once('/').map(|(shard, _)| shard))
+        .collect();
+    for shard in shards {
+        if let Err(e) = store.prune(shard) {
+            first_error.get_or_insert(e);
+        }
+    }
+    (removed.into_inner(), freed.into_inner(), first_error)
 }
 
 /// Removes one entry: its file, or a first-layout entry's folder.
@@ -234,8 +273,11 @@ pub(crate) struct HitsFile {
 pub struct Stats {
     /// Number of stored results.
     pub entries: u64,
-    /// Bytes under the location.
+    /// What the location takes on the disk (allocated blocks).
     pub bytes: u64,
+    /// The length of its files' content (less than `bytes`: a file takes
+    /// whole blocks).
+    pub content_bytes: u64,
     /// Per function, sorted by name.
     pub functions: Vec<FunctionStats>,
 }
@@ -249,8 +291,11 @@ pub struct FunctionStats {
     pub folder: String,
     /// Number of stored results.
     pub entries: u64,
-    /// Bytes of its results and its record.
+    /// What its results and its records take on the disk (allocated
+    /// blocks).
     pub bytes: u64,
+    /// The length of its results and records.
+    pub content_bytes: u64,
     /// The most recent last access among its results.
     pub last_access: Option<SystemTime>,
     /// Hits recorded in `hits.json`: approximate, since each process adds
@@ -276,6 +321,7 @@ impl Stats {
                     folder: folder.to_string(),
                     entries: 0,
                     bytes: 0,
+                    content_bytes: 0,
                     last_access: None,
                     hits: 0,
                 })
@@ -283,6 +329,7 @@ impl Stats {
         for entry in inventory.entries.iter() {
             let f = stats_of(&mut functions, &entry.function_folder);
             f.bytes += entry.bytes;
+            f.content_bytes += entry.content;
             if entry.complete {
                 f.entries += 1;
                 f.last_access = f.last_access.max(Some(entry.last_access));
@@ -292,13 +339,15 @@ impl Stats {
             if let Some(folder) = other.name.strip_suffix("/hits.json") {
                 let hits = read_json::<HitsFile>(store, &other.name);
                 let f = stats_of(&mut functions, folder);
-                f.bytes += other.size;
+                f.bytes += other.disk;
+                f.content_bytes += other.size;
                 f.hits += hits.map_or(0, |h| h.hits);
             }
             if let Some(folder) = other.name.strip_suffix("/function.json") {
                 let record = read_json::<FunctionRecord>(store, &other.name);
                 let f = stats_of(&mut functions, folder);
-                f.bytes += other.size;
+                f.bytes += other.disk;
+                f.content_bytes += other.size;
                 if let Some(record) = record {
                     f.name = record.function;
                 }
@@ -309,6 +358,7 @@ impl Stats {
         Stats {
             entries: inventory.items(),
             bytes: inventory.bytes(),
+            content_bytes: inventory.content_bytes(),
             functions,
         }
     }
@@ -358,6 +408,7 @@ mod tests {
             name: name.into(),
             key: name.into(),
             bytes,
+            content: bytes,
             last_access: SystemTime::UNIX_EPOCH + Duration::from_secs(1000 - age_s),
             complete,
         }

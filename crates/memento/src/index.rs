@@ -5,7 +5,8 @@
 //! list: each [`Memory`](crate::Memory) appends one small record per result
 //! it writes to a log of its own, `<location>/.index/<id>.log` (no two
 //! processes share a log, so appends never interleave). A record holds the
-//! entry's function folder, key, size and creation time. Eviction reads the
+//! entry's function folder, key, size on the disk (whole blocks: limits
+//! count what the disk holds, not the content's length) and creation time. Eviction reads the
 //! logs (a million records are ~100 MB read sequentially), sums the sizes,
 //! and takes victims from a heap ordered by the best known last access: a
 //! popped entry's real last access (its file's mtime) is read with one
@@ -48,6 +49,8 @@ pub(crate) struct IndexLog {
     dir: PathBuf,
     /// Named at the first append: a Memory that only reads pays nothing.
     path: std::sync::OnceLock<PathBuf>,
+    /// The file system's block size, read at the first append.
+    block: std::sync::OnceLock<u64>,
 }
 
 /// A log name no other log of this or another process has: process id,
@@ -73,12 +76,29 @@ impl IndexLog {
         IndexLog {
             dir: root.join(INDEX_DIR),
             path: std::sync::OnceLock::new(),
+            block: std::sync::OnceLock::new(),
         }
     }
 
-    /// Appends the record of a written entry (best effort: a failure only
-    /// hides the entry from eviction until the next full listing).
+    /// What a new file of `len` bytes takes on the disk: `len` rounded up
+    /// to whole blocks of the file system (`st_blksize`). An estimate, so
+    /// that a write costs no `stat` of what it wrote: exact for the usual
+    /// file systems (ext4, xfs, btrfs, apfs) unless they compress or keep
+    /// tiny files inline, where it counts more than the disk holds; the
+    /// listing of an eviction or `memento gc` reads the real blocks.
+    pub(crate) fn on_disk(&self, len: u64) -> u64 {
+        let block = *self
+            .block
+            .get_or_init(|| crate::store::block_size(self.dir.parent().unwrap_or(&self.dir)));
+        len.div_ceil(block) * block
+    }
+
+    /// Appends the record of a written entry of `size` bytes, counted as
+    /// what it takes on the disk ([`on_disk`](IndexLog::on_disk)); best
+    /// effort: a failure only hides the entry from eviction until the next
+    /// full listing.
     pub(crate) fn append(&self, folder: &str, key: &Key, size: u64, created_ms: u64) {
+        let size = self.on_disk(size);
         let mut record = Vec::with_capacity(51 + folder.len());
         record.push(RECORD);
         record.extend_from_slice(key.as_bytes());
@@ -89,7 +109,7 @@ impl IndexLog {
         let path = self.path.get_or_init(|| self.dir.join(unique_name("log")));
         let open = || OpenOptions::new().create(true).append(true).open(path);
         let file = open().or_else(|_| {
-            fs::create_dir_all(&self.dir)?;
+            crate::store::make_folders(&self.dir)?;
             open()
         });
         // One write of one small buffer: appends of other processes (to
@@ -104,6 +124,7 @@ impl IndexLog {
 #[derive(Debug, Clone)]
 pub(crate) struct Indexed {
     pub(crate) folder: String,
+    /// What the entry takes on the disk (allocated blocks).
     pub(crate) size: u64,
     /// Best known last access, ms since the epoch (at first, creation).
     pub(crate) time_ms: u64,
@@ -146,6 +167,10 @@ pub(crate) fn read(root: &Path) -> io::Result<Snapshot> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(snapshot),
         Err(e) => return Err(e),
     };
+    // Records hold disk sizes; those of memento 0.3 and before held the
+    // content's length, which this rounds up to whole blocks as a write
+    // does (rounding a disk size changes nothing).
+    let block = crate::store::block_size(root);
     for entry in listing.flatten() {
         let path = entry.path();
         if path.extension().is_none_or(|e| e != "log") {
@@ -158,7 +183,9 @@ pub(crate) fn read(root: &Path) -> io::Result<Snapshot> {
         {
             continue;
         }
-        snapshot.log_bytes += bytes.len() as u64;
+        snapshot.log_bytes += fs::metadata(&path).map_or(bytes.len() as u64, |m| {
+            crate::store::on_disk(&m).max(bytes.len() as u64)
+        });
         snapshot.logs.push((path, bytes.len() as u64));
         let mut at = 0;
         while at + 51 <= bytes.len() && bytes[at] == RECORD {
@@ -185,11 +212,11 @@ pub(crate) fn read(root: &Path) -> io::Result<Snapshot> {
                     time_ms: 0,
                 });
             // A key written again (forced) replaces its record.
-            entry.size = size;
+            entry.size = size.div_ceil(block) * block;
             entry.time_ms = entry.time_ms.max(time_ms);
         }
     }
-    let size = |p: PathBuf| fs::metadata(p).map_or(0, |m| m.len());
+    let size = |p: PathBuf| fs::metadata(p).map_or(0, |m| crate::store::on_disk(&m));
     let folders: std::collections::HashSet<&str> = snapshot
         .entries
         .values()
@@ -245,7 +272,13 @@ pub(crate) fn rebuild(
             ))
         });
     compact(root, entries, before)?;
-    File::create(root.join(INDEX_DIR).join(COMPLETE))?;
+    match File::create(root.join(INDEX_DIR).join(COMPLETE)) {
+        Ok(_) => {}
+        // A clear removed the index meanwhile: it stays incomplete, and the
+        // next eviction lists the store again.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
     Ok(())
 }
 
@@ -259,8 +292,16 @@ pub(crate) fn compact(
     old: &[(PathBuf, u64)],
 ) -> io::Result<()> {
     let dir = root.join(INDEX_DIR);
-    fs::create_dir_all(&dir)?;
-    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(&dir)?;
+    // A clear may remove the folder between its making and the file's.
+    let mut attempts = 0;
+    let mut tmp = loop {
+        crate::store::make_folders(&dir)?;
+        match tempfile::Builder::new().prefix(".tmp-").tempfile_in(&dir) {
+            Ok(tmp) => break tmp,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 16 => attempts += 1,
+            Err(e) => return Err(e),
+        }
+    };
     // Old logs renamed aside: (where it is now, where it was).
     let mut moved: Vec<(PathBuf, &Path)> = Vec::new();
     let written = (|| -> io::Result<()> {
@@ -523,7 +564,10 @@ mod tests {
         let late = Key::of(&"late").unwrap();
         log.append("c/f", &late, 7, 2000);
         compact(root, snap.entries.into_iter(), &snap.logs).unwrap();
-        assert!(snapshot_of(root).contains(&(late, 7)));
+        // Sizes are what the entry takes on the disk: whole blocks.
+        let disk = log.on_disk(7);
+        assert!(disk >= 512 && disk.is_multiple_of(512), "{disk}");
+        assert!(snapshot_of(root).contains(&(late, disk)));
         // A torn record at the end of a log is ignored.
         let torn = root.join(INDEX_DIR).join("torn.log");
         std::fs::write(&torn, [RECORD, 1, 2, 3]).unwrap();

@@ -194,7 +194,10 @@ pub use key::{Key, KeyError};
 pub use log::MEMENTO_LOG;
 pub use mapped::Mapped;
 pub use memento_macros::cache;
-pub use memory::{Location, Lookup, Memory, Pending, Reduction, DEFAULT_DIR, MEMENTO_DIR};
+pub use memory::{
+    Collected, DamagedEntry, Location, Lookup, Memory, Pending, Reduction, StoredEntry,
+    Verification, DEFAULT_DIR, MEMENTO_DIR,
+};
 
 /// Support for the code `#[memento::cache]` generates. Not a public API.
 #[doc(hidden)]

@@ -37,7 +37,7 @@ mod write;
 
 use config::Options;
 use large::Got;
-pub use limits::Reduction;
+pub use limits::{Collected, DamagedEntry, Reduction, StoredEntry, Verification};
 pub(crate) use mode::Mode;
 pub use mode::{last_call, next_call};
 use once::{Begun, Contended, Leader, Phase, Step};

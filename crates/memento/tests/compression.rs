@@ -32,7 +32,7 @@ fn output_size(memory: &Memory, f: &Function) -> u64 {
         .functions
         .iter()
         .find(|s| s.folder == folder)
-        .map(|s| s.bytes)
+        .map(|s| s.content_bytes)
         .unwrap()
 }
 

@@ -158,3 +158,126 @@ fn eviction_and_clear_beside_readers_and_writers() {
     );
     println!("1600 calls, 0 wrong values, {} results kept", stats.entries);
 }
+
+/// Clears in a loop while other threads write: a folder that fills up under
+/// a clear (an index log, a shard, a function's folder made again) is no
+/// error. What was there when a clear started is gone when it returns.
+#[test]
+fn clears_beside_writers_never_fail() {
+    let dir = fresh_dir("clear-loop");
+    let memory = Memory::new(&dir);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..3u64)
+        .map(|t| {
+            let (memory, stop) = (memory.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let f = Function::new("conc", "cleared");
+                let mut i = 0u64;
+                while !stop.load(SeqCst) {
+                    let k = t * 1_000_000 + i;
+                    let v: u64 = memory.call(&f, &k, || k + 1);
+                    assert_eq!(v, k + 1);
+                    i += 1;
+                }
+                i
+            })
+        })
+        .collect();
+    let mut failures = Vec::new();
+    for _ in 0..300 {
+        // One result written before the clear: it must be gone after it.
+        let before = Function::new("conc", "before");
+        let _: u8 = memory.call(&before, &(), || 1);
+        match memory.clear() {
+            Err(e) => failures.push(e.to_string()),
+            Ok(()) => assert!(
+                !memory.contains::<u8, _>(&before, &()),
+                "a result stored before the clear is still there"
+            ),
+        }
+    }
+    stop.store(true, SeqCst);
+    let written: u64 = writers.into_iter().map(|h| h.join().unwrap()).sum();
+    assert!(written > 0);
+    assert!(
+        failures.is_empty(),
+        "{} of 300 clears failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+}
+
+/// A clear while a key's lock is held (a computation running) does not
+/// let a second holder in: the lock's file stays until it is free.
+#[test]
+fn a_clear_keeps_held_locks() {
+    use memento::store::{LocalStore, LockOutcome, Store};
+    let dir = fresh_dir("clear-lock");
+    let memory = Memory::new(&dir);
+    let f = Function::new("conc", "locked");
+    let _: u8 = memory.call(&f, &1u8, || 1);
+    let key = "ab".to_string() + &"c".repeat(62);
+    let name = format!("{}/{}/{}.lock", f.folder(), &key[..2], &key[2..]);
+    let holder = LocalStore::new(&dir);
+    let held = match holder.lock(&name, None).unwrap() {
+        LockOutcome::Held(lock) => lock,
+        other => panic!("{other:?}"),
+    };
+    memory.clear().unwrap();
+    // Another open of the store, as another process.
+    let other = LocalStore::new(&dir);
+    let wait = Some(Duration::from_millis(50));
+    assert!(
+        matches!(other.lock(&name, wait).unwrap(), LockOutcome::TimedOut),
+        "a second holder got the lock after the clear"
+    );
+    drop(held);
+    assert!(matches!(
+        other.lock(&name, wait).unwrap(),
+        LockOutcome::Held(_)
+    ));
+    assert_eq!(memory.stats().unwrap().entries, 0);
+}
+
+/// Evictions (reading and compacting the eviction index) beside clears
+/// that remove the index under them: no writer warns, no clear fails.
+#[test]
+fn evictions_beside_clears_warn_nothing() {
+    let dir = fresh_dir("evict-clear");
+    let memory = Memory::new(&dir).items_limit(4);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (failures, logs) = capture_logs(|| {
+        // The writers log to the capturing subscriber too.
+        let dispatch = tracing::dispatcher::get_default(|d| d.clone());
+        let writers: Vec<_> = (0..2u64)
+            .map(|t| {
+                let (memory, stop, dispatch) = (memory.clone(), stop.clone(), dispatch.clone());
+                std::thread::spawn(move || {
+                    let _logs = tracing::dispatcher::set_default(&dispatch);
+                    let f = Function::new("conc", "evicted");
+                    let mut i = 0u64;
+                    while !stop.load(SeqCst) {
+                        let k = t * 1_000_000 + i;
+                        let v: u64 = memory.call(&f, &k, || k);
+                        assert_eq!(v, k);
+                        i += 1;
+                    }
+                })
+            })
+            .collect();
+        let mut failures = Vec::new();
+        for _ in 0..200 {
+            if let Err(e) = memory.clear() {
+                failures.push(e.to_string());
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        stop.store(true, SeqCst);
+        for w in writers {
+            w.join().unwrap();
+        }
+        failures
+    });
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(!logs.contains("WARN"), "{logs}");
+}

@@ -153,8 +153,13 @@ fn clear_and_stats() {
         .map(|f| (f.name.as_str(), f.entries))
         .collect();
     assert_eq!(names, [("limits::blob", 5), ("limits::other::g", 1)]);
-    let on_disk: u64 = walk_bytes(&dir);
-    assert_eq!(stats.bytes, on_disk, "every byte under the location counts");
+    let content: u64 = walk_bytes(&dir);
+    assert_eq!(
+        stats.content_bytes, content,
+        "every byte under the location counts"
+    );
+    #[cfg(unix)]
+    assert_eq!(stats.bytes, disk_usage(&dir), "and every block");
     assert!(stats.functions.iter().all(|f| f.last_access.is_some()));
 
     memory.clear().unwrap();
@@ -204,4 +209,53 @@ fn the_index_forgets_cleared_functions() {
     // And a real limit still evicts the oldest.
     let reduced = memory.clone().items_limit(4).reduce_size().unwrap();
     assert_eq!(reduced.removed, 6);
+}
+
+/// What the files under `root` take on the disk: their allocated blocks.
+#[cfg(unix)]
+fn disk_usage(root: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    for entry in std::fs::read_dir(root).unwrap().flatten() {
+        let meta = entry.metadata().unwrap();
+        if meta.is_dir() {
+            total += disk_usage(&entry.path());
+        } else {
+            total += meta.blocks() * 512;
+        }
+    }
+    total
+}
+
+/// A byte limit counts what the disk holds, not the content's length: 200
+/// small results (about 200 bytes each, a whole block each on the disk)
+/// under a limit of 100 KiB leave at most 100 KiB of allocated blocks,
+/// and `stats` reports those blocks beside the content's length.
+#[cfg(unix)]
+#[test]
+fn limits_and_stats_count_blocks() {
+    let dir = fresh_dir("blocks");
+    let memory = Memory::new(&dir).bytes_limit(100 * 1024);
+    let small = Function::new("limits", "small");
+    for i in 0..200u32 {
+        let _: Vec<u8> = memory.call(&small, &i, || vec![1; 150]);
+    }
+    let stats = memory.stats().unwrap();
+    let files_disk: u64 = {
+        // Entries and records, not the folders themselves.
+        disk_usage(&dir)
+    };
+    assert_eq!(stats.bytes, files_disk, "stats count the allocated blocks");
+    assert!(
+        stats.content_bytes < stats.bytes,
+        "content {} < disk {}",
+        stats.content_bytes,
+        stats.bytes
+    );
+    assert!(
+        files_disk <= 100 * 1024,
+        "{files_disk} bytes on the disk for a limit of 100 KiB ({} results kept)",
+        stats.entries
+    );
+    assert!(stats.entries > 0);
 }

@@ -147,3 +147,35 @@ fn a_cache_of_the_first_layout_is_cleared_on_first_use() {
     let v: u32 = Memory::new(&dir).call(&f, &1u8, || unreachable!("stored"));
     assert_eq!(v, 11);
 }
+
+static QUIET: std::sync::LazyLock<Memory> =
+    std::sync::LazyLock::new(|| Memory::new(common::fresh_dir("quiet")));
+
+#[memento::cache(memory = QUIET)]
+fn looked_at(x: u8) -> u8 {
+    x + 1
+}
+
+/// A handle's `metadata()` and `stats()` are no access: an entry
+/// back-dated by 10 minutes keeps its time.
+#[test]
+fn metadata_and_stats_are_no_access() {
+    let handle = looked_at::call_and_shelve(3);
+    let root = QUIET.path().unwrap().to_path_buf();
+    let entry = common::outputs(&root).pop().unwrap();
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(600);
+    std::fs::File::options()
+        .write(true)
+        .open(&entry)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let before = std::fs::metadata(&entry).unwrap().modified().unwrap();
+    assert_eq!(handle.metadata().unwrap().args, "[3]");
+    QUIET.stats().unwrap();
+    let after = std::fs::metadata(&entry).unwrap().modified().unwrap();
+    assert_eq!(before, after, "a management read recorded an access");
+    // A real read does record one.
+    assert_eq!(handle.get().unwrap(), 4);
+    assert!(std::fs::metadata(&entry).unwrap().modified().unwrap() > before);
+}

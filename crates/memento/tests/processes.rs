@@ -63,6 +63,13 @@ fn child(role: &str) {
                 let _ = big::call_forced(i % 64);
             }
         }
+        "hit_then_clear" => {
+            // A hit counted in memory, then a clear: the hits are of
+            // results that are gone, and are not written at exit.
+            println!("{}", triple(arg));
+            println!("{}", triple(arg));
+            triple::memory().clear().unwrap();
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -121,6 +128,33 @@ fn second_process_hits() {
     assert_eq!(run_child(Some(&cache), &work, &counter, 8), 24);
     assert_eq!(lines(&counter), 2, "other arguments compute");
     assert!(cache.join("processes/triple/function.json").is_file());
+}
+
+/// Hits counted before a clear are not flushed at exit into a folder whose
+/// results are gone: `memento ls` would list a function without results.
+fn hits_after_clear_make_no_function() {
+    let work = fresh_dir("hits-clear");
+    let cache = work.join("cache");
+    let counter = work.join("counter.txt");
+    let out = Command::new(std::env::current_exe().unwrap())
+        .env(ROLE, "hit_then_clear:4")
+        .env(COUNTER, &counter)
+        .env("MEMENTO_DIR", &cache)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(lines(&counter), 1, "the second call was a hit");
+    let stats = memento::Memory::new(&cache).stats().unwrap();
+    assert!(
+        stats.functions.is_empty(),
+        "functions listed after a clear: {:?}",
+        stats.functions
+    );
+    assert!(!cache.join("processes/triple/hits.json").exists());
 }
 
 /// Without MEMENTO_DIR, the cache is `.memento` in the current directory.
@@ -392,7 +426,11 @@ fn main() {
         child(&role);
         return;
     }
-    let tests: [(&str, fn()); 8] = [
+    let tests: [(&str, fn()); 9] = [
+        (
+            "hits_after_clear_make_no_function",
+            hits_after_clear_make_no_function,
+        ),
         ("on_tmpfs", on_tmpfs),
         ("signed_between_processes", signed_between_processes),
         ("second_process_hits", second_process_hits),

@@ -37,6 +37,12 @@ extern "C" fn at_exit() {
 }
 
 /// Adds `state`'s pending hits to its `hits.json`.
+///
+/// Not when the function has no record (`function.json`): its results
+/// were cleared (by this process or another) since the hits, which counted
+/// results that are gone. Written anyway, the count would make a folder of a
+/// function without results, which `memento ls` would list. A function that
+/// stores a result writes its record.
 pub(super) fn flush(store: &dyn Store, io: &IoReports, state: &FnState) {
     let n = state.hits.swap(0, Ordering::Relaxed);
     if n == 0 {
@@ -45,6 +51,13 @@ pub(super) fn flush(store: &dyn Store, io: &IoReports, state: &FnState) {
     let Some(folder) = state.folder.get() else {
         return;
     };
+    let mut probe = Vec::new();
+    if !matches!(
+        store.read_range(&crate::layout::record(folder), 0..1, &mut probe),
+        Ok(true)
+    ) {
+        return;
+    }
     let name = crate::layout::hits(folder);
     let old = crate::store::read_json::<HitsFile>(store, &name)
         .unwrap_or_default()

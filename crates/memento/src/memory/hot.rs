@@ -167,6 +167,20 @@ impl Hot {
         }
     }
 
+    /// Keeps only the entries whose function's state passes `keep`.
+    pub(super) fn retain(&self, keep: impl Fn(&FnState) -> bool) {
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        let mut freed = 0;
+        map.entries.retain(|_, entry| {
+            let kept = keep(&entry.state);
+            if !kept {
+                freed += entry.payload.len() as u64;
+            }
+            kept
+        });
+        map.bytes -= freed;
+    }
+
     pub(super) fn clear(&self) {
         *self.map.write().unwrap_or_else(|e| e.into_inner()) = HotMap::default();
     }

@@ -2,6 +2,7 @@
 //! eviction index for a local cache), statistics and clearing.
 
 use super::*;
+use crate::evict::FunctionStats;
 
 /// Running count of what the store holds, from the last listing plus this
 /// Memory's writes since.
@@ -132,6 +133,7 @@ impl Memory {
                 name: index::entry_file(&e.folder, key),
                 key: key.to_hex(),
                 bytes: e.size,
+                content: e.size,
                 last_access: UNIX_EPOCH + Duration::from_millis(e.time_ms),
                 complete: true,
             })
@@ -170,6 +172,12 @@ impl Memory {
         if !limits.any() {
             return;
         }
+        // What the write takes on the disk: whole blocks (an estimate; a
+        // listing reads the real ones).
+        let added = match &self.inner.shared.index {
+            Some(index) => index.on_disk(added),
+            None => added,
+        };
         let due = {
             let mut usage = self
                 .inner
@@ -218,14 +226,42 @@ impl Memory {
 
     /// Removes every stored result of every function (the location itself
     /// and its `.gitignore` stay).
+    ///
+    /// Other threads and processes may go on reading and writing meanwhile:
+    /// what was stored when the clear started is removed; what is written
+    /// while it runs may stay or go. A folder that fills up under it is no
+    /// error.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let memory = memento::Memory::new(dir.path());
+    /// let f = memento::Function::new("docs", "cleared");
+    /// let _: u8 = memory.call(&f, &1u8, || 2);
+    /// memory.clear().unwrap();
+    /// assert_eq!(memory.stats().unwrap().entries, 0);
+    /// assert!(dir.path().join(".gitignore").exists());
+    /// ```
     pub fn clear(&self) -> Result<()> {
         let store = &*self.inner.store;
-        let mut tops: Vec<String> = store
-            .list("")?
-            .into_iter()
-            .filter_map(|name| name.split('/').next().map(str::to_string))
-            .filter(|top| top != ".gitignore")
-            .collect();
+        let mut tops: Vec<String> = match &self.inner.options.location {
+            // The top folders, without listing every entry under them.
+            Some(root) => match std::fs::read_dir(root) {
+                Ok(listing) => listing
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|name| !name.starts_with(crate::store::TEMP_PREFIX))
+                    .collect(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(Error::io("list", root, e)),
+            },
+            None => store
+                .list("")?
+                .into_iter()
+                .filter_map(|name| name.split('/').next().map(str::to_string))
+                .collect(),
+        };
+        tops.retain(|top| top != ".gitignore");
+        tops.sort();
         tops.dedup();
         for top in tops {
             store.delete_prefix(&top)?;
@@ -240,22 +276,63 @@ impl Memory {
     }
 
     /// Removes every stored result of `function` (and its record); returns
-    /// how many results were removed.
+    /// how many results were removed. The results of other functions stay,
+    /// those of a function nested in this one's folder too.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let memory = memento::Memory::new(dir.path());
+    /// let f = memento::Function::new("docs", "twice");
+    /// let _: u32 = memory.call(&f, &2u32, || 4);
+    /// assert_eq!(memory.clear_function(&f).unwrap(), 1);
+    /// assert_eq!(memory.stats().unwrap().entries, 0);
+    /// ```
     pub fn clear_function(&self, function: &Function) -> Result<usize> {
-        let removed = self.remove_entries(function)?;
-        for file in ["function.json", "hits.json"] {
-            self.inner
-                .store
-                .delete(&format!("{}/{file}", function.folder()))?;
+        self.clear_folder(function.folder())
+    }
+
+    /// Removes every stored result of a function as listed by
+    /// [`stats`](Memory::stats) (its record too), as
+    /// [`clear_function`](Memory::clear_function) does for a [`Function`]:
+    /// for tools that know a cache's functions by their listing (the
+    /// `memento` command). A function nested in its folder keeps its
+    /// results. Returns how many results were removed.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let memory = memento::Memory::new(dir.path());
+    /// let outer = memento::Function::new("docs", "outer");
+    /// let inner = memento::Function::new("docs::outer", "inner");
+    /// let _: u8 = memory.call(&outer, &1u8, || 1);
+    /// let _: u8 = memory.call(&inner, &1u8, || 2);
+    /// let stats = memory.stats().unwrap();
+    /// let listed = stats.functions.iter().find(|f| f.name == "docs::outer").unwrap();
+    /// assert_eq!(memory.clear_listed(listed).unwrap(), 1);
+    /// assert_eq!(memory.stats().unwrap().functions.len(), 1); // docs::outer::inner
+    /// ```
+    pub fn clear_listed(&self, function: &FunctionStats) -> Result<usize> {
+        self.clear_folder(&function.folder)
+    }
+
+    /// Removes the results and records of the function whose folder is
+    /// `folder`, not those of functions in folders below it.
+    fn clear_folder(&self, folder: &str) -> Result<usize> {
+        let store = &*self.inner.store;
+        let inventory = Inventory::scan_prefix(store, folder)?;
+        let victims: Vec<&evict::EntryInfo> = inventory
+            .entries
+            .iter()
+            .filter(|e| e.function_folder == folder)
+            .collect();
+        let (removed, _, first_error) = evict::remove_entries(store, &victims, &|| {});
+        if let Some(e) = first_error {
+            return Err(e);
         }
-        self.inner
-            .shared
-            .functions
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(function.hash());
-        // Keys do not name their function: drop the whole in-memory layer.
-        self.inner.shared.hot.clear();
+        store.delete(&crate::layout::record(folder))?;
+        store.delete(&crate::layout::hits(folder))?;
+        store.prune(folder)?;
+        // What this process knew of it: its state, its results in memory.
+        self.inner.shared.forget_function(folder);
         // And its records in the eviction index.
         if let (Some(root), Some(_)) = (&self.inner.options.location, &self.inner.shared.index) {
             let _guard = self
@@ -270,11 +347,11 @@ impl Memory {
             let keep = snapshot
                 .entries
                 .into_iter()
-                .filter(|(_, e)| e.folder != function.folder());
+                .filter(|(_, e)| e.folder != folder);
             crate::index::compact(root, keep, &snapshot.logs)
                 .map_err(|e| Error::io("compact the eviction index in", &dir, e))?;
         }
-        Ok(removed)
+        Ok(removed as usize)
     }
 
     /// Rebuilds the eviction index of a local cache from a listing of it:
@@ -315,5 +392,232 @@ impl Memory {
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Usage::default();
         Ok(())
+    }
+}
+
+/// A stored result of one function, as [`Memory::entries`] lists it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct StoredEntry {
+    /// The key, hex.
+    pub key: String,
+    /// Its file (or a first-layout leftover's folder), relative to the
+    /// location.
+    pub name: String,
+    /// What it takes on the disk (allocated blocks).
+    pub bytes: u64,
+    /// Its length.
+    pub content_bytes: u64,
+    /// Its last access (its file's modification time).
+    pub last_access: SystemTime,
+    /// False for a leftover of memento 0.1's first layout, never read.
+    pub complete: bool,
+    /// Its header and info, when readable (the checksum is not checked).
+    pub metadata: Option<Metadata>,
+}
+
+/// What [`Memory::verify`] found.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct Verification {
+    /// Stored results (and first-layout leftovers) checked.
+    pub checked: u64,
+    /// Those found damaged, with the reason.
+    pub damaged: Vec<DamagedEntry>,
+    /// How many of them were removed (with `remove`).
+    pub removed: u64,
+}
+
+/// A damaged stored result found by [`Memory::verify`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct DamagedEntry {
+    /// Its file, relative to the location.
+    pub name: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+/// What [`Memory::gc`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Collected {
+    /// Stored results removed.
+    pub removed: u64,
+    /// Disk bytes freed.
+    pub freed_bytes: u64,
+    /// Stored results left.
+    pub left: u64,
+    /// Disk bytes left.
+    pub left_bytes: u64,
+    /// Leftovers of interrupted writes removed (temporary files and unheld
+    /// lock files more than an hour old).
+    pub swept: u64,
+}
+
+/// Management: what tools that look after a cache (the `memento` command)
+/// need, without reaching into the store's layout. Every read here is no
+/// access: it leaves the results' last access as it was.
+impl Memory {
+    /// The record (`function.json`) of a function as listed by
+    /// [`stats`](Memory::stats), if it has a readable one.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let memory = memento::Memory::new(dir.path());
+    /// let _: u8 = memory.call(&memento::Function::new("docs", "rec"), &1u8, || 1);
+    /// let stats = memory.stats().unwrap();
+    /// let record = memory.function_record(&stats.functions[0]).unwrap();
+    /// assert_eq!(record.function, "docs::rec");
+    /// ```
+    pub fn function_record(&self, function: &FunctionStats) -> Option<FunctionRecord> {
+        crate::store::read_json(
+            &*self.inner.store,
+            &format!("{}/function.json", function.folder),
+        )
+    }
+
+    /// The stored results of a function as listed by
+    /// [`stats`](Memory::stats) (not those of functions nested in its
+    /// folder), oldest first, each with its metadata.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let memory = memento::Memory::new(dir.path());
+    /// let f = memento::Function::new("docs", "listed");
+    /// let _: u8 = memory.call(&f, &(1u8,), || 1);
+    /// let stats = memory.stats().unwrap();
+    /// let entries = memory.entries(&stats.functions[0]).unwrap();
+    /// assert_eq!(entries[0].metadata.as_ref().unwrap().args, "[1]");
+    /// ```
+    pub fn entries(&self, function: &FunctionStats) -> Result<Vec<StoredEntry>> {
+        let store = &*self.inner.store;
+        let inventory = Inventory::scan_prefix(store, &function.folder)?;
+        let mut entries: Vec<StoredEntry> = inventory
+            .entries
+            .into_iter()
+            .filter(|e| e.function_folder == function.folder)
+            .map(|e| {
+                let metadata = if e.complete {
+                    Metadata::read(store, &e.name).ok().flatten()
+                } else {
+                    None
+                };
+                StoredEntry {
+                    key: e.key,
+                    name: e.name,
+                    bytes: e.bytes,
+                    content_bytes: e.content,
+                    last_access: e.last_access,
+                    complete: e.complete,
+                    metadata,
+                }
+            })
+            .collect();
+        entries.sort_by(|a, b| {
+            let created = |e: &StoredEntry| e.metadata.as_ref().map_or(0.0, |m| m.created_unix);
+            created(a).total_cmp(&created(b))
+        });
+        Ok(entries)
+    }
+
+    /// Checks every stored result's checksum (and signature, with a
+    /// signing key), reading none as an access; with `remove`, removes the
+    /// damaged ones (and rebuilds the eviction index). `progress` is called
+    /// with (checked, total) after each.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let memory = memento::Memory::new(dir.path());
+    /// let _: u8 = memory.call(&memento::Function::new("docs", "v"), &1u8, || 1);
+    /// let found = memory.verify(false, &|_, _| {}).unwrap();
+    /// assert_eq!((found.checked, found.damaged.len()), (1, 0));
+    /// ```
+    pub fn verify(
+        &self,
+        remove: bool,
+        progress: &(dyn Fn(u64, u64) + Sync),
+    ) -> Result<Verification> {
+        let store = &*self.inner.store;
+        let inventory = Inventory::scan(store)?;
+        let total = inventory.entries.len() as u64;
+        let signer = self.inner.options.signer.as_ref();
+        let mut found = Verification::default();
+        let mut victims = Vec::new();
+        let mut buf = Vec::new();
+        for entry in &inventory.entries {
+            let problem = if !entry.complete {
+                Some("an entry folder of memento 0.1's first layout, never read".to_string())
+            } else {
+                match Key::from_hex(&entry.key) {
+                    None => Some("a file name that is no key".to_string()),
+                    Some(key) => match store.peek(&entry.name, &mut buf) {
+                        Ok(true) => codec::verify(&key, &buf, signer)
+                            .err()
+                            .map(|d| d.to_string()),
+                        Ok(false) => Some("removed while verifying".into()),
+                        Err(e) => Some(e.to_string()),
+                    },
+                }
+            };
+            found.checked += 1;
+            progress(found.checked, total);
+            if let Some(problem) = problem {
+                found.damaged.push(DamagedEntry {
+                    name: entry.name.clone(),
+                    problem,
+                });
+                victims.push(entry);
+            }
+        }
+        if remove && !victims.is_empty() {
+            let (_, _, first_error) = evict::remove_entries(store, &victims, &|| {});
+            if let Some(e) = first_error {
+                return Err(e);
+            }
+            found.removed = victims.len() as u64;
+            self.rebuild_index()?;
+        }
+        Ok(found)
+    }
+
+    /// Removes least recently used results until every limit of `limits`
+    /// holds (whatever this Memory's own limits), then leftovers of
+    /// interrupted writes more than an hour old, and rebuilds the eviction
+    /// index. `progress` is called with (removed, to remove) after each
+    /// removal.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let memory = memento::Memory::new(dir.path());
+    /// let f = memento::Function::new("docs", "gc");
+    /// for i in 0..5u8 {
+    ///     let _: u8 = memory.call(&f, &i, || i);
+    /// }
+    /// let limits = memento::Limits { items: Some(2), ..Default::default() };
+    /// let done = memory.gc(&limits, &|_, _| {}).unwrap();
+    /// assert_eq!((done.removed, done.left), (3, 2));
+    /// ```
+    pub fn gc(&self, limits: &Limits, progress: &(dyn Fn(u64, u64) + Sync)) -> Result<Collected> {
+        let store = &*self.inner.store;
+        let inventory = Inventory::scan(store)?;
+        let victims = inventory.victims(limits, 1.0, SystemTime::now());
+        let total = victims.len() as u64;
+        let done = std::sync::atomic::AtomicU64::new(0);
+        let (removed, freed_bytes, first_error) = evict::remove_entries(store, &victims, &|| {
+            progress(done.fetch_add(1, Ordering::Relaxed) + 1, total)
+        });
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        self.rebuild_index()?;
+        let swept = store.sweep(Duration::from_secs(3600))?;
+        Ok(Collected {
+            removed,
+            freed_bytes,
+            left: inventory.items().saturating_sub(removed),
+            left_bytes: inventory.bytes().saturating_sub(freed_bytes),
+            swept,
+        })
     }
 }

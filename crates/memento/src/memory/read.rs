@@ -113,11 +113,7 @@ impl Memory {
     ) -> Result<Option<Metadata>> {
         let name = EntryName::entry(folder, key);
         let mut buf = Vec::new();
-        if !self
-            .inner
-            .store
-            .read_range(name.as_str(), 0..u64::MAX, &mut buf)?
-        {
+        if !self.inner.store.peek(name.as_str(), &mut buf)? {
             return Ok(None);
         }
         let len = buf.len() as u64;

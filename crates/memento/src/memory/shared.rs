@@ -97,6 +97,18 @@ impl Shared {
         *self.usage.lock().unwrap_or_else(|e| e.into_inner()) = Usage::default();
     }
 
+    /// Forgets what this process knew of the function whose folder is
+    /// `folder` (after its results were cleared): its state, so that its
+    /// record is checked again, and its results in the in-memory layer.
+    pub(super) fn forget_function(&self, folder: &str) {
+        let mine = |state: &FnState| state.folder.get().is_some_and(|f| f == folder);
+        self.functions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, state| !mine(state));
+        self.hot.retain(|state| !mine(state));
+    }
+
     /// Adds the hits still counted in memory to their `hits.json`.
     pub(super) fn flush_all_hits(&self) {
         let functions: Vec<Arc<FnState>> = self

@@ -142,24 +142,31 @@ impl LocalStore {
                 .tempfile_in(dir)
         };
         let mut created = false;
-        let mut tmp = match make() {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                // Usually only the shard folder is missing.
-                self.created_folders.fetch_add(1, Ordering::Relaxed);
-                match fs::create_dir(dir) {
-                    Ok(()) => created = true,
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                    Err(_) => {
-                        self.root_ready.store(false, Ordering::Release);
-                        self.ensure_root()?;
-                        fs::create_dir_all(dir).map_err(|e| Error::io("create folder", dir, e))?;
-                        created = true;
+        // A clear in another thread or process may remove the folders
+        // between their making and the file's: make them again, a few times.
+        let mut attempts = 0;
+        let mut tmp = loop {
+            match make() {
+                Ok(t) => break t,
+                Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < FOLDER_ATTEMPTS => {
+                    attempts += 1;
+                    self.created_folders.fetch_add(1, Ordering::Relaxed);
+                    // Usually only the shard folder is missing.
+                    match fs::create_dir(dir) {
+                        Ok(()) => created = true,
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                        Err(_) => {
+                            self.root_ready.store(false, Ordering::Release);
+                            self.ensure_root()?;
+                            match make_folders(dir) {
+                                Ok(()) => created = true,
+                                Err(e) => return Err(Error::io("create folder", dir, e)),
+                            }
+                        }
                     }
                 }
-                make().map_err(|e| Error::io("create a file in", dir, e))?
+                Err(e) => return Err(Error::io("create a file in", dir, e)),
             }
-            Err(e) => return Err(Error::io("create a file in", dir, e)),
         };
         for part in parts {
             tmp.write_all(part)
@@ -212,6 +219,26 @@ impl Store for LocalStore {
                 .read_to_end(out)
                 .map_err(|e| Error::io("read", path, e))?;
             touch(&file, &meta, self.access_granularity);
+            Ok(true)
+        })
+    }
+
+    fn peek(&self, name: &str, out: &mut Vec<u8>) -> Result<bool> {
+        check_name(name)?;
+        self.with_path(name, |path| {
+            let file = match File::open(path) {
+                Ok(f) => f,
+                Err(e) if absent(&e) => return Ok(false),
+                Err(e) => return Err(Error::io("open", path, e)),
+            };
+            let meta = file.metadata().map_err(|e| Error::io("read", path, e))?;
+            out.clear();
+            out.reserve(meta.len() as usize);
+            // As `read`, without recording an access.
+            (&file)
+                .take(meta.len())
+                .read_to_end(out)
+                .map_err(|e| Error::io("read", path, e))?;
             Ok(true)
         })
     }
@@ -362,6 +389,7 @@ impl Store for LocalStore {
                     found.push(ObjectMeta {
                         name: parts.join("/"),
                         size: meta.len(),
+                        disk: on_disk(&meta),
                         modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
                     });
                 }
@@ -396,15 +424,21 @@ impl Store for LocalStore {
         check_name(prefix)?;
         let path = self.root.join(prefix);
         let result = if path.is_dir() {
-            fs::remove_dir_all(&path)
+            remove_tree(&path, SystemTime::now())
         } else {
-            fs::remove_file(&path)
+            fs::remove_file(&path).map_err(|e| (path.clone(), e))
         };
         match result {
             Ok(()) => Ok(()),
-            Err(e) if absent(&e) => Ok(()),
-            Err(e) => Err(Error::io("delete", path, e)),
+            Err((_, e)) if absent(&e) => Ok(()),
+            Err((path, e)) => Err(Error::io("delete", path, e)),
         }
+    }
+
+    fn prune(&self, folder: &str) -> Result<()> {
+        check_name(folder)?;
+        let dir = self.root.join(folder);
+        prune_folder(&dir).map_err(|e| Error::io("delete", dir, e))
     }
 
     fn location(&self) -> String {
@@ -424,7 +458,7 @@ impl Store for LocalStore {
             let make_dir = |dir: &Path| -> io::Result<()> {
                 self.created_folders.fetch_add(1, Ordering::Relaxed);
                 self.ensure_root().map_err(io::Error::other)?;
-                fs::create_dir_all(dir)
+                make_folders(dir)
             };
             return match self.ranges.lock(shard, offset, timeout, &make_dir) {
                 Ok(Some(lock)) => Ok(LockOutcome::Held(StoreLock::new(lock))),
@@ -450,7 +484,7 @@ impl Store for LocalStore {
                     self.created_folders.fetch_add(1, Ordering::Relaxed);
                     self.ensure_root()?;
                     if let Some(dir) = path.parent() {
-                        fs::create_dir_all(dir).map_err(|e| Error::io("create folder", dir, e))?;
+                        make_folders(dir).map_err(|e| Error::io("create folder", dir, e))?;
                     }
                     open().map_err(|e| Error::io("open the lock", &path, e))?
                 }
@@ -520,6 +554,201 @@ impl Store for LocalStore {
             }
         }
         Ok(removed)
+    }
+}
+
+/// How many times a write makes its folders again when they vanish under
+/// it (each time, a clear removed them in between).
+const FOLDER_ATTEMPTS: u32 = 16;
+
+/// What a file takes on the disk: its allocated blocks (`st_blocks` × 512
+/// on Unix), which for small files is far more than its length (a 200-byte
+/// entry takes a whole 4 KiB block on ext4). Elsewhere, its length.
+pub(crate) fn on_disk(meta: &fs::Metadata) -> u64 {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        meta.blocks() * 512
+    }
+    #[cfg(not(unix))]
+    {
+        meta.len()
+    }
+}
+
+/// The block size of the file system under `path` (`st_blksize`; 4096 when
+/// unknown), by which a new file's disk size is estimated.
+pub(crate) fn block_size(path: &Path) -> u64 {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(meta) = fs::metadata(path) {
+            return meta.blksize().max(512);
+        }
+    }
+    let _ = path;
+    4096
+}
+
+/// `fs::create_dir_all` for folders that a clear may remove at any time:
+/// `create_dir_all` fails with `NotFound` when a parent goes between its
+/// steps, and with `AlreadyExists` when the folder was made by another and
+/// removed again before it looked. Both are tried again, a few times.
+pub(crate) fn make_folders(dir: &Path) -> io::Result<()> {
+    let mut attempts = 0;
+    loop {
+        match fs::create_dir_all(dir) {
+            Ok(()) => return Ok(()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::AlreadyExists
+                ) && attempts < FOLDER_ATTEMPTS =>
+            {
+                attempts += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Is this the error of a folder that is not empty (something was written
+/// in it meanwhile)?
+fn filled(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::DirectoryNotEmpty
+}
+
+/// Removes the folder `dir` with everything that was in it when the walk
+/// listed it; what another thread or process writes there meanwhile may
+/// stay (and then so does its folder): a folder that filled up under the
+/// removal is no error, and neither is a file already gone. Temporary files
+/// of writes still going on (younger than [`LEFTOVER_AGE`] at `started`) are
+/// left to their writers, which publish them: a clear does not make a
+/// concurrent write fail. Locks in use (a `.keys` with a locked key, a held
+/// lock file) stay too, so that a clear never lets two holders in.
+fn remove_tree(dir: &Path, started: SystemTime) -> std::result::Result<(), (PathBuf, io::Error)> {
+    let listing = match fs::read_dir(dir) {
+        Ok(listing) => listing,
+        Err(e) if absent(&e) => return Ok(()),
+        Err(e) => return Err((dir.to_path_buf(), e)),
+    };
+    for entry in listing {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) if absent(&e) => continue,
+            Err(e) => return Err((dir.to_path_buf(), e)),
+        };
+        let path = entry.path();
+        let kind = match entry.file_type() {
+            Ok(kind) => kind,
+            Err(e) if absent(&e) => continue,
+            Err(e) => return Err((path, e)),
+        };
+        if kind.is_dir() {
+            remove_tree(&path, started)?;
+            continue;
+        }
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        // A shard's `.keys` goes only while no key of it is locked, and a
+        // lock file only while nobody holds it (removed under its lock, as
+        // its holder does): a holder must never find its lock on a removed
+        // file while another takes the same lock on a new one.
+        if is_keys(&entry.file_name()) {
+            remove_keys(dir).map_err(|e| (path.clone(), e))?;
+            continue;
+        }
+        if name.ends_with(".lock") {
+            if let Ok(file) = File::open(&path) {
+                if file.try_lock().is_ok() && same_file(&file, &path) {
+                    match fs::remove_file(&path) {
+                        Ok(()) => {}
+                        Err(e) if absent(&e) => {}
+                        Err(e) => return Err((path, e)),
+                    }
+                }
+            }
+            continue;
+        }
+        if name.starts_with(TEMP_PREFIX) {
+            let young = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .map(|m| started.duration_since(m).unwrap_or(Duration::ZERO) < LEFTOVER_AGE)
+                .unwrap_or(false);
+            if young {
+                continue;
+            }
+        }
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if absent(&e) => {}
+            Err(e) => return Err((path, e)),
+        }
+    }
+    match fs::remove_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if absent(&e) || filled(&e) => Ok(()),
+        Err(e) => Err((dir.to_path_buf(), e)),
+    }
+}
+
+/// Removes the folder `dir` if nothing is left in it but its `.keys`, and
+/// that only when no key of it is locked (see `ranges`): a lock holder
+/// keeps its file. A waiter that then locks the removed file finds it gone
+/// and locks the one made next, as after a clear.
+fn prune_folder(dir: &Path) -> io::Result<()> {
+    let listing = match fs::read_dir(dir) {
+        Ok(listing) => listing,
+        Err(e) if absent(&e) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let mut keys = false;
+    for entry in listing {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) if absent(&e) => continue,
+            Err(e) => return Err(e),
+        };
+        if !is_keys(&entry.file_name()) {
+            // Something else is here: the folder stays.
+            return Ok(());
+        }
+        keys = true;
+    }
+    if keys && !remove_keys(dir)? {
+        return Ok(());
+    }
+    match fs::remove_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if absent(&e) || filled(&e) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Is `name` a shard's `.keys` (the key locks on Linux)?
+fn is_keys(name: &std::ffi::OsStr) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        name == super::ranges::RANGES_FILE
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = name;
+        false
+    }
+}
+
+/// Removes `dir`'s `.keys` unless a key of it is locked (`Ok(false)`).
+fn remove_keys(dir: &Path) -> io::Result<bool> {
+    #[cfg(target_os = "linux")]
+    {
+        super::ranges::remove_unlocked(dir)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = dir;
+        Ok(true)
     }
 }
 

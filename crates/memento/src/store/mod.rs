@@ -18,6 +18,7 @@ mod local;
 #[cfg(target_os = "linux")]
 mod ranges;
 
+pub(crate) use local::{block_size, make_folders, on_disk, TEMP_PREFIX};
 pub use local::{LocalStore, ACCESS_GRANULARITY};
 
 /// What [`Store::open_file`] found.
@@ -56,6 +57,26 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// the file's modification time, which is the entry's last access, when
     /// it is more than [`ACCESS_GRANULARITY`] old).
     fn read(&self, name: &str, out: &mut Vec<u8>) -> Result<bool>;
+
+    /// Reads the whole object into `out` (cleared first) as
+    /// [`read`](Store::read) does, without recording an access: management
+    /// reads (verify, metadata, statistics) must not make a result look
+    /// recently used, or an eviction after them would keep the wrong ones.
+    /// The default reads the whole range.
+    ///
+    /// ```
+    /// use memento::store::{LocalStore, Store};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = LocalStore::new(dir.path());
+    /// store.write("a.bin", b"abc").unwrap();
+    /// let mut buf = Vec::new();
+    /// assert!(store.peek("a.bin", &mut buf).unwrap());
+    /// assert_eq!(buf, b"abc");
+    /// assert!(!store.peek("b.bin", &mut buf).unwrap());
+    /// ```
+    fn peek(&self, name: &str, out: &mut Vec<u8>) -> Result<bool> {
+        self.read_range(name, 0..u64::MAX, out)
+    }
 
     /// Opens the object as a local file, for reads straight into an array
     /// and for memory maps, recording the access as [`read`](Store::read)
@@ -146,6 +167,15 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         Ok(())
     }
 
+    /// Tidies the folder `folder` after objects in it were deleted: a
+    /// backend whose folders are real removes it when nothing is left in it
+    /// but its own files (the local store: the shard's `.keys`, when no key
+    /// of it is locked). The default does nothing.
+    fn prune(&self, folder: &str) -> Result<()> {
+        let _ = folder;
+        Ok(())
+    }
+
     /// Where the objects live, for messages (a folder, a URL).
     fn location(&self) -> String;
 
@@ -219,7 +249,7 @@ impl fmt::Debug for StoreLock {
 /// ```
 pub fn read_json<T: serde::de::DeserializeOwned>(store: &dyn Store, name: &str) -> Option<T> {
     let mut buf = Vec::new();
-    match store.read(name, &mut buf) {
+    match store.peek(name, &mut buf) {
         Ok(true) => serde_json::from_slice(&buf).ok(),
         _ => None,
     }
@@ -230,8 +260,12 @@ pub fn read_json<T: serde::de::DeserializeOwned>(store: &dyn Store, name: &str) 
 pub struct ObjectMeta {
     /// The object's name.
     pub name: String,
-    /// Its size in bytes.
+    /// Its size in bytes (its content).
     pub size: u64,
+    /// What it takes on the disk: its allocated blocks, for a local file
+    /// (a 200-byte file takes a 4 KiB block on most file systems); the
+    /// size, for a backend that bills content.
+    pub disk: u64,
     /// When it was last written or, for entries, last read.
     pub modified: SystemTime,
 }

@@ -10,6 +10,10 @@
 //! over NFS. Unlike a lock file, `.keys` is never removed by its users; if
 //! something else removes it (`clear` removes whole folders), a lock taken
 //! on the removed file is dropped and taken again on the file now there.
+//! A shard folder emptied by an eviction or a function's clear loses its
+//! `.keys` only while no byte of it is locked ([`remove_unlocked`] holds the
+//! whole file meanwhile), so no holder is left with a lock on a removed
+//! file while another locks the same key on the new one.
 //!
 //! Threads of one process share the open file, so two of them would both
 //! hold one range: the in-process flights (`memory/once.rs`) make sure only
@@ -48,14 +52,41 @@ impl Drop for RangeLock {
     }
 }
 
+/// Removes `shard`'s `.keys` if no byte of it is locked (taken: the whole
+/// file, without waiting, held while the file is removed). `Ok(false)`:
+/// some key is locked, the file stays.
+pub(super) fn remove_unlocked(shard: &Path) -> io::Result<bool> {
+    let path = shard.join(RANGES_FILE);
+    let file = match fs::OpenOptions::new().read(true).write(true).open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
+        Err(e) => return Err(e),
+    };
+    // Length 0: from the offset to the end of any file, the whole range.
+    if !fcntl_range(&file, 0, 0, libc::F_WRLCK as i16, false)? {
+        return Ok(false);
+    }
+    let removed = match fs::remove_file(&path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(e),
+    };
+    let _ = fcntl_range(&file, 0, 0, libc::F_UNLCK as i16, false);
+    removed
+}
+
 fn fcntl_lock(file: &File, offset: i64, kind: i16, wait: bool) -> io::Result<bool> {
+    fcntl_range(file, offset, 1, kind, wait)
+}
+
+fn fcntl_range(file: &File, offset: i64, len: i64, kind: i16, wait: bool) -> io::Result<bool> {
     // SAFETY: a zeroed `flock` is valid; the fields set below are what
     // F_OFD_* requires (l_pid must be 0).
     let mut lock: libc::flock = unsafe { std::mem::zeroed() };
     lock.l_type = kind;
     lock.l_whence = libc::SEEK_SET as i16;
     lock.l_start = offset;
-    lock.l_len = 1;
+    lock.l_len = len;
     let cmd = if wait {
         libc::F_OFD_SETLKW
     } else {
@@ -104,13 +135,21 @@ impl Ranges {
                 .truncate(false)
                 .open(&path)
         };
-        let file = match opener() {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                make_dir(shard)?;
-                opener()?
+        // A clear may remove the folder between its making and the open.
+        let mut attempts = 0;
+        let file = loop {
+            match opener() {
+                Ok(f) => break f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 16 => {
+                    attempts += 1;
+                    match make_dir(shard) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
         };
         let id = identity(&file.metadata()?);
         let file = Arc::new(file);
@@ -184,6 +223,28 @@ mod tests {
         assert!(b.lock(&shard, 8, t, &make).unwrap().is_some());
         drop(held);
         assert!(b.lock(&shard, 7, t, &make).unwrap().is_some());
+    }
+
+    #[test]
+    fn keys_go_only_when_no_key_is_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let make = |d: &Path| fs::create_dir_all(d);
+        let a = Ranges::default();
+        let b = Ranges::default();
+        let shard = dir.path().join("ef");
+        let held = a.lock(&shard, 1 << 40, None, &make).unwrap().unwrap();
+        assert!(!remove_unlocked(&shard).unwrap(), "a key is locked");
+        assert!(shard.join(RANGES_FILE).exists());
+        drop(held);
+        assert!(remove_unlocked(&shard).unwrap());
+        assert!(!shard.join(RANGES_FILE).exists());
+        // Both open files were of the removed `.keys`: each locks the new
+        // one, and they exclude each other there.
+        let held = a.lock(&shard, 3, None, &make).unwrap().unwrap();
+        let t = Some(Duration::from_millis(30));
+        assert!(b.lock(&shard, 3, t, &make).unwrap().is_none());
+        drop(held);
+        assert!(remove_unlocked(&dir.path().join("none")).unwrap());
     }
 
     #[test]
