@@ -8,7 +8,7 @@
 //!
 //! ```
 //! # let dir = tempfile::tempdir().unwrap();
-//! # std::env::set_var("MEMENTO_DIR", dir.path());
+//! # unsafe { std::env::set_var("MEMENTO_DIR", dir.path()) }; // one thread here
 //! use std::time::{Duration, Instant};
 //!
 //! #[memento::cache]
@@ -84,7 +84,7 @@
 //!
 //! ```
 //! # let dir = tempfile::tempdir().unwrap();
-//! # std::env::set_var("MEMENTO_DIR", dir.path());
+//! # unsafe { std::env::set_var("MEMENTO_DIR", dir.path()) }; // one thread here
 //! #[derive(serde::Serialize)]
 //! struct Circle {
 //!     r: f64,
@@ -111,7 +111,7 @@
 //!
 //! ```
 //! # let dir = tempfile::tempdir().unwrap();
-//! # std::env::set_var("MEMENTO_DIR", dir.path());
+//! # unsafe { std::env::set_var("MEMENTO_DIR", dir.path()) }; // one thread here
 //! #[memento::cache]
 //! fn smooth(samples: &[f64], width: usize) -> Vec<f64> {
 //!     samples.windows(width).map(|w| w.iter().sum::<f64>() / width as f64).collect()
