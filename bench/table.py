@@ -63,6 +63,11 @@ def main():
     for case, title in RAW:
         print(f"  {title:<50} {fmt(med.get(('raw', case)) or med.get(('memento', case))):>10}")
 
+    print()
+    print("imports, fresh process (not in the table: the timer starts after them):")
+    for peer in PEERS[:2]:
+        print(f"  {'import ' + peer:<50} {fmt(med.get((peer, 'import'))):>10}")
+
     def get(peer, case):
         return med.get((peer, case))
 

@@ -25,7 +25,7 @@
 //!
 //! ```
 //! # let dir = tempfile::tempdir().unwrap();
-//! # std::env::set_var("MEMENTO_DIR", dir.path());
+//! # unsafe { std::env::set_var("MEMENTO_DIR", dir.path()) }; // one thread here
 //! #[memento::cache]
 //! fn cube(x: u64) -> u64 {
 //!     x * x * x

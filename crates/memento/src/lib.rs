@@ -8,7 +8,7 @@
 //!
 //! ```
 //! # let dir = tempfile::tempdir().unwrap();
-//! # std::env::set_var("MEMENTO_DIR", dir.path());
+//! # unsafe { std::env::set_var("MEMENTO_DIR", dir.path()) }; // one thread here
 //! use std::time::{Duration, Instant};
 //!
 //! #[memento::cache]
@@ -70,6 +70,14 @@
 //!   (`s`, `m`, `h`, `d`, `w`; a bad value is a compile error).
 //! - `validate = path::to::fn`: a `fn(&entry::Metadata) -> bool` asked
 //!   before a stored result is served; `false` computes it again.
+//! - `compress = "lz4"`, `"zstd"` or `"zstd:19"` (a level): stored results
+//!   are compressed (cargo features `lz4`, `zstd`, off by default; results
+//!   stored before stay readable).
+//! - `mmap`: the function returns [`Mapped<T>`](Mapped) while its body
+//!   still returns the `T` (a `Vec<P>`, `Box<[P]>` or ndarray array of
+//!   numbers): stored results come back as a read-only memory map of their
+//!   entry (see the [`mapped`] module). Not with `compress` (a compile
+//!   error).
 //! - `handle = false`: no handle struct (see below).
 //!
 //! # Handles, methods, async
@@ -78,13 +86,16 @@
 //! whose associated functions manage the function's results:
 //! `f::check_call_in_cache(args)`, `f::call_with_outcome(args)`,
 //! `f::call_forced(args)`, `f::call_and_shelve(args)` and `f::clear()` (see
-//! the [`handle`] module). Methods key `&self` (or leave it out with
+//! the [`handle`] module), and `f::memory()` and `f::function()`: the
+//! function's [`Memory`] and [`Function`], for the [`Memory`] methods that
+//! take a function ([`Memory::clear_function`], [`Memory::contains`],
+//! whose arguments are the keyed arguments as a tuple). Methods key `&self` (or leave it out with
 //! `ignore(self)`), and functions of the same name in two `impl` blocks, or
 //! nested in two functions, keep apart. `async fn`s work on any executor.
 //!
 //! ```
 //! # let dir = tempfile::tempdir().unwrap();
-//! # std::env::set_var("MEMENTO_DIR", dir.path());
+//! # unsafe { std::env::set_var("MEMENTO_DIR", dir.path()) }; // one thread here
 //! #[derive(serde::Serialize)]
 //! struct Circle {
 //!     r: f64,
@@ -99,19 +110,30 @@
 //!
 //! let c = Circle { r: 1.0 };
 //! assert_eq!(c.area(), c.area());
+//!
+//! #[memento::cache]
+//! fn cube(x: u64) -> u64 {
+//!     x * x * x
+//! }
+//!
+//! assert_eq!(cube(3), 27);
+//! let memory = cube::memory();
+//! assert!(memory.contains::<u64, _>(cube::function(), &(3u64,)));
+//! assert_eq!(memory.clear_function(cube::function()).unwrap(), 1);
+//! assert!(!cube::check_call_in_cache(3));
 //! ```
 //!
 //! # Large arrays
 //!
 //! Arrays of numbers (`Vec<f64>`, `&[u8]`, `Box<[i32]>`, and with the
-//! `ndarray` feature ndarray arrays and views) are hashed as the bytes they
+//! `ndarray` feature ndarray 0.17 arrays and views) are hashed as the bytes they
 //! are, on every core, and stored as raw bytes that are read back in one go
 //! or, with `#[memento::cache(mmap)]` and a [`Mapped`] result, memory-mapped.
 //! The [`buffer`] and [`mapped`] modules tell how.
 //!
 //! ```
 //! # let dir = tempfile::tempdir().unwrap();
-//! # std::env::set_var("MEMENTO_DIR", dir.path());
+//! # unsafe { std::env::set_var("MEMENTO_DIR", dir.path()) }; // one thread here
 //! #[memento::cache]
 //! fn smooth(samples: &[f64], width: usize) -> Vec<f64> {
 //!     samples.windows(width).map(|w| w.iter().sum::<f64>() / width as f64).collect()
@@ -162,7 +184,12 @@
 //!
 //! - `parallel` (default): large argument buffers and checksums are hashed
 //!   on every core (blake3's rayon support).
-//! - `ndarray`: ndarray arrays and views as arguments and results.
+//! - `ndarray`: ndarray arrays and views as arguments and results, for
+//!   **ndarray 0.17** (`ndarray = "0.17"` in your `Cargo.toml`). An array of
+//!   another ndarray version (0.16, say) is another type to Rust: it gets
+//!   "the trait bound `ArrayBase<..>: Serialize` is not satisfied" (or "does
+//!   not implement `Serialize`"); `cargo tree -d -i ndarray` shows two
+//!   versions then.
 //! - `lz4`, `zstd`: `#[memento::cache(compress = "..")]`.
 
 #![warn(missing_docs)]

@@ -54,7 +54,7 @@
 //!
 //! ```
 //! # let dir = tempfile::tempdir().unwrap();
-//! # std::env::set_var("MEMENTO_DIR", dir.path());
+//! # unsafe { std::env::set_var("MEMENTO_DIR", dir.path()) }; // one thread here
 //! use memento::Mapped;
 //!
 //! #[memento::cache(mmap)]
@@ -271,7 +271,7 @@ impl<P: Element, D: ndarray::Dimension + Serialize + 'static> Mapped<ndarray::Ar
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
-    /// # std::env::set_var("MEMENTO_DIR", dir.path());
+    /// # unsafe { std::env::set_var("MEMENTO_DIR", dir.path()) }; // one thread here
     /// use memento::Mapped;
     /// use ndarray::{Array2, ArrayView2};
     ///

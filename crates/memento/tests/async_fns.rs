@@ -87,3 +87,22 @@ async fn waiting_does_not_block_the_executor() {
     assert_eq!((a, b), (2, 2));
     assert_eq!(SHARED.load(SeqCst), 1);
 }
+
+/// `Memory::lookup_async` hashes its arguments before the first await, and
+/// its future does not borrow them (edition 2024 would capture their
+/// lifetime in the returned `impl Future` unless the signature says
+/// otherwise): arguments dropped before the await still compile.
+#[tokio::test(flavor = "current_thread")]
+async fn lookup_async_future_outlives_its_arguments() {
+    let f = memento::Function::new("async_fns", "outlives");
+    let future = {
+        let args = (String::from("dropped before the await"),);
+        MEM.lookup_async::<u32, _>(&f, &args)
+    };
+    match future.await {
+        memento::Lookup::Miss(pending) => assert_eq!(pending.store(7), 7),
+        memento::Lookup::Hit(_) => panic!("a fresh function hit"),
+    }
+    let args = (String::from("dropped before the await"),);
+    assert!(MEM.contains::<u32, _>(&f, &args));
+}

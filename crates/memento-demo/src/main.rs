@@ -1,8 +1,13 @@
 //! The tutorial's slow sine, cached.
 //!
-//! `cargo run --release --example slow_sine`: the first run computes each
+//! `cargo run --release -p memento-demo`: the first run computes each
 //! value once (about 200 ms), then serves it instantly; a second run serves
 //! every call from disk.
+//!
+//! A package of its own, with no dev-dependencies, so that a newcomer's
+//! first build compiles memento and its runtime dependencies only (an
+//! example of the `memento` crate would build every dev-dependency of that
+//! crate: criterion, proptest, trybuild, tokio, ...).
 
 use std::time::{Duration, Instant};
 
