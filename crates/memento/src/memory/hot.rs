@@ -31,15 +31,16 @@ impl Hasher for KeyIdHasher {
 /// repeated hit in one process costs a map lookup and a decode.
 ///
 /// Least recently used entries go first. A hit only takes the map's read
-/// lock and stamps its entry with a tick (an atomic store), so hits in many
-/// threads do not serialize on a list; when an insert finds the layer full,
-/// it removes the least recently used eighth of the entries at once (one
-/// sort of the stamps for many inserts).
+/// lock and stamps its entry with the clock, which moves at each insert
+/// (the only time entries are evicted), so hits in many threads do not
+/// serialize on a list; when an insert finds the layer full, it removes
+/// the least recently used eighth of the entries at once (one sort of the
+/// stamps for many inserts).
 pub(super) struct Hot {
     limit: AtomicU64,
     /// Zero point of `HotEntry::touched`.
     base: Instant,
-    /// The clock of `HotEntry::used`.
+    /// The clock of `HotEntry::used`: one tick per insert.
     tick: AtomicU64,
     map: RwLock<HotMap>,
 }
@@ -108,8 +109,13 @@ impl Hot {
         if entry.signer != signer {
             return None;
         }
-        let tick = self.tick.fetch_add(1, Ordering::Relaxed);
-        entry.used.store(tick, Ordering::Relaxed);
+        // The clock moves at inserts only (the only time entries are
+        // evicted), so a hit costs two plain loads, and a store only for
+        // the first use of an entry since the last insert.
+        let tick = self.tick.load(Ordering::Relaxed);
+        if entry.used.load(Ordering::Relaxed) != tick {
+            entry.used.store(tick, Ordering::Relaxed);
+        }
         let now = self.now();
         let touched = entry.touched.load(Ordering::Relaxed);
         let touch = now >= touched + TOUCH_EVERY
@@ -153,7 +159,7 @@ impl Hot {
                 payload: Arc::from(payload),
                 created_ms,
                 touched: AtomicU64::new(now),
-                used: AtomicU64::new(self.tick.fetch_add(1, Ordering::Relaxed)),
+                used: AtomicU64::new(self.tick.fetch_add(1, Ordering::Relaxed) + 1),
                 signer,
                 state: state.clone(),
             },
