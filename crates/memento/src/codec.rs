@@ -58,6 +58,7 @@ use crate::key::Key;
 /// assert!(Compression::parse("gzip").is_err());
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Compression {
     /// Stored as postcard bytes.
     #[default]

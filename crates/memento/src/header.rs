@@ -103,6 +103,7 @@ impl std::fmt::Debug for Signer {
 
 /// Why stored bytes were refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum Damage {
     /// The file is empty.
     #[error("the entry is empty")]
