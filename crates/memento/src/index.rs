@@ -60,7 +60,7 @@ use crate::key::Key;
 
 /// Folder of the logs under the location.
 pub(crate) use crate::layout::INDEX_DIR;
-const COMPLETE: &str = "complete";
+use crate::layout::{INDEX_COMPLETE as COMPLETE, INDEX_LOG_EXTENSION as LOG};
 
 /// One record of a log: an entry as written (its bytes are in the module
 /// doc). The only code that encodes or decodes a record.
@@ -140,7 +140,7 @@ fn unique_name(kind: &str) -> String {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!(
-        "{kind}-{}-{}-{n}.log",
+        "{kind}-{}-{}-{n}.{LOG}",
         std::process::id(),
         millis(SystemTime::now())
     )
@@ -256,7 +256,7 @@ pub(crate) fn read(root: &Path) -> io::Result<Snapshot> {
     let block = crate::store::block_size(root);
     for entry in listing.flatten() {
         let path = entry.path();
-        if path.extension().is_none_or(|e| e != "log") {
+        if path.extension().is_none_or(|e| e != LOG) {
             continue;
         }
         let mut bytes = Vec::new();
@@ -289,11 +289,11 @@ pub(crate) fn read(root: &Path) -> io::Result<Snapshot> {
         .values()
         .map(|e| e.folder.as_str())
         .collect();
-    snapshot.other_bytes = size(root.join(".gitignore"))
+    snapshot.other_bytes = size(root.join(crate::layout::GITIGNORE))
         + folders
             .into_iter()
             .map(|f| {
-                size(root.join(f).join("function.json")) + size(root.join(f).join("hits.json"))
+                size(root.join(crate::layout::record(f))) + size(root.join(crate::layout::hits(f)))
             })
             .sum::<u64>();
     Ok(snapshot)
@@ -311,7 +311,7 @@ pub(crate) fn logs(root: &Path) -> io::Result<Vec<(PathBuf, u64)>> {
     Ok(listing
         .flatten()
         .map(|entry| entry.path())
-        .filter(|path| path.extension().is_some_and(|e| e == "log"))
+        .filter(|path| path.extension().is_some_and(|e| e == LOG))
         .filter_map(|path| Some((fs::metadata(&path).ok()?.len(), path)))
         .map(|(len, path)| (path, len))
         .collect())
@@ -363,7 +363,10 @@ pub(crate) fn compact(
     let mut attempts = 0;
     let mut tmp = loop {
         crate::store::make_folders(&dir)?;
-        match tempfile::Builder::new().prefix(".tmp-").tempfile_in(&dir) {
+        match tempfile::Builder::new()
+            .prefix(crate::layout::TEMP_PREFIX)
+            .tempfile_in(&dir)
+        {
             Ok(tmp) => break tmp,
             Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 16 => attempts += 1,
             Err(e) => return Err(e),
@@ -388,7 +391,11 @@ pub(crate) fn compact(
         }
         // Records appended since the snapshot.
         for (i, (log, read)) in old.iter().enumerate() {
-            let aside = dir.join(format!(".tmp-compacting-{}-{i}", unique_name("old")));
+            let aside = dir.join(format!(
+                "{}compacting-{}-{i}",
+                crate::layout::TEMP_PREFIX,
+                unique_name("old")
+            ));
             if fs::rename(log, &aside).is_err() {
                 continue;
             }
@@ -689,7 +696,10 @@ mod tests {
                 assert_eq!(r.key.as_bytes(), &junk[1..33]);
             }
         }
-        assert!(decoded > 100, "the random cases reach whole records: {decoded}");
+        assert!(
+            decoded > 100,
+            "the random cases reach whole records: {decoded}"
+        );
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! ```text
 //! <location>/
 //!   .gitignore                      "*"
-//!   .index/                         the eviction index's logs (index.rs)
+//!   .index/                         the eviction index (index.rs)
+//!     <kind>-<pid>-<ms>-<n>.log     a log of records (index::Record)
+//!     complete                      every result has a record
 //!   <fn folder>/                    crate/module/name (Function::folder)
 //!     function.json                 the function's record
 //!     function.lock                 serializes changes of the record
@@ -39,10 +41,27 @@ pub(crate) const SHARD_LOCKS: &str = ".keys";
 pub(crate) const TEMP_PREFIX: &str = ".tmp-";
 /// The eviction index's folder, at the top of the location.
 pub(crate) const INDEX_DIR: &str = ".index";
+/// The extension of the index's logs, in [`INDEX_DIR`].
+pub(crate) const INDEX_LOG_EXTENSION: &str = "log";
+/// The mark of a complete index, in [`INDEX_DIR`].
+pub(crate) const INDEX_COMPLETE: &str = "complete";
+/// The file that keeps a location out of git, at its top.
+pub(crate) const GITIGNORE: &str = ".gitignore";
 /// Hex digits of a key that name its shard folder.
 const SHARD_HEX: usize = 2;
 /// Hex digits of a key that name its file in the shard.
 const FILE_HEX: usize = 62;
+
+/// Is the file name (not a path) `file` that of a lock file: a key's
+/// (`<62 hex>.lock`) or a function's record's (`function.lock`)?
+pub(crate) fn is_lock_file(file: &str) -> bool {
+    file.ends_with(KEY_LOCK_SUFFIX)
+}
+
+/// Is the file name (not a path) `file` that of a temporary file?
+pub(crate) fn is_temp_file(file: &str) -> bool {
+    file.starts_with(TEMP_PREFIX)
+}
 
 /// `<folder>/function.json`.
 pub(crate) fn record(folder: &str) -> String {
@@ -283,7 +302,14 @@ mod tests {
             }
         );
         assert_eq!(parse(&format!("{folder}/ab/{TEMP_PREFIX}x1")), Name::Temp);
-        assert_eq!(parse(".gitignore"), Name::Other);
+        assert_eq!(parse(GITIGNORE), Name::Other);
+        // The walks that remove unheld locks and old temporary files tell
+        // them by file name alone.
+        let lock = EntryName::key_lock(folder, &key);
+        assert!(is_lock_file(lock.as_str().rsplit('/').next().unwrap()));
+        assert!(is_lock_file(RECORD_LOCK));
+        assert!(!is_lock_file(RECORD) && !is_lock_file(HITS) && !is_lock_file(SHARD_LOCKS));
+        assert!(is_temp_file(".tmp-x1") && !is_temp_file(RECORD));
         assert_eq!(parse("m/f/zz/notakey.bin"), Name::Other);
         assert_eq!(parse("m/f/ab/abc.bin"), Name::Other);
     }

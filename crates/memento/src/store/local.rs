@@ -27,7 +27,7 @@ fn publish_temp(tmp: tempfile::NamedTempFile, path: &Path, sweep: bool) -> Resul
 
 /// Prefix of temporary files; listings skip them and a later cleanup may
 /// remove them.
-pub(crate) use crate::layout::TEMP_PREFIX;
+use crate::layout::TEMP_PREFIX;
 
 /// Objects as files under a root folder, written atomically: a temporary file
 /// in the destination folder, then a rename (or, for
@@ -120,7 +120,7 @@ impl LocalStore {
         builder
             .create(&self.root)
             .map_err(|e| Error::io("create the cache folder", &self.root, e))?;
-        let gitignore = self.root.join(".gitignore");
+        let gitignore = self.root.join(crate::layout::GITIGNORE);
         if !gitignore.exists() {
             fs::write(&gitignore, "*\n").map_err(|e| Error::io("write", &gitignore, e))?;
         }
@@ -373,7 +373,7 @@ impl Store for LocalStore {
                     Err(e) if absent(&e) => continue,
                     Err(e) => return Err(Error::io("list", &dir, e)),
                 };
-                if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+                if crate::layout::is_temp_file(&entry.file_name().to_string_lossy()) {
                     continue;
                 }
                 let path = entry.path();
@@ -535,11 +535,11 @@ impl Store for LocalStore {
                 }
                 let name = entry.file_name();
                 let name = name.to_string_lossy();
-                if name.starts_with(TEMP_PREFIX) && old(&meta) {
+                if crate::layout::is_temp_file(&name) && old(&meta) {
                     if fs::remove_file(&path).is_ok() {
                         removed += 1;
                     }
-                } else if name.ends_with(".lock") && old(&meta) {
+                } else if crate::layout::is_lock_file(&name) && old(&meta) {
                     // Only a lock nobody holds; removed while holding it, as
                     // a holder does.
                     if let Ok(file) = File::open(&path) {
@@ -658,7 +658,7 @@ fn remove_tree(dir: &Path, started: SystemTime) -> std::result::Result<(), (Path
             remove_keys(dir).map_err(|e| (path.clone(), e))?;
             continue;
         }
-        if name.ends_with(".lock") {
+        if crate::layout::is_lock_file(&name) {
             if let Ok(file) = File::open(&path) {
                 if file.try_lock().is_ok() && same_file(&file, &path) {
                     match fs::remove_file(&path) {
@@ -670,7 +670,7 @@ fn remove_tree(dir: &Path, started: SystemTime) -> std::result::Result<(), (Path
             }
             continue;
         }
-        if name.starts_with(TEMP_PREFIX) {
+        if crate::layout::is_temp_file(&name) {
             let young = entry
                 .metadata()
                 .and_then(|m| m.modified())
@@ -766,7 +766,7 @@ fn sweep_folder(dir: &Path, age: Duration) {
     };
     let now = SystemTime::now();
     for entry in entries.flatten() {
-        if !entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+        if !crate::layout::is_temp_file(&entry.file_name().to_string_lossy()) {
             continue;
         }
         let old = entry
