@@ -195,8 +195,8 @@ pub(crate) struct EntryName {
 impl EntryName {
     #[inline]
     fn new(folder: &str, key: &Key, suffix: &str) -> EntryName {
-        let mut hex = [0u8; 64];
-        key.write_hex(&mut hex);
+        let hex = key.hex();
+        let hex = hex.as_bytes();
         let parts: [&[u8]; 6] = [
             folder.as_bytes(),
             b"/",
