@@ -262,7 +262,11 @@ mod tests {
         if let Some(before) = UNIX_EPOCH.checked_sub(Duration::from_secs(86_400)) {
             assert_eq!(rfc3339(before), "1970-01-01T00:00:00.000Z");
         }
-        for t in [UNIX_EPOCH, far, UNIX_EPOCH + Duration::from_millis(1_795_194_396_123)] {
+        for t in [
+            UNIX_EPOCH,
+            far,
+            UNIX_EPOCH + Duration::from_millis(1_795_194_396_123),
+        ] {
             let text = rfc3339(t);
             assert!(humantime::parse_rfc3339(&text).is_ok(), "{text}");
         }

@@ -219,7 +219,7 @@ pub fn remove_entries(
     let mut first_error = first_error.into_inner().unwrap_or_else(|p| p.into_inner());
     let shards: std::collections::BTreeSet<&str> = victims
         .iter()
-        .filter_map(|v| v.name.rsplit_once('/').map(|(shard, _)| shard))
+        .filter_map(|v| layout::shard_of(&v.name))
         .collect();
     for shard in shards {
         if let Err(e) = store.prune(shard) {

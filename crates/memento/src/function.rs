@@ -541,7 +541,9 @@ mod tests {
             }
             out
         }
-        let chars = (1u32..0x800).chain([0xFFFD, 0x1F600]).filter_map(char::from_u32);
+        let chars = (1u32..0x800)
+            .chain([0xFFFD, 0x1F600])
+            .filter_map(char::from_u32);
         for c in chars {
             let segment = format!("a{c}b");
             let mut now = String::new();

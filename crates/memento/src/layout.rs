@@ -158,6 +158,19 @@ pub(crate) fn parse(name: &str) -> Name<'_> {
     Name::Other
 }
 
+/// The shard folder (`<folder>/ab`) that holds `name`: an entry file, a
+/// key's lock file, or an entry folder of entry format 1 (what
+/// `EntryInfo::name` holds); `None` when `name` is not in a shard folder.
+pub(crate) fn shard_of(name: &str) -> Option<&str> {
+    let (shard, file) = name.rsplit_once('/')?;
+    let (_, digits) = shard.rsplit_once('/')?;
+    let rest = [ENTRY_SUFFIX, KEY_LOCK_SUFFIX]
+        .into_iter()
+        .find_map(|suffix| file.strip_suffix(suffix))
+        .unwrap_or(file);
+    (hex(digits, SHARD_HEX) && hex(rest, FILE_HEX)).then_some(shard)
+}
+
 /// The byte of the shard's `.keys` file that stands for a key's lock
 /// (`<folder>/ab/<62 hex>.lock`): the first 15 of its 62 hex digits (60
 /// bits; with the shard's 8, two keys share a byte once in 2^68).
@@ -312,6 +325,24 @@ mod tests {
         assert!(is_temp_file(".tmp-x1") && !is_temp_file(RECORD));
         assert_eq!(parse("m/f/zz/notakey.bin"), Name::Other);
         assert_eq!(parse("m/f/ab/abc.bin"), Name::Other);
+    }
+
+    #[test]
+    fn shards_of_names() {
+        let key = Key::of(&"k").unwrap();
+        let hex = key.to_hex();
+        let shard = format!("c/m/f/{}", &hex[..2]);
+        let entry = EntryName::entry("c/m/f", &key);
+        assert_eq!(shard_of(entry.as_str()), Some(shard.as_str()));
+        let lock = EntryName::key_lock("c/m/f", &key);
+        assert_eq!(shard_of(lock.as_str()), Some(shard.as_str()));
+        let old_dir = format!("{shard}/{}", &hex[2..]);
+        assert_eq!(shard_of(&old_dir), Some(shard.as_str()));
+        assert_eq!(shard_of(&record("c/m/f")), None);
+        assert_eq!(shard_of("f.bin"), None);
+        // A function whose folder looks like a shard has no shard.
+        assert_eq!(shard_of(&record("c/m/ab")), None);
+        assert_eq!(shard_of(&format!("c/m/ab/{}.json", &hex[2..])), None);
     }
 
     #[test]
