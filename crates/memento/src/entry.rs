@@ -164,27 +164,25 @@ pub(crate) fn unix_seconds(t: SystemTime) -> f64 {
 }
 
 /// RFC 3339 in UTC with millisecond precision, e.g. `2026-11-25T17:06:36.123Z`.
+///
+/// An instant RFC 3339 cannot write (before 1970 here, or after the year
+/// 9999: a file's time set back, a damaged entry's header) is clamped to
+/// the nearest one it can.
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// let t = UNIX_EPOCH + Duration::from_millis(1_795_194_396_123);
+/// assert_eq!(memento::entry::rfc3339(t), "2026-11-20T17:06:36.123Z");
+/// ```
 pub fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
-    let secs = d.as_secs();
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Howard Hinnant's civil-from-days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
+    // humantime writes four-digit years (and panics on a time before the
+    // epoch): the last instant it can write.
+    const LAST: Duration = Duration::from_millis(253_402_300_799_999);
+    let since = t
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .min(LAST);
+    humantime::format_rfc3339_millis(UNIX_EPOCH + since).to_string()
 }
 
 /// The arguments as JSON, cut at [`ARGS_TEXT_LIMIT`] bytes. Serialization
@@ -249,6 +247,29 @@ mod tests {
         assert_eq!(rfc3339(t), "2026-11-20T17:06:36.123Z");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
         assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
+    }
+
+    /// A hostile or damaged entry may say it was made in any millisecond
+    /// up to `u64::MAX`, and a file's last access may be set before 1970:
+    /// the text is RFC 3339 still (four-digit years, as the standard asks),
+    /// clamped to what it can say, and never a panic.
+    #[test]
+    fn rfc3339_out_of_range_instants_are_clamped() {
+        let far = UNIX_EPOCH + Duration::from_millis(u64::MAX);
+        assert_eq!(rfc3339(far), "9999-12-31T23:59:59.999Z");
+        let ten_thousand = UNIX_EPOCH + Duration::from_secs(253_402_300_800);
+        assert_eq!(rfc3339(ten_thousand), "9999-12-31T23:59:59.999Z");
+        if let Some(before) = UNIX_EPOCH.checked_sub(Duration::from_secs(86_400)) {
+            assert_eq!(rfc3339(before), "1970-01-01T00:00:00.000Z");
+        }
+        for t in [
+            UNIX_EPOCH,
+            far,
+            UNIX_EPOCH + Duration::from_millis(1_795_194_396_123),
+        ] {
+            let text = rfc3339(t);
+            assert!(humantime::parse_rfc3339(&text).is_ok(), "{text}");
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::error::{Error, Result};
 use crate::function::FunctionRecord;
+use crate::layout::{self, Name};
 use crate::store::{read_json, ObjectMeta, Store};
 
 /// Limits on what a cache holds. `None` is no limit.
@@ -85,24 +86,6 @@ pub struct Inventory {
     pub others: Vec<ObjectMeta>,
 }
 
-/// Splits an entry file's name, `folder/ab/<62 hex>.bin`, into
-/// `(folder, key)` (see the store's layout).
-pub(crate) fn parse_entry_name(name: &str) -> Option<(&str, String)> {
-    match crate::layout::parse(name) {
-        crate::layout::Name::Entry { folder, key } => Some((folder, key.to_hex())),
-        _ => None,
-    }
-}
-
-/// Splits a file of the first layout's entry folders,
-/// `folder/ab/<62 hex>/file`, into `(folder, entry folder, key)`.
-pub(crate) fn parse_old_entry_name(name: &str) -> Option<(&str, &str, String)> {
-    match crate::layout::parse(name) {
-        crate::layout::Name::OldEntry { folder, dir, key } => Some((folder, dir, key.to_hex())),
-        _ => None,
-    }
-}
-
 impl Inventory {
     /// Lists the whole store once.
     pub fn scan(store: &dyn Store) -> Result<Inventory> {
@@ -115,30 +98,33 @@ impl Inventory {
         let mut old: BTreeMap<String, EntryInfo> = BTreeMap::new();
         let mut others = Vec::new();
         for object in store.list_meta(prefix)? {
-            if let Some((folder, key)) = parse_entry_name(&object.name) {
-                entries.push(EntryInfo {
-                    function_folder: folder.to_string(),
-                    key,
-                    bytes: object.disk,
-                    content: object.size,
-                    last_access: object.modified,
-                    complete: true,
-                    name: object.name,
-                });
-            } else if let Some((folder, dir, key)) = parse_old_entry_name(&object.name) {
-                let entry = old.entry(dir.to_string()).or_insert_with(|| EntryInfo {
-                    function_folder: folder.to_string(),
-                    name: dir.to_string(),
-                    key,
-                    bytes: 0,
-                    content: 0,
-                    last_access: SystemTime::UNIX_EPOCH,
-                    complete: false,
-                });
-                entry.bytes += object.disk;
-                entry.content += object.size;
-            } else {
-                others.push(object);
+            match layout::parse(&object.name) {
+                Name::Entry { folder, key } => {
+                    let function_folder = folder.to_string();
+                    entries.push(EntryInfo {
+                        function_folder,
+                        key: key.to_hex(),
+                        bytes: object.disk,
+                        content: object.size,
+                        last_access: object.modified,
+                        complete: true,
+                        name: object.name,
+                    });
+                }
+                Name::OldEntry { folder, dir, key } => {
+                    let entry = old.entry(dir.to_string()).or_insert_with(|| EntryInfo {
+                        function_folder: folder.to_string(),
+                        name: dir.to_string(),
+                        key: key.to_hex(),
+                        bytes: 0,
+                        content: 0,
+                        last_access: SystemTime::UNIX_EPOCH,
+                        complete: false,
+                    });
+                    entry.bytes += object.disk;
+                    entry.content += object.size;
+                }
+                _ => others.push(object),
             }
         }
         entries.extend(old.into_values());
@@ -233,7 +219,7 @@ pub fn remove_entries(
     let mut first_error = first_error.into_inner().unwrap_or_else(|p| p.into_inner());
     let shards: std::collections::BTreeSet<&str> = victims
         .iter()
-        .filter_map(|v| v.name.rsplit_once('/').map(|(shard, _)| shard))
+        .filter_map(|v| layout::shard_of(&v.name))
         .collect();
     for shard in shards {
         if let Err(e) = store.prune(shard) {
@@ -336,21 +322,24 @@ impl Stats {
             }
         }
         for other in &inventory.others {
-            if let Some(folder) = other.name.strip_suffix("/hits.json") {
-                let hits = read_json::<HitsFile>(store, &other.name);
-                let f = stats_of(&mut functions, folder);
-                f.bytes += other.disk;
-                f.content_bytes += other.size;
-                f.hits += hits.map_or(0, |h| h.hits);
-            }
-            if let Some(folder) = other.name.strip_suffix("/function.json") {
-                let record = read_json::<FunctionRecord>(store, &other.name);
-                let f = stats_of(&mut functions, folder);
-                f.bytes += other.disk;
-                f.content_bytes += other.size;
-                if let Some(record) = record {
-                    f.name = record.function;
+            match layout::parse(&other.name) {
+                Name::Hits { folder } => {
+                    let hits = read_json::<HitsFile>(store, &other.name);
+                    let f = stats_of(&mut functions, folder);
+                    f.bytes += other.disk;
+                    f.content_bytes += other.size;
+                    f.hits += hits.map_or(0, |h| h.hits);
                 }
+                Name::Record { folder } => {
+                    let record = read_json::<FunctionRecord>(store, &other.name);
+                    let f = stats_of(&mut functions, folder);
+                    f.bytes += other.disk;
+                    f.content_bytes += other.size;
+                    if let Some(record) = record {
+                        f.name = record.function;
+                    }
+                }
+                _ => {}
             }
         }
         let mut functions: Vec<FunctionStats> = functions.into_values().collect();
@@ -461,20 +450,5 @@ mod tests {
         ]);
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
         assert_eq!(names(inv.victims(&Limits::default(), 1.0, now)), ["half"]);
-    }
-
-    #[test]
-    fn entry_names_parse() {
-        let key = "ab".to_string() + &"c".repeat(62);
-        let name = format!("m/f/ab/{}.bin", &key[2..]);
-        assert_eq!(parse_entry_name(&name), Some(("m/f", key.clone())));
-        assert!(parse_entry_name("m/f/function.json").is_none());
-        assert!(parse_entry_name("m/f/zz/short.bin").is_none());
-        assert!(parse_entry_name(&format!("m/f/ab/{}.lock", &key[2..])).is_none());
-        let old = format!("m/f/ab/{}/output.bin", &key[2..]);
-        let (folder, dir, k) = parse_old_entry_name(&old).unwrap();
-        assert_eq!((folder, k), ("m/f", key.clone()));
-        assert_eq!(dir, format!("m/f/ab/{}", &key[2..]));
-        assert!(parse_old_entry_name(&name).is_none());
     }
 }

@@ -4,7 +4,6 @@
 
 use std::any::TypeId;
 use std::collections::HashMap;
-use std::fmt::Write as _;
 
 use std::sync::{LazyLock, OnceLock, RwLock};
 use std::time::Duration;
@@ -319,14 +318,17 @@ fn push_segment(out: &mut String, segment: &str) {
         out.push_str(&segment.replace('.', "%2E"));
         return;
     }
-    for b in segment.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.') {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
+    out.extend(percent_encoding::utf8_percent_encode(segment, ESCAPED));
 }
+
+/// The bytes escaped in a folder's segment (as `%XX`, upper-case): all but
+/// ASCII letters, digits, `_`, `-` and `.`, so that a segment is a plain
+/// file name on every file system. Never changed: it names the folders of
+/// existing caches.
+const ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'_')
+    .remove(b'-')
+    .remove(b'.');
 
 pub(crate) fn hex(bytes: &[u8; 32]) -> String {
     Key::from_bytes(*bytes).to_hex()
@@ -520,6 +522,37 @@ mod tests {
         assert_eq!(f.folder(), "a/%2E%2E/b%20c/type");
         let f = Function::new("x/y", "");
         assert_eq!(f.folder(), "x%2Fy/%00");
+    }
+
+    /// The folder of an existing function never moves: every character
+    /// (to U+07FF, and some beyond) is written exactly as memento 0.1 to 0.3
+    /// wrote it (ASCII letters, digits, `_`, `-`, `.` as they are; every
+    /// other byte of its UTF-8 as `%XX`, upper-case).
+    #[test]
+    fn folder_segments_are_written_as_they_always_were() {
+        fn as_before(segment: &str) -> String {
+            let mut out = String::new();
+            for b in segment.bytes() {
+                if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.') {
+                    out.push(b as char);
+                } else {
+                    out.push_str(&format!("%{b:02X}"));
+                }
+            }
+            out
+        }
+        let chars = (1u32..0x800)
+            .chain([0xFFFD, 0x1F600])
+            .filter_map(char::from_u32);
+        for c in chars {
+            let segment = format!("a{c}b");
+            let mut now = String::new();
+            push_segment(&mut now, &segment);
+            assert_eq!(now, as_before(&segment), "{c:?}");
+        }
+        assert_eq!(Function::new("m", "é~!").folder(), "m/%C3%A9%7E%21");
+        assert_eq!(Function::new("m", "a.b-c_d").folder(), "m/a.b-c_d");
+        assert_eq!(Function::new("m", ".").folder(), "m/%2E");
     }
 
     #[test]

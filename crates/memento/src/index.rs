@@ -26,6 +26,27 @@
 //! read is lost). A record lost that way, or to a crash between the
 //! result's write and its append, only hides that entry from eviction; a
 //! full listing (`Memory::rebuild_index`, or `memento gc`) finds it again.
+//!
+//! # The record, version 1
+//!
+//! A log is records one after another, each encoded and decoded by
+//! [`Record`] and nowhere else (little-endian numbers):
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 0 | tag and version: `W` (0x57) is version 1 |
+//! | 1..33 | the entry's key |
+//! | 33..41 | what the entry takes on the disk, bytes (u64) |
+//! | 41..49 | creation time (or best known last access), ms since the Unix epoch (u64) |
+//! | 49..51 | length n of the function folder (u16) |
+//! | 51..51+n | the function folder, UTF-8, relative to the location |
+//!
+//! A reader stops at the first record it cannot decode: a torn last record
+//! (a crash while appending), or a tag it does not know (a later version's
+//! log), whose records are then only missing from eviction until the next
+//! full listing. A new version gets a new tag, never a changed meaning of
+//! this one. Versions of memento up to 0.3 wrote the content's length as the
+//! size; a reader rounds it up to whole blocks.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -39,8 +60,68 @@ use crate::key::Key;
 
 /// Folder of the logs under the location.
 pub(crate) use crate::layout::INDEX_DIR;
-const COMPLETE: &str = "complete";
-const RECORD: u8 = b'W';
+use crate::layout::{INDEX_COMPLETE as COMPLETE, INDEX_LOG_EXTENSION as LOG};
+
+/// One record of a log: an entry as written (its bytes are in the module
+/// doc). The only code that encodes or decodes a record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Record<'a> {
+    pub(crate) key: Key,
+    /// What the entry takes on the disk.
+    pub(crate) size: u64,
+    /// Creation (or best known last access), ms since the epoch.
+    pub(crate) time_ms: u64,
+    /// The function folder.
+    pub(crate) folder: std::borrow::Cow<'a, str>,
+}
+
+impl<'a> Record<'a> {
+    /// The tag, first byte of a record of version 1.
+    const TAG: u8 = b'W';
+    /// Bytes before the folder.
+    const FIXED: usize = 51;
+
+    /// Appends the record's bytes to `out`. False (and nothing appended)
+    /// when the folder is longer than a record can hold (64 KiB; no file
+    /// system takes such a path).
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) -> bool {
+        let Ok(len) = u16::try_from(self.folder.len()) else {
+            return false;
+        };
+        out.reserve(Self::FIXED + self.folder.len());
+        out.push(Self::TAG);
+        out.extend_from_slice(self.key.as_bytes());
+        out.extend_from_slice(&self.size.to_le_bytes());
+        out.extend_from_slice(&self.time_ms.to_le_bytes());
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(self.folder.as_bytes());
+        true
+    }
+
+    /// The record at the start of `bytes` and its length in bytes; `None`
+    /// when they do not start with a whole record of a known version (torn,
+    /// foreign or hostile bytes: never a panic). A folder that is not UTF-8
+    /// is read lossily.
+    pub(crate) fn decode(bytes: &'a [u8]) -> Option<(Record<'a>, usize)> {
+        if *bytes.first()? != Self::TAG {
+            return None;
+        }
+        let key: [u8; 32] = bytes.get(1..33)?.try_into().ok()?;
+        let num = |at: usize| -> Option<u64> {
+            Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+        };
+        let (size, time_ms) = (num(33)?, num(41)?);
+        let len = u16::from_le_bytes(bytes.get(49..51)?.try_into().ok()?) as usize;
+        let folder = bytes.get(Self::FIXED..Self::FIXED + len)?;
+        let record = Record {
+            key: Key::from_bytes(key),
+            size,
+            time_ms,
+            folder: String::from_utf8_lossy(folder),
+        };
+        Some((record, Self::FIXED + len))
+    }
+}
 
 /// This Memory's log. It is opened for each record (a write of a result
 /// costs far more), so a log removed under it (a clear, a compaction) is
@@ -59,7 +140,7 @@ fn unique_name(kind: &str) -> String {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!(
-        "{kind}-{}-{}-{n}.log",
+        "{kind}-{}-{}-{n}.{LOG}",
         std::process::id(),
         millis(SystemTime::now())
     )
@@ -98,14 +179,16 @@ impl IndexLog {
     /// effort: a failure only hides the entry from eviction until the next
     /// full listing.
     pub(crate) fn append(&self, folder: &str, key: &Key, size: u64, created_ms: u64) {
-        let size = self.on_disk(size);
-        let mut record = Vec::with_capacity(51 + folder.len());
-        record.push(RECORD);
-        record.extend_from_slice(key.as_bytes());
-        record.extend_from_slice(&size.to_le_bytes());
-        record.extend_from_slice(&created_ms.to_le_bytes());
-        record.extend_from_slice(&(folder.len() as u16).to_le_bytes());
-        record.extend_from_slice(folder.as_bytes());
+        let record = Record {
+            key: *key,
+            size: self.on_disk(size),
+            time_ms: created_ms,
+            folder: folder.into(),
+        };
+        let mut bytes = Vec::new();
+        if !record.encode(&mut bytes) {
+            return;
+        }
         let path = self.path.get_or_init(|| self.dir.join(unique_name("log")));
         let open = || OpenOptions::new().create(true).append(true).open(path);
         let file = open().or_else(|_| {
@@ -115,7 +198,7 @@ impl IndexLog {
         // One write of one small buffer: appends of other processes (to
         // their own logs) and compactions never see half a record.
         if let Ok(mut file) = file {
-            let _ = file.write_all(&record);
+            let _ = file.write_all(&bytes);
         }
     }
 }
@@ -173,7 +256,7 @@ pub(crate) fn read(root: &Path) -> io::Result<Snapshot> {
     let block = crate::store::block_size(root);
     for entry in listing.flatten() {
         let path = entry.path();
-        if path.extension().is_none_or(|e| e != "log") {
+        if path.extension().is_none_or(|e| e != LOG) {
             continue;
         }
         let mut bytes = Vec::new();
@@ -187,33 +270,17 @@ pub(crate) fn read(root: &Path) -> io::Result<Snapshot> {
             crate::store::on_disk(&m).max(bytes.len() as u64)
         });
         snapshot.logs.push((path, bytes.len() as u64));
-        let mut at = 0;
-        while at + 51 <= bytes.len() && bytes[at] == RECORD {
-            let mut key = [0u8; 32];
-            key.copy_from_slice(&bytes[at + 1..at + 33]);
-            let num = |i: usize| {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&bytes[i..i + 8]);
-                u64::from_le_bytes(b)
-            };
-            let (size, time_ms) = (num(at + 33), num(at + 41));
-            let len = u16::from_le_bytes([bytes[at + 49], bytes[at + 50]]) as usize;
-            let Some(folder) = bytes.get(at + 51..at + 51 + len) else {
-                break;
-            };
-            let folder = String::from_utf8_lossy(folder).into_owned();
-            at += 51 + len;
-            let entry = snapshot
-                .entries
-                .entry(Key::from_bytes(key))
-                .or_insert(Indexed {
-                    folder,
-                    size: 0,
-                    time_ms: 0,
-                });
+        let mut rest = bytes.as_slice();
+        while let Some((record, len)) = Record::decode(rest) {
+            rest = &rest[len..];
+            let entry = snapshot.entries.entry(record.key).or_insert(Indexed {
+                folder: record.folder.into_owned(),
+                size: 0,
+                time_ms: 0,
+            });
             // A key written again (forced) replaces its record.
-            entry.size = size.div_ceil(block) * block;
-            entry.time_ms = entry.time_ms.max(time_ms);
+            entry.size = record.size.div_ceil(block) * block;
+            entry.time_ms = entry.time_ms.max(record.time_ms);
         }
     }
     let size = |p: PathBuf| fs::metadata(p).map_or(0, |m| crate::store::on_disk(&m));
@@ -222,11 +289,11 @@ pub(crate) fn read(root: &Path) -> io::Result<Snapshot> {
         .values()
         .map(|e| e.folder.as_str())
         .collect();
-    snapshot.other_bytes = size(root.join(".gitignore"))
+    snapshot.other_bytes = size(root.join(crate::layout::GITIGNORE))
         + folders
             .into_iter()
             .map(|f| {
-                size(root.join(f).join("function.json")) + size(root.join(f).join("hits.json"))
+                size(root.join(crate::layout::record(f))) + size(root.join(crate::layout::hits(f)))
             })
             .sum::<u64>();
     Ok(snapshot)
@@ -244,7 +311,7 @@ pub(crate) fn logs(root: &Path) -> io::Result<Vec<(PathBuf, u64)>> {
     Ok(listing
         .flatten()
         .map(|entry| entry.path())
-        .filter(|path| path.extension().is_some_and(|e| e == "log"))
+        .filter(|path| path.extension().is_some_and(|e| e == LOG))
         .filter_map(|path| Some((fs::metadata(&path).ok()?.len(), path)))
         .map(|(len, path)| (path, len))
         .collect())
@@ -296,7 +363,10 @@ pub(crate) fn compact(
     let mut attempts = 0;
     let mut tmp = loop {
         crate::store::make_folders(&dir)?;
-        match tempfile::Builder::new().prefix(".tmp-").tempfile_in(&dir) {
+        match tempfile::Builder::new()
+            .prefix(crate::layout::TEMP_PREFIX)
+            .tempfile_in(&dir)
+        {
             Ok(tmp) => break tmp,
             Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 16 => attempts += 1,
             Err(e) => return Err(e),
@@ -306,17 +376,26 @@ pub(crate) fn compact(
     let mut moved: Vec<(PathBuf, &Path)> = Vec::new();
     let written = (|| -> io::Result<()> {
         let mut out = io::BufWriter::new(tmp.as_file_mut());
+        let mut bytes = Vec::new();
         for (key, e) in entries {
-            out.write_all(&[RECORD])?;
-            out.write_all(key.as_bytes())?;
-            out.write_all(&e.size.to_le_bytes())?;
-            out.write_all(&e.time_ms.to_le_bytes())?;
-            out.write_all(&(e.folder.len() as u16).to_le_bytes())?;
-            out.write_all(e.folder.as_bytes())?;
+            let record = Record {
+                key,
+                size: e.size,
+                time_ms: e.time_ms,
+                folder: e.folder.into(),
+            };
+            bytes.clear();
+            if record.encode(&mut bytes) {
+                out.write_all(&bytes)?;
+            }
         }
         // Records appended since the snapshot.
         for (i, (log, read)) in old.iter().enumerate() {
-            let aside = dir.join(format!(".tmp-compacting-{}-{i}", unique_name("old")));
+            let aside = dir.join(format!(
+                "{}compacting-{}-{i}",
+                crate::layout::TEMP_PREFIX,
+                unique_name("old")
+            ));
             if fs::rename(log, &aside).is_err() {
                 continue;
             }
@@ -543,6 +622,87 @@ mod tests {
     }
 
     #[test]
+    fn records_round_trip_and_never_panic_on_torn_or_hostile_bytes() {
+        let records: Vec<Record> = (0..3u64)
+            .map(|i| Record {
+                key: Key::of(&i).unwrap(),
+                size: 4096 * (i + 1),
+                time_ms: 1_700_000_000_000 + i,
+                folder: format!("c/m/f{}", "é".repeat(i as usize)).into(),
+            })
+            .collect();
+        let mut bytes = Vec::new();
+        for r in &records {
+            assert!(r.encode(&mut bytes));
+        }
+        assert_eq!(bytes[0], b'W');
+        assert_eq!(&bytes[1..33], records[0].key.as_bytes());
+        assert_eq!(&bytes[33..41], &4096u64.to_le_bytes());
+        assert_eq!(&bytes[49..51], &5u16.to_le_bytes());
+        let mut rest = bytes.as_slice();
+        let mut back = Vec::new();
+        while let Some((r, len)) = Record::decode(rest) {
+            rest = &rest[len..];
+            back.push(r);
+        }
+        assert_eq!(back, records);
+        assert!(rest.is_empty());
+        // Every torn record (every strict prefix) decodes to nothing.
+        let mut one = Vec::new();
+        assert!(records[2].encode(&mut one));
+        for cut in 0..one.len() {
+            assert_eq!(Record::decode(&one[..cut]), None, "cut at {cut}");
+        }
+        // A length running past the end, and an unknown tag.
+        let mut long = one.clone();
+        long[49..51].copy_from_slice(&u16::MAX.to_le_bytes());
+        assert_eq!(Record::decode(&long), None);
+        one[0] = b'X';
+        assert_eq!(Record::decode(&one), None);
+        // A folder too long for a record is not written.
+        let huge = Record {
+            folder: "x".repeat(usize::from(u16::MAX) + 1).into(),
+            ..records[0].clone()
+        };
+        let mut out = Vec::new();
+        assert!(!huge.encode(&mut out) && out.is_empty());
+        // Random bytes (a fixed xorshift, so failures repeat), with the tag
+        // in front half the time: decoding never panics, and what it
+        // decodes lies within the bytes.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut decoded = 0;
+        for round in 0..20_000 {
+            let len = (next() % 160) as usize;
+            let mut junk: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            if round % 2 == 0 {
+                if let Some(first) = junk.first_mut() {
+                    *first = b'W';
+                }
+                // Short folder lengths, so that some records are whole.
+                if junk.len() > 50 {
+                    junk[50] = 0;
+                    junk[49] %= 64;
+                }
+            }
+            if let Some((r, used)) = Record::decode(&junk) {
+                decoded += 1;
+                assert!((51..=junk.len()).contains(&used));
+                assert_eq!(r.key.as_bytes(), &junk[1..33]);
+            }
+        }
+        assert!(
+            decoded > 100,
+            "the random cases reach whole records: {decoded}"
+        );
+    }
+
+    #[test]
     fn appends_compactions_and_torn_records() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
@@ -570,7 +730,7 @@ mod tests {
         assert!(snapshot_of(root).contains(&(late, disk)));
         // A torn record at the end of a log is ignored.
         let torn = root.join(INDEX_DIR).join("torn.log");
-        std::fs::write(&torn, [RECORD, 1, 2, 3]).unwrap();
+        std::fs::write(&torn, [Record::TAG, 1, 2, 3]).unwrap();
         assert_eq!(snapshot_of(root).len(), 4);
     }
 }

@@ -75,46 +75,27 @@ impl Key {
 
     /// Lower-case hexadecimal, 64 characters: the form used in paths.
     pub fn to_hex(&self) -> String {
-        let mut out = [0u8; 64];
-        self.write_hex(&mut out);
-        // Hex digits are ASCII.
-        String::from_utf8_lossy(&out).into_owned()
+        self.hex().to_string()
     }
 
-    /// Writes the 64 hex digits into `out` without allocating.
-    pub(crate) fn write_hex(&self, out: &mut [u8; 64]) {
-        hex_into(&self.0, out);
+    /// The 64 hex digits, on the stack (blake3's own hex): entry names are
+    /// built from it on the hit path without allocating.
+    #[inline]
+    pub(crate) fn hex(&self) -> impl std::ops::Deref<Target = str> {
+        blake3::Hash::from_bytes(self.0).to_hex()
     }
 
-    /// Parses 64 hexadecimal digits.
+    /// Parses 64 hexadecimal digits (either case).
     pub fn from_hex(text: &str) -> Option<Key> {
-        let bytes = text.as_bytes();
-        if bytes.len() != 64 {
-            return None;
-        }
-        let mut key = [0u8; 32];
-        for (i, pair) in bytes.chunks_exact(2).enumerate() {
-            let hi = (pair[0] as char).to_digit(16)?;
-            let lo = (pair[1] as char).to_digit(16)?;
-            key[i] = (hi * 16 + lo) as u8;
-        }
-        Some(Key(key))
-    }
-}
-
-pub(crate) fn hex_into(bytes: &[u8; 32], out: &mut [u8; 64]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (i, b) in bytes.iter().enumerate() {
-        out[2 * i] = DIGITS[(b >> 4) as usize];
-        out[2 * i + 1] = DIGITS[(b & 15) as usize];
+        blake3::Hash::from_hex(text)
+            .ok()
+            .map(|hash| Key(*hash.as_bytes()))
     }
 }
 
 impl fmt::Display for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut out = [0u8; 64];
-        self.write_hex(&mut out);
-        f.write_str(std::str::from_utf8(&out).map_err(|_| fmt::Error)?)
+        f.write_str(&self.hex())
     }
 }
 
@@ -614,6 +595,15 @@ mod tests {
         assert_eq!(Key::from_hex(&k.to_hex()), Some(k));
         assert_eq!(Key::from_hex("zz"), None);
         assert_eq!(format!("{k}"), k.to_hex());
+        // Lower case out, either case in, nothing else.
+        let bytes: [u8; 32] = std::array::from_fn(|i| (i * 37 + 5) as u8);
+        let k = Key::from_bytes(bytes);
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(k.to_hex(), hex);
+        assert_eq!(Key::from_hex(&hex.to_uppercase()), Some(k));
+        assert_eq!(Key::from_hex(&format!("{}g", &hex[1..])), None);
+        assert_eq!(Key::from_hex(&format!("{hex}0")), None);
+        assert_eq!(Key::from_hex(&format!("{}é", &hex[2..])), None);
     }
 
     #[test]

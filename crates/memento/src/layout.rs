@@ -5,7 +5,9 @@
 //! ```text
 //! <location>/
 //!   .gitignore                      "*"
-//!   .index/                         the eviction index's logs (index.rs)
+//!   .index/                         the eviction index (index.rs)
+//!     <kind>-<pid>-<ms>-<n>.log     a log of records (index::Record)
+//!     complete                      every result has a record
 //!   <fn folder>/                    crate/module/name (Function::folder)
 //!     function.json                 the function's record
 //!     function.lock                 serializes changes of the record
@@ -39,10 +41,27 @@ pub(crate) const SHARD_LOCKS: &str = ".keys";
 pub(crate) const TEMP_PREFIX: &str = ".tmp-";
 /// The eviction index's folder, at the top of the location.
 pub(crate) const INDEX_DIR: &str = ".index";
+/// The extension of the index's logs, in [`INDEX_DIR`].
+pub(crate) const INDEX_LOG_EXTENSION: &str = "log";
+/// The mark of a complete index, in [`INDEX_DIR`].
+pub(crate) const INDEX_COMPLETE: &str = "complete";
+/// The file that keeps a location out of git, at its top.
+pub(crate) const GITIGNORE: &str = ".gitignore";
 /// Hex digits of a key that name its shard folder.
 const SHARD_HEX: usize = 2;
 /// Hex digits of a key that name its file in the shard.
 const FILE_HEX: usize = 62;
+
+/// Is the file name (not a path) `file` that of a lock file: a key's
+/// (`<62 hex>.lock`) or a function's record's (`function.lock`)?
+pub(crate) fn is_lock_file(file: &str) -> bool {
+    file.ends_with(KEY_LOCK_SUFFIX)
+}
+
+/// Is the file name (not a path) `file` that of a temporary file?
+pub(crate) fn is_temp_file(file: &str) -> bool {
+    file.starts_with(TEMP_PREFIX)
+}
 
 /// `<folder>/function.json`.
 pub(crate) fn record(folder: &str) -> String {
@@ -139,6 +158,19 @@ pub(crate) fn parse(name: &str) -> Name<'_> {
     Name::Other
 }
 
+/// The shard folder (`<folder>/ab`) that holds `name`: an entry file, a
+/// key's lock file, or an entry folder of entry format 1 (what
+/// `EntryInfo::name` holds); `None` when `name` is not in a shard folder.
+pub(crate) fn shard_of(name: &str) -> Option<&str> {
+    let (shard, file) = name.rsplit_once('/')?;
+    let (_, digits) = shard.rsplit_once('/')?;
+    let rest = [ENTRY_SUFFIX, KEY_LOCK_SUFFIX]
+        .into_iter()
+        .find_map(|suffix| file.strip_suffix(suffix))
+        .unwrap_or(file);
+    (hex(digits, SHARD_HEX) && hex(rest, FILE_HEX)).then_some(shard)
+}
+
 /// The byte of the shard's `.keys` file that stands for a key's lock
 /// (`<folder>/ab/<62 hex>.lock`): the first 15 of its 62 hex digits (60
 /// bits; with the shard's 8, two keys share a byte once in 2^68).
@@ -176,8 +208,8 @@ pub(crate) struct EntryName {
 impl EntryName {
     #[inline]
     fn new(folder: &str, key: &Key, suffix: &str) -> EntryName {
-        let mut hex = [0u8; 64];
-        key.write_hex(&mut hex);
+        let hex = key.hex();
+        let hex = hex.as_bytes();
         let parts: [&[u8]; 6] = [
             folder.as_bytes(),
             b"/",
@@ -283,9 +315,34 @@ mod tests {
             }
         );
         assert_eq!(parse(&format!("{folder}/ab/{TEMP_PREFIX}x1")), Name::Temp);
-        assert_eq!(parse(".gitignore"), Name::Other);
+        assert_eq!(parse(GITIGNORE), Name::Other);
+        // The walks that remove unheld locks and old temporary files tell
+        // them by file name alone.
+        let lock = EntryName::key_lock(folder, &key);
+        assert!(is_lock_file(lock.as_str().rsplit('/').next().unwrap()));
+        assert!(is_lock_file(RECORD_LOCK));
+        assert!(!is_lock_file(RECORD) && !is_lock_file(HITS) && !is_lock_file(SHARD_LOCKS));
+        assert!(is_temp_file(".tmp-x1") && !is_temp_file(RECORD));
         assert_eq!(parse("m/f/zz/notakey.bin"), Name::Other);
         assert_eq!(parse("m/f/ab/abc.bin"), Name::Other);
+    }
+
+    #[test]
+    fn shards_of_names() {
+        let key = Key::of(&"k").unwrap();
+        let hex = key.to_hex();
+        let shard = format!("c/m/f/{}", &hex[..2]);
+        let entry = EntryName::entry("c/m/f", &key);
+        assert_eq!(shard_of(entry.as_str()), Some(shard.as_str()));
+        let lock = EntryName::key_lock("c/m/f", &key);
+        assert_eq!(shard_of(lock.as_str()), Some(shard.as_str()));
+        let old_dir = format!("{shard}/{}", &hex[2..]);
+        assert_eq!(shard_of(&old_dir), Some(shard.as_str()));
+        assert_eq!(shard_of(&record("c/m/f")), None);
+        assert_eq!(shard_of("f.bin"), None);
+        // A function whose folder looks like a shard has no shard.
+        assert_eq!(shard_of(&record("c/m/ab")), None);
+        assert_eq!(shard_of(&format!("c/m/ab/{}.json", &hex[2..])), None);
     }
 
     #[test]

@@ -249,7 +249,7 @@ impl Memory {
                 Ok(listing) => listing
                     .flatten()
                     .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|name| !name.starts_with(crate::store::TEMP_PREFIX))
+                    .filter(|name| !crate::layout::is_temp_file(name))
                     .collect(),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
                 Err(e) => return Err(Error::io("list", root, e)),
@@ -260,7 +260,7 @@ impl Memory {
                 .filter_map(|name| name.split('/').next().map(str::to_string))
                 .collect(),
         };
-        tops.retain(|top| top != ".gitignore");
+        tops.retain(|top| top != crate::layout::GITIGNORE);
         tops.sort();
         tops.dedup();
         for top in tops {
@@ -471,10 +471,7 @@ impl Memory {
     /// assert_eq!(record.function, "docs::rec");
     /// ```
     pub fn function_record(&self, function: &FunctionStats) -> Option<FunctionRecord> {
-        crate::store::read_json(
-            &*self.inner.store,
-            &format!("{}/function.json", function.folder),
-        )
+        crate::store::read_json(&*self.inner.store, &crate::layout::record(&function.folder))
     }
 
     /// The stored results of a function as listed by

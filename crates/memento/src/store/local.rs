@@ -27,7 +27,7 @@ fn publish_temp(tmp: tempfile::NamedTempFile, path: &Path, sweep: bool) -> Resul
 
 /// Prefix of temporary files; listings skip them and a later cleanup may
 /// remove them.
-pub(crate) use crate::layout::TEMP_PREFIX;
+use crate::layout::TEMP_PREFIX;
 
 /// Objects as files under a root folder, written atomically: a temporary file
 /// in the destination folder, then a rename (or, for
@@ -120,7 +120,7 @@ impl LocalStore {
         builder
             .create(&self.root)
             .map_err(|e| Error::io("create the cache folder", &self.root, e))?;
-        let gitignore = self.root.join(".gitignore");
+        let gitignore = self.root.join(crate::layout::GITIGNORE);
         if !gitignore.exists() {
             fs::write(&gitignore, "*\n").map_err(|e| Error::io("write", &gitignore, e))?;
         }
@@ -359,40 +359,38 @@ impl Store for LocalStore {
             self.root.join(prefix)
         };
         let mut found = Vec::new();
-        let mut stack = vec![start];
-        while let Some(dir) = stack.pop() {
-            let entries = match fs::read_dir(&dir) {
-                Ok(entries) => entries,
-                Err(e) if absent(&e) => continue,
-                Err(e) => return Err(Error::io("list", &dir, e)),
+        // A temporary file is a write going on: neither listed nor entered.
+        let walk = walkdir::WalkDir::new(&start)
+            .min_depth(1)
+            .into_iter()
+            .filter_entry(|e| !crate::layout::is_temp_file(&e.file_name().to_string_lossy()));
+        for entry in walk {
+            let entry = match entry {
+                Ok(entry) => entry,
+                // No such folder, or removed while listing (another
+                // process's cleanup).
+                Err(e) if e.io_error().is_some_and(absent) => continue,
+                Err(e) => {
+                    let path = e.path().unwrap_or(&start).to_path_buf();
+                    return Err(Error::io("list", path, e.into()));
+                }
             };
-            for entry in entries {
-                let entry = match entry {
-                    Ok(entry) => entry,
-                    // Removed while listing (another process's cleanup).
-                    Err(e) if absent(&e) => continue,
-                    Err(e) => return Err(Error::io("list", &dir, e)),
-                };
-                if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
-                    continue;
-                }
-                let path = entry.path();
-                let meta = match entry.metadata() {
-                    Ok(meta) => meta,
-                    Err(e) if absent(&e) => continue,
-                    Err(e) => return Err(Error::io("list", &path, e)),
-                };
-                if meta.is_dir() {
-                    stack.push(path);
-                } else if let Ok(rel) = path.strip_prefix(&self.root) {
-                    let parts: Vec<_> = rel.iter().map(|p| p.to_string_lossy()).collect();
-                    found.push(ObjectMeta {
-                        name: parts.join("/"),
-                        size: meta.len(),
-                        disk: on_disk(&meta),
-                        modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-                    });
-                }
+            if entry.file_type().is_dir() {
+                continue;
+            }
+            let meta = match entry.metadata() {
+                Ok(meta) => meta,
+                Err(e) if e.io_error().is_some_and(absent) => continue,
+                Err(e) => return Err(Error::io("list", entry.path(), e.into())),
+            };
+            if let Ok(rel) = entry.path().strip_prefix(&self.root) {
+                let parts: Vec<_> = rel.iter().map(|p| p.to_string_lossy()).collect();
+                found.push(ObjectMeta {
+                    name: parts.join("/"),
+                    size: meta.len(),
+                    disk: on_disk(&meta),
+                    modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                });
             }
         }
         found.sort_by(|a, b| a.name.cmp(&b.name));
@@ -521,34 +519,28 @@ impl Store for LocalStore {
                 .is_some_and(|d| d >= age)
         };
         let mut removed = 0;
-        let mut stack = vec![self.root.clone()];
-        while let Some(dir) = stack.pop() {
-            let Ok(entries) = fs::read_dir(&dir) else {
+        // What cannot be read is skipped: a sweep is best effort.
+        let walk = walkdir::WalkDir::new(&self.root).min_depth(1).into_iter();
+        for entry in walk.filter_map(|entry| entry.ok()) {
+            if entry.file_type().is_dir() {
                 continue;
-            };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                let Ok(meta) = entry.metadata() else { continue };
-                if meta.is_dir() {
-                    stack.push(path);
-                    continue;
+            }
+            let Ok(meta) = entry.metadata() else { continue };
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy();
+            if crate::layout::is_temp_file(&name) && old(&meta) {
+                if fs::remove_file(path).is_ok() {
+                    removed += 1;
                 }
-                let name = entry.file_name();
-                let name = name.to_string_lossy();
-                if name.starts_with(TEMP_PREFIX) && old(&meta) {
-                    if fs::remove_file(&path).is_ok() {
+            } else if crate::layout::is_lock_file(&name) && old(&meta) {
+                // Only a lock nobody holds; removed while holding it, as
+                // a holder does.
+                if let Ok(file) = File::open(path) {
+                    if file.try_lock().is_ok()
+                        && same_file(&file, path)
+                        && fs::remove_file(path).is_ok()
+                    {
                         removed += 1;
-                    }
-                } else if name.ends_with(".lock") && old(&meta) {
-                    // Only a lock nobody holds; removed while holding it, as
-                    // a holder does.
-                    if let Ok(file) = File::open(&path) {
-                        if file.try_lock().is_ok()
-                            && same_file(&file, &path)
-                            && fs::remove_file(&path).is_ok()
-                        {
-                            removed += 1;
-                        }
                     }
                 }
             }
@@ -658,7 +650,7 @@ fn remove_tree(dir: &Path, started: SystemTime) -> std::result::Result<(), (Path
             remove_keys(dir).map_err(|e| (path.clone(), e))?;
             continue;
         }
-        if name.ends_with(".lock") {
+        if crate::layout::is_lock_file(&name) {
             if let Ok(file) = File::open(&path) {
                 if file.try_lock().is_ok() && same_file(&file, &path) {
                     match fs::remove_file(&path) {
@@ -670,7 +662,7 @@ fn remove_tree(dir: &Path, started: SystemTime) -> std::result::Result<(), (Path
             }
             continue;
         }
-        if name.starts_with(TEMP_PREFIX) {
+        if crate::layout::is_temp_file(&name) {
             let young = entry
                 .metadata()
                 .and_then(|m| m.modified())
@@ -766,7 +758,7 @@ fn sweep_folder(dir: &Path, age: Duration) {
     };
     let now = SystemTime::now();
     for entry in entries.flatten() {
-        if !entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+        if !crate::layout::is_temp_file(&entry.file_name().to_string_lossy()) {
             continue;
         }
         let old = entry

@@ -18,7 +18,7 @@ mod local;
 #[cfg(target_os = "linux")]
 mod ranges;
 
-pub(crate) use local::{block_size, make_folders, on_disk, TEMP_PREFIX};
+pub(crate) use local::{block_size, make_folders, on_disk};
 pub use local::{LocalStore, ACCESS_GRANULARITY};
 
 /// What [`Store::open_file`] found.

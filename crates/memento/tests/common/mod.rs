@@ -46,21 +46,12 @@ pub fn is_entry(p: &std::path::Path) -> bool {
 
 /// Every entry file under `root`.
 pub fn outputs(root: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if is_entry(&p) {
-                found.push(p);
-            }
-        }
-    }
+    let mut found: Vec<std::path::PathBuf> = walkdir::WalkDir::new(root)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| !e.file_type().is_dir() && is_entry(e.path()))
+        .map(walkdir::DirEntry::into_path)
+        .collect();
     found.sort();
     found
 }
