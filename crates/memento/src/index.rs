@@ -338,7 +338,10 @@ pub(crate) fn rebuild(
                 },
             ))
         });
-    compact(root, entries, before)?;
+    if !compact(root, entries, before)? {
+        // A clear removed the index meanwhile: it stays incomplete.
+        return Ok(());
+    }
     match File::create(root.join(INDEX_DIR).join(COMPLETE)) {
         Ok(_) => {}
         // A clear removed the index meanwhile: it stays incomplete, and the
@@ -353,11 +356,15 @@ pub(crate) fn rebuild(
 /// logs; records appended to them since they were read are carried over.
 /// Each old log is first renamed out of the way, so that a writer's next
 /// append makes a new log instead of landing in one being removed.
+///
+/// `Ok(false)` when a clear removed the index folder (or the files being
+/// compacted) meanwhile: what was compacted is gone with the results it
+/// named, which is what the clear asked; nothing is published.
 pub(crate) fn compact(
     root: &Path,
     entries: impl Iterator<Item = (Key, Indexed)>,
     old: &[(PathBuf, u64)],
-) -> io::Result<()> {
+) -> io::Result<bool> {
     let dir = root.join(INDEX_DIR);
     // A clear may remove the folder between its making and the file's.
     let mut attempts = 0;
@@ -369,6 +376,8 @@ pub(crate) fn compact(
         {
             Ok(tmp) => break tmp,
             Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 16 => attempts += 1,
+            // Clears keep removing the folder: the index is being emptied.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(e),
         }
     };
@@ -415,12 +424,16 @@ pub(crate) fn compact(
         for (aside, log) in moved {
             let _ = fs::rename(aside, log);
         }
+        if e.kind() == io::ErrorKind::NotFound {
+            // Removed under us by a clear.
+            return Ok(false);
+        }
         return Err(e);
     }
     for (aside, _) in moved {
         let _ = fs::remove_file(aside);
     }
-    Ok(())
+    Ok(true)
 }
 
 /// The entry file of a record, relative to the location.

