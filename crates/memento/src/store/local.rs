@@ -96,6 +96,33 @@ impl LocalStore {
         f(&self.root.join(name))
     }
 
+    /// Reads the whole object into `out`; records an access (the file's
+    /// modification time) when `access`.
+    #[inline]
+    fn read_whole(&self, name: &str, out: &mut Vec<u8>, access: bool) -> Result<bool> {
+        check_name(name)?;
+        self.with_path(name, |path| {
+            let file = match File::open(path) {
+                Ok(f) => f,
+                Err(e) if absent(&e) => return Ok(false),
+                Err(e) => return Err(Error::io("open", path, e)),
+            };
+            let meta = file.metadata().map_err(|e| Error::io("read", path, e))?;
+            out.clear();
+            out.reserve(meta.len() as usize);
+            // Objects never change once published: read exactly their size
+            // (no extra read to find the end, as `fs::read` does).
+            (&file)
+                .take(meta.len())
+                .read_to_end(out)
+                .map_err(|e| Error::io("read", path, e))?;
+            if access {
+                touch(&file, &meta, self.access_granularity);
+            }
+            Ok(true)
+        })
+    }
+
     /// Is it this publish's turn to sweep its folder for leftovers of
     /// killed writers? The first of each store, then one in
     /// [`SWEEP_EVERY`]: a shard folder of a large
@@ -202,45 +229,11 @@ fn absent(e: &io::Error) -> bool {
 
 impl Store for LocalStore {
     fn read(&self, name: &str, out: &mut Vec<u8>) -> Result<bool> {
-        check_name(name)?;
-        self.with_path(name, |path| {
-            let file = match File::open(path) {
-                Ok(f) => f,
-                Err(e) if absent(&e) => return Ok(false),
-                Err(e) => return Err(Error::io("open", path, e)),
-            };
-            let meta = file.metadata().map_err(|e| Error::io("read", path, e))?;
-            out.clear();
-            out.reserve(meta.len() as usize);
-            // Objects never change once published: read exactly their size
-            // (no extra read to find the end, as `fs::read` does).
-            (&file)
-                .take(meta.len())
-                .read_to_end(out)
-                .map_err(|e| Error::io("read", path, e))?;
-            touch(&file, &meta, self.access_granularity);
-            Ok(true)
-        })
+        self.read_whole(name, out, true)
     }
 
     fn peek(&self, name: &str, out: &mut Vec<u8>) -> Result<bool> {
-        check_name(name)?;
-        self.with_path(name, |path| {
-            let file = match File::open(path) {
-                Ok(f) => f,
-                Err(e) if absent(&e) => return Ok(false),
-                Err(e) => return Err(Error::io("open", path, e)),
-            };
-            let meta = file.metadata().map_err(|e| Error::io("read", path, e))?;
-            out.clear();
-            out.reserve(meta.len() as usize);
-            // As `read`, without recording an access.
-            (&file)
-                .take(meta.len())
-                .read_to_end(out)
-                .map_err(|e| Error::io("read", path, e))?;
-            Ok(true)
-        })
+        self.read_whole(name, out, false)
     }
 
     fn open_file(&self, name: &str) -> Result<Opened> {
