@@ -1,32 +1,24 @@
 //! The memory handle: where results live, and the path of a call through the
 //! cache (key → lookup → hit: verify, decode / miss: compute, encode, write).
 
-use std::cell::Cell;
 use std::ffi::{OsStr, OsString};
 use std::fmt;
-use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::codec;
 use crate::entry::{self, Metadata};
 use crate::error::{Error, Result};
-use crate::evict::{self, Inventory, Limits, Stats};
-use crate::function::{Function, FunctionRecord, Shape};
+use crate::function::{self, Function};
 use crate::key::{self, Key};
 use crate::layout::EntryName;
-use crate::store::{LocalStore, LockOutcome, Store, StoreLock};
+use crate::store::Store;
 
 mod config;
 mod hits;
 mod hot;
-mod large;
 mod limits;
 mod mode;
 mod once;
@@ -35,16 +27,16 @@ mod record;
 mod shared;
 mod write;
 
-use config::Options;
-use large::Got;
+use config::Config;
 pub use limits::{Collected, DamagedEntry, Reduction, StoredEntry, Verification};
 pub(crate) use mode::Mode;
 pub use mode::{last_call, next_call};
-use once::{Begun, Contended, Leader, Phase, Step};
-use read::{mapped, Refusal};
-use record::{FnState, RecordWrite};
+use once::{Held, Step, Turn, WaitedOut};
+use read::Reader;
+use record::{FnState, Records};
 use shared::Shared;
 pub use write::Pending;
+use write::Writer;
 
 /// Environment variable naming the default cache folder.
 pub const MEMENTO_DIR: &str = "MEMENTO_DIR";
@@ -111,12 +103,19 @@ pub struct Memory {
     inner: Arc<Inner>,
 }
 
+/// A `Memory` is made of parts with one job each (see
+/// `docs/ARCHITECTURE.md`): its [`Config`] (`config.rs`), the read path
+/// ([`Reader`], `read.rs`), the write path ([`Writer`] and [`Pending`],
+/// `write.rs`), compute-once ([`Turn`], `once.rs`), the functions' records
+/// ([`Records`], `record.rs`), and management (`limits.rs`), over the state
+/// its location shares with every other `Memory` over it in this process
+/// ([`Shared`]: the in-memory layer, the functions' states and hit counts,
+/// the computations in flight, the usage count). This file only routes a
+/// call through them.
 struct Inner {
     /// This Memory's own: the store it was given and its options.
     store: Arc<dyn Store>,
-    options: Options,
-    /// The signing key's [tag](codec::Signer::tag) (0: none).
-    signer_tag: u64,
+    config: Config,
     /// What every Memory over this location in this process shares.
     shared: Arc<Shared>,
 }
@@ -125,7 +124,7 @@ impl fmt::Debug for Memory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Memory")
             .field("location", &self.inner.store.location())
-            .field("in_memory_bytes", &self.inner.options.in_memory_bytes)
+            .field("limits", &self.inner.config.limits())
             .finish()
     }
 }
@@ -206,21 +205,21 @@ impl Memory {
         T: Serialize + DeserializeOwned + 'static,
         A: Serialize + ?Sized,
     {
-        let mut contended = match self.lookup_begin::<T, A>(function, args) {
+        let mut missed = match self.lookup_begin::<T, A>(function, args) {
             Begun::Done(lookup) => return lookup,
-            Begun::Contended(contended) => contended,
+            Begun::Missed(missed) => missed,
         };
         let mut waited = None;
         loop {
-            match contended.step::<T>(self, function, waited.take()) {
-                Step::Done(lookup) => return lookup,
-                Step::Wait(wait) => waited = Some(wait.block()),
+            match missed.step(self, function, waited.take()) {
+                Ok(lookup) => return lookup,
+                Err(wait) => waited = Some(wait.block()),
             }
         }
     }
 
     /// The part of a lookup that needs no waiting: the key, the in-memory
-    /// layer, the store. `Contended` when nothing usable is stored and the
+    /// layer, the store. `Missed` when nothing usable is stored and the
     /// call must take its turn to compute.
     #[inline]
     fn lookup_begin<'m, T, A>(&'m self, function: &'m Function, args: &A) -> Begun<'m, T>
@@ -238,50 +237,73 @@ impl Memory {
                     source,
                 };
                 crate::log::warning!("{e}");
-                let pending = self.pending(function, None, None, shape, String::new(), mode);
+                let pending = Pending::new(
+                    self,
+                    function,
+                    None,
+                    None,
+                    shape,
+                    String::new(),
+                    mode,
+                    Held::default(),
+                );
                 return Begun::Done(Lookup::Miss(pending));
             }
         };
         if mode.force {
-            let state = self.state(function, shape, std::any::type_name::<T>());
+            let state = self
+                .records()
+                .state(function, shape, std::any::type_name::<T>());
             let args = entry::args_text(args);
             crate::log::info!(
                 "calling {}({}) (forced)",
                 function.full_name(),
                 trim_brackets(&args)
             );
-            return Begun::Done(Lookup::Miss(self.pending(
+            return Begun::Done(Lookup::Miss(Pending::new(
+                self,
                 function,
                 Some(state),
                 Some(key),
                 shape,
                 args,
                 mode,
+                Held::default(),
             )));
         }
-        if let Some(value) = self.find_hot::<T>(function, &key, mode) {
+        let reader = self.reader();
+        if let Some(value) = reader.find_hot::<T>(function, &key, mode) {
             return Begun::Done(Lookup::Hit(value));
         }
         // A hit needs no look at `function.json`: the key holds the code's
         // fingerprint and the output type's shape, so an entry of other code
         // is never found. Old results are dropped at the function's first
         // miss, before it writes.
-        if let Some(value) = self.find_stored::<T>(function, &key, mode) {
+        if let Some(value) = reader.find_stored::<T>(function, &key, mode) {
             return Begun::Done(Lookup::Hit(value));
         }
-        let state = self.state(function, shape, std::any::type_name::<T>());
+        let state = self
+            .records()
+            .state(function, shape, std::any::type_name::<T>());
         // Compute once: wait for a computation of this key running in this
         // process, then for one running in another process (a lock per
-        // key), and look again after each wait (see `Contended::step`).
-        Begun::Contended(Contended {
+        // key), and look again after each wait (see `once::Turn::step`).
+        let turn = Turn::new(
+            key,
+            EntryName::key_lock(function.folder(), &key)
+                .as_str()
+                .to_string(),
+            self.inner.shared.flights().clone(),
+            self.inner.store.clone(),
+            self.inner.config.lock_timeout(),
+        );
+        Begun::Missed(Missed {
             state,
             key,
             shape,
             args: entry::args_text(args),
             mode,
-            leader: None,
-            lock: None,
-            phase: Phase::Flight,
+            turn,
         })
     }
 
@@ -302,15 +324,15 @@ impl Memory {
     {
         let begun = self.lookup_begin::<T, A>(function, args);
         async move {
-            let mut contended = match begun {
+            let mut missed = match begun {
                 Begun::Done(lookup) => return lookup,
-                Begun::Contended(contended) => contended,
+                Begun::Missed(missed) => missed,
             };
             let mut waited = None;
             loop {
-                match contended.step::<T>(self, function, waited.take()) {
-                    Step::Done(lookup) => return lookup,
-                    Step::Wait(wait) => {
+                match missed.step(self, function, waited.take()) {
+                    Ok(lookup) => return lookup,
+                    Err(wait) => {
                         waited = Some(crate::background::run(move || wait.block()).await);
                     }
                 }
@@ -338,8 +360,9 @@ impl Memory {
         let Ok(key) = key::call_key(function.hash(), &shape.hash, args) else {
             return false;
         };
-        self.state(function, shape, std::any::type_name::<T>());
-        self.read::<T>(function, &key).is_some()
+        self.records()
+            .state(function, shape, std::any::type_name::<T>());
+        self.reader().read::<T>(function, &key).is_some()
     }
 
     /// The key of a call of `function` with `args` returning `T`.
@@ -359,7 +382,134 @@ impl Memory {
     /// a warning at most once a minute (a read-only or full disk would
     /// otherwise flood).
     fn report_io(&self, e: &Error) {
-        self.inner.shared.io.report(&self.location(), e);
+        self.inner.shared.report_io(e);
+    }
+
+    /// This Memory's options.
+    fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The state of this Memory's location.
+    fn shared(&self) -> &Arc<Shared> {
+        &self.inner.shared
+    }
+
+    /// The read path.
+    #[inline]
+    fn reader(&self) -> Reader<'_> {
+        Reader::new(&*self.inner.store, &self.inner.config, &self.inner.shared)
+    }
+
+    /// The write path.
+    fn writer(&self) -> Writer<'_> {
+        Writer::new(&*self.inner.store, &self.inner.config, &self.inner.shared)
+    }
+
+    /// The functions' records.
+    fn records(&self) -> Records<'_> {
+        Records::new(&*self.inner.store, &self.inner.shared)
+    }
+
+    /// Reads, verifies (with this Memory's signing key) and decodes the
+    /// entry of `key` in the function folder `folder`, for a
+    /// [`StoredResult`](crate::StoredResult). `Ok(None)` when it is absent.
+    pub(crate) fn get_entry<T: DeserializeOwned + 'static>(
+        &self,
+        folder: &str,
+        key: &Key,
+    ) -> Result<Option<T>> {
+        self.reader().get_entry(folder, key)
+    }
+
+    /// The metadata of the entry of `key` in `folder` (its checksum not
+    /// checked; reading it is not a use). `Ok(None)` when it is absent.
+    pub(crate) fn entry_metadata(
+        &self,
+        folder: &str,
+        key: &Key,
+        function: &str,
+    ) -> Result<Option<Metadata>> {
+        self.reader().entry_metadata(folder, key, function)
+    }
+
+    /// Removes the entry of `key` in `folder`, from the store and from this
+    /// process's in-memory layer.
+    pub(crate) fn remove_result(&self, folder: &str, key: &Key) -> Result<()> {
+        self.reader().remove_result(folder, key)
+    }
+}
+
+/// The first, non-waiting part of a lookup.
+enum Begun<'m, T> {
+    Done(Lookup<'m, T>),
+    Missed(Missed),
+}
+
+/// A lookup that found nothing stored: it takes its turn to compute
+/// (`once`), looking again after each wait (`read`), and becomes a
+/// [`Pending`] (`write`) when the turn is its own.
+struct Missed {
+    state: Arc<FnState>,
+    key: Key,
+    shape: function::Shape,
+    args: String,
+    mode: Mode,
+    turn: Turn,
+}
+
+impl Missed {
+    /// One step of the turn: the lookup's answer, or what to wait for
+    /// before the next step.
+    fn step<'m, T: DeserializeOwned + 'static>(
+        &mut self,
+        memory: &'m Memory,
+        function: &'m Function,
+        waited: Option<once::Waited>,
+    ) -> std::result::Result<Lookup<'m, T>, once::Wait> {
+        let (key, mode) = (self.key, self.mode);
+        let reader = memory.reader();
+        let mut look = || reader.find::<T>(function, &key, mode);
+        match self.turn.step(waited, &mut look) {
+            Step::Found(value) => Ok(Lookup::Hit(value)),
+            Step::Wait(wait) => Err(wait),
+            Step::Compute {
+                held,
+                waited_out,
+                error,
+            } => {
+                if let Some(waited_out) = waited_out {
+                    let whom = match waited_out {
+                        WaitedOut::Thread => "another thread",
+                        WaitedOut::Process => "another process",
+                    };
+                    crate::log::warning!(
+                        "{}: waited {:?} for the same call running in {whom}; \
+                         computing it here too (lock_timeout)",
+                        function.full_name(),
+                        memory.config().lock_timeout().unwrap_or_default()
+                    );
+                }
+                if let Some(e) = error {
+                    memory.report_io(&e);
+                }
+                crate::log::info!(
+                    "calling {}({})",
+                    function.full_name(),
+                    trim_brackets(&self.args)
+                );
+                Ok(Lookup::Miss(Pending::new(
+                    memory,
+                    function,
+                    Some(self.state.clone()),
+                    Some(key),
+                    self.shape,
+                    std::mem::take(&mut self.args),
+                    mode,
+                    held,
+                )))
+            }
+        }
     }
 }
 

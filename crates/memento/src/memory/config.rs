@@ -1,22 +1,95 @@
 //! A `Memory`'s configuration: where it is (a folder, or any store), its
 //! options, how they are read from the environment, and the builder methods
 //! that change them. A builder method returns a new `Memory` with its own
-//! options over the same [`Shared`] state of the location.
+//! [`Config`] over the same [`Shared`] state of the location.
+//!
+//! [`Config`] is read by the other parts through its methods; only the
+//! builders here change it.
 
-use super::*;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::shared::Shared;
+use super::{Inner, Location, Memory, DEFAULT_DIR, MEMENTO_DIR};
+use crate::codec;
+use crate::error::Error;
+use crate::evict::{self, Limits};
+use crate::store::{LocalStore, Store};
 
 /// Default bound of the in-memory layer.
-pub(super) const DEFAULT_IN_MEMORY_BYTES: u64 = 64 << 20;
+const DEFAULT_IN_MEMORY_BYTES: u64 = 64 << 20;
 
+/// One `Memory`'s options.
 #[derive(Clone)]
-pub(super) struct Options {
-    pub(super) location: Option<PathBuf>,
-    pub(super) in_memory_bytes: u64,
-    pub(super) limits: Limits,
-    pub(super) lock_timeout: Option<Duration>,
-    pub(super) signer: Option<codec::Signer>,
+pub(super) struct Config {
+    /// The folder of a local cache (`None`: a store given by the user).
+    location: Option<PathBuf>,
+    in_memory_bytes: u64,
+    limits: Limits,
+    lock_timeout: Option<Duration>,
+    signer: Option<codec::Signer>,
+    /// The signing key's [tag](codec::Signer::tag) (0: none): entries of
+    /// the in-memory layer verified with another key are not served.
+    signer_tag: u64,
     /// Map signed entries asked for as `Mapped` (see `Memory::map_signed`).
-    pub(super) map_signed: bool,
+    map_signed: bool,
+}
+
+impl Config {
+    fn new(location: Option<PathBuf>) -> Config {
+        Config {
+            location,
+            in_memory_bytes: DEFAULT_IN_MEMORY_BYTES,
+            limits: Limits::default(),
+            lock_timeout: None,
+            signer: None,
+            signer_tag: 0,
+            map_signed: false,
+        }
+    }
+
+    /// The folder of a local cache.
+    #[inline]
+    pub(super) fn folder(&self) -> Option<&Path> {
+        self.location.as_deref()
+    }
+
+    /// Does this Memory use the in-memory layer?
+    #[inline]
+    pub(super) fn in_memory(&self) -> bool {
+        self.in_memory_bytes > 0
+    }
+
+    #[inline]
+    pub(super) fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    #[inline]
+    pub(super) fn lock_timeout(&self) -> Option<Duration> {
+        self.lock_timeout
+    }
+
+    #[inline]
+    pub(super) fn signer(&self) -> Option<&codec::Signer> {
+        self.signer.as_ref()
+    }
+
+    #[inline]
+    pub(super) fn signer_tag(&self) -> u64 {
+        self.signer_tag
+    }
+
+    #[inline]
+    pub(super) fn map_signed(&self) -> bool {
+        self.map_signed
+    }
+
+    fn set_signer(&mut self, signer: codec::Signer) {
+        self.signer_tag = signer.tag();
+        self.signer = Some(signer);
+    }
 }
 
 impl Memory {
@@ -29,14 +102,7 @@ impl Memory {
         let path = std::path::absolute(&path).unwrap_or(path);
         Memory::build(
             Arc::new(LocalStore::new(path.clone())),
-            Options {
-                location: Some(path),
-                in_memory_bytes: DEFAULT_IN_MEMORY_BYTES,
-                limits: Limits::default(),
-                lock_timeout: None,
-                signer: None,
-                map_signed: false,
-            },
+            Config::new(Some(path)),
         )
     }
 
@@ -96,26 +162,15 @@ impl Memory {
     /// assert_eq!(memory.location(), dir.path().display().to_string());
     /// ```
     pub fn with_store(store: impl Store) -> Memory {
-        Memory::build(
-            Arc::new(store),
-            Options {
-                location: None,
-                in_memory_bytes: DEFAULT_IN_MEMORY_BYTES,
-                limits: Limits::default(),
-                lock_timeout: None,
-                signer: None,
-                map_signed: false,
-            },
-        )
+        Memory::build(Arc::new(store), Config::new(None))
     }
 
-    pub(super) fn build(store: Arc<dyn Store>, options: Options) -> Memory {
-        let shared = Shared::of(&store, options.location.as_deref(), options.in_memory_bytes);
+    fn build(store: Arc<dyn Store>, config: Config) -> Memory {
+        let shared = Shared::of(&store, config.folder(), config.in_memory_bytes);
         Memory {
             inner: Arc::new(Inner {
                 store,
-                signer_tag: options.signer.as_ref().map_or(0, codec::Signer::tag),
-                options,
+                config,
                 shared,
             }),
         }
@@ -130,18 +185,19 @@ impl Memory {
     /// # let _ = memory;
     /// ```
     pub fn in_memory_limit(self, bytes: u64) -> Memory {
-        self.with_options(|o| o.in_memory_bytes = bytes)
+        self.with_config(|c| c.in_memory_bytes = bytes)
     }
 
-    pub(super) fn with_options(self, change: impl FnOnce(&mut Options)) -> Memory {
-        let mut options = self.inner.options.clone();
-        change(&mut options);
-        self.inner.shared.hot.raise_limit(options.in_memory_bytes);
+    /// This Memory with its config changed by `change`, over the same
+    /// store and location state.
+    fn with_config(self, change: impl FnOnce(&mut Config)) -> Memory {
+        let mut config = self.inner.config.clone();
+        change(&mut config);
+        self.inner.shared.hot().raise_limit(config.in_memory_bytes);
         Memory {
             inner: Arc::new(Inner {
                 store: self.inner.store.clone(),
-                signer_tag: options.signer.as_ref().map_or(0, codec::Signer::tag),
-                options,
+                config,
                 shared: self.inner.shared.clone(),
             }),
         }
@@ -156,12 +212,12 @@ impl Memory {
     /// assert_eq!(memory.limits().bytes, Some(10 << 30));
     /// ```
     pub fn bytes_limit(self, bytes: u64) -> Memory {
-        self.with_options(|o| o.limits.bytes = Some(bytes))
+        self.with_config(|c| c.limits.bytes = Some(bytes))
     }
 
     /// Keeps at most `items` stored results (least recently used go first).
     pub fn items_limit(self, items: u64) -> Memory {
-        self.with_options(|o| o.limits.items = Some(items))
+        self.with_config(|c| c.limits.items = Some(items))
     }
 
     /// Removes results not used for longer than `age`.
@@ -172,7 +228,7 @@ impl Memory {
     /// # let _ = memory;
     /// ```
     pub fn age_limit(self, age: Duration) -> Memory {
-        self.with_options(|o| o.limits.age = Some(age))
+        self.with_config(|c| c.limits.age = Some(age))
     }
 
     /// Signs every entry written with a key derived from `secret`, and
@@ -193,7 +249,7 @@ impl Memory {
     /// ```
     pub fn signing_key(self, secret: impl AsRef<[u8]>) -> Memory {
         let signer = codec::Signer::new(secret);
-        self.with_options(|o| o.signer = Some(signer))
+        self.with_config(|c| c.set_signer(signer))
     }
 
     /// Bounds how long a call waits for the same call running in another
@@ -207,12 +263,41 @@ impl Memory {
     /// # let _ = memory;
     /// ```
     pub fn lock_timeout(self, timeout: Duration) -> Memory {
-        self.with_options(|o| o.lock_timeout = Some(timeout))
+        self.with_config(|c| c.lock_timeout = Some(timeout))
+    }
+
+    /// With a signing key, return stored [`Mapped`](crate::Mapped) results
+    /// as memory maps after all (off by default).
+    ///
+    /// A signature promises that the value a program uses is the value that
+    /// was signed. A map cannot keep that promise: its checksum is checked
+    /// once, and another process that rewrites the file in place afterwards
+    /// (memento never does) changes the elements under the program. So with
+    /// a signing key, a stored `Mapped` result is read into memory and
+    /// checked there (`is_mapped()` is false), unless this opt-in says the
+    /// folder has no such writer and loading in O(1) matters more. Without
+    /// a signing key, stored `Mapped` results are always maps.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use memento::{Function, Mapped, Memory};
+    /// let f = Function::new("docs", "ramp");
+    /// let ramp = || -> Mapped<Vec<f64>> { (0..1000).map(f64::from).collect::<Vec<_>>().into() };
+    ///
+    /// let signed = Memory::new(dir.path()).signing_key("secret");
+    /// let _ = signed.call(&f, &1u8, ramp); // computed
+    /// assert!(!signed.call(&f, &1u8, ramp).is_mapped()); // read into memory
+    ///
+    /// let mapping = Memory::new(dir.path()).signing_key("secret").map_signed(true);
+    /// assert!(mapping.call(&f, &1u8, ramp).is_mapped()); // mapped
+    /// ```
+    pub fn map_signed(self, map: bool) -> Memory {
+        self.with_config(|c| c.map_signed = map)
     }
 
     /// The limits in force.
     pub fn limits(&self) -> Limits {
-        self.inner.options.limits
+        self.inner.config.limits
     }
 
     /// Where the results live (a folder).
@@ -222,7 +307,7 @@ impl Memory {
 
     /// The folder of a local cache (`None` for another backend).
     pub fn path(&self) -> Option<&Path> {
-        self.inner.options.location.as_deref()
+        self.inner.config.folder()
     }
 
     /// The store behind this Memory.
@@ -233,7 +318,7 @@ impl Memory {
     /// This Memory with the signing key of `MEMENTO_KEY`, when set.
     pub(crate) fn with_env_signer(self) -> Memory {
         match codec::Signer::from_env() {
-            Some(signer) => self.with_options(|o| o.signer = Some(signer)),
+            Some(signer) => self.with_config(|c| c.set_signer(signer)),
             None => self,
         }
     }

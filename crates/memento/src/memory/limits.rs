@@ -1,16 +1,76 @@
 //! Limits: the running count of what a cache holds, eviction (through the
 //! eviction index for a local cache), statistics and clearing.
 
-use super::*;
-use crate::evict::FunctionStats;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Running count of what the store holds, from the last listing plus this
-/// Memory's writes since.
+use super::Memory;
+use crate::codec;
+use crate::entry::Metadata;
+use crate::error::{Error, Result};
+use crate::evict::{self, FunctionStats, Inventory, Limits, Stats};
+use crate::function::{Function, FunctionRecord};
+use crate::key::Key;
+
+/// Running count of what the store holds, from the last listing plus the
+/// writes of this process since; and the lock that lets one eviction run at
+/// a time.
 #[derive(Default)]
 pub(super) struct Usage {
+    counts: Mutex<Counts>,
+    reducing: Mutex<()>,
+}
+
+#[derive(Default)]
+struct Counts {
     /// (bytes, items); `None` until the first listing.
-    pub(super) known: Option<(u64, u64)>,
-    pub(super) last_scan: Option<Instant>,
+    known: Option<(u64, u64)>,
+    last_scan: Option<Instant>,
+}
+
+impl Usage {
+    fn counts(&self) -> MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One eviction (or index rewrite) at a time.
+    fn reducing(&self) -> MutexGuard<'_, ()> {
+        self.reducing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Forgets the count: the next write lists the store.
+    pub(super) fn reset(&self) {
+        *self.counts() = Counts::default();
+    }
+
+    /// Notes what a listing (or an eviction) found.
+    fn scanned(&self, remaining: (u64, u64)) {
+        let mut counts = self.counts();
+        counts.known = Some(remaining);
+        counts.last_scan = Some(Instant::now());
+    }
+
+    /// Counts a write of `added` bytes; true when `limits` call for an
+    /// eviction (a limit crossed, or an age limit due).
+    fn add(&self, added: u64, limits: &Limits) -> bool {
+        let mut counts = self.counts();
+        let over = match &mut counts.known {
+            None => true,
+            Some((bytes, items)) => {
+                *bytes += added;
+                *items += 1;
+                limits.bytes.is_some_and(|l| *bytes > l) || limits.items.is_some_and(|l| *items > l)
+            }
+        };
+        let age_due = limits.age.is_some_and(|age| {
+            counts
+                .last_scan
+                .is_none_or(|t| t.elapsed() >= (age / 4).max(Duration::from_secs(1)))
+        });
+        over || age_due
+    }
 }
 
 /// Automatic eviction brings each limit down to this fraction of itself, so
@@ -49,46 +109,31 @@ impl Memory {
         // One eviction at a time per Memory; a writer over a limit waits for
         // a running one, then finds the limit held (or evicts itself), so
         // no write returns with the cache above a limit by more than it.
-        let _guard = self
-            .inner
-            .shared
-            .reducing
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let store = &*self.inner.store;
-        let limits = self.inner.options.limits;
-        let (done, remaining, first_error) =
-            match (&self.inner.options.location, &self.inner.shared.index) {
-                (Some(root), Some(_)) => self.reduce_indexed(root, &limits, fraction)?,
-                _ => {
-                    let inventory = Inventory::scan(store)?;
-                    let victims = inventory.victims(&limits, fraction, SystemTime::now());
-                    let (removed, freed_bytes, first_error) =
-                        evict::remove_entries(store, &victims, &|| {});
-                    let remaining = (
-                        inventory.bytes().saturating_sub(freed_bytes),
-                        inventory.items().saturating_sub(removed),
-                    );
-                    (
-                        Reduction {
-                            removed,
-                            freed_bytes,
-                        },
-                        remaining,
-                        first_error,
-                    )
-                }
-            };
-        {
-            let mut usage = self
-                .inner
-                .shared
-                .usage
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            usage.known = Some(remaining);
-            usage.last_scan = Some(Instant::now());
-        }
+        let _guard = self.shared().usage().reducing();
+        let store = self.store();
+        let limits = self.config().limits();
+        let (done, remaining, first_error) = match (self.config().folder(), self.shared().index()) {
+            (Some(root), Some(_)) => self.reduce_indexed(root, &limits, fraction)?,
+            _ => {
+                let inventory = Inventory::scan(store)?;
+                let victims = inventory.victims(&limits, fraction, SystemTime::now());
+                let (removed, freed_bytes, first_error) =
+                    evict::remove_entries(store, &victims, &|| {});
+                let remaining = (
+                    inventory.bytes().saturating_sub(freed_bytes),
+                    inventory.items().saturating_sub(removed),
+                );
+                (
+                    Reduction {
+                        removed,
+                        freed_bytes,
+                    },
+                    remaining,
+                    first_error,
+                )
+            }
+        };
+        self.shared().usage().scanned(remaining);
         if done.removed > 0 {
             crate::log::info!(
                 "{}: removed {} least recently used result(s), {}",
@@ -112,7 +157,7 @@ impl Memory {
         fraction: f64,
     ) -> Result<(Reduction, (u64, u64), Option<Error>)> {
         use crate::index;
-        let store = &*self.inner.store;
+        let store = self.store();
         let index_dir = root.join(index::INDEX_DIR);
         if !index::complete(root) {
             let io = |e| Error::io("build the eviction index in", &index_dir, e);
@@ -168,40 +213,20 @@ impl Memory {
     /// Counts a write of `added` bytes; lists and evicts when a limit is
     /// crossed (or an age limit is due).
     pub(super) fn after_write(&self, added: u64) {
-        let limits = self.inner.options.limits;
+        if added == 0 {
+            return;
+        }
+        let limits = self.config().limits();
         if !limits.any() {
             return;
         }
         // What the write takes on the disk: whole blocks (an estimate; a
         // listing reads the real ones).
-        let added = match &self.inner.shared.index {
+        let added = match self.shared().index() {
             Some(index) => index.on_disk(added),
             None => added,
         };
-        let due = {
-            let mut usage = self
-                .inner
-                .shared
-                .usage
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            let over = match &mut usage.known {
-                None => true,
-                Some((bytes, items)) => {
-                    *bytes += added;
-                    *items += 1;
-                    limits.bytes.is_some_and(|l| *bytes > l)
-                        || limits.items.is_some_and(|l| *items > l)
-                }
-            };
-            let age_due = limits.age.is_some_and(|age| {
-                usage
-                    .last_scan
-                    .is_none_or(|t| t.elapsed() >= (age / 4).max(Duration::from_secs(1)))
-            });
-            over || age_due
-        };
-        if due {
+        if self.shared().usage().add(added, &limits) {
             if let Err(e) = self.reduce(AUTO_FRACTION) {
                 self.report_io(&e);
             }
@@ -220,7 +245,7 @@ impl Memory {
     /// assert_eq!(stats.functions[0].name, "docs::twice");
     /// ```
     pub fn stats(&self) -> Result<Stats> {
-        let store = &*self.inner.store;
+        let store = self.store();
         Ok(Stats::of(&Inventory::scan(store)?, store))
     }
 
@@ -242,8 +267,8 @@ impl Memory {
     /// assert!(dir.path().join(".gitignore").exists());
     /// ```
     pub fn clear(&self) -> Result<()> {
-        let store = &*self.inner.store;
-        let mut tops: Vec<String> = match &self.inner.options.location {
+        let store = self.store();
+        let mut tops: Vec<String> = match self.config().folder() {
             // The top folders, without listing every entry under them.
             Some(root) => match std::fs::read_dir(root) {
                 Ok(listing) => listing
@@ -266,13 +291,9 @@ impl Memory {
         for top in tops {
             store.delete_prefix(&top)?;
         }
-        self.forget();
+        // What this process knew of the store.
+        self.shared().forget();
         Ok(())
-    }
-
-    /// Forgets what this process knew of the store (after a clear).
-    fn forget(&self) {
-        self.inner.shared.forget();
     }
 
     /// Removes every stored result of `function` (and its record); returns
@@ -317,7 +338,7 @@ impl Memory {
     /// Removes the results and records of the function whose folder is
     /// `folder`, not those of functions in folders below it.
     fn clear_folder(&self, folder: &str) -> Result<usize> {
-        let store = &*self.inner.store;
+        let store = self.store();
         let inventory = Inventory::scan_prefix(store, folder)?;
         let victims: Vec<&evict::EntryInfo> = inventory
             .entries
@@ -332,15 +353,10 @@ impl Memory {
         store.delete(&crate::layout::hits(folder))?;
         store.prune(folder)?;
         // What this process knew of it: its state, its results in memory.
-        self.inner.shared.forget_function(folder);
+        self.shared().forget_function(folder);
         // And its records in the eviction index.
-        if let (Some(root), Some(_)) = (&self.inner.options.location, &self.inner.shared.index) {
-            let _guard = self
-                .inner
-                .shared
-                .reducing
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+        if let (Some(root), Some(_)) = (self.config().folder(), self.shared().index()) {
+            let _guard = self.shared().usage().reducing();
             let dir = root.join(crate::index::INDEX_DIR);
             let snapshot = crate::index::read(root)
                 .map_err(|e| Error::io("read the eviction index in", &dir, e))?;
@@ -366,15 +382,10 @@ impl Memory {
     /// memory.rebuild_index().unwrap();
     /// ```
     pub fn rebuild_index(&self) -> Result<()> {
-        let Some(root) = &self.inner.options.location else {
+        let Some(root) = self.config().folder() else {
             return Ok(());
         };
-        let _guard = self
-            .inner
-            .shared
-            .reducing
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let _guard = self.shared().usage().reducing();
         let io = |e| {
             Error::io(
                 "rebuild the eviction index in",
@@ -383,14 +394,9 @@ impl Memory {
             )
         };
         let before = crate::index::logs(root).map_err(io)?;
-        let inventory = Inventory::scan(&*self.inner.store)?;
+        let inventory = Inventory::scan(self.store())?;
         crate::index::rebuild(root, &inventory, &before).map_err(io)?;
-        *self
-            .inner
-            .shared
-            .usage
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Usage::default();
+        self.shared().usage().reset();
         Ok(())
     }
 }
@@ -471,7 +477,7 @@ impl Memory {
     /// assert_eq!(record.function, "docs::rec");
     /// ```
     pub fn function_record(&self, function: &FunctionStats) -> Option<FunctionRecord> {
-        crate::store::read_json(&*self.inner.store, &crate::layout::record(&function.folder))
+        crate::store::read_json(self.store(), &crate::layout::record(&function.folder))
     }
 
     /// The stored results of a function as listed by
@@ -488,7 +494,7 @@ impl Memory {
     /// assert_eq!(entries[0].metadata.as_ref().unwrap().args, "[1]");
     /// ```
     pub fn entries(&self, function: &FunctionStats) -> Result<Vec<StoredEntry>> {
-        let store = &*self.inner.store;
+        let store = self.store();
         let inventory = Inventory::scan_prefix(store, &function.folder)?;
         let mut entries: Vec<StoredEntry> = inventory
             .entries
@@ -535,10 +541,10 @@ impl Memory {
         remove: bool,
         progress: &(dyn Fn(u64, u64) + Sync),
     ) -> Result<Verification> {
-        let store = &*self.inner.store;
+        let store = self.store();
         let inventory = Inventory::scan(store)?;
         let total = inventory.entries.len() as u64;
-        let signer = self.inner.options.signer.as_ref();
+        let signer = self.config().signer();
         let mut found = Verification::default();
         let mut victims = Vec::new();
         let mut buf = Vec::new();
@@ -596,7 +602,7 @@ impl Memory {
     /// assert_eq!((done.removed, done.left), (3, 2));
     /// ```
     pub fn gc(&self, limits: &Limits, progress: &(dyn Fn(u64, u64) + Sync)) -> Result<Collected> {
-        let store = &*self.inner.store;
+        let store = self.store();
         let inventory = Inventory::scan(store)?;
         let victims = inventory.victims(limits, 1.0, SystemTime::now());
         let total = victims.len() as u64;

@@ -1,21 +1,48 @@
 //! Compute once: a call that finds nothing stored takes its turn. Within
 //! the process, calls of one key join a flight (the first leads, the others
 //! wait on a condition variable); across processes, the leader takes the
-//! key's lock file in the store. After each wait the call looks again. The
-//! waits are plain blocking calls ([`Wait::block`]), run in place by
-//! `Memory::lookup` and on a thread of their own by `Memory::lookup_async`.
+//! key's lock in the store. After each wait the caller looks again.
+//!
+//! This part owns the flights and the state machine of a turn, and nothing
+//! else: it knows no codec, no function record, no `Memory`. Looking again
+//! is the caller's (a closure given to [`Turn::step`]), and the waits are
+//! plain blocking calls ([`Wait::block`]) that the caller runs in place
+//! (`Memory::lookup`) or on a thread of its own (`Memory::lookup_async`).
 
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::de::DeserializeOwned;
-
-use super::Mode;
-use super::{trim_brackets, EntryName, FnState, Lookup, Memory, Shared};
-use crate::error::Result;
-use crate::function::{Function, Shape};
+use super::hot::KeyIdHasher;
+use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::store::{LockOutcome, Store, StoreLock};
+
+/// The computations running in this process over one location, by key:
+/// later callers of the same key wait for them instead of computing again.
+#[derive(Default)]
+pub(super) struct Flights {
+    running: Mutex<HashMap<Key, Arc<Flight>, BuildHasherDefault<KeyIdHasher>>>,
+}
+
+impl Flights {
+    /// Becomes the leader of `key`'s computation in this process, or gets
+    /// the running one to wait for.
+    fn lead_or_follow(self: &Arc<Self>, key: &Key) -> std::result::Result<Leader, Arc<Flight>> {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(flight) = running.get(key) {
+            return Err(flight.clone());
+        }
+        let flight = Arc::new(Flight::default());
+        running.insert(*key, flight.clone());
+        Ok(Leader {
+            flights: self.clone(),
+            key: *key,
+            flight,
+        })
+    }
+}
 
 /// One computation in flight in this process.
 #[derive(Default)]
@@ -26,7 +53,7 @@ pub(super) struct Flight {
 
 impl Flight {
     /// Waits until the computation ends; false if `timeout` passed first.
-    pub(super) fn wait(&self, timeout: Option<Duration>) -> bool {
+    fn wait(&self, timeout: Option<Duration>) -> bool {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
         while !*done {
@@ -52,15 +79,15 @@ impl Flight {
 /// The leader of a computation in this process: when it drops (the result
 /// stored, or the computation failed or panicked), the waiters wake up.
 pub(super) struct Leader {
-    shared: Arc<Shared>,
+    flights: Arc<Flights>,
     key: Key,
     flight: Arc<Flight>,
 }
 
 impl Drop for Leader {
     fn drop(&mut self) {
-        self.shared
-            .flights
+        self.flights
+            .running
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.key);
@@ -69,50 +96,41 @@ impl Drop for Leader {
     }
 }
 
-impl Memory {
-    /// Becomes the leader of `key`'s computation in this process (every
-    /// Memory over this location shares the flights), or gets the running
-    /// one to wait for.
-    pub(super) fn lead_or_follow(&self, key: &Key) -> std::result::Result<Leader, Arc<Flight>> {
-        let mut inflight = self
-            .inner
-            .shared
-            .flights
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(flight) = inflight.get(key) {
-            return Err(flight.clone());
-        }
-        let flight = Arc::new(Flight::default());
-        inflight.insert(*key, flight.clone());
-        Ok(Leader {
-            shared: self.inner.shared.clone(),
-            key: *key,
-            flight,
-        })
+/// This call's turn to compute, once it has it: the key's lock across
+/// processes first, then this process's flight. Dropping it (after the
+/// result is written, or when the computation failed) releases both in
+/// that order.
+#[derive(Default)]
+pub(super) struct Held {
+    lock: Option<StoreLock>,
+    leader: Option<Leader>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        // The lock first: a waiter woken by the flight must find the key
+        // free across processes.
+        drop(self.lock.take());
+        drop(self.leader.take());
     }
 }
 
-/// The first, non-waiting part of a lookup.
-pub(super) enum Begun<'m, T> {
-    Done(Lookup<'m, T>),
-    Contended(Contended),
-}
-
-/// A lookup that found nothing and must take its turn to compute.
-pub(super) struct Contended {
-    pub(super) state: Arc<FnState>,
-    pub(super) key: Key,
-    pub(super) shape: Shape,
-    pub(super) args: String,
-    pub(super) mode: Mode,
-    pub(super) leader: Option<Leader>,
-    pub(super) lock: Option<StoreLock>,
-    pub(super) phase: Phase,
+/// A call that found nothing stored, taking its turn to compute.
+pub(super) struct Turn {
+    key: Key,
+    /// The key's lock in the store (a name from `layout`).
+    lock_name: String,
+    flights: Arc<Flights>,
+    store: Arc<dyn Store>,
+    timeout: Option<Duration>,
+    held: Held,
+    phase: Phase,
+    /// What this turn gave up waiting for before asking for the lock.
+    waited_out: Option<WaitedOut>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Phase {
+enum Phase {
     /// Join this process's flight for the key.
     Flight,
     /// Waited for another thread's flight.
@@ -121,13 +139,14 @@ pub(super) enum Phase {
     LockWaited,
 }
 
-/// What a contended lookup waits for next: blocking work, run in place
-/// (sync) or on a thread of its own (async).
+/// What a turn waits for next: blocking work, run in place (sync) or on a
+/// thread of its own (async).
 pub(super) enum Wait {
     Flight(Arc<Flight>, Option<Duration>),
     Lock(Arc<dyn Store>, String, Option<Duration>),
 }
 
+/// The answer to a [`Wait`], for the next [`Turn::step`].
 pub(super) enum Waited {
     Flight(bool),
     Lock(Result<LockOutcome>),
@@ -142,98 +161,115 @@ impl Wait {
     }
 }
 
-pub(super) enum Step<'m, T> {
-    Done(Lookup<'m, T>),
+/// The outcome of a [`Turn::step`].
+pub(super) enum Step<T> {
+    /// Looking again found the result (computed by whoever held the turn).
+    Found(T),
+    /// This call computes: it holds the turn (as far as it could be
+    /// taken). `waited_out` says what it gave up waiting for; `error` is a
+    /// failure to take the lock (computed anyway).
+    Compute {
+        held: Held,
+        waited_out: Option<WaitedOut>,
+        error: Option<Error>,
+    },
+    /// Wait, then call `step` again with the answer.
     Wait(Wait),
 }
 
-impl Contended {
-    /// One step of taking the turn to compute; `waited` is the answer to the
-    /// last `Step::Wait`.
-    pub(super) fn step<'m, T: DeserializeOwned + 'static>(
+/// What a turn gave up waiting for, after `lock_timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum WaitedOut {
+    /// The same call running in another thread of this process.
+    Thread,
+    /// The same call running in another process.
+    Process,
+}
+
+impl Turn {
+    /// A turn for `key`, whose lock across processes is `lock_name` in
+    /// `store`; waits are bounded by `timeout`.
+    pub(super) fn new(
+        key: Key,
+        lock_name: String,
+        flights: Arc<Flights>,
+        store: Arc<dyn Store>,
+        timeout: Option<Duration>,
+    ) -> Turn {
+        Turn {
+            key,
+            lock_name,
+            flights,
+            store,
+            timeout,
+            held: Held::default(),
+            phase: Phase::Flight,
+            waited_out: None,
+        }
+    }
+
+    /// One step of taking the turn; `waited` is the answer to the last
+    /// `Step::Wait`, and `look` looks for the result again (after a wait,
+    /// someone else may have stored it).
+    pub(super) fn step<T>(
         &mut self,
-        memory: &'m Memory,
-        function: &'m Function,
         waited: Option<Waited>,
-    ) -> Step<'m, T> {
-        let timeout = memory.inner.options.lock_timeout;
+        look: &mut dyn FnMut() -> Option<T>,
+    ) -> Step<T> {
         match (self.phase, waited) {
             (Phase::FlightWaited, Some(Waited::Flight(true))) => {
-                if let Some(value) = memory.find::<T>(function, &self.key, self.mode) {
-                    return Step::Done(Lookup::Hit(value));
+                if let Some(value) = look() {
+                    return Step::Found(value);
                 }
                 // The leader failed: try to lead.
                 self.phase = Phase::Flight;
-                self.step(memory, function, None)
+                self.step(None, look)
             }
             (Phase::FlightWaited, Some(Waited::Flight(false))) => {
-                crate::log::warning!(
-                    "{}: waited {:?} for the same call running in another thread; \
-                     computing it here too (lock_timeout)",
-                    function.full_name(),
-                    timeout.unwrap_or_default()
-                );
-                self.lock_step(memory, function)
+                self.lock_step(Some(WaitedOut::Thread))
             }
             (Phase::LockWaited, Some(Waited::Lock(outcome))) => {
+                let mut waited_out = self.waited_out.take();
+                let mut error = None;
                 match outcome {
                     Ok(LockOutcome::Held(lock)) => {
-                        self.lock = Some(lock);
+                        self.held.lock = Some(lock);
                         // Another process may have finished while we waited.
-                        if let Some(value) = memory.find::<T>(function, &self.key, self.mode) {
-                            return Step::Done(Lookup::Hit(value));
+                        if let Some(value) = look() {
+                            return Step::Found(value);
                         }
                     }
-                    Ok(LockOutcome::TimedOut) => crate::log::warning!(
-                        "{}: waited {:?} for the same call running in another process; \
-                         computing it here too (lock_timeout)",
-                        function.full_name(),
-                        timeout.unwrap_or_default()
-                    ),
-                    Ok(LockOutcome::Unsupported) => {}
-                    Err(e) => memory.report_io(&e),
+                    Ok(LockOutcome::TimedOut) => waited_out = Some(WaitedOut::Process),
+                    Ok(_) => {}
+                    Err(e) => error = Some(e),
                 }
-                crate::log::info!(
-                    "calling {}({})",
-                    function.full_name(),
-                    trim_brackets(&self.args)
-                );
-                let mut pending = memory.pending(
-                    function,
-                    Some(self.state.clone()),
-                    Some(self.key),
-                    self.shape,
-                    std::mem::take(&mut self.args),
-                    self.mode,
-                );
-                pending.lock = self.lock.take();
-                pending.leader = self.leader.take();
-                Step::Done(Lookup::Miss(pending))
+                Step::Compute {
+                    held: std::mem::take(&mut self.held),
+                    waited_out,
+                    error,
+                }
             }
-            _ => match memory.lead_or_follow(&self.key) {
+            _ => match self.flights.lead_or_follow(&self.key) {
                 Ok(leader) => {
-                    self.leader = Some(leader);
-                    self.lock_step(memory, function)
+                    self.held.leader = Some(leader);
+                    self.lock_step(None)
                 }
                 Err(flight) => {
                     self.phase = Phase::FlightWaited;
-                    Step::Wait(Wait::Flight(flight, timeout))
+                    Step::Wait(Wait::Flight(flight, self.timeout))
                 }
             },
         }
     }
 
-    /// Asks for the key's lock across processes:
-    /// `<folder>/ab/<62 hex>.lock`, beside the entry's file.
-    fn lock_step<'m, T>(&mut self, memory: &'m Memory, function: &'m Function) -> Step<'m, T> {
-        let name = EntryName::key_lock(function.folder(), &self.key)
-            .as_str()
-            .to_string();
+    /// Asks for the key's lock across processes.
+    fn lock_step<T>(&mut self, waited_out: Option<WaitedOut>) -> Step<T> {
         self.phase = Phase::LockWaited;
+        self.waited_out = waited_out;
         Step::Wait(Wait::Lock(
-            memory.inner.store.clone(),
-            name,
-            memory.inner.options.lock_timeout,
+            self.store.clone(),
+            self.lock_name.clone(),
+            self.timeout,
         ))
     }
 }

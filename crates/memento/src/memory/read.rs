@@ -3,9 +3,44 @@
 //! (expiry, `validate`) and decoded, or refused and removed. Also the reads
 //! of handles and management, which never count as a use.
 
-use super::*;
+use std::cell::Cell;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-impl Memory {
+use serde::de::DeserializeOwned;
+
+use super::config::Config;
+use super::mode::Mode;
+use super::shared::Shared;
+use crate::codec;
+use crate::entry::Metadata;
+use crate::error::{Error, Result};
+use crate::function::Function;
+use crate::key::Key;
+use crate::layout::EntryName;
+use crate::store::Store;
+
+mod large;
+
+use large::Got;
+
+/// The read path of one `Memory`: its store and options, over its
+/// location's state. Made for each call (three references: free).
+pub(super) struct Reader<'a> {
+    store: &'a dyn Store,
+    config: &'a Config,
+    shared: &'a Arc<Shared>,
+}
+
+impl<'a> Reader<'a> {
+    pub(super) fn new(store: &'a dyn Store, config: &'a Config, shared: &'a Arc<Shared>) -> Self {
+        Reader {
+            store,
+            config,
+            shared,
+        }
+    }
+
     /// A stored result, from the in-memory layer or the store.
     pub(super) fn find<T: DeserializeOwned + 'static>(
         &self,
@@ -26,7 +61,7 @@ impl Memory {
     ) -> Option<T> {
         let value = self.read::<T>(function, key)?;
         mode.record(true, Some(*key));
-        self.count_hit(&self.function_state(function));
+        super::hits::count(self.shared, &self.shared.functions().state_of(function));
         Some(value)
     }
 
@@ -38,23 +73,23 @@ impl Memory {
         key: &Key,
         mode: Mode,
     ) -> Option<T> {
-        if mapped::<T>() || self.inner.options.in_memory_bytes == 0 {
+        if mapped::<T>() || !self.config.in_memory() {
             // Mapped results come from their file, never from a copy.
             return None;
         }
-        let hot = &self.inner.shared.hot;
-        if let Some(hit) = hot.get(key, self.signer_tag()) {
+        let hot = self.shared.hot();
+        if let Some(hit) = hot.get(key, self.config.signer_tag()) {
             let fresh = !expired(function, hit.created_ms) && function.validator().is_none();
             if let (true, Ok(value)) = (fresh, codec::decode::<T>(&hit.payload)) {
                 tracing::debug!("{}: hit in memory ({key})", function.full_name());
                 if hit.touch {
                     let name = EntryName::entry(function.folder(), key);
-                    if let Err(e) = self.inner.store.touch(name.as_str()) {
-                        self.report_io(&e);
+                    if let Err(e) = self.store.touch(name.as_str()) {
+                        self.shared.report_io(&e);
                     }
                 }
                 mode.record(true, Some(*key));
-                self.count_hit(&hit.state);
+                super::hits::count(self.shared, &hit.state);
                 return Some(value);
             }
             hot.remove(key);
@@ -62,21 +97,14 @@ impl Memory {
         None
     }
 
-    /// The in-memory layer's tag of this Memory's signing key (0: none).
-    #[inline]
-    pub(super) fn signer_tag(&self) -> u64 {
-        self.inner.signer_tag
-    }
-
     /// Keeps a verified payload in the in-memory layer, unless this Memory
     /// does not use it.
     pub(super) fn keep_hot(&self, function: &Function, key: Key, payload: &[u8], created_ms: u64) {
-        if self.inner.options.in_memory_bytes > 0 {
-            let state = self.function_state(function);
-            let tag = self.signer_tag();
-            self.inner
-                .shared
-                .hot
+        if self.config.in_memory() {
+            let state = self.shared.functions().state_of(function);
+            let tag = self.config.signer_tag();
+            self.shared
+                .hot()
                 .insert(key, payload, created_ms, tag, &state);
         }
     }
@@ -84,28 +112,28 @@ impl Memory {
     /// Reads, verifies (with this Memory's signing key) and decodes the
     /// entry of `key` in the function folder `folder`, for a
     /// [`StoredResult`](crate::StoredResult). `Ok(None)` when it is absent.
-    pub(crate) fn get_entry<T: DeserializeOwned + 'static>(
+    pub(super) fn get_entry<T: DeserializeOwned + 'static>(
         &self,
         folder: &str,
         key: &Key,
     ) -> Result<Option<T>> {
         let name = EntryName::entry(folder, key);
         let mut buf = Vec::new();
-        if !self.inner.store.read(name.as_str(), &mut buf)? {
+        if !self.store.read(name.as_str(), &mut buf)? {
             return Ok(None);
         }
-        let signer = self.inner.options.signer.as_ref();
+        let signer = self.config.signer();
         codec::verify(key, &buf, signer)
             .and_then(|payload| codec::decode_entry(&buf, payload).map(|(value, _)| Some(value)))
             .map_err(|damage| Error::Damaged {
-                name: format!("{}/{}", self.location(), name.as_str()),
+                name: format!("{}/{}", self.store.location(), name.as_str()),
                 damage,
             })
     }
 
     /// The metadata of the entry of `key` in `folder` (its checksum not
     /// checked; reading it is not a use). `Ok(None)` when it is absent.
-    pub(crate) fn entry_metadata(
+    pub(super) fn entry_metadata(
         &self,
         folder: &str,
         key: &Key,
@@ -113,7 +141,7 @@ impl Memory {
     ) -> Result<Option<Metadata>> {
         let name = EntryName::entry(folder, key);
         let mut buf = Vec::new();
-        if !self.inner.store.peek(name.as_str(), &mut buf)? {
+        if !self.store.peek(name.as_str(), &mut buf)? {
             return Ok(None);
         }
         let len = buf.len() as u64;
@@ -124,7 +152,7 @@ impl Memory {
                 Err(damage) => Err(damage),
             });
         let header = header.map_err(|damage| Error::Damaged {
-            name: format!("{}/{}", self.location(), name.as_str()),
+            name: format!("{}/{}", self.store.location(), name.as_str()),
             damage,
         })?;
         Ok(Some(Metadata::of_header(
@@ -137,11 +165,9 @@ impl Memory {
 
     /// Removes the entry of `key` in `folder`, from the store and from this
     /// process's in-memory layer.
-    pub(crate) fn remove_result(&self, folder: &str, key: &Key) -> Result<()> {
-        self.inner.shared.hot.remove(key);
-        self.inner
-            .store
-            .delete(EntryName::entry(folder, key).as_str())
+    pub(super) fn remove_result(&self, folder: &str, key: &Key) -> Result<()> {
+        self.shared.hot().remove(key);
+        self.store.delete(EntryName::entry(folder, key).as_str())
     }
 
     /// Reads, verifies and decodes the entry of `key`; a damaged entry is
@@ -155,7 +181,7 @@ impl Memory {
         let mut buf = READ_BUF.with(Cell::take);
         let read = match crate::stored::ops::<T>() {
             Some(ops) => self.read_buffer::<T>(function, key, &name, ops, &mut buf),
-            None => self.inner.store.read(name.as_str(), &mut buf).map(|found| {
+            None => self.store.read(name.as_str(), &mut buf).map(|found| {
                 if found {
                     Got::Bytes
                 } else {
@@ -187,7 +213,7 @@ impl Memory {
                 }
             },
             Err(e) => {
-                self.report_io(&e);
+                self.shared.report_io(&e);
                 None
             }
         };
@@ -208,7 +234,7 @@ impl Memory {
         match refusal {
             Refusal::Damaged(damage) => {
                 let e = Error::Damaged {
-                    name: format!("{}/{}", self.location(), name.as_str()),
+                    name: format!("{}/{}", self.store.location(), name.as_str()),
                     damage,
                 };
                 crate::log::warning!("{e}; it is removed and recomputed");
@@ -232,7 +258,7 @@ impl Memory {
         key: &Key,
         entry: &'e [u8],
     ) -> std::result::Result<(T, std::borrow::Cow<'e, [u8]>, u64), Refusal> {
-        let signer = self.inner.options.signer.as_ref();
+        let signer = self.config.signer();
         let (header, payload) = codec::open(key, entry, signer).map_err(Refusal::Damaged)?;
         self.admit(function, key, &header, entry, entry.len() as u64)?;
         let (value, plain) = codec::decode_with(&header, payload).map_err(Refusal::Damaged)?;
@@ -278,10 +304,9 @@ impl Memory {
             Some(info) => Some(info),
             None => {
                 let name = EntryName::entry(function.folder(), key);
-                let found =
-                    self.inner
-                        .store
-                        .read_range(name.as_str(), header.info_range(), &mut read);
+                let found = self
+                    .store
+                    .read_range(name.as_str(), header.info_range(), &mut read);
                 found.unwrap_or(false).then_some(&read[..])
             }
         };
@@ -289,10 +314,10 @@ impl Memory {
     }
 
     pub(super) fn remove_entry(&self, function: &Function, key: &Key) {
-        self.inner.shared.hot.remove(key);
+        self.shared.hot().remove(key);
         let name = EntryName::entry(function.folder(), key);
-        if let Err(e) = self.inner.store.delete(name.as_str()) {
-            self.report_io(&e);
+        if let Err(e) = self.store.delete(name.as_str()) {
+            self.shared.report_io(&e);
         }
     }
 }

@@ -1,44 +1,123 @@
 //! A function's record (`function.json`): checked at a Memory's first use
 //! of the function; another fingerprint drops the function's results (once,
-//! under the function's lock), unless it keeps its versions.
+//! under the function's lock), unless it keeps its versions. Also the state
+//! this process keeps of each function at a location ([`Functions`]).
 
-use super::*;
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+
+use super::hits::Hits;
+use super::hot::KeyIdHasher;
+use super::shared::Shared;
+use crate::error::{Error, Result};
+use crate::evict::{self, Inventory};
+use crate::function::{Function, FunctionRecord, Shape};
+use crate::store::{LockOutcome, Store, StoreLock};
 
 /// The state of one function at one location, in this process.
 pub(super) struct FnState {
     /// The record check ran (once per process and location).
-    pub(super) checked: OnceLock<()>,
+    checked: OnceLock<()>,
     /// The store's [`generation`](crate::store::Store::generation) when
     /// `function.json` was last seen or written matching this code
     /// ([`NOT_RECORDED`] before): a store that created folders since may
     /// have lost it (its folder deleted and re-created).
-    pub(super) recorded_at: AtomicU64,
+    recorded_at: AtomicU64,
     /// Hits of this process not yet added to `hits.json`.
-    pub(super) hits: AtomicU64,
-    /// When they were last added (seconds on this process's clock).
-    pub(super) hits_flushed: AtomicU64,
+    hits: Hits,
     /// The function's folder, where `hits.json` goes.
-    pub(super) folder: OnceLock<String>,
+    folder: String,
 }
 
 /// [`FnState::recorded_at`] before the record is known to be stored.
-pub(super) const NOT_RECORDED: u64 = u64::MAX;
+const NOT_RECORDED: u64 = u64::MAX;
 
 impl FnState {
-    pub(super) fn new() -> FnState {
+    pub(super) fn new(folder: &str) -> FnState {
         FnState {
             checked: OnceLock::new(),
             recorded_at: AtomicU64::new(NOT_RECORDED),
-            hits: AtomicU64::new(0),
-            hits_flushed: AtomicU64::new(0),
-            folder: OnceLock::new(),
+            hits: Hits::default(),
+            folder: folder.to_string(),
         }
     }
 
     /// Notes that `function.json` matches this code, as of store
     /// generation `generation`.
-    pub(super) fn recorded(&self, generation: u64) {
+    fn recorded(&self, generation: u64) {
         self.recorded_at.store(generation, Ordering::Release);
+    }
+
+    /// The function's folder.
+    pub(super) fn folder(&self) -> &str {
+        &self.folder
+    }
+
+    /// The hits counted in this process.
+    #[inline]
+    pub(super) fn hits(&self) -> &Hits {
+        &self.hits
+    }
+
+    /// Adds the pending hits to the function's `hits.json` in `store`.
+    pub(super) fn flush_hits(&self, store: &dyn Store, report: impl Fn(&Error)) {
+        super::hits::flush(store, &self.folder, &self.hits, report);
+    }
+}
+
+/// The functions used through one location in this process, by function
+/// hash.
+#[derive(Default)]
+pub(super) struct Functions {
+    states: RwLock<HashMap<[u8; 32], Arc<FnState>, BuildHasherDefault<KeyIdHasher>>>,
+}
+
+impl Functions {
+    /// The state of `function`, without the record check.
+    pub(super) fn state_of(&self, function: &Function) -> Arc<FnState> {
+        let id = function.hash();
+        let found = self
+            .states
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned();
+        found.unwrap_or_else(|| {
+            self.states
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(*id)
+                .or_insert_with(|| Arc::new(FnState::new(function.folder())))
+                .clone()
+        })
+    }
+
+    /// Every function's state.
+    pub(super) fn all(&self) -> Vec<Arc<FnState>> {
+        self.states
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Forgets every function (their records are checked again).
+    pub(super) fn clear(&self) {
+        self.states
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    /// Forgets the function whose folder is `folder`.
+    pub(super) fn forget_folder(&self, folder: &str) {
+        self.states
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, state| state.folder != folder);
     }
 }
 
@@ -46,24 +125,35 @@ impl FnState {
 /// remembers it.
 pub(super) struct RecordWrite {
     pub(super) record: FunctionRecord,
-    pub(super) folder: String,
     pub(super) state: Arc<FnState>,
 }
 
-impl Memory {
+/// The records of one location: checked and written through its store,
+/// their failures reported to its [`Shared`] state.
+pub(super) struct Records<'a> {
+    store: &'a dyn Store,
+    shared: &'a Shared,
+}
+
+impl<'a> Records<'a> {
+    pub(super) fn new(store: &'a dyn Store, shared: &'a Shared) -> Records<'a> {
+        Records { store, shared }
+    }
+
     /// Writes the function's record if the store may have lost it: the
     /// first write of this process, or the store created folders since it
     /// was seen (its location deleted and re-created under this process).
     /// Under the function's lock, and only if no record is there: another
     /// process's invalidation must not be undone. Returns the bytes written.
-    pub(super) fn ensure_record(&self, write: &RecordWrite) -> Result<u64> {
-        let store = &*self.inner.store;
+    pub(super) fn ensure(&self, write: &RecordWrite) -> Result<u64> {
+        let store = self.store;
         let generation = store.generation();
         if write.state.recorded_at.load(Ordering::Acquire) == generation {
             return Ok(0);
         }
-        let name = crate::layout::record(&write.folder);
-        let _lock = self.function_lock_in(&write.folder);
+        let folder = &write.state.folder;
+        let name = crate::layout::record(folder);
+        let _lock = self.function_lock_in(folder);
         let mut existing = Vec::new();
         let written = if store.read(&name, &mut existing)? {
             0
@@ -74,7 +164,7 @@ impl Memory {
         Ok(written)
     }
 
-    /// This Memory's state of `function`; the first use checks
+    /// The state of `function`; the first use in this process checks
     /// `function.json` and drops old results if the code changed.
     pub(super) fn state(
         &self,
@@ -82,40 +172,17 @@ impl Memory {
         shape: Shape,
         output_type: &str,
     ) -> Arc<FnState> {
-        let state = self.function_state(function);
+        let state = self.shared.functions().state_of(function);
         state
             .checked
             .get_or_init(|| self.check_record(function, &state, shape, output_type));
         state
     }
 
-    /// This location's state of `function`, without the record check.
-    pub(super) fn function_state(&self, function: &Function) -> Arc<FnState> {
-        let functions = &self.inner.shared.functions;
-        let id = function.hash();
-        let found = functions
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(id)
-            .cloned();
-        found.unwrap_or_else(|| {
-            functions
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry(*id)
-                .or_insert_with(|| {
-                    let state = FnState::new();
-                    let _ = state.folder.set(function.folder().to_string());
-                    Arc::new(state)
-                })
-                .clone()
-        })
-    }
-
     fn check_record(&self, function: &Function, state: &FnState, shape: Shape, output_type: &str) {
         let record = function.record(shape, output_type);
         let name = crate::layout::record(function.folder());
-        let generation = self.inner.store.generation();
+        let generation = self.store.generation();
         let stale = match self.stored_record(&name, &record) {
             Ok(None) => {
                 state.recorded(generation);
@@ -123,7 +190,7 @@ impl Memory {
             }
             Ok(Some(stale)) => stale,
             Err(e) => {
-                self.report_io(&e);
+                self.shared.report_io(&e);
                 return;
             }
         };
@@ -143,7 +210,7 @@ impl Memory {
             }
             Ok(Some(_)) => {}
             Err(e) => {
-                self.report_io(&e);
+                self.shared.report_io(&e);
                 return;
             }
         }
@@ -154,7 +221,7 @@ impl Memory {
             );
         } else {
             let removed = self.remove_entries(function).unwrap_or_else(|e| {
-                self.report_io(&e);
+                self.shared.report_io(&e);
                 0
             });
             crate::log::warning!(
@@ -164,7 +231,7 @@ impl Memory {
         }
         match self.write_record(&name, &record) {
             Ok(_) => state.recorded(generation),
-            Err(e) => self.report_io(&e),
+            Err(e) => self.shared.report_io(&e),
         }
     }
 
@@ -173,7 +240,7 @@ impl Memory {
     /// differs or cannot be read.
     fn stored_record(&self, name: &str, record: &FunctionRecord) -> Result<Option<Option<String>>> {
         let mut buf = Vec::new();
-        if !self.inner.store.read(name, &mut buf)? {
+        if !self.store.read(name, &mut buf)? {
             return Ok(Some(None));
         }
         Ok(match serde_json::from_slice::<FunctionRecord>(&buf) {
@@ -196,11 +263,11 @@ impl Memory {
 
     fn function_lock_in(&self, folder: &str) -> Option<StoreLock> {
         let name = crate::layout::record_lock(folder);
-        match self.inner.store.lock(&name, None) {
+        match self.store.lock(&name, None) {
             Ok(LockOutcome::Held(lock)) => Some(lock),
             Ok(_) => None,
             Err(e) => {
-                self.report_io(&e);
+                self.shared.report_io(&e);
                 None
             }
         }
@@ -209,23 +276,23 @@ impl Memory {
     /// Writes `function.json`; returns its size.
     fn write_record(&self, name: &str, record: &FunctionRecord) -> Result<u64> {
         let json = serde_json::to_vec_pretty(record).unwrap_or_default();
-        self.inner.store.write(name, &json)?;
+        self.store.write(name, &json)?;
         Ok(json.len() as u64)
     }
 
     /// Removes every entry of `function` (and the entry folders of the
     /// first layout); other files and folders (a nested module's
     /// functions) are left alone.
-    pub(super) fn remove_entries(&self, function: &Function) -> Result<usize> {
+    fn remove_entries(&self, function: &Function) -> Result<usize> {
         let folder = function.folder();
-        let inventory = Inventory::scan_prefix(&*self.inner.store, folder)?;
+        let inventory = Inventory::scan_prefix(self.store, folder)?;
         let mut removed = 0;
         for entry in inventory
             .entries
             .iter()
             .filter(|e| e.function_folder == folder)
         {
-            evict::remove(&*self.inner.store, entry)?;
+            evict::remove(self.store, entry)?;
             removed += usize::from(entry.complete);
         }
         Ok(removed)

@@ -11,42 +11,37 @@
 //! lives here, one per location and process, found through a registry of
 //! weak references: it goes when the last `Memory` over the location goes.
 
-use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use super::hot::{Hot, KeyIdHasher};
+use super::hot::Hot;
 use super::limits::Usage;
-use super::once::Flight;
-use super::record::FnState;
+use super::once::Flights;
+use super::record::Functions;
 use crate::error::Error;
 use crate::index::IndexLog;
-use crate::key::Key;
 use crate::store::Store;
 
-/// The state of one location in this process.
+/// The state of one location in this process. Each part owns its own
+/// state behind its own lock; this only holds them together.
 pub(super) struct Shared {
     /// The store of the first `Memory` over the location: hits still
     /// counted in memory are written through it when the last `Memory`
     /// goes, or at exit.
-    pub(super) store: Arc<dyn Store>,
+    store: Arc<dyn Store>,
     /// Verified payloads of recent small results.
-    pub(super) hot: Hot,
-    /// The functions used through this location, by function hash.
-    pub(super) functions: RwLock<HashMap<[u8; 32], Arc<FnState>, BuildHasherDefault<KeyIdHasher>>>,
-    /// Computations running in this process, by key: later callers of the
-    /// same key wait for them instead of computing again.
-    pub(super) flights: Mutex<HashMap<Key, Arc<Flight>, BuildHasherDefault<KeyIdHasher>>>,
-    /// The running count of what the store holds.
-    pub(super) usage: Mutex<Usage>,
-    /// One eviction at a time.
-    pub(super) reducing: Mutex<()>,
+    hot: Hot,
+    /// The functions used through this location.
+    functions: Functions,
+    /// Computations running in this process, by key.
+    flights: Arc<Flights>,
+    /// The running count of what the store holds, and the eviction lock.
+    usage: Usage,
     /// The eviction index's log (local caches).
-    pub(super) index: Option<IndexLog>,
+    index: Option<IndexLog>,
     /// Storage errors, reported without flooding.
-    pub(super) io: IoReports,
+    io: IoReports,
 }
 
 /// Locations in use in this process.
@@ -84,10 +79,9 @@ impl Shared {
         let shared = Arc::new(Shared {
             store: store.clone(),
             hot: Hot::new(hot_limit),
-            functions: RwLock::new(HashMap::default()),
-            flights: Mutex::new(HashMap::default()),
-            usage: Mutex::new(Usage::default()),
-            reducing: Mutex::new(()),
+            functions: Functions::default(),
+            flights: Arc::default(),
+            usage: Usage::default(),
             index: path.map(IndexLog::new),
             io: IoReports::default(),
         });
@@ -95,41 +89,65 @@ impl Shared {
         shared
     }
 
+    /// The in-memory layer.
+    #[inline]
+    pub(super) fn hot(&self) -> &Hot {
+        &self.hot
+    }
+
+    /// The functions' states.
+    #[inline]
+    pub(super) fn functions(&self) -> &Functions {
+        &self.functions
+    }
+
+    /// The computations in flight.
+    pub(super) fn flights(&self) -> &Arc<Flights> {
+        &self.flights
+    }
+
+    /// The count of what the store holds.
+    pub(super) fn usage(&self) -> &Usage {
+        &self.usage
+    }
+
+    /// The eviction index's log, for a local cache.
+    pub(super) fn index(&self) -> Option<&IndexLog> {
+        self.index.as_ref()
+    }
+
+    /// Reports a storage error of this location (see [`IoReports`]).
+    pub(super) fn report_io(&self, e: &Error) {
+        self.io.report(&self.store.location(), e);
+    }
+
     /// Forgets what this process knew of the location's results (after a
     /// clear): the in-memory layer, the functions' states, the count.
     pub(super) fn forget(&self) {
         self.hot.clear();
-        self.functions
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
-        *self.usage.lock().unwrap_or_else(|e| e.into_inner()) = Usage::default();
+        self.functions.clear();
+        self.usage.reset();
     }
 
     /// Forgets what this process knew of the function whose folder is
     /// `folder` (after its results were cleared): its state, so that its
     /// record is checked again, and its results in the in-memory layer.
     pub(super) fn forget_function(&self, folder: &str) {
-        let mine = |state: &FnState| state.folder.get().is_some_and(|f| f == folder);
-        self.functions
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, state| !mine(state));
-        self.hot.retain(|state| !mine(state));
+        self.functions.forget_folder(folder);
+        self.hot.retain(|state| state.folder() != folder);
     }
 
     /// Adds the hits still counted in memory to their `hits.json`.
     pub(super) fn flush_all_hits(&self) {
-        let functions: Vec<Arc<FnState>> = self
-            .functions
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        for state in functions {
-            super::hits::flush(&*self.store, &self.io, &state);
+        for state in self.functions.all() {
+            state.flush_hits(&*self.store, |e| self.report_io(e));
         }
+    }
+
+    /// Adds `state`'s pending hits to its `hits.json` through this
+    /// location's store.
+    pub(super) fn flush_hits(&self, state: &super::record::FnState) {
+        state.flush_hits(&*self.store, |e| self.report_io(e));
     }
 }
 

@@ -4,38 +4,62 @@
 //! replaced when forced), indexed for eviction, kept in the in-memory
 //! layer, and the function's record is checked.
 
-use super::*;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use super::config::Config;
+use super::mode::Mode;
+use super::once::Held;
+use super::read::mapped;
+use super::record::{FnState, RecordWrite, Records};
+use super::shared::Shared;
+use super::Memory;
+use crate::codec;
+use crate::entry;
+use crate::error::{Error, Result};
+use crate::function::{Function, Shape};
+use crate::key::Key;
+use crate::layout::EntryName;
+use crate::store::Store;
 
 /// A call that missed: it knows its key and stores the value it is given.
 #[must_use = "call store() with the computed value, or it is not cached"]
 pub struct Pending<'m, T> {
-    pub(super) memory: &'m Memory,
-    pub(super) function: &'m Function,
-    pub(super) state: Option<Arc<FnState>>,
-    pub(super) key: Option<Key>,
-    pub(super) shape: Shape,
-    pub(super) args: String,
-    pub(super) started: Instant,
-    pub(super) mode: Mode,
-    /// Released after the result is written, or when the computation
-    /// fails: the cross-process lock first, then this process's waiters.
-    pub(super) lock: Option<StoreLock>,
-    pub(super) leader: Option<Leader>,
-    pub(super) _output: PhantomData<fn() -> T>,
+    memory: &'m Memory,
+    function: &'m Function,
+    state: Option<Arc<FnState>>,
+    key: Option<Key>,
+    shape: Shape,
+    args: String,
+    started: Instant,
+    mode: Mode,
+    /// This process's turn to compute, held until the result is written
+    /// (or the computation fails): released when this drops.
+    _held: Held,
+    _output: PhantomData<fn() -> T>,
 }
 
-impl Memory {
-    pub(super) fn pending<'m, T>(
-        &'m self,
+impl<'m, T> Pending<'m, T> {
+    /// A miss of `function` with the key `key` (`None`: the arguments
+    /// could not be hashed, nothing is written), whose record was checked
+    /// into `state` (`None`: not checked, nothing is written), holding the
+    /// turn `held`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        memory: &'m Memory,
         function: &'m Function,
         state: Option<Arc<FnState>>,
         key: Option<Key>,
         shape: Shape,
         args: String,
         mode: Mode,
+        held: Held,
     ) -> Pending<'m, T> {
         Pending {
-            memory: self,
+            memory,
             function,
             state,
             key,
@@ -43,14 +67,31 @@ impl Memory {
             args,
             started: Instant::now(),
             mode,
-            lock: None,
-            leader: None,
+            _held: held,
             _output: PhantomData,
+        }
+    }
+}
+
+/// The write path of one `Memory`: its store and options, over its
+/// location's state.
+pub(super) struct Writer<'a> {
+    store: &'a dyn Store,
+    config: &'a Config,
+    shared: &'a Arc<Shared>,
+}
+
+impl<'a> Writer<'a> {
+    pub(super) fn new(store: &'a dyn Store, config: &'a Config, shared: &'a Arc<Shared>) -> Self {
+        Writer {
+            store,
+            config,
+            shared,
         }
     }
 
     /// Encodes one result and prepares all that is to be written.
-    pub(super) fn prepare<'v, T: Serialize + 'static>(
+    fn prepare<'v, T: Serialize + 'static>(
         &self,
         pending: &Pending<'_, T>,
         key: &Key,
@@ -63,7 +104,7 @@ impl Memory {
             .duration_since(UNIX_EPOCH)
             .unwrap_or(Duration::ZERO)
             .as_millis() as u64;
-        let signer = self.inner.options.signer.as_ref();
+        let signer = self.config.signer();
         let mut compression = function.compression();
         if mapped::<T>() && compression != codec::Compression::None {
             // A compressed entry could not be mapped: store it plain.
@@ -91,7 +132,6 @@ impl Memory {
             key: *key,
             record: pending.state.clone().map(|state| RecordWrite {
                 record: function.record(pending.shape, std::any::type_name::<T>()),
-                folder: function.folder().to_string(),
                 state,
             }),
             output: EntryName::entry(function.folder(), key)
@@ -110,17 +150,18 @@ impl Memory {
 
     /// Writes a prepared result: the entry (published if absent, or
     /// replaced when forced), then the function's record if this process
-    /// has not seen it since the store last created a folder.
-    pub(super) fn commit(&self, write: Write<'_>) -> Result<()> {
-        let store = &*self.inner.store;
+    /// has not seen it since the store last created a folder. Returns the
+    /// bytes written (for the limits).
+    fn commit(&self, write: Write<'_>) -> Result<u64> {
+        let store = self.store;
         let mut written = 0;
         if write.force {
-            self.inner.shared.hot.remove(&write.key);
+            self.shared.hot().remove(&write.key);
         }
         let published = if !write.tail.is_empty() {
             // A large buffer: its checksum is computed while the store
             // writes its data.
-            let signer = self.inner.options.signer.as_ref();
+            let signer = self.config.signer();
             let seal = || {
                 let mut head = write.bytes.clone();
                 codec::seal_head(&mut head, write.tail, &write.info, signer, false);
@@ -143,35 +184,25 @@ impl Memory {
         if published {
             let size = (write.bytes.len() + write.tail.len() + write.info.len()) as u64;
             written += size;
-            if let Some(index) = &self.inner.shared.index {
+            if let Some(index) = self.shared.index() {
                 index.append(&write.folder, &write.key, size, write.created_ms);
             }
         }
         if let Some(record) = &write.record {
-            written += self.ensure_record(record)?;
+            written += Records::new(store, self.shared).ensure(record)?;
             let plain = write
                 .plain
                 .as_deref()
                 .or_else(|| codec::payload(&write.bytes));
-            if let (true, Some(plain)) = (
-                write.keep_in_memory && self.inner.options.in_memory_bytes > 0,
-                plain,
-            ) {
-                let tag = self.signer_tag();
-                self.inner.shared.hot.insert(
-                    write.key,
-                    plain,
-                    write.created_ms,
-                    tag,
-                    &record.state,
-                );
+            if let (true, Some(plain)) = (write.keep_in_memory && self.config.in_memory(), plain) {
+                let tag = self.config.signer_tag();
+                self.shared
+                    .hot()
+                    .insert(write.key, plain, write.created_ms, tag, &record.state);
             }
-            self.flush_hits(&record.state);
+            self.shared.flush_hits(&record.state);
         }
-        if written > 0 {
-            self.after_write(written);
-        }
-        Ok(())
+        Ok(written)
     }
 }
 
@@ -182,8 +213,10 @@ impl<T: Serialize + 'static> Pending<'_, T> {
         let write = self.prepare(&value);
         self.mode.record(false, self.key);
         if let Some(write) = write {
-            if let Err(e) = self.memory.commit(write) {
-                self.memory.report_io(&e);
+            let memory = self.memory;
+            match memory.writer().commit(write) {
+                Ok(written) => memory.after_write(written),
+                Err(e) => memory.report_io(&e),
             }
         }
         value
@@ -210,9 +243,14 @@ impl<T: Serialize + 'static> Pending<'_, T> {
         if let Some(write) = self.prepare(&value) {
             // The write outlives this borrow of the value (the future may be
             // dropped while it runs): it takes its own copy.
-            let write = write.into_owned(self.memory.inner.options.signer.as_ref());
             let memory = self.memory.clone();
-            let committed = crate::background::run(move || memory.commit(write)).await;
+            let write = write.into_owned(memory.config().signer());
+            let committed = crate::background::run(move || {
+                let written = memory.writer().commit(write)?;
+                memory.after_write(written);
+                Ok::<(), Error>(())
+            })
+            .await;
             if let Err(e) = committed {
                 self.memory.report_io(&e);
             }
@@ -238,7 +276,7 @@ impl<T: Serialize + 'static> Pending<'_, T> {
 
     /// Logs the computation and encodes the value; `None` when there is
     /// nothing to write (no key, or the value cannot be encoded).
-    pub(super) fn prepare<'v>(&self, value: &'v T) -> Option<Write<'v>> {
+    fn prepare<'v>(&self, value: &'v T) -> Option<Write<'v>> {
         let duration = self.started.elapsed();
         crate::log::info!(
             "{}: computed in {:.3}s",
@@ -246,7 +284,7 @@ impl<T: Serialize + 'static> Pending<'_, T> {
             duration.as_secs_f64()
         );
         let key = self.key?;
-        match self.memory.prepare(self, &key, value, duration) {
+        match self.memory.writer().prepare(self, &key, value, duration) {
             Ok(write) => Some(write),
             Err(e @ Error::Encode { .. }) => {
                 crate::log::error!("{e}");
@@ -267,31 +305,31 @@ impl<T: Serialize + 'static> Pending<'_, T> {
 
 /// A result ready to be written, owning all it needs so that the writing
 /// can move to another thread.
-pub(super) struct Write<'v> {
-    pub(super) key: Key,
+struct Write<'v> {
+    key: Key,
     /// The function's record, checked (and written if missing) after the
     /// entry.
-    pub(super) record: Option<RecordWrite>,
-    pub(super) output: String,
-    pub(super) bytes: Vec<u8>,
+    record: Option<RecordWrite>,
+    output: String,
+    bytes: Vec<u8>,
     /// The entry's bytes after `bytes`: a large plain buffer's data,
     /// borrowed from the value (empty otherwise). When it is not empty, the
     /// checksum in `bytes` is still to be written.
-    pub(super) tail: &'v [u8],
+    tail: &'v [u8],
     /// The entry's info, after `tail` (empty when `bytes` holds it).
-    pub(super) info: Vec<u8>,
+    info: Vec<u8>,
     /// The postcard bytes, when `bytes` holds them compressed.
-    pub(super) plain: Option<Vec<u8>>,
-    pub(super) force: bool,
-    pub(super) created_ms: u64,
-    pub(super) keep_in_memory: bool,
+    plain: Option<Vec<u8>>,
+    force: bool,
+    created_ms: u64,
+    keep_in_memory: bool,
     /// The function's folder, for the eviction index.
-    pub(super) folder: String,
+    folder: String,
 }
 
 impl Write<'_> {
     /// The same write, owning all its bytes (and its checksum written).
-    pub(super) fn into_owned(self, signer: Option<&codec::Signer>) -> Write<'static> {
+    fn into_owned(self, signer: Option<&codec::Signer>) -> Write<'static> {
         let mut bytes = self.bytes;
         if !self.tail.is_empty() {
             codec::seal_head(&mut bytes, self.tail, &self.info, signer, true);

@@ -6,11 +6,12 @@ use std::io::Read;
 
 use serde::de::DeserializeOwned;
 
-use super::{EntryName, Memory, Refusal};
+use super::{Reader, Refusal};
 use crate::codec::{self, CODEC_BUFFER};
 use crate::error::{Error, Result};
 use crate::function::Function;
 use crate::key::Key;
+use crate::layout::EntryName;
 use crate::store::Opened;
 use crate::stored::{self, Checked, FileEntry, Ops, ReadError, LARGE_READ};
 
@@ -30,12 +31,12 @@ pub(super) enum Got<T> {
 /// descriptor (at most 8 + 8 × 32 bytes, padded to 64).
 const HEAD: usize = 512;
 
-impl Memory {
+impl Reader<'_> {
     /// The local file of an entry, for a mapped value to remove if its
     /// data turns out damaged.
     fn entry_file(&self, function: &Function, key: &Key) -> Option<std::path::PathBuf> {
         let name = EntryName::entry(function.folder(), key);
-        self.path().map(|root| root.join(name.as_str()))
+        self.config.folder().map(|root| root.join(name.as_str()))
     }
 
     /// Reads the entry of a plain buffer result.
@@ -47,20 +48,26 @@ impl Memory {
         ops: Ops,
         buf: &mut Vec<u8>,
     ) -> Result<Got<T>> {
-        let (file, len) = match self.inner.store.open_file(name.as_str())? {
+        let (file, len) = match self.store.open_file(name.as_str())? {
             Opened::Unsupported => {
-                let found = self.inner.store.read(name.as_str(), buf)?;
+                let found = self.store.read(name.as_str(), buf)?;
                 return Ok(if found { Got::Bytes } else { Got::Absent });
             }
             Opened::Absent => return Ok(Got::Absent),
             Opened::File(file, len) => (file, len),
         };
-        let io = |e| Error::io("read", format!("{}/{}", self.location(), name.as_str()), e);
+        let io = |e| {
+            Error::io(
+                "read",
+                format!("{}/{}", self.store.location(), name.as_str()),
+                e,
+            )
+        };
         if len >= LARGE_READ || ops.mapped {
             let mut head = [0u8; HEAD];
             let head = &mut head[..(len as usize).min(HEAD)];
             stored::read_at(&file, head, 0).map_err(io)?;
-            let signer = self.inner.options.signer.as_ref();
+            let signer = self.config.signer();
             let header = match codec::check_header(key, head, len, signer) {
                 Ok(header) => header,
                 Err(damage) => return Ok(Got::Refused(Refusal::Damaged(damage))),
@@ -78,7 +85,7 @@ impl Memory {
                     descriptor: head.get(codec::Header::LEN..).unwrap_or_default(),
                     len,
                     signer,
-                    map_signed: self.inner.options.map_signed,
+                    map_signed: self.config.map_signed(),
                     path: ops.mapped.then(|| self.entry_file(function, key)).flatten(),
                 };
                 return match (ops.read_file)(entry, &mut hasher, &mut slot) {
@@ -97,36 +104,5 @@ impl Memory {
         buf.reserve(len as usize);
         (&file).take(len).read_to_end(buf).map_err(io)?;
         Ok(Got::Bytes)
-    }
-}
-
-impl Memory {
-    /// With a signing key, return stored [`Mapped`](crate::Mapped) results
-    /// as memory maps after all (off by default).
-    ///
-    /// A signature promises that the value a program uses is the value that
-    /// was signed. A map cannot keep that promise: its checksum is checked
-    /// once, and another process that rewrites the file in place afterwards
-    /// (memento never does) changes the elements under the program. So with
-    /// a signing key, a stored `Mapped` result is read into memory and
-    /// checked there (`is_mapped()` is false), unless this opt-in says the
-    /// folder has no such writer and loading in O(1) matters more. Without
-    /// a signing key, stored `Mapped` results are always maps.
-    ///
-    /// ```
-    /// # let dir = tempfile::tempdir().unwrap();
-    /// use memento::{Function, Mapped, Memory};
-    /// let f = Function::new("docs", "ramp");
-    /// let ramp = || -> Mapped<Vec<f64>> { (0..1000).map(f64::from).collect::<Vec<_>>().into() };
-    ///
-    /// let signed = Memory::new(dir.path()).signing_key("secret");
-    /// let _ = signed.call(&f, &1u8, ramp); // computed
-    /// assert!(!signed.call(&f, &1u8, ramp).is_mapped()); // read into memory
-    ///
-    /// let mapping = Memory::new(dir.path()).signing_key("secret").map_signed(true);
-    /// assert!(mapping.call(&f, &1u8, ramp).is_mapped()); // mapped
-    /// ```
-    pub fn map_signed(self, map: bool) -> Memory {
-        self.with_options(|o| o.map_signed = map)
     }
 }
