@@ -31,7 +31,7 @@ use config::Config;
 pub use limits::{Collected, DamagedEntry, Reduction, StoredEntry, Verification};
 pub(crate) use mode::Mode;
 pub use mode::{last_call, next_call};
-use once::{Held, Step, Turn, WaitedOut};
+use once::{Held, Step, Turn};
 use read::Reader;
 use record::{FnState, Records};
 use shared::Shared;
@@ -478,11 +478,13 @@ impl Missed {
                 waited_out,
                 error,
             } => {
-                if let Some(waited_out) = waited_out {
-                    let whom = match waited_out {
-                        WaitedOut::Thread => "another thread",
-                        WaitedOut::Process => "another process",
-                    };
+                for whom in [
+                    (waited_out.thread, "another thread"),
+                    (waited_out.process, "another process"),
+                ]
+                .into_iter()
+                .filter_map(|(waited, whom)| waited.then_some(whom))
+                {
                     crate::log::warning!(
                         "{}: waited {:?} for the same call running in {whom}; \
                          computing it here too (lock_timeout)",

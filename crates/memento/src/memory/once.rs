@@ -125,8 +125,8 @@ pub(super) struct Turn {
     timeout: Option<Duration>,
     held: Held,
     phase: Phase,
-    /// What this turn gave up waiting for before asking for the lock.
-    waited_out: Option<WaitedOut>,
+    /// What this turn gave up waiting for.
+    waited_out: WaitedOut,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -170,7 +170,7 @@ pub(super) enum Step<T> {
     /// failure to take the lock (computed anyway).
     Compute {
         held: Held,
-        waited_out: Option<WaitedOut>,
+        waited_out: WaitedOut,
         error: Option<Error>,
     },
     /// Wait, then call `step` again with the answer.
@@ -178,12 +178,12 @@ pub(super) enum Step<T> {
 }
 
 /// What a turn gave up waiting for, after `lock_timeout`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum WaitedOut {
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct WaitedOut {
     /// The same call running in another thread of this process.
-    Thread,
+    pub(super) thread: bool,
     /// The same call running in another process.
-    Process,
+    pub(super) process: bool,
 }
 
 impl Turn {
@@ -204,7 +204,7 @@ impl Turn {
             timeout,
             held: Held::default(),
             phase: Phase::Flight,
-            waited_out: None,
+            waited_out: WaitedOut::default(),
         }
     }
 
@@ -226,10 +226,10 @@ impl Turn {
                 self.step(None, look)
             }
             (Phase::FlightWaited, Some(Waited::Flight(false))) => {
-                self.lock_step(Some(WaitedOut::Thread))
+                self.waited_out.thread = true;
+                self.lock_step()
             }
             (Phase::LockWaited, Some(Waited::Lock(outcome))) => {
-                let mut waited_out = self.waited_out.take();
                 let mut error = None;
                 match outcome {
                     Ok(LockOutcome::Held(lock)) => {
@@ -239,20 +239,20 @@ impl Turn {
                             return Step::Found(value);
                         }
                     }
-                    Ok(LockOutcome::TimedOut) => waited_out = Some(WaitedOut::Process),
+                    Ok(LockOutcome::TimedOut) => self.waited_out.process = true,
                     Ok(_) => {}
                     Err(e) => error = Some(e),
                 }
                 Step::Compute {
                     held: std::mem::take(&mut self.held),
-                    waited_out,
+                    waited_out: self.waited_out,
                     error,
                 }
             }
             _ => match self.flights.lead_or_follow(&self.key) {
                 Ok(leader) => {
                     self.held.leader = Some(leader);
-                    self.lock_step(None)
+                    self.lock_step()
                 }
                 Err(flight) => {
                     self.phase = Phase::FlightWaited;
@@ -263,13 +263,104 @@ impl Turn {
     }
 
     /// Asks for the key's lock across processes.
-    fn lock_step<T>(&mut self, waited_out: Option<WaitedOut>) -> Step<T> {
+    fn lock_step<T>(&mut self) -> Step<T> {
         self.phase = Phase::LockWaited;
-        self.waited_out = waited_out;
         Step::Wait(Wait::Lock(
             self.store.clone(),
             self.lock_name.clone(),
             self.timeout,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::LocalStore;
+
+    fn turn(flights: &Arc<Flights>, store: &Arc<dyn Store>, timeout: Option<Duration>) -> Turn {
+        let key = Key::of(&1u8).unwrap();
+        Turn::new(
+            key,
+            "f/ab/key.lock".into(),
+            flights.clone(),
+            store.clone(),
+            timeout,
+        )
+    }
+
+    /// Steps `turn` until it computes or finds, running its waits in place.
+    fn run(turn: &mut Turn, look: &mut dyn FnMut() -> Option<u8>) -> Step<u8> {
+        let mut waited = None;
+        loop {
+            match turn.step(waited.take(), look) {
+                Step::Wait(wait) => waited = Some(wait.block()),
+                done => return done,
+            }
+        }
+    }
+
+    #[test]
+    fn the_second_turn_of_a_key_waits_for_the_first_and_finds_its_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(LocalStore::new(dir.path()));
+        let flights = Arc::new(Flights::default());
+        let mut first = turn(&flights, &store, None);
+        let Step::Compute {
+            held,
+            waited_out,
+            error,
+        } = run(&mut first, &mut || None)
+        else {
+            panic!("the first turn computes");
+        };
+        assert!(held.lock.is_some() && held.leader.is_some());
+        assert!(waited_out == WaitedOut::default() && error.is_none());
+
+        let stored = Arc::new(Mutex::new(None));
+        let seen = stored.clone();
+        let second = std::thread::spawn(move || {
+            let mut second = turn(&flights, &store, None);
+            let mut looks = 0;
+            let step = run(&mut second, &mut || {
+                looks += 1;
+                *seen.lock().unwrap()
+            });
+            (matches!(step, Step::Found(7)), looks)
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        *stored.lock().unwrap() = Some(7);
+        drop(held);
+        let (found, looks) = second.join().unwrap();
+        assert!(found, "the waiter found the leader's result");
+        assert_eq!(looks, 1, "it looked once, after the wait");
+    }
+
+    #[test]
+    fn a_waiter_gives_up_after_the_timeout_and_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(LocalStore::new(dir.path()));
+        let flights = Arc::new(Flights::default());
+        let Step::Compute { held, .. } = run(&mut turn(&flights, &store, None), &mut || None)
+        else {
+            panic!("the first turn computes");
+        };
+        // Same process, same key: the flight is taken, then the key's lock
+        // (the store keeps one holder per lock in a process too).
+        let mut second = turn(&flights, &store, Some(Duration::from_millis(50)));
+        let started = Instant::now();
+        let step = run(&mut second, &mut || None);
+        let Step::Compute {
+            waited_out,
+            held: second_held,
+            ..
+        } = step
+        else {
+            panic!("the waiter computes after the timeout");
+        };
+        assert!(waited_out.thread && waited_out.process, "{waited_out:?}");
+        assert!(second_held.lock.is_none(), "it computes without the lock");
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        drop(held);
     }
 }
