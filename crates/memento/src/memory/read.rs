@@ -202,6 +202,8 @@ impl<'a> Reader<'a> {
             Ok(Got::Bytes) => match self.accept::<T>(function, key, &buf) {
                 Ok((value, plain, created)) => {
                     tracing::debug!("{}: hit on disk ({key})", function.full_name());
+                    // Verified: a store with a near copy may keep it now.
+                    self.store.verified(name.as_str(), &buf);
                     if function.validator().is_none() && !mapped::<T>() {
                         self.keep_hot(function, *key, &plain, created);
                     }

@@ -15,11 +15,13 @@ use std::time::{Duration, SystemTime};
 use crate::error::{Error, Result};
 
 mod local;
+mod near;
 #[cfg(target_os = "linux")]
 mod ranges;
 
 pub(crate) use local::{block_size, make_folders, on_disk};
 pub use local::{LocalStore, ACCESS_GRANULARITY};
+pub use near::{NearCache, DEFAULT_NEAR_LIMIT};
 
 /// What [`Store::open_file`] found.
 #[derive(Debug)]
@@ -76,6 +78,22 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// ```
     fn peek(&self, name: &str, out: &mut Vec<u8>) -> Result<bool> {
         self.read_range(name, 0..u64::MAX, out)
+    }
+
+    /// Tells the store that the caller read the whole object `name`
+    /// (`bytes`, through [`read`](Store::read)) and verified it: its key,
+    /// checksum and signature. A store with a local copy of a far one
+    /// ([`NearCache`]) keeps it then, and never before. The default does
+    /// nothing.
+    fn verified(&self, name: &str, bytes: &[u8]) {
+        let _ = (name, bytes);
+    }
+
+    /// Is every read a round trip over a network (a bucket)? Async callers
+    /// then run reads on a thread of their own instead of the executor's.
+    /// The default: no.
+    fn is_remote(&self) -> bool {
+        false
     }
 
     /// Opens the object as a local file, for reads straight into an array
