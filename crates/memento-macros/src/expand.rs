@@ -100,12 +100,18 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
         .iter()
         .map(|ident| {
             // Plain buffers (Vec<f64>, arrays) take the buffer form of the
-            // key, everything else serde: chosen by type (autoref).
-            quote_spanned!(ident.span()=> ::memento::__private::key_arg({
+            // key, everything else serde: chosen by type (autoref). Then
+            // `key_arg` reports an argument without `Serialize`, and `Keyed`
+            // puts a stand-in for it in the tuple, so that the tuple's own
+            // `Serialize` bound reports nothing more.
+            quote_spanned!(ident.span()=> {
                 #[allow(unused_imports)]
-                use ::memento::__private::{ViaBuffer as _, ViaSerde as _};
-                (&::memento::__private::Probe(&#ident)).key_arg()
-            }),)
+                use ::memento::__private::{Keyable as _, NotKeyable as _, ViaBuffer as _, ViaSerde as _};
+                (&::memento::__private::Keyed(::memento::__private::key_arg(
+                    (&::memento::__private::Probe(&#ident)).key_arg(),
+                )))
+                .keyed()
+            },)
         })
         .collect();
     // The concrete types and constants of a generic function are part of
