@@ -107,39 +107,50 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
         Some(expr) => quote_spanned!(expr.span()=> &#expr),
         None => quote!(::memento::__private::default_memory()),
     };
-    let mut key_args: Vec<TokenStream> = keyed
-        .iter()
-        .map(|ident| {
-            // Plain buffers (Vec<f64>, arrays) take the buffer form of the
-            // key, everything else serde: chosen by type (autoref). Then
-            // `key_arg` reports an argument without `Serialize`, and `Keyed`
-            // puts a stand-in for it in the tuple, so that the tuple's own
-            // `Serialize` bound reports nothing more.
-            quote_spanned!(ident.span()=> {
-                #[allow(unused_imports)]
-                use ::memento::__private::{Keyable as _, NotKeyable as _, ViaBuffer as _, ViaSerde as _};
-                (&::memento::__private::Keyed(::memento::__private::key_arg(
-                    (&::memento::__private::Probe(&#ident)).key_arg(),
-                )))
-                .keyed()
-            },)
-        })
-        .collect();
-    // The concrete types and constants of a generic function are part of
-    // the key: `f::<u8>()` and `f::<u64>()` may differ with equal arguments.
-    for param in &sig.generics.params {
-        match param {
-            GenericParam::Type(t) => {
-                let t = &t.ident;
-                key_args.push(quote!(::std::any::type_name::<#t>(),));
+    // Plain buffers (Vec<f64>, arrays) take the buffer form of the key,
+    // everything else serde: chosen by type (autoref). Then `key_arg`
+    // reports an argument without `Serialize`, and `Keyed` puts a stand-in
+    // for it in the tuple, so that the tuple's own `Serialize` bound reports
+    // nothing more. The handle's copy of the key leaves `key_arg` out: the
+    // function's own reports it (else rustc counts the error twice).
+    let key_args_with = |check: bool| -> Vec<TokenStream> {
+        let mut key_args: Vec<TokenStream> = keyed
+            .iter()
+            .map(|ident| {
+                let probe = quote_spanned!(ident.span()=>
+                    (&::memento::__private::Probe(&#ident)).key_arg()
+                );
+                let arg = if check {
+                    quote_spanned!(ident.span()=> ::memento::__private::key_arg(#probe))
+                } else {
+                    probe
+                };
+                quote_spanned!(ident.span()=> {
+                    #[allow(unused_imports)]
+                    use ::memento::__private::{Keyable as _, NotKeyable as _, ViaBuffer as _, ViaSerde as _};
+                    (&::memento::__private::Keyed(#arg)).keyed()
+                },)
+            })
+            .collect();
+        // The concrete types and constants of a generic function are part
+        // of the key: `f::<u8>()` and `f::<u64>()` may differ with equal
+        // arguments.
+        for param in &sig.generics.params {
+            match param {
+                GenericParam::Type(t) => {
+                    let t = &t.ident;
+                    key_args.push(quote!(::std::any::type_name::<#t>(),));
+                }
+                GenericParam::Const(c) => {
+                    let c = &c.ident;
+                    key_args.push(quote!(#c,));
+                }
+                GenericParam::Lifetime(_) => {}
             }
-            GenericParam::Const(c) => {
-                let c = &c.ident;
-                key_args.push(quote!(#c,));
-            }
-            GenericParam::Lifetime(_) => {}
         }
-    }
+        key_args
+    };
+    let key_args = key_args_with(true);
     let stored = stored_type(&ret, is_result);
     // One error for a stored type without serde, at the return type; the
     // `Memory` and `Pending` calls go through `Output`, which reports
@@ -225,7 +236,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
             &function,
             &ret,
             &stored,
-            &key_args,
+            &key_args_with(false),
             &memory_expr,
             &make_function,
         );
