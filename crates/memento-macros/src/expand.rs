@@ -4,20 +4,31 @@
 //! ```text
 //! fn f(x: f64) -> f64 {
 //!     static __MEMENTO_FUNCTION: LazyLock<memento::Function> = ...;
-//!     let __memento_pending = match memory.lookup(&__MEMENTO_FUNCTION, &(key_arg(&x),)) {
+//!     (&&&&Output::<f64>::NEW).check::<f64>();
+//!     let __memento_pending = match (&&Output::<f64>::NEW).lookup(
+//!         memory,
+//!         &__MEMENTO_FUNCTION,
+//!         &((&Keyed(key_arg((&Probe(&x)).key_arg()))).keyed(),),
+//!     ) {
 //!         Lookup::Hit(value) => return value,
 //!         Lookup::Miss(pending) => pending,
 //!     };
 //!     let __memento_value: f64 = (|| -> f64 { /* the original body */ })();
-//!     __memento_pending.store(__memento_value)
+//!     (&&Output::<f64>::NEW).store(__memento_pending, __memento_value)
 //! }
 //! ```
 //!
 //! The body runs in a closure so that its `return`s and `?`s keep their
 //! meaning; the arguments are only borrowed for the key, before the closure,
 //! so the body may still consume them.
+//!
+//! `key_arg` and `check` are the compile errors of an argument or a result
+//! type without serde, one for each, spanned to it; the rest resolves by
+//! autoref to the plain `Memory::lookup` and `Pending::store` calls (inlined
+//! away) when the types have serde, and to fallbacks that report nothing
+//! more when not (memento's `__private::bounds` tells how).
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::{Span, TokenStream, TokenTree};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
 use syn::{FnArg, GenericParam, Ident, ItemFn, Pat, ReturnType, Type};
@@ -96,33 +107,74 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
         Some(expr) => quote_spanned!(expr.span()=> &#expr),
         None => quote!(::memento::__private::default_memory()),
     };
-    let mut key_args: Vec<TokenStream> = keyed
-        .iter()
-        .map(|ident| {
-            // Plain buffers (Vec<f64>, arrays) take the buffer form of the
-            // key, everything else serde: chosen by type (autoref).
-            quote_spanned!(ident.span()=> ::memento::__private::key_arg({
-                #[allow(unused_imports)]
-                use ::memento::__private::{ViaBuffer as _, ViaSerde as _};
-                (&::memento::__private::Probe(&#ident)).key_arg()
-            }),)
-        })
-        .collect();
-    // The concrete types and constants of a generic function are part of
-    // the key: `f::<u8>()` and `f::<u64>()` may differ with equal arguments.
-    for param in &sig.generics.params {
-        match param {
-            GenericParam::Type(t) => {
-                let t = &t.ident;
-                key_args.push(quote!(::std::any::type_name::<#t>(),));
+    // Plain buffers (Vec<f64>, arrays) take the buffer form of the key,
+    // everything else serde: chosen by type (autoref). Then `key_arg`
+    // reports an argument without `Serialize`, and `Keyed` puts a stand-in
+    // for it in the tuple, so that the tuple's own `Serialize` bound reports
+    // nothing more. The handle's copy of the key leaves `key_arg` out: the
+    // function's own reports it (else rustc counts the error twice).
+    let key_args_with = |check: bool| -> Vec<TokenStream> {
+        let mut key_args: Vec<TokenStream> = keyed
+            .iter()
+            .map(|ident| {
+                let probe = quote_spanned!(ident.span()=>
+                    (&::memento::__private::Probe(&#ident)).key_arg()
+                );
+                let arg = if check {
+                    quote_spanned!(ident.span()=> ::memento::__private::key_arg(#probe))
+                } else {
+                    probe
+                };
+                quote_spanned!(ident.span()=> {
+                    #[allow(unused_imports)]
+                    use ::memento::__private::{Keyable as _, NotKeyable as _, ViaBuffer as _, ViaSerde as _};
+                    (&::memento::__private::Keyed(#arg)).keyed()
+                },)
+            })
+            .collect();
+        // The concrete types and constants of a generic function are part
+        // of the key: `f::<u8>()` and `f::<u64>()` may differ with equal
+        // arguments.
+        for param in &sig.generics.params {
+            match param {
+                GenericParam::Type(t) => {
+                    let t = &t.ident;
+                    key_args.push(quote!(::std::any::type_name::<#t>(),));
+                }
+                GenericParam::Const(c) => {
+                    let c = &c.ident;
+                    key_args.push(quote!(#c,));
+                }
+                GenericParam::Lifetime(_) => {}
             }
-            GenericParam::Const(c) => {
-                let c = &c.ident;
-                key_args.push(quote!(#c,));
-            }
-            GenericParam::Lifetime(_) => {}
         }
-    }
+        key_args
+    };
+    let key_args = key_args_with(true);
+    let stored = stored_type(&ret, is_result);
+    // One error for a stored type without serde, at the return type; the
+    // `Memory` and `Pending` calls go through `Output`, which reports
+    // nothing more (see memento's `__private::bounds`). A return type of one
+    // token spans the call too, so that the error has no second label ("a
+    // bound introduced by this call") at the attribute.
+    let call_span = match ret.to_token_stream().into_iter().count() {
+        1 => outer_spans(&ret).0,
+        _ => Span::call_site(),
+    };
+    let check = quote_spanned! {call_span=>
+        {
+            #[allow(unused_imports)]
+            use ::memento::__private::{
+                CheckDeserialize as _, CheckNeither as _, CheckSerde as _, CheckSerialize as _,
+            };
+            (&&&&::memento::__private::Output::<#stored>::NEW).check::<#stored>();
+        }
+    };
+    let stores = quote! {
+        #[allow(unused_imports)]
+        use ::memento::__private::{DoesNotStore as _, Stores as _};
+    };
+    let output = quote!((&&::memento::__private::Output::<#stored>::NEW));
     let (hit, store) = if is_result {
         (
             quote!(::core::result::Result::Ok(#value)),
@@ -183,8 +235,8 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
         let handle = handle_module(
             &function,
             &ret,
-            is_result,
-            &key_args,
+            &stored,
+            &key_args_with(false),
             &memory_expr,
             &make_function,
         );
@@ -217,13 +269,19 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
                 #(#stmts)*
             }
             .await #to_ret;
-            #pending.#store_async(#value).await
+            {
+                #stores
+                #output.#store_async(#pending, #value).await
+            }
         }
     } else {
         quote! {
             #[allow(clippy::redundant_closure_call)]
             let #value: #ret = (|| -> #body_ret #block)() #to_ret;
-            #pending.#store(#value)
+            {
+                #stores
+                #output.#store(#pending, #value)
+            }
         }
     };
 
@@ -238,7 +296,11 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
         #vis #sig {
             #function_static
             let #memory: &::memento::Memory = #memory_expr;
-            let #pending = match #memory.#lookup(#function_ref, &(#(#key_args)*))#lookup_await {
+            #check
+            let #pending = match {
+                #stores
+                #output.#lookup(#memory, #function_ref, &(#(#key_args)*))#lookup_await
+            } {
                 ::memento::Lookup::Hit(#value) => return #hit,
                 ::memento::Lookup::Miss(#pending) => #pending,
             };
@@ -272,7 +334,7 @@ fn mentions_self(function: &ItemFn) -> bool {
 fn handle_module(
     function: &ItemFn,
     ret: &Type,
-    is_result: bool,
+    stored: &TokenStream,
     key_args: &[TokenStream],
     memory_expr: &TokenStream,
     make_function: &TokenStream,
@@ -283,11 +345,6 @@ fn handle_module(
     let generics = &sig.generics;
     let where_clause = &generics.where_clause;
     let inputs = &sig.inputs;
-    let stored = if is_result {
-        quote!(<#ret as ::memento::__private::ResultOk>::Ok)
-    } else {
-        quote!(#ret)
-    };
     // The same parameters under plain names, to pass them on.
     let mixed = Span::mixed_site();
     let mut pass_inputs = Vec::new();
@@ -356,7 +413,10 @@ fn handle_module(
 
             /// Is a result for these arguments stored? Computes nothing.
             pub fn check_call_in_cache #generics (#inputs) -> bool #where_clause {
-                Self::memory().contains::<#stored, _>(Self::function(), &(#(#key_args)*))
+                #[allow(unused_imports)]
+                use ::memento::__private::{DoesNotStore as _, Stores as _};
+                (&&::memento::__private::Output::<#stored>::NEW)
+                    .contains(&Self::memory(), Self::function(), &(#(#key_args)*))
             }
 
             /// Computes the result again and overwrites the stored one.
@@ -536,6 +596,32 @@ fn unmapped(ty: &Type, is_result: bool) -> Option<Type> {
         }
     }
     None
+}
+
+/// The type of what is stored: the output type, or the `Ok` type of a
+/// `Result` output. Written with the return type's spans (the first token's
+/// and the last's), so that an error about it points at the return type.
+fn stored_type(ret: &Type, is_result: bool) -> TokenStream {
+    if !is_result {
+        return ret.to_token_stream();
+    }
+    let (first, last) = outer_spans(ret);
+    let open = quote_spanned!(first=> <);
+    let close = quote_spanned!(last=> as ::memento::__private::ResultOk>::Ok);
+    quote!(#open #ret #close)
+}
+
+/// The spans of a type's first token and last token (the call site for
+/// the `()` written for a function without `->`).
+fn outer_spans(ty: &Type) -> (Span, Span) {
+    let span = |tree: Option<&TokenTree>, open: bool| match tree {
+        Some(TokenTree::Group(g)) if open => g.span_open(),
+        Some(TokenTree::Group(g)) => g.span_close(),
+        Some(tree) => tree.span(),
+        None => Span::call_site(),
+    };
+    let trees: Vec<TokenTree> = ty.to_token_stream().into_iter().collect();
+    (span(trees.first(), true), span(trees.last(), false))
 }
 
 fn is_result_type(ty: &Type) -> bool {

@@ -233,6 +233,9 @@ pub mod __private {
 
     pub use serde::Serialize;
 
+    mod bounds;
+    pub use bounds::*;
+
     pub use crate::memory::{last_call, next_call};
 
     /// The type stored for an output type: `T` for `Result<T, E>`.
@@ -287,21 +290,5 @@ pub mod __private {
         &DEFAULT
     }
 
-    /// An argument that goes into the key.
-    #[diagnostic::on_unimplemented(
-        message = "the argument's type `{Self}` does not implement `serde::Serialize`, so it cannot be part of the cache key",
-        label = "not serializable",
-        note = "derive or implement `serde::Serialize` for it, or leave the argument out of the key with #[memento::cache(ignore(name))]"
-    )]
-    pub trait KeyArg {}
-
-    impl<T: Serialize + ?Sized> KeyArg for T {}
-
     pub use crate::buffer::{Probe, ViaBuffer, ViaSerde};
-
-    /// Spans the "not Serialize" error on the argument that is not.
-    #[inline(always)]
-    pub fn key_arg<T: KeyArg + ?Sized>(value: &T) -> &T {
-        value
-    }
 }
