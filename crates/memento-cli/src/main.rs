@@ -37,7 +37,8 @@ Exit codes:
     after_help = EXIT_CODES
 )]
 struct Cli {
-    /// The cache folder [default: $MEMENTO_DIR, else .memento]
+    /// The cache folder, or bucket (s3://bucket/prefix, in a build with the
+    /// s3 feature) [default: $MEMENTO_DIR, else .memento]
     #[arg(
         long,
         short = 'C',
@@ -121,14 +122,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             .clone()
             .unwrap_or_else(|| PathBuf::from(memento::DEFAULT_DIR)),
     };
-    if !location.is_dir() {
-        bail!(
-            "no cache at {}: run a program that uses memento first, or point --location (or \
-             MEMENTO_DIR) at the cache folder",
-            location.display()
-        );
+    let location = memento::Location::from(location);
+    if let Some(folder) = location.path() {
+        if !folder.is_dir() {
+            bail!(
+                "no cache at {}: run a program that uses memento first, or point --location (or \
+                 MEMENTO_DIR) at the cache folder",
+                folder.display()
+            );
+        }
     }
-    let mut memory = Memory::new(&location);
+    // A bucket is read directly: a listing tool needs no near copy.
+    let mut memory = Memory::new(location).no_near_cache();
     // Signed caches are checked with MEMENTO_KEY, as programs sign them.
     if let Some(secret) = std::env::var_os("MEMENTO_KEY").filter(|k| !k.is_empty()) {
         memory = memory.signing_key(secret.as_encoded_bytes());

@@ -45,22 +45,67 @@ pub const MEMENTO_DIR: &str = "MEMENTO_DIR";
 /// current directory.
 pub const DEFAULT_DIR: &str = ".memento";
 
-/// Where a cache lives: a folder for now.
+/// Where a cache lives: a folder, or a bucket (`s3://bucket/prefix`, with
+/// the `s3` feature).
 ///
-/// Built from a `&str`, `String`, `&Path`, `PathBuf`, `&OsStr` or `OsString`.
+/// Built from a `&str`, `String`, `&Path`, `PathBuf`, `&OsStr` or
+/// `OsString`; one that starts with `s3://` names a bucket.
 ///
 /// ```
 /// let a: memento::Location = "cache".into();
 /// let b: memento::Location = std::path::PathBuf::from("cache").into();
 /// assert_eq!(a, b);
+/// assert_eq!(a.path(), Some(std::path::Path::new("cache")));
+///
+/// let s3: memento::Location = "s3://my-bucket/results".into();
+/// assert_eq!(s3.url(), Some("s3://my-bucket/results"));
+/// assert_eq!(s3.path(), None);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Location(PathBuf);
+pub struct Location(Where);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Where {
+    Folder(PathBuf),
+    Url(String),
+}
+
+/// The schemes of the locations that are not folders.
+const URL_SCHEMES: &[&str] = &["s3://"];
 
 impl Location {
-    /// The folder.
-    pub fn path(&self) -> &Path {
-        &self.0
+    /// The folder of a local cache.
+    pub fn path(&self) -> Option<&Path> {
+        match &self.0 {
+            Where::Folder(path) => Some(path),
+            Where::Url(_) => None,
+        }
+    }
+
+    /// The URL of a remote cache (`s3://bucket/prefix`).
+    pub fn url(&self) -> Option<&str> {
+        match &self.0 {
+            Where::Folder(_) => None,
+            Where::Url(url) => Some(url),
+        }
+    }
+
+    fn of(path: PathBuf) -> Location {
+        match path.to_str() {
+            Some(text) if URL_SCHEMES.iter().any(|s| text.starts_with(s)) => {
+                Location(Where::Url(text.to_string()))
+            }
+            _ => Location(Where::Folder(path)),
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Where::Folder(path) => write!(f, "{}", path.display()),
+            Where::Url(url) => f.write_str(url),
+        }
     }
 }
 
@@ -68,7 +113,7 @@ macro_rules! location_from {
     ($($t:ty),*) => {$(
         impl From<$t> for Location {
             fn from(value: $t) -> Location {
-                Location(PathBuf::from(value))
+                Location::of(PathBuf::from(value))
             }
         }
     )*};

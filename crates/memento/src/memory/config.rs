@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::shared::Shared;
-use super::{Inner, Location, Memory, DEFAULT_DIR, MEMENTO_DIR};
+use super::{Inner, Location, Memory, Where, DEFAULT_DIR, MEMENTO_DIR};
 use crate::codec;
-use crate::error::Error;
+use crate::error::{Error, Result};
 use crate::evict::{self, Limits};
-use crate::store::{LocalStore, Store};
+use crate::store::{LocalStore, NearCache, ObjectMeta, Store, DEFAULT_NEAR_LIMIT};
 
 /// Default bound of the in-memory layer.
 const DEFAULT_IN_MEMORY_BYTES: u64 = 64 << 20;
@@ -34,12 +34,25 @@ pub(super) struct Config {
     signer_tag: u64,
     /// Map signed entries asked for as `Mapped` (see `Memory::map_signed`).
     map_signed: bool,
+    /// A bucket's store and its near cache.
+    remote: Option<Remote>,
+}
+
+/// The parts of a remote location's store.
+#[derive(Clone)]
+struct Remote {
+    /// The bucket.
+    far: Arc<dyn Store>,
+    /// The near cache's folder (`None`: none).
+    near: Option<PathBuf>,
+    near_limit: u64,
 }
 
 impl Config {
     fn new(location: Option<PathBuf>) -> Config {
         Config {
             location,
+            remote: None,
             in_memory_bytes: DEFAULT_IN_MEMORY_BYTES,
             limits: Limits::default(),
             lock_timeout: None,
@@ -97,13 +110,69 @@ impl Memory {
     /// `.gitignore` holding `*`) on the first write. A relative path is made
     /// absolute now, so a later change of the current directory does not
     /// move the cache.
+    ///
+    /// A location `s3://bucket/prefix` is a bucket (with the `s3` feature):
+    /// see [`Memory::remote`].
     pub fn new(location: impl Into<Location>) -> Memory {
-        let path = location.into().0;
-        let path = std::path::absolute(&path).unwrap_or(path);
-        Memory::build(
-            Arc::new(LocalStore::new(path.clone())),
-            Config::new(Some(path)),
-        )
+        match location.into().0 {
+            Where::Folder(path) => {
+                let path = std::path::absolute(&path).unwrap_or(path);
+                Memory::build(
+                    Arc::new(LocalStore::new(path.clone())),
+                    Config::new(Some(path)),
+                    true,
+                )
+            }
+            Where::Url(url) => Memory::remote(&url),
+        }
+    }
+
+    /// A cache in a bucket, `s3://bucket/prefix` (with the `s3` feature),
+    /// with a near cache: a local folder in front of it, by default
+    /// `<user cache folder>/memento/<bucket>/<prefix>` (`$XDG_CACHE_HOME`,
+    /// else `~/.cache`), bounded by [`DEFAULT_NEAR_LIMIT`] (see
+    /// [`near_cache`](Memory::near_cache)). Credentials, region and endpoint
+    /// come from the standard environment (`AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`,
+    /// `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`); for other settings, build the
+    /// store yourself and use [`Memory::with_store`].
+    ///
+    /// A location that cannot be used (no bucket in the URL, or a build
+    /// without the `s3` feature) is said once, in a warning that says what
+    /// to change; calls are then computed and not stored. A bucket that
+    /// cannot be reached is a warning once per outage.
+    ///
+    /// ```no_run
+    /// let memory = memento::Memory::new("s3://my-bucket/results");
+    /// assert_eq!(memory.location(), "s3://my-bucket/results");
+    /// ```
+    pub fn remote(url: &str) -> Memory {
+        match open_remote(url) {
+            Ok(far) => {
+                let near = default_near_folder(url);
+                let config = Config {
+                    remote: Some(Remote {
+                        far: far.clone(),
+                        near: near.clone(),
+                        near_limit: DEFAULT_NEAR_LIMIT,
+                    }),
+                    ..Config::new(None)
+                };
+                let store: Arc<dyn Store> = match near {
+                    Some(dir) => Arc::new(NearCache::over(dir, far)),
+                    None => far,
+                };
+                Memory::build(store, config, true)
+            }
+            Err(e) => {
+                crate::log::warning!("{e}; calls are computed but not stored");
+                let store = Unavailable {
+                    location: url.to_string(),
+                    reason: e.to_string(),
+                };
+                Memory::build(Arc::new(store), Config::new(None), true)
+            }
+        }
     }
 
     /// The default cache: the folder named by `MEMENTO_DIR`, else `.memento`
@@ -162,11 +231,14 @@ impl Memory {
     /// assert_eq!(memory.location(), dir.path().display().to_string());
     /// ```
     pub fn with_store(store: impl Store) -> Memory {
-        Memory::build(Arc::new(store), Config::new(None))
+        Memory::build(Arc::new(store), Config::new(None), false)
     }
 
-    fn build(store: Arc<dyn Store>, config: Config) -> Memory {
-        let shared = Shared::of(&store, config.folder(), config.in_memory_bytes);
+    /// A Memory over `store`; `by_name`: every Memory over a store of the
+    /// same location shares its state (a folder, a bucket), else only this
+    /// one's clones (a store given by the user).
+    fn build(store: Arc<dyn Store>, config: Config, by_name: bool) -> Memory {
+        let shared = Shared::of(&store, by_name, config.folder(), config.in_memory_bytes);
         Memory {
             inner: Arc::new(Inner {
                 store,
@@ -295,6 +367,56 @@ impl Memory {
         self.with_config(|c| c.map_signed = map)
     }
 
+    /// Puts the near cache of a remote location in `folder`, bounded by
+    /// [`DEFAULT_NEAR_LIMIT`] unless [`near_cache_limit`](Memory::near_cache_limit)
+    /// says otherwise. No effect on a local folder.
+    ///
+    /// ```no_run
+    /// let memory = memento::Memory::new("s3://my-bucket/results").near_cache("/scratch/near");
+    /// # let _ = memory;
+    /// ```
+    pub fn near_cache(self, folder: impl Into<PathBuf>) -> Memory {
+        let folder = folder.into();
+        self.with_remote(|remote| remote.near = Some(folder))
+    }
+
+    /// Reads and writes a remote location with no near cache: every hit
+    /// is a download. No effect on a local folder.
+    pub fn no_near_cache(self) -> Memory {
+        self.with_remote(|remote| remote.near = None)
+    }
+
+    /// Bounds the near cache of a remote location to `bytes` on the disk:
+    /// past it, its least recently used results leave it (they stay in the
+    /// bucket). No effect on a local folder.
+    pub fn near_cache_limit(self, bytes: u64) -> Memory {
+        self.with_remote(|remote| remote.near_limit = bytes)
+    }
+
+    /// This Memory with its remote parts changed by `change`, and its
+    /// store made again from them (over the same location state).
+    fn with_remote(self, change: impl FnOnce(&mut Remote)) -> Memory {
+        let Some(mut remote) = self.inner.config.remote.clone() else {
+            return self;
+        };
+        change(&mut remote);
+        let store: Arc<dyn Store> = match &remote.near {
+            Some(dir) => Arc::new(
+                NearCache::over(dir.clone(), remote.far.clone()).limit(remote.near_limit),
+            ),
+            None => remote.far.clone(),
+        };
+        let mut config = self.inner.config.clone();
+        config.remote = Some(remote);
+        Memory {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                shared: self.inner.shared.clone(),
+            }),
+        }
+    }
+
     /// The limits in force.
     pub fn limits(&self) -> Limits {
         self.inner.config.limits
@@ -321,5 +443,92 @@ impl Memory {
             Some(signer) => self.with_config(|c| c.set_signer(signer)),
             None => self,
         }
+    }
+}
+
+/// The store of a remote location.
+#[cfg(feature = "s3")]
+fn open_remote(url: &str) -> Result<Arc<dyn Store>> {
+    Ok(Arc::new(crate::store::S3Store::from_url(url)?))
+}
+
+/// The store of a remote location: none in a build without the `s3`
+/// feature.
+#[cfg(not(feature = "s3"))]
+fn open_remote(url: &str) -> Result<Arc<dyn Store>> {
+    Err(Error::Option {
+        option: "location",
+        value: url.to_string(),
+        expected: "a folder: this build of memento has no `s3` feature. Enable it (memento = \
+                   { version = \"0.1\", features = [\"s3\"] }) to keep results in a bucket"
+            .to_string(),
+    })
+}
+
+/// The default near cache of `url` (`s3://bucket/prefix`):
+/// `<user cache folder>/memento/bucket/prefix`, where the user cache folder
+/// is `$XDG_CACHE_HOME`, else `$HOME/.cache`. `None` when neither is set.
+fn default_near_folder(url: &str) -> Option<PathBuf> {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    let base = match var("XDG_CACHE_HOME") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(var("HOME")?).join(".cache"),
+    };
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let mut folder = base.join("memento");
+    // Only plain parts: a prefix cannot lead out of the cache folder.
+    for part in rest.split('/') {
+        if !matches!(part, "" | "." | "..") {
+            folder.push(part);
+        }
+    }
+    Some(folder)
+}
+
+/// The store of a location that cannot be used (said once, when it was
+/// opened): nothing is found, nothing is kept, and management says why.
+#[derive(Debug)]
+struct Unavailable {
+    location: String,
+    reason: String,
+}
+
+impl Unavailable {
+    fn error(&self) -> Error {
+        Error::Option {
+            option: "location",
+            value: self.location.clone(),
+            expected: self.reason.clone(),
+        }
+    }
+}
+
+impl Store for Unavailable {
+    fn read(&self, _: &str, _: &mut Vec<u8>) -> Result<bool> {
+        Ok(false)
+    }
+
+    fn read_range(&self, _: &str, _: std::ops::Range<u64>, _: &mut Vec<u8>) -> Result<bool> {
+        Ok(false)
+    }
+
+    fn publish(&self, _: &str, _: &[u8]) -> Result<bool> {
+        Ok(false)
+    }
+
+    fn write(&self, _: &str, _: &[u8]) -> Result<()> {
+        Ok(())
+    }
+
+    fn list_meta(&self, _: &str) -> Result<Vec<ObjectMeta>> {
+        Err(self.error())
+    }
+
+    fn delete(&self, _: &str) -> Result<()> {
+        Err(self.error())
+    }
+
+    fn location(&self) -> String {
+        self.location.clone()
     }
 }

@@ -52,19 +52,23 @@ impl Shared {
     /// process, or a new one. `hot_limit` raises the in-memory layer's bound
     /// to at least that.
     ///
-    /// A folder (`path`, from `Memory::new`) is one location however many
-    /// stores open it. A store given by the user (`Memory::with_store`) is
-    /// its own location, shared by the clones of its `Memory` only: two
-    /// such stores may name themselves alike (two in-memory stores, say)
-    /// and must never serve each other's results.
+    /// A location opened by name (`by_name`: a folder or a bucket, from
+    /// `Memory::new`) is one location however many stores open it; `path`
+    /// is a local folder's, whose eviction index this state writes. A
+    /// store given by the user (`Memory::with_store`) is its own location,
+    /// shared by the clones of its `Memory` only: two such stores may name
+    /// themselves alike (two in-memory stores, say) and must never serve
+    /// each other's results.
     pub(super) fn of(
         store: &Arc<dyn Store>,
+        by_name: bool,
         path: Option<&std::path::Path>,
         hot_limit: u64,
     ) -> Arc<Shared> {
-        let location = match path {
-            Some(_) => store.location(),
-            None => format!("{}\0store@{:p}", store.location(), Arc::as_ptr(store)),
+        let location = if by_name {
+            store.location()
+        } else {
+            format!("{}\0store@{:p}", store.location(), Arc::as_ptr(store))
         };
         let mut registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
         registry.retain(|(_, weak)| weak.strong_count() > 0);
