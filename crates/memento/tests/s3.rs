@@ -505,6 +505,92 @@ fn leases() {
     println!("  timed out after {waited:?}; renewed past its ttl; free again in {took:?}");
 }
 
+/// What the leases rely on, asked of the server through object_store:
+/// create-only puts refuse an existing object, conditional puts refuse a
+/// stale etag; and of four stores that find one expired lease at once,
+/// exactly one takes it over.
+fn conditional_writes() {
+    use object_store::aws::AmazonS3Builder;
+    use object_store::{ObjectStore, PutMode, PutOptions, PutPayload, UpdateVersion};
+    let prefix = unique("conditions");
+    let s3 = AmazonS3Builder::new()
+        .with_endpoint(endpoint())
+        .with_allow_http(true)
+        .with_bucket_name(BUCKET)
+        .with_region("us-east-1")
+        .with_access_key_id(KEY_ID)
+        .with_secret_access_key(SECRET)
+        .build()
+        .unwrap();
+    let path = object_store::path::Path::from(format!("{prefix}/x"));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let put = |body: &'static [u8], mode: PutMode| {
+            s3.put_opts(&path, PutPayload::from_static(body), PutOptions::from(mode))
+        };
+        let first = put(b"one", PutMode::Create).await.unwrap();
+        let again = put(b"two", PutMode::Create).await.unwrap_err();
+        assert!(
+            matches!(again, object_store::Error::AlreadyExists { .. }),
+            "{again}"
+        );
+        let version = |r: &object_store::PutResult| UpdateVersion {
+            e_tag: r.e_tag.clone(),
+            version: r.version.clone(),
+        };
+        let second = put(b"three", PutMode::Update(version(&first)))
+            .await
+            .unwrap();
+        let stale = put(b"four", PutMode::Update(version(&first)))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(stale, object_store::Error::Precondition { .. }),
+            "{stale}"
+        );
+        put(b"five", PutMode::Update(version(&second)))
+            .await
+            .unwrap();
+    });
+
+    let mut taken = Vec::new();
+    for round in 0..5 {
+        let name = format!("k{round}.lock");
+        let expired =
+            format!(r#"{{"holder":"gone:1","nonce":"{round}","expires_unix_ms":1,"renewal":0}}"#);
+        store(&prefix).write(&name, expired.as_bytes()).unwrap();
+        let stores: Vec<_> = (0..4).map(|_| store(&prefix)).collect();
+        let barrier = std::sync::Barrier::new(4);
+        let outcomes: Vec<bool> = std::thread::scope(|scope| {
+            let handles: Vec<_> = stores
+                .iter()
+                .map(|s| {
+                    let (barrier, name) = (&barrier, &name);
+                    scope.spawn(move || {
+                        barrier.wait();
+                        match s.lock(name, Some(Duration::ZERO)).unwrap() {
+                            LockOutcome::Held(lock) => {
+                                // Hold it until all have tried.
+                                std::thread::sleep(Duration::from_millis(500));
+                                drop(lock);
+                                true
+                            }
+                            LockOutcome::TimedOut => false,
+                            other => panic!("{other:?}"),
+                        }
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        taken.push(outcomes.iter().filter(|t| **t).count());
+    }
+    println!(
+        "  create-only and if-match honoured; expired lease taken over by {taken:?} of 4 per round"
+    );
+    assert!(taken.iter().all(|n| *n == 1), "{taken:?}");
+}
+
 /// A `Memory` over the bucket: computes once, hits after, and a second
 /// process with its own store hits without computing.
 fn memory_over_s3() {
@@ -809,9 +895,10 @@ fn main() {
         child(&role);
         return;
     }
-    let tests: [(&str, fn()); 10] = [
+    let tests: [(&str, fn()); 11] = [
         ("store_basics", store_basics),
         ("bad_locations", bad_locations),
+        ("conditional_writes", conditional_writes),
         ("leases", leases),
         ("memory_over_s3", memory_over_s3),
         ("eight_processes_race", eight_processes_race),

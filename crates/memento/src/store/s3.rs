@@ -48,7 +48,8 @@
 //!   one succeeds and the other gets a precondition failure and goes back
 //!   to waiting. A lease whose body cannot be read counts as expired.
 //! - Otherwise the taker waits, polling with a backoff from 50 ms doubling
-//!   to 1 s, until the lease is gone or expired, or the timeout passes
+//!   to 1 s (each pause drawn between half and the whole of it, so that
+//!   waiters that began together do not keep colliding), until the lease is gone or expired, or the timeout passes
 //!   ([`LockOutcome::TimedOut`]).
 //! - The holder renews the lease (a conditional `PUT` on its current etag,
 //!   with a later expiry) every third of its time to live, from the store's
@@ -599,6 +600,15 @@ fn nonce() -> String {
     hasher.finalize().to_hex()[..32].to_string()
 }
 
+/// Between half and the whole of `pause`, drawn with a xorshift on `seed`.
+fn jitter(pause: Duration, seed: &mut u64) -> Duration {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    let fraction = 0.5 + (*seed % 1024) as f64 / 2048.0;
+    pause.mul_f64(fraction)
+}
+
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -1101,6 +1111,7 @@ impl Store for S3Store {
         let ttl = inner.lease_ttl;
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut pause = FIRST_POLL;
+        let mut seed = u64::from_str_radix(&nonce[..16], 16).unwrap_or(1) | 1;
         loop {
             let payload = lease_payload(&inner.holder, &nonce, ttl, 0);
             match inner.put("take the lease", name, payload, PutMode::Create)? {
@@ -1109,9 +1120,8 @@ impl Store for S3Store {
                 Err(e) => return Err(inner.error("take the lease", name, &e)),
             }
             // Someone holds it: expired?
-            match inner.get("read the lease", name, None)? {
-                // Released meanwhile: take it at once.
-                None => continue,
+            let released = match inner.get("read the lease", name, None)? {
+                None => true,
                 Some(got) => {
                     let expired = serde_json::from_slice::<LeaseBody>(&got.bytes)
                         .map_or(true, |lease| lease.expires_unix_ms <= unix_ms());
@@ -1129,8 +1139,9 @@ impl Store for S3Store {
                             Err(e) => return Err(inner.error("take over the lease", name, &e)),
                         }
                     }
+                    false
                 }
-            }
+            };
             let now = Instant::now();
             if let Some(deadline) = deadline {
                 if now >= deadline {
@@ -1138,7 +1149,14 @@ impl Store for S3Store {
                 }
                 pause = pause.min(deadline - now);
             }
-            std::thread::sleep(pause);
+            // Released meanwhile: take it at once.
+            if released {
+                continue;
+            }
+            // Waiters that began together would poll together, and all
+            // but one find the lease taken again: each pause is drawn
+            // between half and the whole of the backoff.
+            std::thread::sleep(jitter(pause, &mut seed));
             pause = (pause * 2).min(MAX_POLL);
         }
     }
