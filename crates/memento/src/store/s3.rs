@@ -73,7 +73,12 @@
 //! server that accepts connections and never answers fails in about 4 s,
 //! and one on a stopped server (connections refused) in well under a
 //! second. (object_store's own defaults, 10 retries within 180 s and a
-//! 30 s request timeout, let one such `GET` hang for three minutes.) The
+//! 30 s request timeout, let one such `GET` hang for three minutes.) After
+//! a request that could not reach the server, the store sends nothing for
+//! 5 s ([`outage_pause`](S3StoreBuilder::outage_pause)): its operations
+//! fail at once, so that a call (which makes several) pays one timeout,
+//! not one per operation; the first operation after the pause asks the
+//! server again, so recovery needs no restart. The
 //! request timeout covers the whole transfer: raise it for entries larger
 //! than the link moves in 2 s. A failed operation is an [`Error::Remote`];
 //! a [`Memory`](crate::Memory) turns it into a warning and computes the
@@ -125,6 +130,9 @@ pub const DEFAULT_MAX_RETRIES: usize = 2;
 /// How long after its first attempt a request may still be retried, by
 /// default.
 pub const DEFAULT_RETRY_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long the store sends nothing after the server could not be reached,
+/// by default.
+pub const DEFAULT_OUTAGE_PAUSE: Duration = Duration::from_secs(5);
 
 /// The first pause of a lock's waiter; it doubles up to [`MAX_POLL`].
 const FIRST_POLL: Duration = Duration::from_millis(50);
@@ -156,6 +164,14 @@ struct Inner {
     /// `host:pid`, in lease bodies.
     holder: String,
     lease_ttl: Duration,
+    outage_pause: Duration,
+    /// The origin of the two times below.
+    epoch: Instant,
+    /// Milliseconds after `epoch` when the server last could not be
+    /// reached (a connection refused or timed out), and until when
+    /// operations fail without a request (0: they are sent).
+    unreachable_at: AtomicU64,
+    unreachable_until: AtomicU64,
     handle: tokio::runtime::Handle,
     /// Taken (and shut down without waiting) when the store goes.
     runtime: Option<tokio::runtime::Runtime>,
@@ -218,6 +234,7 @@ pub struct S3StoreBuilder {
     request_timeout: Duration,
     max_retries: usize,
     retry_timeout: Duration,
+    outage_pause: Duration,
 }
 
 impl fmt::Debug for S3StoreBuilder {
@@ -240,6 +257,7 @@ impl fmt::Debug for S3StoreBuilder {
             .field("request_timeout", &self.request_timeout)
             .field("max_retries", &self.max_retries)
             .field("retry_timeout", &self.retry_timeout)
+            .field("outage_pause", &self.outage_pause)
             .finish()
     }
 }
@@ -321,6 +339,18 @@ impl S3StoreBuilder {
     /// ([`DEFAULT_RETRY_TIMEOUT`] by default).
     pub fn retry_timeout(mut self, timeout: Duration) -> Self {
         self.retry_timeout = timeout;
+        self
+    }
+
+    /// After a request could not reach the server (connection refused or
+    /// timed out, retries included), the store's operations fail at once,
+    /// without a request, for this long; the first one after it asks the
+    /// server again. A call then pays one timeout per pause, not one per
+    /// operation (a [`Memory`](crate::Memory) call makes several).
+    /// [`DEFAULT_OUTAGE_PAUSE`] by default; zero turns it off. Lease
+    /// renewals and releases are always sent.
+    pub fn outage_pause(mut self, pause: Duration) -> Self {
+        self.outage_pause = pause;
         self
     }
 
@@ -442,6 +472,10 @@ impl S3StoreBuilder {
                 secrets,
                 holder: holder_id(),
                 lease_ttl: self.lease_ttl.max(Duration::from_millis(100)),
+                outage_pause: self.outage_pause,
+                epoch: Instant::now(),
+                unreachable_at: AtomicU64::new(0),
+                unreachable_until: AtomicU64::new(0),
                 handle: runtime.handle().clone(),
                 runtime: Some(runtime),
             }),
@@ -483,6 +517,7 @@ impl S3Store {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_retries: DEFAULT_MAX_RETRIES,
             retry_timeout: DEFAULT_RETRY_TIMEOUT,
+            outage_pause: DEFAULT_OUTAGE_PAUSE,
         }
     }
 
@@ -794,6 +829,24 @@ fn hint(e: Option<&object_store::Error>, text: &str, bucket: &str) -> String {
     }
 }
 
+/// Is it the error of a request that never got an answer (refused, reset,
+/// timed out, retries included), rather than the server's answer?
+fn unreachable(e: &object_store::Error, text: &str) -> bool {
+    matches!(e, object_store::Error::Generic { .. })
+        && !text.contains("Server returned")
+        && [
+            "error sending request",
+            "timed out",
+            "onnection refused",
+            "onnection reset",
+            "connection closed",
+            "tcp connect",
+            "dns error",
+        ]
+        .iter()
+        .any(|w| text.contains(w))
+}
+
 /// The answer of a `GET`.
 struct Got {
     bytes: Vec<u8>,
@@ -838,9 +891,44 @@ impl Inner {
         path.strip_prefix(self.prefix.as_str())?.strip_prefix('/')
     }
 
+    /// Milliseconds since `epoch`, at least 1.
+    fn now_ms(&self) -> u64 {
+        (self.epoch.elapsed().as_millis() as u64).max(1)
+    }
+
+    /// [`run_always`](Self::run_always), unless the server could not be
+    /// reached less than `outage_pause` ago: then an error at once.
+    fn run<T: Send + 'static>(
+        &self,
+        action: &'static str,
+        name: &str,
+        future: impl Future<Output = T> + Send + 'static,
+    ) -> Result<T> {
+        let until = self.unreachable_until.load(Ordering::Relaxed);
+        if until != 0 {
+            let now = self.now_ms();
+            if now < until {
+                let at = self.unreachable_at.load(Ordering::Relaxed);
+                let ago = Duration::from_millis(now.saturating_sub(at));
+                let left = Duration::from_millis(until - now);
+                return Err(Error::Remote {
+                    action,
+                    location: self.location(),
+                    name: name.to_string(),
+                    message: format!(
+                        "not sent: the S3 server could not be reached {ago:?} ago, and is asked \
+                         again in {left:?} (outage_pause); {}",
+                        hint(None, "error sending request", &self.bucket)
+                    ),
+                });
+            }
+        }
+        self.run_always(action, name, future)
+    }
+
     /// Runs `future` on the store's runtime; the calling thread waits for
     /// its answer on a channel (so it works inside another runtime too).
-    fn run<T: Send + 'static>(
+    fn run_always<T: Send + 'static>(
         &self,
         action: &'static str,
         name: &str,
@@ -860,8 +948,17 @@ impl Inner {
 
     /// An object_store error as memento's, without secrets, with what to
     /// check.
+    /// Notes an unreachable server (see `outage_pause`).
     fn error(&self, action: &'static str, name: &str, e: &object_store::Error) -> Error {
         let text = redact(&error_text(e), &self.secrets);
+        if unreachable(e, &text) && !self.outage_pause.is_zero() {
+            let now = self.now_ms();
+            self.unreachable_at.store(now, Ordering::Relaxed);
+            self.unreachable_until.store(
+                now + self.outage_pause.as_millis() as u64,
+                Ordering::Relaxed,
+            );
+        }
         let hint = hint(Some(e), &text, &self.bucket);
         Error::Remote {
             action,
@@ -1246,21 +1343,23 @@ impl Drop for Lease {
         let name = path.to_string();
         // The renewals end first (no renewal after the delete), then the
         // lease goes if it is still this holder's.
-        let _ = self.store.run("release the lease", &name, async move {
-            if let Some(renewer) = renewer {
-                let _ = renewer.await;
-            }
-            let Ok(got) = s3.get_opts(&path, GetOptions::default()).await else {
-                return;
-            };
-            let Ok(bytes) = got.bytes().await else { return };
-            let ours =
-                serde_json::from_slice::<LeaseBody>(&bytes).is_ok_and(|lease| lease.nonce == nonce);
-            if ours {
-                let once = stream::iter([Ok(path)]).boxed();
-                let _ = s3.delete_stream(once).collect::<Vec<_>>().await;
-            }
-        });
+        let _ = self
+            .store
+            .run_always("release the lease", &name, async move {
+                if let Some(renewer) = renewer {
+                    let _ = renewer.await;
+                }
+                let Ok(got) = s3.get_opts(&path, GetOptions::default()).await else {
+                    return;
+                };
+                let Ok(bytes) = got.bytes().await else { return };
+                let ours = serde_json::from_slice::<LeaseBody>(&bytes)
+                    .is_ok_and(|lease| lease.nonce == nonce);
+                if ours {
+                    let once = stream::iter([Ok(path)]).boxed();
+                    let _ = s3.delete_stream(once).collect::<Vec<_>>().await;
+                }
+            });
     }
 }
 
