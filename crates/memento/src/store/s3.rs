@@ -734,26 +734,25 @@ fn condense_xml(text: &str) -> String {
 /// `text` without `secrets`, and its URLs without user parts and query
 /// strings.
 fn redact(text: &str, secrets: &[String]) -> String {
-    let mut out = text.to_string();
+    // URLs first: cut the query string (a presigned URL's signature and
+    // credential) and the user part.
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = find_url(rest) {
+        out.push_str(&rest[..at]);
+        let url_end = rest[at..]
+            .find(|c: char| c.is_whitespace() || matches!(c, ')' | '"' | '\'' | '<' | '>'))
+            .map_or(rest.len(), |end| at + end);
+        out.push_str(&clean_url(&rest[at..url_end]));
+        rest = &rest[url_end..];
+    }
+    out.push_str(rest);
     for secret in secrets {
         if !secret.is_empty() {
             out = out.replace(secret.as_str(), "<redacted>");
         }
     }
-    // URLs: cut the query string (a presigned URL's signature and
-    // credential) and the user part.
-    let mut result = String::with_capacity(out.len());
-    let mut rest = out.as_str();
-    while let Some(at) = find_url(rest) {
-        result.push_str(&rest[..at]);
-        let url_end = rest[at..]
-            .find(|c: char| c.is_whitespace() || matches!(c, ')' | '"' | '\'' | '<' | '>'))
-            .map_or(rest.len(), |end| at + end);
-        result.push_str(&clean_url(&rest[at..url_end]));
-        rest = &rest[url_end..];
-    }
-    result.push_str(rest);
-    result
+    out
 }
 
 fn find_url(text: &str) -> Option<usize> {
