@@ -313,6 +313,8 @@ fn store_basics() {
     let s = store(&prefix);
     let mut buf = Vec::new();
     assert_eq!(s.location(), format!("s3://{BUCKET}/{prefix}"));
+    assert_eq!(s.endpoint(), Some(endpoint()));
+    assert_eq!((s.bucket(), s.prefix()), (BUCKET, prefix.as_str()));
     assert!(!s.read("a/b.bin", &mut buf).unwrap(), "absent");
     assert!(!s.peek("a/b.bin", &mut buf).unwrap(), "absent");
     assert!(!s.read_range("a/b.bin", 0..4, &mut buf).unwrap(), "absent");

@@ -532,6 +532,13 @@ impl S3Store {
         &self.inner.prefix
     }
 
+    /// The endpoint's URL when one is set (builder or environment), without
+    /// user part or query string; `None` for AWS's own, chosen by region.
+    /// Two stores of one bucket name at two endpoints are two locations.
+    pub fn endpoint(&self) -> Option<&str> {
+        self.inner.endpoint.as_deref()
+    }
+
     /// How long a lease lives without renewal.
     pub fn lease_ttl(&self) -> Duration {
         self.inner.lease_ttl
@@ -989,7 +996,7 @@ impl Inner {
             };
             let bytes = result.bytes().await?;
             Ok::<_, object_store::Error>(Got {
-                bytes: bytes.to_vec(),
+                bytes: Vec::from(bytes),
                 version,
             })
         })?;
