@@ -13,7 +13,8 @@
 #       Environment variables reach the server (INITIAL_NO_AUTH_ACTION_COUNT=0
 #       makes it check every request's credentials).
 #   scripts/moto.sh stop [PIDFILE]
-#       Stops the server whose PID is in PIDFILE, and removes the file.
+#       Stops the server whose PID is in PIDFILE, and removes the file and
+#       the server's log.
 #
 # moto keeps everything in memory: a stopped server forgets its buckets.
 # Needs only Python 3 (with venv and pip) and access to PyPI for the first
@@ -167,7 +168,7 @@ stop() {
         done
         kill -9 "$pid" 2>/dev/null || true
     fi
-    rm -f "$pidfile"
+    rm -f "$pidfile" "${pidfile%.pid}.log"
 }
 
 case "${1:-}" in
