@@ -76,6 +76,21 @@ pub enum Error {
         /// What would have been understood.
         expected: String,
     },
+    /// An operation on a remote store (an S3 bucket) failed. The message
+    /// ends with what to check (the endpoint, the credentials, the bucket);
+    /// it never holds a secret: no access key, secret key or session
+    /// token, and URLs without their query strings.
+    #[error("cannot {action} {name} in {location}: {message}")]
+    Remote {
+        /// What was being done ("read", "publish", "list", ...).
+        action: &'static str,
+        /// The store's location (`s3://bucket/prefix`).
+        location: String,
+        /// The object's name in the store (`""` for the whole store).
+        name: String,
+        /// What went wrong, and what to check.
+        message: String,
+    },
     /// A name given to the store would leave the cache location.
     #[error("invalid object name {0:?}: names are relative, '/'-separated, without empty, '.' or '..' parts")]
     InvalidName(String),

@@ -191,6 +191,8 @@
 //!   not implement `Serialize`"); `cargo tree -d -i ndarray` shows two
 //!   versions then.
 //! - `lz4`, `zstd`: `#[memento::cache(compress = "..")]`.
+//! - `s3`: `store::S3Store`, a store in an S3 bucket (on `object_store`,
+//!   with a tokio runtime of its own), for [`Memory::with_store`].
 
 #![warn(missing_docs)]
 

@@ -401,9 +401,9 @@ impl Memory {
         };
         change(&mut remote);
         let store: Arc<dyn Store> = match &remote.near {
-            Some(dir) => Arc::new(
-                NearCache::over(dir.clone(), remote.far.clone()).limit(remote.near_limit),
-            ),
+            Some(dir) => {
+                Arc::new(NearCache::over(dir.clone(), remote.far.clone()).limit(remote.near_limit))
+            }
             None => remote.far.clone(),
         };
         let mut config = self.inner.config.clone();

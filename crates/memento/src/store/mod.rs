@@ -3,10 +3,11 @@
 //! A [`Store`] holds named objects (`'/'`-separated relative names such as
 //! `my_crate/sine/ab/cdef….bin`) and knows nothing of keys, functions
 //! or formats. Its operations are the ones an object store offers too, so a
-//! later backend (S3 through `object_store`) fits without any change above
-//! this trait: publish-if-absent, atomic replace, whole and ranged reads,
-//! listing and deletion. The trait itself relies on no rename and no lock;
-//! those are details of [`LocalStore`].
+//! remote backend fits without any change above this trait:
+//! publish-if-absent, atomic replace, whole and ranged reads, listing and
+//! deletion. The trait itself relies on no rename and no lock; those are
+//! details of [`LocalStore`]. With the cargo feature `s3`, `S3Store`
+//! (module `s3`) keeps the objects in an S3 bucket.
 
 use std::fmt;
 use std::ops::Range;
@@ -18,10 +19,14 @@ mod local;
 mod near;
 #[cfg(target_os = "linux")]
 mod ranges;
+#[cfg(feature = "s3")]
+pub mod s3;
 
 pub(crate) use local::{block_size, make_folders, on_disk};
 pub use local::{LocalStore, ACCESS_GRANULARITY};
 pub use near::{NearCache, DEFAULT_NEAR_LIMIT};
+#[cfg(feature = "s3")]
+pub use s3::{S3Store, S3StoreBuilder};
 
 /// What [`Store::open_file`] found.
 #[derive(Debug)]
