@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use memento::store::{LockOutcome, S3Store, Store};
+use memento::store::{LockOutcome, NearCache, S3Store, Store};
 use memento::Memory;
 
 const BUCKET: &str = "memento-test";
@@ -47,6 +47,11 @@ fn slow(x: u64) -> u64 {
 #[memento::cache]
 fn triple(x: u64) -> u64 {
     x * 3
+}
+
+#[memento::cache]
+fn words_len(n: u64) -> Vec<u64> {
+    (0..n).collect()
 }
 
 #[memento::cache]
@@ -267,6 +272,21 @@ fn finish(child: Child) -> Output {
 // Children
 
 fn child(role: &str) {
+    if let Some(arg) = role.strip_prefix("located:") {
+        // The cache as a user opens it: MEMENTO_DIR=s3://bucket/prefix, the
+        // standard AWS environment, the near cache under XDG_CACHE_HOME.
+        let counter = PathBuf::from(std::env::var(COUNTER).unwrap());
+        let memory = Memory::from_env();
+        let x: u64 = arg.parse().unwrap();
+        for _ in 0..2 {
+            let v: u64 = memory.call(triple::function(), &(&x,), || {
+                log_line(&counter, "computed");
+                x * 3
+            });
+            println!("{v}");
+        }
+        return;
+    }
     let prefix = std::env::var(PREFIX).unwrap();
     let counter = PathBuf::from(std::env::var(COUNTER).unwrap());
     let sleep_ms: u64 = std::env::var(SLEEP_MS).unwrap().parse().unwrap();
@@ -928,17 +948,217 @@ fn hanging_server_bounded() {
     drop(held);
 }
 
+/// `MEMENTO_DIR=s3://bucket/prefix`, as a user sets it: two processes with
+/// near caches of their own (`XDG_CACHE_HOME`); the second hits without
+/// computing, its near cache gets the entry, and a third process with that
+/// near cache hits while the bucket is out of reach.
+fn located_with_near_caches() {
+    let prefix = unique("located");
+    let work = fresh_dir("located");
+    let counter = work.join("counter.txt");
+    let run = |xdg: &str, url: &str| {
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("AWS_") {
+                cmd.env_remove(key);
+            }
+        }
+        let out = cmd
+            .env(ROLE, "located:5")
+            .env(COUNTER, &counter)
+            .env("MEMENTO_DIR", format!("s3://{BUCKET}/{prefix}"))
+            .env("XDG_CACHE_HOME", work.join(xdg))
+            .env("AWS_ENDPOINT_URL", url)
+            .env("AWS_ALLOW_HTTP", "true")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", KEY_ID)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET)
+            .env_remove("MEMENTO_LOG")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "child failed: {stderr}");
+        (
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            stderr,
+        )
+    };
+    let near_entries = |xdg: &str| -> usize {
+        let dir = work.join(xdg).join("memento").join(BUCKET).join(&prefix);
+        walk(&dir).iter().filter(|n| n.ends_with(".bin")).count()
+    };
+    let (out, _) = run("a", endpoint());
+    assert_eq!(out, "15\n15");
+    assert_eq!(count(&counter, "computed"), 1);
+    assert_eq!(near_entries("a"), 1, "a miss is written near too");
+    assert!(
+        store(&prefix)
+            .list("")
+            .unwrap()
+            .iter()
+            .any(|n| n.ends_with(".bin")),
+        "and to the bucket"
+    );
+    let (out, _) = run("b", endpoint());
+    assert_eq!(out, "15\n15");
+    assert_eq!(count(&counter, "computed"), 1, "the second machine hits");
+    assert_eq!(near_entries("b"), 1, "and keeps a near copy");
+    // The bucket out of reach (nothing listens there): b's near copy serves.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let (out, stderr) = run("b", &dead);
+    assert_eq!(out, "15\n15");
+    assert_eq!(
+        count(&counter, "computed"),
+        1,
+        "hit from the near cache: {stderr}"
+    );
+    println!("  second process hit through its own near cache; near hits with the bucket down");
+}
+
+/// A signed cache over a bucket refuses an unsigned object another writer
+/// put there, recomputes, and never copies the foreign object down.
+fn signed_refuses_foreign() {
+    let prefix = unique("signed");
+    let near = fresh_dir("signed-near");
+    let _: u64 = Memory::with_store(store(&prefix)).call(triple::function(), &(&4u64,), || 666);
+    let s = store(&prefix);
+    let entry = s
+        .list("")
+        .unwrap()
+        .into_iter()
+        .find(|n| n.ends_with(".bin"))
+        .unwrap();
+    let mut foreign = Vec::new();
+    assert!(s.read(&entry, &mut foreign).unwrap());
+    let signed = Memory::with_store(NearCache::new(&near, store(&prefix))).signing_key("k");
+    let mut runs = 0;
+    let v: u64 = signed.call(triple::function(), &(&4u64,), || {
+        runs += 1;
+        12
+    });
+    assert_eq!((v, runs), (12, 1), "refused and recomputed");
+    let near_copy = fs::read(near.join(&entry)).unwrap();
+    assert_ne!(near_copy, foreign, "the foreign object was not kept near");
+    let mut stored = Vec::new();
+    assert!(s.read(&entry, &mut stored).unwrap());
+    assert_eq!(stored, near_copy, "the bucket holds the signed one now");
+    println!("  unsigned object refused by a signed cache, recomputed, replaced");
+}
+
+/// Latencies on loopback (medians of 21): a miss that publishes, a remote
+/// hit with an empty near cache, a near-cache hit, beside the S3 store's
+/// own read and publish of the same bytes.
+fn latencies() {
+    let prefix = unique("latency");
+    let n = 21u64;
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let near_a = fresh_dir("latency-a");
+    let near_b = fresh_dir("latency-b");
+    let a = Memory::with_store(NearCache::new(&near_a, store(&prefix))).in_memory_limit(0);
+    let b = Memory::with_store(NearCache::new(&near_b, store(&prefix))).in_memory_limit(0);
+    let value = |i: u64| -> Vec<u64> { (0..128).map(|j| i * j).collect() };
+    let time = |f: &dyn Fn()| {
+        let t = Instant::now();
+        f();
+        t.elapsed()
+    };
+    // Warm both (a first request opens the connection).
+    let _: Vec<u64> = a.call(words_len::function(), &(&u64::MAX,), || value(0));
+    let _: Vec<u64> = b.call(words_len::function(), &(&u64::MAX,), || value(0));
+    let mut miss = Vec::new();
+    let mut remote_hit = Vec::new();
+    let mut near_hit = Vec::new();
+    for i in 0..n {
+        miss.push(time(&|| {
+            let _: Vec<u64> = a.call(words_len::function(), &(&i,), || value(i));
+        }));
+        remote_hit.push(time(&|| {
+            let v: Vec<u64> = b.call(words_len::function(), &(&i,), || unreachable!());
+            assert_eq!(v, value(i));
+        }));
+        near_hit.push(time(&|| {
+            let v: Vec<u64> = b.call(words_len::function(), &(&i,), || unreachable!());
+            assert_eq!(v, value(i));
+        }));
+    }
+    let s = store(&prefix);
+    let entry = s
+        .list("")
+        .unwrap()
+        .into_iter()
+        .find(|n| n.ends_with(".bin"))
+        .unwrap();
+    let mut bytes = Vec::new();
+    assert!(s.read(&entry, &mut bytes).unwrap());
+    let mut get = Vec::new();
+    let mut put = Vec::new();
+    for i in 0..n {
+        get.push(time(&|| {
+            let mut buf = Vec::new();
+            assert!(s.read(&entry, &mut buf).unwrap());
+        }));
+        put.push(time(&|| {
+            assert!(s.publish(&format!("raw/{i}.bin"), &bytes).unwrap());
+        }));
+    }
+    println!(
+        "  entry of {} bytes, medians of {n}: miss that publishes {:?}; remote hit, empty near \
+         cache {:?}; near-cache hit {:?}; S3Store read {:?}, publish {:?}",
+        bytes.len(),
+        median(miss),
+        median(remote_hit),
+        median(near_hit),
+        median(get),
+        median(put)
+    );
+}
+
+/// Every file under `dir`, as paths relative to it.
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(listing) = fs::read_dir(&d) else {
+            continue;
+        };
+        for e in listing.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(rel) = path.strip_prefix(dir) {
+                out.push(rel.to_string_lossy().into_owned());
+            }
+        }
+    }
+    out
+}
+
+/// A port nothing listens on (bound, then let go).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 fn main() {
     if let Ok(role) = std::env::var(ROLE) {
         child(&role);
         return;
     }
-    let tests: [(&str, fn()); 11] = [
+    let tests: [(&str, fn()); 14] = [
         ("store_basics", store_basics),
         ("bad_locations", bad_locations),
         ("conditional_writes", conditional_writes),
         ("leases", leases),
         ("memory_over_s3", memory_over_s3),
+        ("located_with_near_caches", located_with_near_caches),
+        ("signed_refuses_foreign", signed_refuses_foreign),
+        ("latencies", latencies),
         ("eight_processes_race", eight_processes_race),
         ("lease_holder_killed", lease_holder_killed),
         ("wrong_credentials", wrong_credentials),

@@ -35,6 +35,12 @@ use super::{LocalStore, LockOutcome, ObjectMeta, Opened, Store};
 use crate::error::Result;
 use crate::evict::{self, Inventory, Limits};
 
+thread_local! {
+    /// Did this thread's last [`NearCache::read`] come from the far store?
+    /// (The caller verifies a read on the thread that made it.)
+    static FROM_FAR: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// The near folder's size limit unless another is given: 10 GiB on disk.
 pub const DEFAULT_NEAR_LIMIT: u64 = 10 << 30;
 
@@ -165,15 +171,22 @@ impl NearCache {
 
 impl Store for NearCache {
     fn read(&self, name: &str, out: &mut Vec<u8>) -> Result<bool> {
+        FROM_FAR.with(|far| far.set(false));
         if matches!(self.near.read(name, out), Ok(true)) {
             return Ok(true);
         }
         // Served as it came; copied down once the caller verified it.
-        self.far.read(name, out)
+        let found = self.far.read(name, out)?;
+        FROM_FAR.with(|far| far.set(found));
+        Ok(found)
     }
 
     fn verified(&self, name: &str, bytes: &[u8]) {
-        self.keep_near(name, bytes);
+        // Only what this thread's last read brought from the far store: a
+        // near hit needs no copy.
+        if FROM_FAR.with(|far| far.replace(false)) {
+            self.keep_near(name, bytes);
+        }
     }
 
     fn peek(&self, name: &str, out: &mut Vec<u8>) -> Result<bool> {
