@@ -256,7 +256,7 @@ impl Memory {
         };
         let mut waited = None;
         loop {
-            match missed.step(self, function, waited.take()) {
+            match missed.step(self, function, waited.take(), None) {
                 Ok(lookup) => return lookup,
                 Err(wait) => waited = Some(wait.block()),
             }
@@ -268,6 +268,20 @@ impl Memory {
     /// call must take its turn to compute.
     #[inline]
     fn lookup_begin<'m, T, A>(&'m self, function: &'m Function, args: &A) -> Begun<'m, T>
+    where
+        T: Serialize + DeserializeOwned + 'static,
+        A: Serialize + ?Sized,
+    {
+        match self.lookup_near::<T, A>(function, args) {
+            Near::Done(lookup) => Begun::Done(lookup),
+            Near::Keyed(keyed) => self.lookup_stored(function, keyed),
+        }
+    }
+
+    /// The part of a lookup that reads nothing but memory: the key, and the
+    /// in-memory layer.
+    #[inline]
+    fn lookup_near<'m, T, A>(&'m self, function: &'m Function, args: &A) -> Near<'m, T>
     where
         T: Serialize + DeserializeOwned + 'static,
         A: Serialize + ?Sized,
@@ -292,7 +306,7 @@ impl Memory {
                     mode,
                     Held::default(),
                 );
-                return Begun::Done(Lookup::Miss(pending));
+                return Near::Done(Lookup::Miss(pending));
             }
         };
         if mode.force {
@@ -305,7 +319,7 @@ impl Memory {
                 function.full_name(),
                 trim_brackets(&args)
             );
-            return Begun::Done(Lookup::Miss(Pending::new(
+            return Near::Done(Lookup::Miss(Pending::new(
                 self,
                 function,
                 Some(state),
@@ -316,23 +330,51 @@ impl Memory {
                 Held::default(),
             )));
         }
-        let reader = self.reader();
-        if let Some(value) = reader.find_hot::<T>(function, &key, mode) {
-            return Begun::Done(Lookup::Hit(value));
+        if let Some(value) = self.reader().find_hot::<T>(function, &key, mode) {
+            return Near::Done(Lookup::Hit(value));
         }
+        Near::Keyed(Keyed {
+            key,
+            shape,
+            mode,
+            args: entry::args_text(args),
+        })
+    }
+
+    /// The part of a lookup that reads the store: the entry, then (when
+    /// there is none) the function's record; `Missed` when the call must
+    /// take its turn to compute.
+    fn lookup_stored<'m, T>(&'m self, function: &'m Function, keyed: Keyed) -> Begun<'m, T>
+    where
+        T: Serialize + DeserializeOwned + 'static,
+    {
         // A hit needs no look at `function.json`: the key holds the code's
         // fingerprint and the output type's shape, so an entry of other code
         // is never found. Old results are dropped at the function's first
         // miss, before it writes.
-        if let Some(value) = reader.find_stored::<T>(function, &key, mode) {
+        if let Some(value) = self
+            .reader()
+            .find_stored::<T>(function, &keyed.key, keyed.mode)
+        {
             return Begun::Done(Lookup::Hit(value));
         }
         let state = self
             .records()
-            .state(function, shape, std::any::type_name::<T>());
-        // Compute once: wait for a computation of this key running in this
-        // process, then for one running in another process (a lock per
-        // key), and look again after each wait (see `once::Turn::step`).
+            .state(function, keyed.shape, std::any::type_name::<T>());
+        Begun::Missed(self.missed(function, keyed, state))
+    }
+
+    /// A lookup that found nothing stored: compute once. It waits for a
+    /// computation of this key running in this process, then for one
+    /// running in another process (a lock per key), and looks again after
+    /// each wait (see `once::Turn::step`).
+    fn missed(&self, function: &Function, keyed: Keyed, state: Arc<FnState>) -> Missed {
+        let Keyed {
+            key,
+            shape,
+            mode,
+            args,
+        } = keyed;
         let turn = Turn::new(
             key,
             EntryName::key_lock(function.folder(), &key)
@@ -342,14 +384,14 @@ impl Memory {
             self.inner.store.clone(),
             self.inner.config.lock_timeout(),
         );
-        Begun::Missed(Missed {
+        Missed {
             state,
             key,
             shape,
-            args: entry::args_text(args),
+            args,
             mode,
             turn,
-        })
+        }
     }
 
     /// [`lookup`](Memory::lookup) for async code: when the same call runs
@@ -367,16 +409,63 @@ impl Memory {
         T: Serialize + DeserializeOwned + Send + 'static,
         A: Serialize + ?Sized,
     {
-        let begun = self.lookup_begin::<T, A>(function, args);
+        let near = self.lookup_near::<T, A>(function, args);
         async move {
-            let mut missed = match begun {
-                Begun::Done(lookup) => return lookup,
-                Begun::Missed(missed) => missed,
+            let keyed = match near {
+                Near::Done(lookup) => return lookup,
+                Near::Keyed(keyed) => keyed,
+            };
+            // A remote store's reads are round trips: on a thread of their
+            // own, as the waits are. A local one's are read here.
+            let remote = self.inner.store.is_remote();
+            let mut missed = if remote {
+                let (memory, owned) = (self.clone(), function.clone());
+                let (key, shape, mode) = (keyed.key, keyed.shape, keyed.mode);
+                let found = crate::background::run(move || {
+                    match memory.reader().find_stored::<T>(&owned, &key, mode.quiet()) {
+                        Some(value) => Ok(value),
+                        None => {
+                            Err(memory
+                                .records()
+                                .state(&owned, shape, std::any::type_name::<T>()))
+                        }
+                    }
+                })
+                .await;
+                match found {
+                    Ok(value) => {
+                        mode.record(true, Some(key));
+                        return Lookup::Hit(value);
+                    }
+                    Err(state) => self.missed(function, keyed, state),
+                }
+            } else {
+                match self.lookup_stored(function, keyed) {
+                    Begun::Done(lookup) => return lookup,
+                    Begun::Missed(missed) => missed,
+                }
             };
             let mut waited = None;
+            let mut looked = None;
             loop {
-                match missed.step(self, function, waited.take()) {
+                match missed.step(self, function, waited.take(), looked.take()) {
                     Ok(lookup) => return lookup,
+                    Err(wait) if remote => {
+                        // The look that follows a wait, there too.
+                        let (memory, owned) = (self.clone(), function.clone());
+                        let (key, mode) = (missed.key, missed.mode.quiet());
+                        let (w, found) = crate::background::run(move || {
+                            let w = wait.block();
+                            let found = w
+                                .calls_for_a_look()
+                                .then(|| memory.reader().find::<T>(&owned, &key, mode))
+                                .flatten();
+                            (w, found)
+                        })
+                        .await;
+                        waited = Some(w);
+                        looked = Some(found);
+                    }
                     Err(wait) => {
                         waited = Some(crate::background::run(move || wait.block()).await);
                     }
@@ -485,6 +574,21 @@ impl Memory {
     }
 }
 
+/// The part of a lookup that reads only memory.
+enum Near<'m, T> {
+    Done(Lookup<'m, T>),
+    Keyed(Keyed),
+}
+
+/// A call that missed the in-memory layer: its key, and what the rest of
+/// the lookup needs.
+struct Keyed {
+    key: Key,
+    shape: function::Shape,
+    mode: Mode,
+    args: String,
+}
+
 /// The first, non-waiting part of a lookup.
 enum Begun<'m, T> {
     Done(Lookup<'m, T>),
@@ -506,17 +610,29 @@ struct Missed {
 impl Missed {
     /// One step of the turn: the lookup's answer, or what to wait for
     /// before the next step.
+    ///
+    /// `looked`: the look that follows `waited`, when the caller made it
+    /// already (on the thread that waited; `Some(None)`: found nothing).
     fn step<'m, T: DeserializeOwned + 'static>(
         &mut self,
         memory: &'m Memory,
         function: &'m Function,
         waited: Option<once::Waited>,
+        looked: Option<Option<T>>,
     ) -> std::result::Result<Lookup<'m, T>, once::Wait> {
         let (key, mode) = (self.key, self.mode);
         let reader = memory.reader();
-        let mut look = || reader.find::<T>(function, &key, mode);
-        match self.turn.step(waited, &mut look) {
-            Step::Found(value) => Ok(Lookup::Hit(value)),
+        let step = match looked {
+            Some(mut found) => self.turn.step(waited, &mut || found.take()),
+            None => self
+                .turn
+                .step(waited, &mut || reader.find::<T>(function, &key, mode)),
+        };
+        match step {
+            Step::Found(value) => {
+                mode.record(true, Some(key));
+                Ok(Lookup::Hit(value))
+            }
             Step::Wait(wait) => Err(wait),
             Step::Compute {
                 held,

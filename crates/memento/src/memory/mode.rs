@@ -28,6 +28,16 @@ impl Mode {
         NEXT.with(|next| next.replace(Mode::default()))
     }
 
+    /// This mode, reporting nothing (for work done on another thread: the
+    /// caller reports on its own).
+    #[inline]
+    pub(crate) fn quiet(self) -> Mode {
+        Mode {
+            record: false,
+            ..self
+        }
+    }
+
     #[inline]
     pub(crate) fn record(&self, hit: bool, key: Option<Key>) {
         if self.record {

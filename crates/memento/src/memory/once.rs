@@ -152,6 +152,17 @@ pub(super) enum Waited {
     Lock(Result<LockOutcome>),
 }
 
+impl Waited {
+    /// Does the step after this wait look for the result again? (After a
+    /// flight that ended, and after taking the key's lock.)
+    pub(super) fn calls_for_a_look(&self) -> bool {
+        matches!(
+            self,
+            Waited::Flight(true) | Waited::Lock(Ok(LockOutcome::Held(_)))
+        )
+    }
+}
+
 impl Wait {
     pub(super) fn block(self) -> Waited {
         match self {
