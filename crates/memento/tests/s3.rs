@@ -1116,6 +1116,51 @@ fn latencies() {
     );
 }
 
+/// The management API the `memento` command uses, over a bucket: stats,
+/// entries, verify (and remove), gc by limits, clear one function, clear.
+fn management() {
+    let prefix = unique("manage");
+    let s = store(&prefix);
+    let memory = Memory::with_store(store(&prefix));
+    for i in 0..5u64 {
+        let _: u64 = memory.call(triple::function(), &(&i,), || i * 3);
+    }
+    let _: u64 = memory.call(slow::function(), &(&1u64,), || 10);
+    let stats = memory.stats().unwrap();
+    assert_eq!(stats.entries, 6, "{stats:?}");
+    let listed = stats
+        .functions
+        .iter()
+        .find(|f| f.name.ends_with("triple"))
+        .unwrap();
+    let entries = memory.entries(listed).unwrap();
+    assert_eq!(entries.len(), 5);
+    assert!(entries.iter().all(|e| e.metadata.is_some()));
+    let found = memory.verify(false, &|_, _| {}).unwrap();
+    assert_eq!((found.checked, found.damaged.len()), (6, 0));
+    s.write(&entries[0].name, b"garbage").unwrap();
+    let found = memory.verify(true, &|_, _| {}).unwrap();
+    assert_eq!((found.damaged.len(), found.removed), (1, 1));
+    let limits = memento::Limits {
+        items: Some(3),
+        ..Default::default()
+    };
+    let done = memory.gc(&limits, &|_, _| {}).unwrap();
+    assert_eq!((done.removed, done.left), (2, 3), "{done:?}");
+    let removed = memory.clear_function(slow::function()).unwrap();
+    assert!(removed <= 1);
+    assert!(memory
+        .stats()
+        .unwrap()
+        .functions
+        .iter()
+        .all(|f| !f.name.ends_with("slow")));
+    memory.clear().unwrap();
+    assert_eq!(memory.stats().unwrap().entries, 0);
+    assert!(s.list("").unwrap().is_empty(), "{:?}", s.list("").unwrap());
+    println!("  stats, entries, verify --remove, gc, clear_function, clear over the bucket");
+}
+
 /// Every file under `dir`, as paths relative to it.
 fn walk(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
@@ -1150,7 +1195,7 @@ fn main() {
         child(&role);
         return;
     }
-    let tests: [(&str, fn()); 14] = [
+    let tests: [(&str, fn()); 15] = [
         ("store_basics", store_basics),
         ("bad_locations", bad_locations),
         ("conditional_writes", conditional_writes),
@@ -1159,6 +1204,7 @@ fn main() {
         ("located_with_near_caches", located_with_near_caches),
         ("signed_refuses_foreign", signed_refuses_foreign),
         ("latencies", latencies),
+        ("management", management),
         ("eight_processes_race", eight_processes_race),
         ("lease_holder_killed", lease_holder_killed),
         ("wrong_credentials", wrong_credentials),

@@ -143,22 +143,21 @@ impl<'a> Records<'a> {
     /// Writes the function's record if the store may have lost it: the
     /// first write of this process, or the store created folders since it
     /// was seen (its location deleted and re-created under this process).
-    /// Under the function's lock, and only if no record is there: another
-    /// process's invalidation must not be undone. Returns the bytes written.
+    /// Published create-only: a record already there (another process's,
+    /// perhaps from an invalidation) is never replaced, with no lock and no
+    /// read first. Returns the bytes written.
     pub(super) fn ensure(&self, write: &RecordWrite) -> Result<u64> {
         let store = self.store;
         let generation = store.generation();
         if write.state.recorded_at.load(Ordering::Acquire) == generation {
             return Ok(0);
         }
-        let folder = &write.state.folder;
-        let name = crate::layout::record(folder);
-        let _lock = self.function_lock_in(folder);
-        let mut existing = Vec::new();
-        let written = if store.read(&name, &mut existing)? {
-            0
+        let name = crate::layout::record(&write.state.folder);
+        let json = serde_json::to_vec_pretty(&write.record).unwrap_or_default();
+        let written = if store.publish(&name, &json)? {
+            json.len() as u64
         } else {
-            self.write_record(&name, &write.record)?
+            0
         };
         write.state.recorded(generation);
         Ok(written)
@@ -258,11 +257,7 @@ impl<'a> Records<'a> {
 
     /// The lock that serializes changes of a function's record.
     fn function_lock(&self, function: &Function) -> Option<StoreLock> {
-        self.function_lock_in(function.folder())
-    }
-
-    fn function_lock_in(&self, folder: &str) -> Option<StoreLock> {
-        let name = crate::layout::record_lock(folder);
+        let name = crate::layout::record_lock(function.folder());
         match self.store.lock(&name, None) {
             Ok(LockOutcome::Held(lock)) => Some(lock),
             Ok(_) => None,

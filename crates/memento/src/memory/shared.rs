@@ -125,6 +125,15 @@ impl Shared {
         self.io.report(&self.store.location(), e);
     }
 
+    /// Notes that a storage operation of this location worked: after
+    /// failures, says that the store works again (once per outage).
+    #[inline]
+    pub(super) fn storage_works(&self) {
+        if self.io.failing() {
+            self.io.recovered(&self.store.location());
+        }
+    }
+
     /// Forgets what this process knew of the location's results (after a
     /// clear): the in-memory layer, the functions' states, the count.
     pub(super) fn forget(&self) {
@@ -189,16 +198,41 @@ pub(super) struct IoReports {
 const IO_REPORT_EVERY: Duration = Duration::from_secs(60);
 
 impl IoReports {
+    /// Was a failure reported since the store last worked? (One atomic
+    /// load: callers ask it after every write that worked.)
+    #[inline]
+    pub(super) fn failing(&self) -> bool {
+        self.warned.load(Ordering::Relaxed)
+    }
+
+    /// The store works again: the outage ends (an info line, with how
+    /// many operations failed since the last warning); the next failure
+    /// starts a new outage, a warning again.
+    pub(super) fn recovered(&self, location: &str) {
+        if self.warned.swap(false, Ordering::Relaxed) {
+            let failed = self.since.swap(0, Ordering::Relaxed);
+            crate::log::info!(
+                "{location}: storage works again ({failed} more operation(s) failed since the \
+                 last warning); results are stored again"
+            );
+        }
+    }
+
+    /// Reports a failure: the first of an outage is a warning (unless one
+    /// was said less than [`IO_REPORT_EVERY`] ago: a store that fails and
+    /// works by turns must not flood either); later ones are counted and
+    /// summed up in a warning at most once every [`IO_REPORT_EVERY`].
     pub(super) fn report(&self, location: &str, e: &Error) {
-        if !self.warned.swap(true, Ordering::Relaxed) {
-            *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let due = last.is_none_or(|t| t.elapsed() >= IO_REPORT_EVERY);
+        if !self.warned.swap(true, Ordering::Relaxed) && due {
+            *last = Some(Instant::now());
             crate::log::warning!("{e}; results are computed but may not be stored");
             return;
         }
         tracing::debug!("{e}");
         let failed = self.since.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        if last.is_none_or(|t| t.elapsed() >= IO_REPORT_EVERY) {
+        if due {
             *last = Some(Instant::now());
             self.since.fetch_sub(failed, Ordering::Relaxed);
             crate::log::warning!(
@@ -258,6 +292,29 @@ mod tests {
             said[0].contains("5 more storage operation(s) failed"),
             "{said:?}"
         );
+    }
+
+    #[test]
+    fn each_outage_is_one_warning_and_a_store_that_flaps_does_not_flood() {
+        let io = IoReports::default();
+        let e = || Error::io("write", "/x", std::io::Error::other("disk full"));
+        let said = warnings(|| {
+            io.report("loc", &e());
+            io.report("loc", &e());
+        });
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert!(io.failing());
+        io.recovered("loc");
+        assert!(!io.failing(), "the outage ended");
+        // Failing again within the minute: counted, not said at once.
+        let said = warnings(|| io.report("loc", &e()));
+        assert!(said.is_empty(), "{said:?}");
+        io.recovered("loc");
+        // A new outage a minute after the last warning: a warning again.
+        *io.last.lock().unwrap() = Some(Instant::now() - IO_REPORT_EVERY);
+        let said = warnings(|| io.report("loc", &e()));
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert!(said[0].contains("disk full"), "{said:?}");
     }
 
     #[test]

@@ -215,7 +215,10 @@ impl<T: Serialize + 'static> Pending<'_, T> {
         if let Some(write) = write {
             let memory = self.memory;
             match memory.writer().commit(write) {
-                Ok(written) => memory.after_write(written),
+                Ok(written) => {
+                    memory.shared().storage_works();
+                    memory.after_write(written);
+                }
                 Err(e) => memory.report_io(&e),
             }
         }
@@ -247,6 +250,7 @@ impl<T: Serialize + 'static> Pending<'_, T> {
             let write = write.into_owned(memory.config().signer());
             let committed = crate::background::run(move || {
                 let written = memory.writer().commit(write)?;
+                memory.shared().storage_works();
                 memory.after_write(written);
                 Ok::<(), Error>(())
             })
