@@ -1166,6 +1166,16 @@ fn main() {
         ("server_outage", server_outage),
         ("hanging_server_bounded", hanging_server_bounded),
     ];
+    // `cargo test --test s3 -- NAME...`: only the cases whose names hold
+    // one of the words.
+    let words: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let tests: Vec<(&str, fn())> = tests
+        .into_iter()
+        .filter(|(name, _)| words.is_empty() || words.iter().any(|w| name.contains(w.as_str())))
+        .collect();
     let started = Instant::now();
     let server = Moto::start("main", None, &[]).and_then(|m| create_bucket(&m.url).map(|()| m));
     let server = match server {
@@ -1183,7 +1193,7 @@ fn main() {
     );
     ENDPOINT.set(server.url.clone()).unwrap();
     let mut failed = 0;
-    for (name, test) in tests {
+    for &(name, test) in &tests {
         let t = Instant::now();
         match std::panic::catch_unwind(test) {
             Ok(()) => println!("test {name} ... ok ({:?})", t.elapsed()),
