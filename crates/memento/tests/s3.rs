@@ -1049,16 +1049,44 @@ fn signed_refuses_foreign() {
 /// written first and hit afterwards outlives one written later and never
 /// read. The hits reach the store (`in_memory_limit(0)`) and are noted in
 /// its memory; the eviction runs over a fresh store, which knows only what
-/// reached the bucket: the notes written when the last `Memory` goes (the
-/// store's drop).
+/// reached the bucket. Twice: the notes written when the last `Memory`
+/// goes (the store's drop); then hits served by a near cache's folder,
+/// written by the background flush while the `Memory` lives on.
 fn lru_is_last_access() {
-    // Before access records, this removed the entry read since.
+    // Before access records, both rounds removed the entry read since; the
+    // second did too before near hits touched the far store.
     let prefix = unique("lru");
     let memory = Memory::with_store(store(&prefix)).in_memory_limit(0);
     let (old, new) = write_two_hit_first(&memory, &prefix);
     drop(memory);
     let left = evict_to_one(&prefix, &old, &new, "notes written on drop");
     assert_eq!(left, [old], "the entry read since it was written stays");
+
+    let prefix = unique("lru-near");
+    let flush = Duration::from_millis(300);
+    let far = S3Store::builder(format!("s3://{BUCKET}/{prefix}"))
+        .endpoint(endpoint())
+        .allow_http(true)
+        .region("us-east-1")
+        .credentials(KEY_ID, SECRET)
+        .access_flush(flush)
+        .build()
+        .unwrap();
+    assert_eq!(far.access_flush(), flush);
+    let near = fresh_dir("lru-near");
+    let memory = Memory::with_store(NearCache::new(&near, far)).in_memory_limit(0);
+    let (old, new) = write_two_hit_first(&memory, &prefix);
+    // The hits came from the near folder (no request), and the bucket
+    // learns of them with the next flush.
+    std::thread::sleep(flush * 3);
+    let left = evict_to_one(
+        &prefix,
+        &old,
+        &new,
+        "near-cache hits, background flush every 300 ms",
+    );
+    assert_eq!(left, [old], "the entry read since it was written stays");
+    drop(memory);
 }
 
 /// The names of the entries stored under `prefix`.

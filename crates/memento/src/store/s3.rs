@@ -39,8 +39,9 @@
 //! *used*, so the store records the uses itself:
 //!
 //! - A [`Store::read`] of an entry, and a [`Store::touch`] (a hit served
-//!   from memory), notes the entry's name and the time in the store's
-//!   memory: no request. [`Store::peek`] and [`Store::read_range`] are management
+//!   from memory, or from a [`NearCache`](super::NearCache)'s folder),
+//!   notes the entry's name and the time in the store's memory: no
+//!   request. [`Store::peek`] and [`Store::read_range`] are management
 //!   reads and note nothing.
 //! - What was noted is written to the bucket at most every
 //!   [`S3StoreBuilder::access_flush`] (a minute by default), from the
