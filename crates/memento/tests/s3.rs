@@ -320,6 +320,17 @@ fn child(role: &str) {
                 println!("{v}");
             }
         }
+        // One hit that reaches the store, then an exit that runs no
+        // destructor: only the store's exit hook writes the access.
+        "hit_exit" => {
+            let memory = memory.in_memory_limit(0);
+            let v: u64 = memory.call(triple::function(), &(&x,), || {
+                log_line(&counter, "computed");
+                x * 3
+            });
+            println!("{v}");
+            std::process::exit(0);
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -1089,6 +1100,33 @@ fn lru_is_last_access() {
     drop(memory);
 }
 
+/// A process that hits and exits without dropping its `Memory` (as with
+/// a global one) still writes its access: at exit.
+fn accesses_written_at_exit() {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let prefix = unique("exit");
+    let counter = fresh_dir("exit").join("counter.txt");
+    let _: u64 = Memory::with_store(store(&prefix)).call(triple::function(), &(&8u64,), || 24);
+    let entry = entry_names(&prefix).remove(0);
+    std::thread::sleep(Duration::from_millis(1100));
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let before = UNIX_EPOCH + Duration::from_millis(ms as u64);
+    let out = finish(spawn("hit_exit:8", endpoint(), &prefix, &counter, 0, 2000));
+    assert_eq!(out.stdout, "24");
+    assert_eq!(count(&counter, "computed"), 0, "a hit");
+    assert_eq!(raw_records(&prefix).len(), 1, "one record, from the exit");
+    let listed = store(&prefix).list_meta("").unwrap();
+    let seen = listed.iter().find(|m| m.name == entry).unwrap().modified;
+    assert!(seen >= before, "{seen:?} < {before:?}");
+    println!(
+        "  the child's hit recorded at its exit: last access {:?} after the parent's clock read",
+        seen.duration_since(before).unwrap()
+    );
+}
+
 /// The names of the entries stored under `prefix`.
 fn entry_names(prefix: &str) -> Vec<String> {
     store(prefix)
@@ -1386,7 +1424,7 @@ fn main() {
         child(&role);
         return;
     }
-    let tests: [(&str, fn()); 16] = [
+    let tests: [(&str, fn()); 17] = [
         ("store_basics", store_basics),
         ("bad_locations", bad_locations),
         ("conditional_writes", conditional_writes),
@@ -1394,6 +1432,7 @@ fn main() {
         ("memory_over_s3", memory_over_s3),
         ("lru_is_last_access", lru_is_last_access),
         ("access_records", access_records),
+        ("accesses_written_at_exit", accesses_written_at_exit),
         ("located_with_near_caches", located_with_near_caches),
         ("signed_refuses_foreign", signed_refuses_foreign),
         ("latencies", latencies),
