@@ -4,7 +4,9 @@
 //!
 //! Last access is the modification time of an entry's file (a hit
 //! read from disk, or a repeated hit from memory, sets it when it is more
-//! than a minute old). [`Memory`](crate::Memory) keeps a running count of the
+//! than a minute old); in a bucket, which keeps none, the latest of the
+//! object's write and the accesses memento processes recorded beside it
+//! (see `store::s3`, "Last access"): [`ObjectMeta::modified`] either way. [`Memory`](crate::Memory) keeps a running count of the
 //! bytes and entries it writes, so it lists the store only when that count
 //! crosses a limit (or an age limit is due), then removes entries down to 90%
 //! of each limit, so that the next listing is many writes away.

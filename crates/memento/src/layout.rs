@@ -8,6 +8,8 @@
 //!   .index/                         the eviction index (index.rs)
 //!     <kind>-<pid>-<ms>-<n>.log     a log of records (index::Record)
 //!     complete                      every result has a record
+//!   .access/                        last accesses, in a bucket (store/s3.rs)
+//!     <host>-<pid>-<nonce>.json     one flush of one process's accesses
 //!   <fn folder>/                    crate/module/name (Function::folder)
 //!     function.json                 the function's record
 //!     function.lock                 serializes changes of the record
@@ -45,6 +47,14 @@ pub(crate) const INDEX_DIR: &str = ".index";
 pub(crate) const INDEX_LOG_EXTENSION: &str = "log";
 /// The mark of a complete index, in [`INDEX_DIR`].
 pub(crate) const INDEX_COMPLETE: &str = "complete";
+/// The folder of a bucket's access records, at the top of the location: S3
+/// keeps no access time, so an `S3Store` writes the last accesses of the
+/// entries it served there, one object per flush.
+pub(crate) const ACCESS_DIR: &str = ".access";
+/// The file name ending of an access record, in [`ACCESS_DIR`].
+// Used by the S3 store (and the tests).
+#[cfg_attr(not(feature = "s3"), allow(dead_code))]
+const ACCESS_SUFFIX: &str = ".json";
 /// The file that keeps a location out of git, at its top.
 pub(crate) const GITIGNORE: &str = ".gitignore";
 /// Hex digits of a key that name its shard folder.
@@ -78,6 +88,40 @@ pub(crate) fn hits(folder: &str) -> String {
     format!("{folder}/{HITS}")
 }
 
+/// `.access/<host>-<pid>-<nonce>.json`: an access record written by the
+/// process `holder` (`host:pid`, any text: what is not a letter, a digit,
+/// `.` or `-` becomes `_`); `nonce` tells its flushes apart.
+// Used by the S3 store (and the tests).
+#[cfg_attr(not(feature = "s3"), allow(dead_code))]
+pub(crate) fn access_record(holder: &str, nonce: &str) -> String {
+    let safe = |text: &str| -> String {
+        text.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    };
+    let holder = safe(&holder.replace(':', "-"));
+    format!("{ACCESS_DIR}/{holder}-{}{ACCESS_SUFFIX}", safe(nonce))
+}
+
+/// Is `name` in the access records' folder ([`ACCESS_DIR`])?
+pub(crate) fn is_access_record(name: &str) -> bool {
+    name.strip_prefix(ACCESS_DIR)
+        .is_some_and(|after| after.starts_with('/'))
+}
+
+/// Is `name` an entry (`<folder>/ab/<62 hex>.bin`)?
+// Used by the S3 store (and the tests).
+#[cfg_attr(not(feature = "s3"), allow(dead_code))]
+pub(crate) fn is_entry(name: &str) -> bool {
+    matches!(parse(name), Name::Entry { .. })
+}
+
 /// The entry file of `key` in `folder`, as an owned string.
 pub(crate) fn entry_file(folder: &str, key: &Key) -> String {
     EntryName::entry(folder, key).as_str().to_string()
@@ -107,6 +151,9 @@ pub(crate) enum Name<'a> {
     },
     /// A file being written (or left by a killed writer).
     Temp,
+    /// Anything in the access records' folder (`.access/…`): records
+    /// written by [`access_record`], or strays there.
+    AccessRecord,
     /// Anything else (`.gitignore`, the index, a stray file).
     Other,
 }
@@ -116,6 +163,9 @@ pub(crate) fn parse(name: &str) -> Name<'_> {
     let Some((rest, file)) = name.rsplit_once('/') else {
         return Name::Other;
     };
+    if is_access_record(name) {
+        return Name::AccessRecord;
+    }
     if file.starts_with(TEMP_PREFIX) {
         return Name::Temp;
     }
@@ -324,6 +374,22 @@ mod tests {
         assert!(!is_lock_file(RECORD) && !is_lock_file(HITS) && !is_lock_file(SHARD_LOCKS));
         assert!(is_temp_file(".tmp-x1") && !is_temp_file(RECORD));
         assert_eq!(parse("m/f/zz/notakey.bin"), Name::Other);
+        let record = access_record("my-host.lan:42", "00ff");
+        assert_eq!(record, ".access/my-host.lan-42-00ff.json");
+        assert_eq!(parse(&record), Name::AccessRecord);
+        assert_eq!(
+            parse(&access_record("we/ird host:1", "a/b")),
+            Name::AccessRecord
+        );
+        assert_eq!(
+            access_record("we/ird host:1", "a/b").matches('/').count(),
+            1
+        );
+        assert_eq!(parse(".access/anything/else"), Name::AccessRecord);
+        assert_eq!(parse(".accessory/x.json"), Name::Other);
+        assert_eq!(parse("f/.access/x.json"), Name::Other);
+        assert!(is_entry(EntryName::entry(folder, &key).as_str()));
+        assert!(!is_entry(&record) && !is_entry(&hits(folder)) && !is_entry("a/b.bin"));
         assert_eq!(parse("m/f/ab/abc.bin"), Name::Other);
     }
 

@@ -320,6 +320,17 @@ fn child(role: &str) {
                 println!("{v}");
             }
         }
+        // One hit that reaches the store, then an exit that runs no
+        // destructor: only the store's exit hook writes the access.
+        "hit_exit" => {
+            let memory = memory.in_memory_limit(0);
+            let v: u64 = memory.call(triple::function(), &(&x,), || {
+                log_line(&counter, "computed");
+                x * 3
+            });
+            println!("{v}");
+            std::process::exit(0);
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -1045,6 +1056,269 @@ fn signed_refuses_foreign() {
     println!("  unsigned object refused by a signed cache, recomputed, replaced");
 }
 
+/// Least recently used on a bucket means least recently *read*: a result
+/// written first and hit afterwards outlives one written later and never
+/// read. The hits reach the store (`in_memory_limit(0)`) and are noted in
+/// its memory; the eviction runs over a fresh store, which knows only what
+/// reached the bucket. Twice: the notes written when the last `Memory`
+/// goes (the store's drop); then hits served by a near cache's folder,
+/// written by the background flush while the `Memory` lives on.
+fn lru_is_last_access() {
+    // Before access records, both rounds removed the entry read since; the
+    // second did too before near hits touched the far store.
+    let prefix = unique("lru");
+    let memory = Memory::with_store(store(&prefix)).in_memory_limit(0);
+    let (old, new) = write_two_hit_first(&memory, &prefix);
+    drop(memory);
+    let left = evict_to_one(&prefix, &old, &new, "notes written on drop");
+    assert_eq!(left, [old], "the entry read since it was written stays");
+
+    let prefix = unique("lru-near");
+    let flush = Duration::from_millis(300);
+    let far = S3Store::builder(format!("s3://{BUCKET}/{prefix}"))
+        .endpoint(endpoint())
+        .allow_http(true)
+        .region("us-east-1")
+        .credentials(KEY_ID, SECRET)
+        .access_flush(flush)
+        .build()
+        .unwrap();
+    assert_eq!(far.access_flush(), flush);
+    let near = fresh_dir("lru-near");
+    let memory = Memory::with_store(NearCache::new(&near, far)).in_memory_limit(0);
+    let (old, new) = write_two_hit_first(&memory, &prefix);
+    // The hits came from the near folder (no request), and the bucket
+    // learns of them with the next flush.
+    std::thread::sleep(flush * 3);
+    let left = evict_to_one(
+        &prefix,
+        &old,
+        &new,
+        "near-cache hits, background flush every 300 ms",
+    );
+    assert_eq!(left, [old], "the entry read since it was written stays");
+    drop(memory);
+}
+
+/// A process that hits and exits without dropping its `Memory` (as with
+/// a global one) still writes its access: at exit.
+fn accesses_written_at_exit() {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let prefix = unique("exit");
+    let counter = fresh_dir("exit").join("counter.txt");
+    let _: u64 = Memory::with_store(store(&prefix)).call(triple::function(), &(&8u64,), || 24);
+    let entry = entry_names(&prefix).remove(0);
+    std::thread::sleep(Duration::from_millis(1100));
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let before = UNIX_EPOCH + Duration::from_millis(ms as u64);
+    let out = finish(spawn("hit_exit:8", endpoint(), &prefix, &counter, 0, 2000));
+    assert_eq!(out.stdout, "24");
+    assert_eq!(count(&counter, "computed"), 0, "a hit");
+    assert_eq!(raw_records(&prefix).len(), 1, "one record, from the exit");
+    let listed = store(&prefix).list_meta("").unwrap();
+    let seen = listed.iter().find(|m| m.name == entry).unwrap().modified;
+    assert!(seen >= before, "{seen:?} < {before:?}");
+    println!(
+        "  the child's hit recorded at its exit: last access {:?} after the parent's clock read",
+        seen.duration_since(before).unwrap()
+    );
+}
+
+/// The names of the entries stored under `prefix`.
+fn entry_names(prefix: &str) -> Vec<String> {
+    store(prefix)
+        .list("")
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.ends_with(".bin"))
+        .collect()
+}
+
+/// Through `memory`: stores `triple(1)`, a second later `triple(2)`, then
+/// hits `triple(1)` three times. Their entries' names, in that order.
+fn write_two_hit_first(memory: &Memory, prefix: &str) -> (String, String) {
+    let _: u64 = memory.call(triple::function(), &(&1u64,), || 3);
+    let old = entry_names(prefix);
+    assert_eq!(old.len(), 1, "{old:?}");
+    // S3 keeps LastModified to the second (moto too).
+    std::thread::sleep(Duration::from_millis(1100));
+    let _: u64 = memory.call(triple::function(), &(&2u64,), || 6);
+    let new: Vec<String> = entry_names(prefix)
+        .into_iter()
+        .filter(|n| *n != old[0])
+        .collect();
+    assert_eq!(new.len(), 1, "{new:?}");
+    for _ in 0..3 {
+        let v: u64 = memory.call(triple::function(), &(&1u64,), || unreachable!("stored"));
+        assert_eq!(v, 3);
+    }
+    (old[0].clone(), new[0].clone())
+}
+
+/// `items_limit(1).reduce_size()` over a fresh store at `prefix`: one
+/// removed; what is left.
+fn evict_to_one(prefix: &str, old: &str, new: &str, how: &str) -> Vec<String> {
+    let evicted = Memory::with_store(store(prefix)).items_limit(1);
+    let reduction = evicted.reduce_size().unwrap();
+    let left = entry_names(prefix);
+    let kept = if left == [old] {
+        "the one written first and read since"
+    } else if left == [new] {
+        "the one written last and never read"
+    } else {
+        "?"
+    };
+    println!(
+        "  {how}: items_limit(1) removed {}, kept {kept}",
+        reduction.removed
+    );
+    assert_eq!(reduction.removed, 1);
+    left
+}
+
+/// The access records themselves: only reads and touches of entries are
+/// noted, a store lists its own notes before they are written, a listing
+/// never shows `.access/`, and past `ACCESS_COMPACT_ABOVE` records a
+/// listing merges them into one, keeping the times of the names still
+/// there.
+fn access_records() {
+    use memento::store::s3::ACCESS_COMPACT_ABOVE;
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let prefix = unique("records");
+    let s = store(&prefix);
+    let (a, b) = (
+        format!("f/ab/{:062x}.bin", 1),
+        format!("f/ab/{:062x}.bin", 2),
+    );
+    assert!(s.publish(&a, b"a").unwrap() && s.publish(&b, b"b").unwrap());
+    s.write("f/function.json", b"{}").unwrap();
+    let modified = |s: &S3Store, name: &str| {
+        s.list_meta("")
+            .unwrap()
+            .into_iter()
+            .find(|m| m.name == name)
+            .unwrap()
+            .modified
+    };
+    // Milliseconds, as the records keep them.
+    let now_ms = || {
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        UNIX_EPOCH + Duration::from_millis(ms as u64)
+    };
+    std::thread::sleep(Duration::from_millis(1100));
+    let written = modified(&s, &a);
+
+    // Management reads and non-entries: nothing noted.
+    let mut buf = Vec::new();
+    assert!(s.peek(&a, &mut buf).unwrap());
+    assert!(s.read_range(&a, 0..1, &mut buf).unwrap());
+    assert!(s.read("f/function.json", &mut buf).unwrap());
+    s.touch("f/function.json").unwrap();
+    assert_eq!(s.flush_access().unwrap(), 0, "nothing noted");
+    assert_eq!(modified(&s, &a), written);
+
+    // A touch: this store lists it at once; the bucket learns it with the
+    // flush.
+    let touched = now_ms();
+    s.touch(&a).unwrap();
+    assert!(modified(&s, &a) >= touched);
+    assert_eq!(modified(&store(&prefix), &a), written, "not flushed yet");
+    assert_eq!(s.flush_access().unwrap(), 1);
+    assert_eq!(s.flush_access().unwrap(), 0, "written once");
+    let a_seen = modified(&store(&prefix), &a);
+    assert!(a_seen >= touched, "{a_seen:?} < {touched:?}");
+
+    // More flushes than ACCESS_COMPACT_ABOVE, each a read of b.
+    let n = ACCESS_COMPACT_ABOVE + 4;
+    let mut last_read = now_ms();
+    for _ in 0..n {
+        last_read = now_ms();
+        assert!(s.read(&b, &mut buf).unwrap());
+        assert_eq!(s.flush_access().unwrap(), 1);
+    }
+    let before = raw_records(&prefix);
+    assert_eq!(before.len(), n + 1, "{before:?}");
+    // A fresh store lists: no record shows, the times are the records',
+    // and the records are merged into one.
+    let listed = store(&prefix).list_meta("").unwrap();
+    let names: Vec<&str> = listed.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, [a.as_str(), b.as_str(), "f/function.json"]);
+    let after = raw_records(&prefix);
+    println!(
+        "  {} access records before a listing, {} after it (merged past {ACCESS_COMPACT_ABOVE})",
+        before.len(),
+        after.len()
+    );
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert!(!before.contains(&after[0]), "a new record");
+    assert_eq!(listed[0].modified, a_seen);
+    assert!(listed[1].modified >= last_read);
+    let again = store(&prefix).list_meta("").unwrap();
+    assert_eq!(again, listed, "the merged record keeps the times");
+    let stats = Memory::with_store(store(&prefix)).stats().unwrap();
+    assert_eq!(stats.entries, 2, "{stats:?}");
+
+    // A name that is gone leaves the records at the next merge; a listing
+    // of a folder keeps the names outside it.
+    s.delete(&a).unwrap();
+    let c = format!("g/ab/{:062x}.bin", 3);
+    assert!(s.publish(&c, b"c").unwrap());
+    s.touch(&c).unwrap();
+    for i in 0..ACCESS_COMPACT_ABOVE {
+        assert!(s.read(&b, &mut buf).unwrap());
+        assert_eq!(s.flush_access().unwrap(), if i == 0 { 2 } else { 1 });
+    }
+    let listed = store(&prefix).list_meta("f").unwrap();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let merged = raw_records(&prefix);
+    assert_eq!(merged.len(), 1, "{merged:?}");
+    assert!(s.peek(&merged[0], &mut buf).unwrap());
+    let body: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+    let held = body["accesses"].as_object().unwrap();
+    assert!(!held.contains_key(&a), "gone: {body}");
+    assert!(held.contains_key(&b) && held.contains_key(&c), "{body}");
+    assert!(body["holder"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!(":{}", std::process::id())));
+}
+
+/// The names of the access records under `prefix`, straight from the
+/// bucket.
+fn raw_records(prefix: &str) -> Vec<String> {
+    use futures::TryStreamExt;
+    use object_store::aws::AmazonS3Builder;
+    use object_store::ObjectStore;
+    let s3 = AmazonS3Builder::new()
+        .with_endpoint(endpoint())
+        .with_allow_http(true)
+        .with_bucket_name(BUCKET)
+        .with_region("us-east-1")
+        .with_access_key_id(KEY_ID)
+        .with_secret_access_key(SECRET)
+        .build()
+        .unwrap();
+    let dir = object_store::path::Path::from(format!("{prefix}/.access"));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let listed: Vec<object_store::ObjectMeta> =
+        runtime.block_on(s3.list(Some(&dir)).try_collect()).unwrap();
+    let mut names: Vec<String> = listed
+        .into_iter()
+        .map(|m| m.location.as_ref()[prefix.len() + 1..].to_string())
+        .collect();
+    names.sort();
+    names
+}
+
 /// Latencies on loopback (medians of 21): a miss that publishes, a remote
 /// hit with an empty near cache, a near-cache hit, beside the S3 store's
 /// own read and publish of the same bytes.
@@ -1195,12 +1469,15 @@ fn main() {
         child(&role);
         return;
     }
-    let tests: [(&str, fn()); 15] = [
+    let tests: [(&str, fn()); 18] = [
         ("store_basics", store_basics),
         ("bad_locations", bad_locations),
         ("conditional_writes", conditional_writes),
         ("leases", leases),
         ("memory_over_s3", memory_over_s3),
+        ("lru_is_last_access", lru_is_last_access),
+        ("access_records", access_records),
+        ("accesses_written_at_exit", accesses_written_at_exit),
         ("located_with_near_caches", located_with_near_caches),
         ("signed_refuses_foreign", signed_refuses_foreign),
         ("latencies", latencies),
@@ -1212,6 +1489,16 @@ fn main() {
         ("server_outage", server_outage),
         ("hanging_server_bounded", hanging_server_bounded),
     ];
+    // `cargo test --test s3 -- NAME...`: only the cases whose names hold
+    // one of the words.
+    let words: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let tests: Vec<(&str, fn())> = tests
+        .into_iter()
+        .filter(|(name, _)| words.is_empty() || words.iter().any(|w| name.contains(w.as_str())))
+        .collect();
     let started = Instant::now();
     let server = Moto::start("main", None, &[]).and_then(|m| create_bucket(&m.url).map(|()| m));
     let server = match server {
@@ -1229,7 +1516,7 @@ fn main() {
     );
     ENDPOINT.set(server.url.clone()).unwrap();
     let mut failed = 0;
-    for (name, test) in tests {
+    for &(name, test) in &tests {
         let t = Instant::now();
         match std::panic::catch_unwind(test) {
             Ok(()) => println!("test {name} ... ok ({:?})", t.elapsed()),

@@ -62,7 +62,8 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Reads the whole object into `out` (cleared first). `Ok(false)` when it
     /// does not exist. A backend may record the access (the local one sets
     /// the file's modification time, which is the entry's last access, when
-    /// it is more than [`ACCESS_GRANULARITY`] old).
+    /// it is more than [`ACCESS_GRANULARITY`] old; the S3 one notes it in
+    /// memory and writes its notes to the bucket in batches).
     fn read(&self, name: &str, out: &mut Vec<u8>) -> Result<bool>;
 
     /// Reads the whole object into `out` (cleared first) as

@@ -21,6 +21,14 @@
 //! - Listing, locks, generations and deletions are the far store's
 //!   (deletions also reach the near folder): management of a shared
 //!   location sees the bucket.
+//! - **A near hit is a use of the far object.** A read or an open served
+//!   by the near folder [touches](Store::touch) the far object, so that
+//!   eviction of the far store (least recently used first) sees the
+//!   machines that read it from their near folders. For an S3 store a
+//!   touch costs no request: the store notes it in memory and writes its
+//!   notes to the bucket once a minute (see the `s3` module's "Last
+//!   access"). A far store in a local folder sets the file's time: a
+//!   system call per near hit.
 //! - **Bounded.** The near folder has its own size limit (on the disk, in
 //!   blocks); past it, its least recently used objects go (they remain in
 //!   the far store).
@@ -173,6 +181,7 @@ impl Store for NearCache {
     fn read(&self, name: &str, out: &mut Vec<u8>) -> Result<bool> {
         FROM_FAR.with(|far| far.set(false));
         if matches!(self.near.read(name, out), Ok(true)) {
+            let _ = self.far.touch(name);
             return Ok(true);
         }
         // Served as it came; copied down once the caller verified it.
@@ -198,7 +207,10 @@ impl Store for NearCache {
 
     fn open_file(&self, name: &str) -> Result<Opened> {
         match self.near.open_file(name) {
-            Ok(Opened::File(file, len)) => Ok(Opened::File(file, len)),
+            Ok(Opened::File(file, len)) => {
+                let _ = self.far.touch(name);
+                Ok(Opened::File(file, len))
+            }
             // Not here: the caller reads it from the far store.
             _ => Ok(Opened::Unsupported),
         }
@@ -362,6 +374,39 @@ mod tests {
         );
         let all = Inventory::scan(&LocalStore::new(far.path())).unwrap();
         assert_eq!(all.items(), 40, "the far store keeps everything");
+    }
+
+    #[test]
+    fn a_near_hit_touches_the_far_object() {
+        let (near, far, store) = pair();
+        store.publish("f/a.bin", b"x").unwrap();
+        let long_ago = SystemTime::now() - Duration::from_secs(3600);
+        let set = |root: &Path| {
+            std::fs::File::options()
+                .write(true)
+                .open(root.join("f/a.bin"))
+                .unwrap()
+                .set_modified(long_ago)
+                .unwrap()
+        };
+        let far_time = || {
+            std::fs::metadata(far.path().join("f/a.bin"))
+                .unwrap()
+                .modified()
+                .unwrap()
+        };
+        for open in [false, true] {
+            set(near.path());
+            set(far.path());
+            if open {
+                assert!(matches!(store.open_file("f/a.bin"), Ok(Opened::File(..))));
+            } else {
+                let mut buf = Vec::new();
+                assert!(store.read("f/a.bin", &mut buf).unwrap());
+            }
+            let since = SystemTime::now().duration_since(far_time()).unwrap();
+            assert!(since < Duration::from_secs(60), "open {open}: {since:?}");
+        }
     }
 
     #[test]

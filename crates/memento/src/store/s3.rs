@@ -28,9 +28,53 @@
 //! - **Reads** are `GET`s (ranged for [`Store::read_range`]); an absent
 //!   object is `Ok(false)`, but an absent *bucket* is an error that says so.
 //! - **Listing** is by prefix (S3 lists recursively); an object's size on
-//!   the "disk" is its size, since that is what S3 bills.
-//! - **No access time**: S3 keeps none, and [`Store::touch`] records
-//!   nothing here; listed objects carry their last write time.
+//!   the "disk" is its size, since that is what S3 bills. An entry's
+//!   `modified` is its last access as memento recorded it (below).
+//!
+//! # Last access, and what "least recently used" means here
+//!
+//! S3 keeps no access time: an object's `LastModified` is when it was
+//! written. Eviction ([`Memory::reduce_size`](crate::Memory::reduce_size),
+//! automatic limits, `memento gc`) removes the results least recently
+//! *used*, so the store records the uses itself:
+//!
+//! - A [`Store::read`] of an entry, and a [`Store::touch`] (a hit served
+//!   from memory, or from a [`NearCache`](super::NearCache)'s folder),
+//!   notes the entry's name and the time in the store's memory: no
+//!   request. [`Store::peek`] and [`Store::read_range`] are management
+//!   reads and note nothing.
+//! - What was noted is written to the bucket at most every
+//!   [`S3StoreBuilder::access_flush`] (a minute by default), from the
+//!   store's runtime, as **one small object per flush**,
+//!   `<prefix>/.access/<host>-<pid>-<nonce>.json` (`{"holder": …,
+//!   "accesses": {name: Unix ms, …}}`), and again when the store is dropped
+//!   and when the process exits (each waiting at most the request timeout
+//!   plus the retry timeout, and not at all while the server is taken for
+//!   unreachable), and when [`S3Store::flush_access`] is called. A write
+//!   that fails keeps its accesses for the next one.
+//! - [`Store::list_meta`] lists the `.access/` objects first, reads them
+//!   (they are small, a few at once), lists what was asked, and gives each
+//!   object `modified` = the latest of its `LastModified`, the latest
+//!   access any record holds for it, and this store's accesses not yet
+//!   written. The `.access/` objects themselves are never listed (so
+//!   counts and sizes are the results'), and deleting an entry needs
+//!   nothing: a record of a name that is gone is ignored.
+//! - When a listing finds more than [`ACCESS_COMPACT_ABOVE`] records, it
+//!   writes one record merging those it read (names of the listed folder
+//!   that are gone are dropped), *then* deletes the ones it read. A record
+//!   written meanwhile by another process was not read and is not deleted;
+//!   two listings merging at once leave two merged records, and nothing is
+//!   lost. A record listed but gone when read (merged by another listing)
+//!   makes the listing look at `.access/` again.
+//!
+//! So on a bucket, "least recently used" means least recently used *as
+//! recorded by memento processes*: a hit's access reaches the bucket up to
+//! one flush interval late (other processes evicting meanwhile see the
+//! older time), and a process killed (or a machine lost) before its flush
+//! loses its last interval of accesses: those results look as old as
+//! their previous recorded use, or their write. Times are the readers'
+//! clocks against the server's `LastModified`: they must roughly agree (NTP
+//! does). Reads by other S3 clients are never seen.
 //!
 //! # Locks are leases
 //!
@@ -100,11 +144,12 @@
 //! alike (where `Runtime::block_on` would panic); inside a runtime, the
 //! call still blocks that runtime's thread while it waits.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -117,6 +162,7 @@ use object_store::{
 
 use super::{check_name, LockOutcome, ObjectMeta, Store, StoreLock};
 use crate::error::{Error, Result};
+use crate::layout;
 
 /// How long a lease lives without renewal, by default.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
@@ -133,6 +179,17 @@ pub const DEFAULT_RETRY_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long the store sends nothing after the server could not be reached,
 /// by default.
 pub const DEFAULT_OUTAGE_PAUSE: Duration = Duration::from_secs(5);
+
+/// How often, by default, the accesses a store noted are written to the
+/// bucket (see the [module](self)'s "Last access").
+pub const DEFAULT_ACCESS_FLUSH: Duration = Duration::from_secs(60);
+/// The shortest interval between two writes of the accesses.
+const MIN_ACCESS_FLUSH: Duration = Duration::from_millis(10);
+/// A listing that finds more access records than this merges them into
+/// one.
+pub const ACCESS_COMPACT_ABOVE: usize = 32;
+/// Access records read at once by a listing.
+const ACCESS_READS_AT_ONCE: usize = 8;
 
 /// The first pause of a lock's waiter; it doubles up to [`MAX_POLL`].
 const FIRST_POLL: Duration = Duration::from_millis(50);
@@ -165,6 +222,12 @@ struct Inner {
     holder: String,
     lease_ttl: Duration,
     outage_pause: Duration,
+    /// The entries' accesses not yet written to the bucket.
+    accesses: Arc<Accesses>,
+    /// How often they are written.
+    access_flush: Duration,
+    /// How long a drop or the exit waits for their last write.
+    last_flush_wait: Duration,
     /// The origin of the two times below.
     epoch: Instant,
     /// Milliseconds after `epoch` when the server last could not be
@@ -179,6 +242,9 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        // The accesses noted since the last flush (the background task
+        // ends with the runtime).
+        self.flush_before_going();
         // A runtime dropped inside another runtime's context panics;
         // shutting it down in the background never does.
         if let Some(runtime) = self.runtime.take() {
@@ -196,6 +262,7 @@ impl fmt::Debug for S3Store {
             .field("endpoint", &inner.endpoint)
             .field("region", &inner.region)
             .field("lease_ttl", &inner.lease_ttl)
+            .field("access_flush", &inner.access_flush)
             .finish_non_exhaustive()
     }
 }
@@ -235,6 +302,7 @@ pub struct S3StoreBuilder {
     max_retries: usize,
     retry_timeout: Duration,
     outage_pause: Duration,
+    access_flush: Duration,
 }
 
 impl fmt::Debug for S3StoreBuilder {
@@ -258,6 +326,7 @@ impl fmt::Debug for S3StoreBuilder {
             .field("max_retries", &self.max_retries)
             .field("retry_timeout", &self.retry_timeout)
             .field("outage_pause", &self.outage_pause)
+            .field("access_flush", &self.access_flush)
             .finish()
     }
 }
@@ -351,6 +420,18 @@ impl S3StoreBuilder {
     /// renewals and releases are always sent.
     pub fn outage_pause(mut self, pause: Duration) -> Self {
         self.outage_pause = pause;
+        self
+    }
+
+    /// How often the entries' accesses that the store noted (its reads and
+    /// touches of entries) are written to the bucket, as one small object
+    /// under `.access/`; they are also written when the store is dropped
+    /// and when the process exits. Eviction in other processes sees an
+    /// access up to this late, and a process killed loses at most this
+    /// much of them (see the [module](self)'s "Last access").
+    /// [`DEFAULT_ACCESS_FLUSH`] by default; at least 10 ms.
+    pub fn access_flush(mut self, interval: Duration) -> Self {
+        self.access_flush = interval;
         self
     }
 
@@ -462,24 +543,39 @@ impl S3StoreBuilder {
                 name: String::new(),
                 message: format!("cannot start the S3 client's threads: {e}"),
             })?;
-        Ok(S3Store {
-            inner: Arc::new(Inner {
-                s3: Arc::new(s3),
-                bucket,
-                prefix,
-                endpoint: endpoint.as_deref().map(clean_url),
-                region,
-                secrets,
-                holder: holder_id(),
-                lease_ttl: self.lease_ttl.max(Duration::from_millis(100)),
-                outage_pause: self.outage_pause,
-                epoch: Instant::now(),
-                unreachable_at: AtomicU64::new(0),
-                unreachable_until: AtomicU64::new(0),
-                handle: runtime.handle().clone(),
-                runtime: Some(runtime),
-            }),
-        })
+        let s3 = Arc::new(s3);
+        let holder = holder_id();
+        let accesses = Arc::new(Accesses {
+            pending: Mutex::new(HashMap::new()),
+            flushing: tokio::sync::Mutex::new(()),
+            s3: s3.clone(),
+            prefix: prefix.clone(),
+            holder: holder.clone(),
+        });
+        let access_flush = self.access_flush.max(MIN_ACCESS_FLUSH);
+        // Ends with the runtime; holds no `Inner`, so the store can go.
+        runtime.spawn(flush_every(accesses.clone(), access_flush, secrets.clone()));
+        let inner = Arc::new(Inner {
+            s3,
+            bucket,
+            prefix,
+            endpoint: endpoint.as_deref().map(clean_url),
+            region,
+            secrets,
+            holder,
+            lease_ttl: self.lease_ttl.max(Duration::from_millis(100)),
+            outage_pause: self.outage_pause,
+            accesses,
+            access_flush,
+            last_flush_wait: self.request_timeout + self.retry_timeout,
+            epoch: Instant::now(),
+            unreachable_at: AtomicU64::new(0),
+            unreachable_until: AtomicU64::new(0),
+            handle: runtime.handle().clone(),
+            runtime: Some(runtime),
+        });
+        flush_at_exit(&inner);
+        Ok(S3Store { inner })
     }
 }
 
@@ -518,6 +614,7 @@ impl S3Store {
             max_retries: DEFAULT_MAX_RETRIES,
             retry_timeout: DEFAULT_RETRY_TIMEOUT,
             outage_pause: DEFAULT_OUTAGE_PAUSE,
+            access_flush: DEFAULT_ACCESS_FLUSH,
         }
     }
 
@@ -543,6 +640,269 @@ impl S3Store {
     pub fn lease_ttl(&self) -> Duration {
         self.inner.lease_ttl
     }
+
+    /// How often the entries' accesses noted by this store are written to
+    /// the bucket ([`S3StoreBuilder::access_flush`]).
+    pub fn access_flush(&self) -> Duration {
+        self.inner.access_flush
+    }
+
+    /// Writes the entries' accesses noted by this store since its last
+    /// flush now, as one object under `.access/` (the background flush,
+    /// the drop and the exit do the same; see the [module](self)'s "Last
+    /// access"). Returns how many entries' accesses it wrote: 0 when none
+    /// was noted, and then nothing is sent.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Remote`] when the write fails; the accesses are kept for
+    /// the next flush.
+    pub fn flush_access(&self) -> Result<usize> {
+        let inner = &self.inner;
+        if inner.accesses.is_empty() {
+            return Ok(0);
+        }
+        let accesses = inner.accesses.clone();
+        let written = inner.run("record accesses", layout::ACCESS_DIR, async move {
+            accesses.flush().await
+        })?;
+        written.map_err(|e| inner.error("record accesses", layout::ACCESS_DIR, &e))
+    }
+
+    /// Merges the access records a listing of `prefix` read into one, then
+    /// deletes them. Of the names under `prefix`, only those `listed` are
+    /// kept (the others are gone); names outside it are kept.
+    fn compact(&self, prefix: &str, recorded: Recorded, listed: &[ObjectMeta]) -> Result<()> {
+        let inner = &self.inner;
+        let present: HashSet<&str> = listed.iter().map(|m| m.name.as_str()).collect();
+        let under = |name: &str| {
+            prefix.is_empty()
+                || name
+                    .strip_prefix(prefix)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        };
+        let merged: HashMap<String, u64> = recorded
+            .latest
+            .into_iter()
+            .filter(|(name, _)| !under(name) || present.contains(name.as_str()))
+            .collect();
+        const ACTION: &str = "merge the access records";
+        if !merged.is_empty() {
+            // First the merged record: a failure deletes nothing.
+            let name = layout::access_record(&inner.holder, &nonce());
+            let body = AccessBody {
+                holder: inner.holder.clone(),
+                accesses: merged,
+            };
+            let payload = PutPayload::from(serde_json::to_vec(&body).unwrap_or_default());
+            inner
+                .put(ACTION, &name, payload, PutMode::Overwrite)?
+                .map_err(|e| inner.error(ACTION, &name, &e))?;
+        }
+        inner.delete_paths(layout::ACCESS_DIR, recorded.objects)
+    }
+}
+
+/// The accesses of entries a store noted that the bucket does not know
+/// yet, and their writing: one object per flush (see the module's "Last
+/// access").
+struct Accesses {
+    /// Entry name → its latest access, Unix milliseconds.
+    pending: Mutex<HashMap<String, u64>>,
+    /// One flush at a time: a last flush waits for a running one.
+    flushing: tokio::sync::Mutex<()>,
+    s3: Arc<AmazonS3>,
+    /// The store's prefix.
+    prefix: String,
+    /// `host:pid`.
+    holder: String,
+}
+
+impl Accesses {
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Notes an access to `name` now, if it is an entry.
+    fn note(&self, name: &str) {
+        if !layout::is_entry(name) {
+            return;
+        }
+        let now = unix_ms();
+        let mut pending = self.pending();
+        match pending.get_mut(name) {
+            Some(at) => *at = (*at).max(now),
+            None => {
+                pending.insert(name.to_string(), now);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pending().is_empty()
+    }
+
+    /// Puts back accesses that could not be written.
+    fn restore(&self, accesses: HashMap<String, u64>) {
+        let mut pending = self.pending();
+        for (name, at) in accesses {
+            let kept = pending.entry(name).or_insert(at);
+            *kept = (*kept).max(at);
+        }
+    }
+
+    /// Writes the accesses noted since the last flush as one record;
+    /// returns how many names it held (0: none, nothing sent). On failure
+    /// they are kept for the next flush.
+    async fn flush(&self) -> std::result::Result<usize, object_store::Error> {
+        let _one = self.flushing.lock().await;
+        let taken = std::mem::take(&mut *self.pending());
+        if taken.is_empty() {
+            return Ok(0);
+        }
+        let count = taken.len();
+        let name = layout::access_record(&self.holder, &nonce());
+        let path = if self.prefix.is_empty() {
+            Path::from(name)
+        } else {
+            Path::from(format!("{}/{name}", self.prefix))
+        };
+        let body = AccessBody {
+            holder: self.holder.clone(),
+            accesses: taken,
+        };
+        let payload = PutPayload::from(serde_json::to_vec(&body).unwrap_or_default());
+        let options = PutOptions::from(PutMode::Overwrite);
+        match self.s3.put_opts(&path, payload, options).await {
+            Ok(_) => Ok(count),
+            Err(e) => {
+                self.restore(body.accesses);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The store's background task: writes the noted accesses every
+/// `interval`, until the runtime ends.
+async fn flush_every(accesses: Arc<Accesses>, interval: Duration, secrets: Vec<String>) {
+    loop {
+        tokio::time::sleep(interval).await;
+        if let Err(e) = accesses.flush().await {
+            tracing::debug!(
+                "S3 access record not written (kept for the next flush): {}",
+                redact(&error_text(&e), &secrets)
+            );
+        }
+    }
+}
+
+/// The body of an access record.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct AccessBody {
+    /// `host:pid` of its writer, for people.
+    holder: String,
+    /// Entry name (in the store, without its prefix) → its latest access,
+    /// Unix milliseconds.
+    accesses: HashMap<String, u64>,
+}
+
+/// What a bucket's access records hold.
+#[derive(Default)]
+struct Recorded {
+    /// The latest access of each name.
+    latest: HashMap<String, u64>,
+    /// The records read (whether their body parsed or not).
+    objects: Vec<Path>,
+}
+
+/// Reads every access record in `dir` (a few at once).
+async fn read_records(
+    s3: &AmazonS3,
+    dir: &Path,
+) -> std::result::Result<Recorded, object_store::Error> {
+    let mut recorded = Recorded::default();
+    let mut seen: HashSet<Path> = HashSet::new();
+    // A record listed but gone when read was merged by another listing
+    // into a newer record, which the next look finds.
+    for _ in 0..3 {
+        let listed: Vec<object_store::ObjectMeta> = s3.list(Some(dir)).try_collect().await?;
+        let new: Vec<Path> = listed
+            .into_iter()
+            .map(|meta| meta.location)
+            .filter(|path| !seen.contains(path))
+            .collect();
+        if new.is_empty() {
+            break;
+        }
+        let mut reads = stream::iter(new)
+            .map(|path| async move {
+                let got = match s3.get_opts(&path, GetOptions::default()).await {
+                    Ok(result) => result.bytes().await,
+                    Err(e) => Err(e),
+                };
+                (path, got)
+            })
+            .buffer_unordered(ACCESS_READS_AT_ONCE);
+        let mut gone = false;
+        while let Some((path, got)) = reads.next().await {
+            seen.insert(path.clone());
+            match got {
+                Ok(bytes) => {
+                    if let Ok(body) = serde_json::from_slice::<AccessBody>(&bytes) {
+                        for (name, at) in body.accesses {
+                            let latest = recorded.latest.entry(name).or_insert(at);
+                            *latest = (*latest).max(at);
+                        }
+                    }
+                    recorded.objects.push(path);
+                }
+                Err(object_store::Error::NotFound { .. }) => gone = true,
+                Err(e) => return Err(e),
+            }
+        }
+        if !gone {
+            break;
+        }
+    }
+    Ok(recorded)
+}
+
+/// The stores of this process, whose noted accesses are written at exit.
+static OPEN: Mutex<Vec<Weak<Inner>>> = Mutex::new(Vec::new());
+
+/// Remembers `inner` for the exit (and, the first time, asks for the exit
+/// hook).
+fn flush_at_exit(inner: &Arc<Inner>) {
+    let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
+    open.retain(|store| store.strong_count() > 0);
+    open.push(Arc::downgrade(inner));
+    drop(open);
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        #[cfg(unix)]
+        // SAFETY: `at_exit` is an `extern "C" fn()` that does not unwind.
+        unsafe {
+            libc::atexit(at_exit);
+        }
+    });
+}
+
+/// At exit (on Unix, through `atexit`; not after a crash or a signal): the
+/// stores still open write their noted accesses.
+#[cfg(unix)]
+extern "C" fn at_exit() {
+    let _ = std::panic::catch_unwind(|| {
+        let open: Vec<Arc<Inner>> = OPEN
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for inner in open {
+            inner.flush_before_going();
+        }
+    });
 }
 
 /// Splits `s3://bucket/prefix` into the bucket and the prefix (without
@@ -910,26 +1270,85 @@ impl Inner {
         name: &str,
         future: impl Future<Output = T> + Send + 'static,
     ) -> Result<T> {
-        let until = self.unreachable_until.load(Ordering::Relaxed);
-        if until != 0 {
-            let now = self.now_ms();
-            if now < until {
-                let at = self.unreachable_at.load(Ordering::Relaxed);
-                let ago = Duration::from_millis(now.saturating_sub(at));
-                let left = Duration::from_millis(until - now);
-                return Err(Error::Remote {
-                    action,
-                    location: self.location(),
-                    name: name.to_string(),
-                    message: format!(
-                        "not sent: the S3 server could not be reached {ago:?} ago, and is asked \
-                         again in {left:?} (outage_pause); {}",
-                        hint(None, "error sending request", &self.bucket)
-                    ),
-                });
-            }
+        if let Some((ago, left)) = self.paused() {
+            return Err(Error::Remote {
+                action,
+                location: self.location(),
+                name: name.to_string(),
+                message: format!(
+                    "not sent: the S3 server could not be reached {ago:?} ago, and is asked \
+                     again in {left:?} (outage_pause); {}",
+                    hint(None, "error sending request", &self.bucket)
+                ),
+            });
         }
         self.run_always(action, name, future)
+    }
+
+    /// While the server is taken for unreachable (see `outage_pause`): how
+    /// long ago it could not be reached, and how long until it is asked
+    /// again.
+    fn paused(&self) -> Option<(Duration, Duration)> {
+        let until = self.unreachable_until.load(Ordering::Relaxed);
+        if until == 0 {
+            return None;
+        }
+        let now = self.now_ms();
+        if now >= until {
+            return None;
+        }
+        let at = self.unreachable_at.load(Ordering::Relaxed);
+        Some((
+            Duration::from_millis(now.saturating_sub(at)),
+            Duration::from_millis(until - now),
+        ))
+    }
+
+    /// The last write of the noted accesses (the store goes, or the
+    /// process exits): waits at most `last_flush_wait`, and sends nothing
+    /// when none is noted or while the server is taken for unreachable.
+    fn flush_before_going(&self) {
+        if self.accesses.is_empty() {
+            return;
+        }
+        if self.paused().is_some() {
+            tracing::debug!(
+                "{}: the server could not be reached: the last accesses are not recorded",
+                self.location()
+            );
+            return;
+        }
+        let accesses = self.accesses.clone();
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.handle.spawn(async move {
+            let _ = tx.send(accesses.flush().await);
+        });
+        match rx.recv_timeout(self.last_flush_wait) {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::debug!(
+                "{}: the last accesses are not recorded: {}",
+                self.location(),
+                redact(&error_text(&e), &self.secrets)
+            ),
+            Err(_) => tracing::debug!(
+                "{}: the last accesses are not recorded (no answer in {:?})",
+                self.location(),
+                self.last_flush_wait
+            ),
+        }
+    }
+
+    /// The paths of every object under the folder `prefix`, as listed.
+    fn list_paths(&self, prefix: &str) -> Result<Vec<Path>> {
+        let folder = self.folder(prefix)?;
+        let s3 = self.s3.clone();
+        let listed = self.run("list", prefix, async move {
+            s3.list(folder.as_ref())
+                .map_ok(|meta| meta.location)
+                .try_collect::<Vec<Path>>()
+                .await
+        })?;
+        listed.map_err(|e| self.error("list", prefix, &e))
     }
 
     /// Runs `future` on the store's runtime; the calling thread waits for
@@ -1098,6 +1517,15 @@ impl Store for S3Store {
     }
 
     fn read(&self, name: &str, out: &mut Vec<u8>) -> Result<bool> {
+        let found = self.peek(name, out)?;
+        if found {
+            // A use: noted (an entry only), written with the next flush.
+            self.inner.accesses.note(name);
+        }
+        Ok(found)
+    }
+
+    fn peek(&self, name: &str, out: &mut Vec<u8>) -> Result<bool> {
         match self.inner.get("read", name, None)? {
             Some(got) => {
                 *out = got.bytes;
@@ -1107,8 +1535,9 @@ impl Store for S3Store {
         }
     }
 
-    fn peek(&self, name: &str, out: &mut Vec<u8>) -> Result<bool> {
-        self.read(name, out)
+    fn touch(&self, name: &str) -> Result<()> {
+        self.inner.accesses.note(name);
+        Ok(())
     }
 
     fn read_range(&self, name: &str, range: Range<u64>, out: &mut Vec<u8>) -> Result<bool> {
@@ -1170,26 +1599,53 @@ impl Store for S3Store {
 
     fn list_meta(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         let folder = self.inner.folder(prefix)?;
+        let records = self.inner.path(layout::ACCESS_DIR)?;
         let s3 = self.inner.s3.clone();
         let listed = self.inner.run("list", prefix, async move {
-            s3.list(folder.as_ref())
+            // The records first: every name in them was read before they
+            // were written, so before this listing began; a name they hold
+            // that it misses is gone.
+            let recorded = read_records(&s3, &records).await?;
+            let listed = s3
+                .list(folder.as_ref())
                 .try_collect::<Vec<object_store::ObjectMeta>>()
-                .await
+                .await?;
+            Ok::<_, object_store::Error>((recorded, listed))
         })?;
-        let listed = listed.map_err(|e| self.inner.error("list", prefix, &e))?;
+        let (recorded, listed) = listed.map_err(|e| self.inner.error("list", prefix, &e))?;
+        let pending = self.inner.accesses.pending();
         let mut found: Vec<ObjectMeta> = listed
             .into_iter()
             .filter_map(|meta| {
-                let name = self.inner.name_of(meta.location.as_ref())?.to_string();
+                let name = self.inner.name_of(meta.location.as_ref())?;
+                if layout::is_access_record(name) {
+                    return None;
+                }
+                let accessed = recorded
+                    .latest
+                    .get(name)
+                    .copied()
+                    .max(pending.get(name).copied());
+                let written = SystemTime::from(meta.last_modified);
+                let modified = accessed.map_or(written, |ms| {
+                    written.max(UNIX_EPOCH + Duration::from_millis(ms))
+                });
                 Some(ObjectMeta {
-                    name,
+                    name: name.to_string(),
                     size: meta.size,
                     disk: meta.size,
-                    modified: SystemTime::from(meta.last_modified),
+                    modified,
                 })
             })
             .collect();
+        drop(pending);
         found.sort_by(|a, b| a.name.cmp(&b.name));
+        if recorded.objects.len() > ACCESS_COMPACT_ABOVE {
+            let count = recorded.objects.len();
+            if let Err(e) = self.compact(prefix, recorded, &found) {
+                tracing::debug!("{count} access records not merged: {e}");
+            }
+        }
         Ok(found)
     }
 
@@ -1200,10 +1656,7 @@ impl Store for S3Store {
 
     fn delete_prefix(&self, prefix: &str) -> Result<()> {
         check_name(prefix)?;
-        let mut paths = Vec::new();
-        for meta in self.list_meta(prefix)? {
-            paths.push(self.inner.path(&meta.name)?);
-        }
+        let paths = self.inner.list_paths(prefix)?;
         self.inner.delete_paths(prefix, paths)
     }
 
