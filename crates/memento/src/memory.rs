@@ -250,7 +250,27 @@ impl Memory {
         T: Serialize + DeserializeOwned + 'static,
         A: Serialize + ?Sized,
     {
-        let mut missed = match self.lookup_begin::<T, A>(function, args) {
+        match self.lookup_near::<T, A>(function, args) {
+            Near::Done(lookup) => lookup,
+            Near::Keyed(keyed) => self.lookup_far(function, keyed, args),
+        }
+    }
+
+    /// The rest of a lookup that missed the in-memory layer: the store,
+    /// then compute once. Kept out of line, so that a hit from memory
+    /// stays small where it is inlined.
+    #[inline(never)]
+    fn lookup_far<'m, T, A>(
+        &'m self,
+        function: &'m Function,
+        keyed: Keyed,
+        args: &A,
+    ) -> Lookup<'m, T>
+    where
+        T: Serialize + DeserializeOwned + 'static,
+        A: Serialize + ?Sized,
+    {
+        let mut missed = match self.lookup_stored(function, keyed, || entry::args_text(args)) {
             Begun::Done(lookup) => return lookup,
             Begun::Missed(missed) => missed,
         };
@@ -263,24 +283,9 @@ impl Memory {
         }
     }
 
-    /// The part of a lookup that needs no waiting: the key, the in-memory
-    /// layer, the store. `Missed` when nothing usable is stored and the
-    /// call must take its turn to compute.
-    #[inline]
-    fn lookup_begin<'m, T, A>(&'m self, function: &'m Function, args: &A) -> Begun<'m, T>
-    where
-        T: Serialize + DeserializeOwned + 'static,
-        A: Serialize + ?Sized,
-    {
-        match self.lookup_near::<T, A>(function, args) {
-            Near::Done(lookup) => Begun::Done(lookup),
-            Near::Keyed(keyed) => self.lookup_stored(function, keyed),
-        }
-    }
-
     /// The part of a lookup that reads nothing but memory: the key, and the
-    /// in-memory layer.
-    #[inline]
+    /// in-memory layer. (Always inlined: it is all of a hit from memory.)
+    #[inline(always)]
     fn lookup_near<'m, T, A>(&'m self, function: &'m Function, args: &A) -> Near<'m, T>
     where
         T: Serialize + DeserializeOwned + 'static,
@@ -333,18 +338,19 @@ impl Memory {
         if let Some(value) = self.reader().find_hot::<T>(function, &key, mode) {
             return Near::Done(Lookup::Hit(value));
         }
-        Near::Keyed(Keyed {
-            key,
-            shape,
-            mode,
-            args: entry::args_text(args),
-        })
+        Near::Keyed(Keyed { key, shape, mode })
     }
 
     /// The part of a lookup that reads the store: the entry, then (when
     /// there is none) the function's record; `Missed` when the call must
-    /// take its turn to compute.
-    fn lookup_stored<'m, T>(&'m self, function: &'m Function, keyed: Keyed) -> Begun<'m, T>
+    /// take its turn to compute. `args` renders the arguments for the
+    /// logs and the entry's info, on a miss only.
+    fn lookup_stored<'m, T>(
+        &'m self,
+        function: &'m Function,
+        keyed: Keyed,
+        args: impl FnOnce() -> String,
+    ) -> Begun<'m, T>
     where
         T: Serialize + DeserializeOwned + 'static,
     {
@@ -361,20 +367,21 @@ impl Memory {
         let state = self
             .records()
             .state(function, keyed.shape, std::any::type_name::<T>());
-        Begun::Missed(self.missed(function, keyed, state))
+        Begun::Missed(self.missed(function, keyed, state, args()))
     }
 
     /// A lookup that found nothing stored: compute once. It waits for a
     /// computation of this key running in this process, then for one
     /// running in another process (a lock per key), and looks again after
     /// each wait (see `once::Turn::step`).
-    fn missed(&self, function: &Function, keyed: Keyed, state: Arc<FnState>) -> Missed {
-        let Keyed {
-            key,
-            shape,
-            mode,
-            args,
-        } = keyed;
+    fn missed(
+        &self,
+        function: &Function,
+        keyed: Keyed,
+        state: Arc<FnState>,
+        args: String,
+    ) -> Missed {
+        let Keyed { key, shape, mode } = keyed;
         let turn = Turn::new(
             key,
             EntryName::key_lock(function.folder(), &key)
@@ -409,40 +416,46 @@ impl Memory {
         T: Serialize + DeserializeOwned + Send + 'static,
         A: Serialize + ?Sized,
     {
-        let near = self.lookup_near::<T, A>(function, args);
-        async move {
-            let keyed = match near {
-                Near::Done(lookup) => return lookup,
-                Near::Keyed(keyed) => keyed,
-            };
-            // A remote store's reads are round trips: on a thread of their
-            // own, as the waits are. A local one's are read here.
-            let remote = self.inner.store.is_remote();
-            let mut missed = if remote {
-                let (memory, owned) = (self.clone(), function.clone());
-                let (key, shape, mode) = (keyed.key, keyed.shape, keyed.mode);
-                let found = crate::background::run(move || {
-                    match memory.reader().find_stored::<T>(&owned, &key, mode.quiet()) {
-                        Some(value) => Ok(value),
-                        None => {
-                            Err(memory
-                                .records()
-                                .state(&owned, shape, std::any::type_name::<T>()))
-                        }
-                    }
-                })
-                .await;
-                match found {
-                    Ok(value) => {
-                        mode.record(true, Some(key));
-                        return Lookup::Hit(value);
-                    }
-                    Err(state) => self.missed(function, keyed, state),
+        // Everything that reads the arguments happens before the first
+        // await, and a local store is read here too (as `lookup` does).
+        let remote = self.inner.store.is_remote();
+        let start = match self.lookup_near::<T, A>(function, args) {
+            Near::Done(lookup) => Start::Done(lookup),
+            Near::Keyed(keyed) if remote => Start::Remote(keyed, entry::args_text(args)),
+            Near::Keyed(keyed) => {
+                match self.lookup_stored(function, keyed, || entry::args_text(args)) {
+                    Begun::Done(lookup) => Start::Done(lookup),
+                    Begun::Missed(missed) => Start::Missed(missed),
                 }
-            } else {
-                match self.lookup_stored(function, keyed) {
-                    Begun::Done(lookup) => return lookup,
-                    Begun::Missed(missed) => missed,
+            }
+        };
+        async move {
+            let mut missed = match start {
+                Start::Done(lookup) => return lookup,
+                Start::Missed(missed) => missed,
+                // A remote store's reads are round trips: on a thread of
+                // their own, as the waits are.
+                Start::Remote(keyed, args) => {
+                    let (memory, owned) = (self.clone(), function.clone());
+                    let (key, shape, mode) = (keyed.key, keyed.shape, keyed.mode);
+                    let found = crate::background::run(move || {
+                        match memory.reader().find_stored::<T>(&owned, &key, mode.quiet()) {
+                            Some(value) => Ok(value),
+                            None => Err(memory.records().state(
+                                &owned,
+                                shape,
+                                std::any::type_name::<T>(),
+                            )),
+                        }
+                    })
+                    .await;
+                    match found {
+                        Ok(value) => {
+                            mode.record(true, Some(key));
+                            return Lookup::Hit(value);
+                        }
+                        Err(state) => self.missed(function, keyed, state, args),
+                    }
                 }
             };
             let mut waited = None;
@@ -586,7 +599,15 @@ struct Keyed {
     key: Key,
     shape: function::Shape,
     mode: Mode,
-    args: String,
+}
+
+/// Where `lookup_async`'s future starts.
+enum Start<'m, T> {
+    Done(Lookup<'m, T>),
+    Missed(Missed),
+    /// The store is remote: read it on a thread of its own (with the
+    /// arguments rendered already).
+    Remote(Keyed, String),
 }
 
 /// The first, non-waiting part of a lookup.
