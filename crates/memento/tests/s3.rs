@@ -272,6 +272,23 @@ fn finish(child: Child) -> Output {
 // Children
 
 fn child(role: &str) {
+    if let Some(url) = role.strip_prefix("down:") {
+        // Two handles on one bucket whose server is gone: every call
+        // returns its value, and the outage is said once.
+        let prefix = std::env::var(PREFIX).unwrap();
+        let a = Memory::with_store(store_at(url, &prefix));
+        let b = Memory::with_store(store_at(url, &prefix));
+        let mut timings = Vec::new();
+        for x in 0..6u64 {
+            let memory = if x % 2 == 0 { &a } else { &b };
+            let t = Instant::now();
+            let v: u64 = memory.call(triple::function(), &(&x,), || x * 3);
+            timings.push(t.elapsed());
+            assert_eq!(v, x * 3);
+        }
+        println!("{timings:?}");
+        return;
+    }
     if let Some(arg) = role.strip_prefix("located:") {
         // The cache as a user opens it: MEMENTO_DIR=s3://bucket/prefix, the
         // standard AWS environment, the near cache under XDG_CACHE_HOME.
@@ -1435,6 +1452,38 @@ fn management() {
     println!("  stats, entries, verify --remove, gc, clear_function, clear over the bucket");
 }
 
+/// A process whose bucket is down: calls return their values, and the
+/// outage is one warning however many calls and handles meet it.
+fn one_warning_per_outage() {
+    let prefix = unique("down");
+    let work = fresh_dir("down");
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let child = spawn(
+        &format!("down:{dead}"),
+        &dead,
+        &prefix,
+        &work.join("counter.txt"),
+        0,
+        2000,
+    );
+    let out = finish(child);
+    let warnings: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("warning"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", out.stderr);
+    assert!(
+        warnings[0].contains("check the endpoint"),
+        "{}",
+        warnings[0]
+    );
+    println!(
+        "  6 calls on 2 handles, server down: {}; 1 warning",
+        out.stdout
+    );
+}
+
 /// Every file under `dir`, as paths relative to it.
 fn walk(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
@@ -1469,7 +1518,7 @@ fn main() {
         child(&role);
         return;
     }
-    let tests: [(&str, fn()); 18] = [
+    let tests: [(&str, fn()); 19] = [
         ("store_basics", store_basics),
         ("bad_locations", bad_locations),
         ("conditional_writes", conditional_writes),
@@ -1487,6 +1536,7 @@ fn main() {
         ("wrong_credentials", wrong_credentials),
         ("damaged_entry", damaged_entry),
         ("server_outage", server_outage),
+        ("one_warning_per_outage", one_warning_per_outage),
         ("hanging_server_bounded", hanging_server_bounded),
     ];
     // `cargo test --test s3 -- NAME...`: only the cases whose names hold

@@ -40,8 +40,10 @@ pub(super) struct Shared {
     usage: Usage,
     /// The eviction index's log (local caches).
     index: Option<IndexLog>,
-    /// Storage errors, reported without flooding.
-    io: IoReports,
+    /// Storage errors, reported without flooding: one per location name
+    /// in this process, even for stores given by the user (two handles on
+    /// one bucket say an outage once).
+    io: Arc<IoReports>,
 }
 
 /// Locations in use in this process.
@@ -87,7 +89,7 @@ impl Shared {
             flights: Arc::default(),
             usage: Usage::default(),
             index: path.map(IndexLog::new),
-            io: IoReports::default(),
+            io: IoReports::of(&store.location()),
         });
         registry.push((location, Arc::downgrade(&shared)));
         shared
@@ -192,6 +194,27 @@ pub(super) struct IoReports {
     warned: AtomicBool,
     since: AtomicU64,
     last: Mutex<Option<Instant>>,
+}
+
+/// The storage-error reports of the locations in use, by name.
+static REPORTS: Mutex<Vec<(String, Weak<IoReports>)>> = Mutex::new(Vec::new());
+
+impl IoReports {
+    /// The reports of the location named `location` in this process.
+    fn of(location: &str) -> Arc<IoReports> {
+        let mut reports = REPORTS.lock().unwrap_or_else(|e| e.into_inner());
+        reports.retain(|(_, weak)| weak.strong_count() > 0);
+        if let Some(found) = reports
+            .iter()
+            .find(|(name, _)| name == location)
+            .and_then(|(_, weak)| weak.upgrade())
+        {
+            return found;
+        }
+        let new = Arc::new(IoReports::default());
+        reports.push((location.to_string(), Arc::downgrade(&new)));
+        new
+    }
 }
 
 /// How often, at most, failures after the first are summed up.
