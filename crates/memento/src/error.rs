@@ -91,6 +91,16 @@ pub enum Error {
         /// What went wrong, and what to check.
         message: String,
     },
+    /// The cache's location cannot be used (no bucket in an `s3://` URL,
+    /// or a build without the `s3` feature): said once when it was opened;
+    /// calls are computed and not stored, and management returns this.
+    #[error("{reason}")]
+    Unusable {
+        /// The location as given.
+        location: String,
+        /// Why, and what to change.
+        reason: String,
+    },
     /// A name given to the store would leave the cache location.
     #[error("invalid object name {0:?}: names are relative, '/'-separated, without empty, '.' or '..' parts")]
     InvalidName(String),

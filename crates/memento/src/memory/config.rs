@@ -495,10 +495,9 @@ struct Unavailable {
 
 impl Unavailable {
     fn error(&self) -> Error {
-        Error::Option {
-            option: "location",
-            value: self.location.clone(),
-            expected: self.reason.clone(),
+        Error::Unusable {
+            location: self.location.clone(),
+            reason: self.reason.clone(),
         }
     }
 }
