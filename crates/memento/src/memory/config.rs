@@ -15,7 +15,7 @@ use super::{Inner, Location, Memory, Where, DEFAULT_DIR, MEMENTO_DIR};
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::evict::{self, Limits};
-use crate::store::{LocalStore, NearCache, ObjectMeta, Store, DEFAULT_NEAR_LIMIT};
+use crate::store::{LocalStore, NearCache, Store, Unavailable, DEFAULT_NEAR_LIMIT};
 
 /// Default bound of the in-memory layer.
 const DEFAULT_IN_MEMORY_BYTES: u64 = 64 << 20;
@@ -166,10 +166,7 @@ impl Memory {
             }
             Err(e) => {
                 crate::log::warning!("{e}; calls are computed but not stored");
-                let store = Unavailable {
-                    location: url.to_string(),
-                    reason: e.to_string(),
-                };
+                let store = Unavailable::new(url, e.to_string());
                 Memory::build(Arc::new(store), Config::new(None), true)
             }
         }
@@ -483,51 +480,4 @@ fn default_near_folder(url: &str) -> Option<PathBuf> {
         }
     }
     Some(folder)
-}
-
-/// The store of a location that cannot be used (said once, when it was
-/// opened): nothing is found, nothing is kept, and management says why.
-#[derive(Debug)]
-struct Unavailable {
-    location: String,
-    reason: String,
-}
-
-impl Unavailable {
-    fn error(&self) -> Error {
-        Error::Unusable {
-            location: self.location.clone(),
-            reason: self.reason.clone(),
-        }
-    }
-}
-
-impl Store for Unavailable {
-    fn read(&self, _: &str, _: &mut Vec<u8>) -> Result<bool> {
-        Ok(false)
-    }
-
-    fn read_range(&self, _: &str, _: std::ops::Range<u64>, _: &mut Vec<u8>) -> Result<bool> {
-        Ok(false)
-    }
-
-    fn publish(&self, _: &str, _: &[u8]) -> Result<bool> {
-        Ok(false)
-    }
-
-    fn write(&self, _: &str, _: &[u8]) -> Result<()> {
-        Ok(())
-    }
-
-    fn list_meta(&self, _: &str) -> Result<Vec<ObjectMeta>> {
-        Err(self.error())
-    }
-
-    fn delete(&self, _: &str) -> Result<()> {
-        Err(self.error())
-    }
-
-    fn location(&self) -> String {
-        self.location.clone()
-    }
 }

@@ -21,12 +21,14 @@ mod near;
 mod ranges;
 #[cfg(feature = "s3")]
 pub mod s3;
+mod unavailable;
 
 pub(crate) use local::{block_size, make_folders, on_disk};
 pub use local::{LocalStore, ACCESS_GRANULARITY};
 pub use near::{NearCache, DEFAULT_NEAR_LIMIT};
 #[cfg(feature = "s3")]
 pub use s3::{S3Store, S3StoreBuilder};
+pub(crate) use unavailable::Unavailable;
 
 /// What [`Store::open_file`] found.
 #[derive(Debug)]
