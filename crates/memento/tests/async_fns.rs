@@ -107,51 +107,16 @@ async fn lookup_async_future_outlives_its_arguments() {
     assert!(MEM.contains::<u32, _>(&f, &args));
 }
 
-/// A store whose every read is a slow round trip, as a bucket's.
-#[derive(Debug)]
-struct SlowRemote(memento::store::LocalStore);
-
-impl memento::store::Store for SlowRemote {
-    fn read(&self, name: &str, out: &mut Vec<u8>) -> memento::Result<bool> {
-        std::thread::sleep(Duration::from_millis(150));
-        self.0.read(name, out)
-    }
-    fn read_range(
-        &self,
-        name: &str,
-        range: std::ops::Range<u64>,
-        out: &mut Vec<u8>,
-    ) -> memento::Result<bool> {
-        std::thread::sleep(Duration::from_millis(150));
-        self.0.read_range(name, range, out)
-    }
-    fn publish(&self, name: &str, bytes: &[u8]) -> memento::Result<bool> {
-        self.0.publish(name, bytes)
-    }
-    fn write(&self, name: &str, bytes: &[u8]) -> memento::Result<()> {
-        self.0.write(name, bytes)
-    }
-    fn list_meta(&self, prefix: &str) -> memento::Result<Vec<memento::store::ObjectMeta>> {
-        self.0.list_meta(prefix)
-    }
-    fn delete(&self, name: &str) -> memento::Result<()> {
-        self.0.delete(name)
-    }
-    fn location(&self) -> String {
-        self.0.location()
-    }
-    fn is_remote(&self) -> bool {
-        true
-    }
-}
-
 /// On one executor thread, a lookup over a remote store reads it on a
 /// thread of its own: a task beside it keeps running meanwhile.
 #[tokio::test(flavor = "current_thread")]
 async fn remote_reads_never_block_the_executor() {
     let dir = common::fresh_dir("async-remote");
-    let memory =
-        Memory::with_store(SlowRemote(memento::store::LocalStore::new(&dir))).in_memory_limit(0);
+    let store = common::Hooked {
+        remote_delay: Some(Duration::from_millis(150)),
+        ..common::Hooked::new(&dir)
+    };
+    let memory = Memory::with_store(store).in_memory_limit(0);
     let f = memento::Function::new("async_fns", "remote");
     let ticks = std::sync::Arc::new(AtomicUsize::new(0));
     let ticker = {

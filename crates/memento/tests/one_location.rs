@@ -152,42 +152,12 @@ fn hits_are_counted_in_the_location_that_served_them() {
 /// stores, say): each is its own cache, never served the other's results.
 #[test]
 fn stores_given_by_the_user_are_never_shared_by_name() {
-    #[derive(Debug)]
-    struct Named(memento::store::LocalStore);
-    impl memento::store::Store for Named {
-        fn read(&self, name: &str, out: &mut Vec<u8>) -> memento::Result<bool> {
-            self.0.read(name, out)
-        }
-        fn read_range(
-            &self,
-            name: &str,
-            range: std::ops::Range<u64>,
-            out: &mut Vec<u8>,
-        ) -> memento::Result<bool> {
-            self.0.read_range(name, range, out)
-        }
-        fn publish(&self, name: &str, bytes: &[u8]) -> memento::Result<bool> {
-            self.0.publish(name, bytes)
-        }
-        fn write(&self, name: &str, bytes: &[u8]) -> memento::Result<()> {
-            self.0.write(name, bytes)
-        }
-        fn list_meta(&self, prefix: &str) -> memento::Result<Vec<memento::store::ObjectMeta>> {
-            self.0.list_meta(prefix)
-        }
-        fn delete(&self, name: &str) -> memento::Result<()> {
-            self.0.delete(name)
-        }
-        fn location(&self) -> String {
-            "the same name".into()
-        }
-    }
-    let a = Memory::with_store(Named(memento::store::LocalStore::new(common::fresh_dir(
-        "named-a",
-    ))));
-    let b = Memory::with_store(Named(memento::store::LocalStore::new(common::fresh_dir(
-        "named-b",
-    ))));
+    let named = |dir: &str| common::Hooked {
+        name: Some("the same name".into()),
+        ..common::Hooked::new(&common::fresh_dir(dir))
+    };
+    let a = Memory::with_store(named("named-a"));
+    let b = Memory::with_store(named("named-b"));
     let f = Function::new("one_location", "named");
     let _: u32 = a.call(&f, &1u32, || 1);
     let from_b: u32 = b.call(&f, &1u32, || 2);

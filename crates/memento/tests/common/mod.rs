@@ -82,13 +82,18 @@ pub fn fresh_dir(name: &str) -> std::path::PathBuf {
         .join(format!("{name}-{}-{nanos}", std::process::id()))
 }
 
-/// A local store with test hooks: writes that fail as on a full disk, and a
-/// count of whole-store listings.
+/// A local store with test hooks: writes that fail as on a full disk, a
+/// count of whole-store listings, reads as slow as a bucket's (and the
+/// store saying it is remote), another name.
 #[derive(Debug)]
 pub struct Hooked {
     pub inner: memento::store::LocalStore,
     pub disk_full: bool,
     pub listings: Arc<std::sync::atomic::AtomicUsize>,
+    /// Each read takes this long, and the store says it is remote.
+    pub remote_delay: Option<std::time::Duration>,
+    /// The name it gives itself, instead of its folder's.
+    pub name: Option<String>,
 }
 
 impl Hooked {
@@ -97,6 +102,14 @@ impl Hooked {
             inner: memento::store::LocalStore::new(dir),
             disk_full: false,
             listings: Arc::default(),
+            remote_delay: None,
+            name: None,
+        }
+    }
+
+    fn round_trip(&self) {
+        if let Some(delay) = self.remote_delay {
+            std::thread::sleep(delay);
         }
     }
 
@@ -114,6 +127,7 @@ impl Hooked {
 
 impl memento::store::Store for Hooked {
     fn read(&self, name: &str, out: &mut Vec<u8>) -> memento::Result<bool> {
+        self.round_trip();
         self.inner.read(name, out)
     }
     fn read_range(
@@ -122,7 +136,11 @@ impl memento::store::Store for Hooked {
         range: std::ops::Range<u64>,
         out: &mut Vec<u8>,
     ) -> memento::Result<bool> {
+        self.round_trip();
         self.inner.read_range(name, range, out)
+    }
+    fn is_remote(&self) -> bool {
+        self.remote_delay.is_some()
     }
     fn publish(&self, name: &str, bytes: &[u8]) -> memento::Result<bool> {
         self.full()?;
@@ -146,6 +164,6 @@ impl memento::store::Store for Hooked {
         self.inner.delete_prefix(prefix)
     }
     fn location(&self) -> String {
-        self.inner.location()
+        self.name.clone().unwrap_or_else(|| self.inner.location())
     }
 }
