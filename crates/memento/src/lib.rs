@@ -203,6 +203,7 @@ pub mod codec;
 pub mod entry;
 mod error;
 pub mod evict;
+mod exit;
 mod function;
 pub mod handle;
 mod header;

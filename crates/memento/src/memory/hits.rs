@@ -31,23 +31,11 @@ pub(super) const HITS_CHECK_EVERY: u64 = 1024;
 pub(super) const HITS_FLUSH_SECONDS: u64 = 10;
 
 /// Hits still counted in memory when the process exits are added to their
-/// `hits.json` then (on Unix, through `atexit`; not after a crash or a
-/// signal). The hook holds no `Memory`: it visits the locations still in
-/// use (see [`shared`]); a location dropped earlier flushed its hits then.
+/// `hits.json` then (see [`crate::exit`]). The hook holds no `Memory`: it
+/// visits the locations still in use (see [`shared`]); a location dropped
+/// earlier flushed its hits then.
 fn flush_at_exit() {
-    static HOOK: std::sync::Once = std::sync::Once::new();
-    HOOK.call_once(|| {
-        #[cfg(unix)]
-        // SAFETY: `at_exit` is an `extern "C" fn()` that does not unwind.
-        unsafe {
-            libc::atexit(at_exit);
-        }
-    });
-}
-
-#[cfg(unix)]
-extern "C" fn at_exit() {
-    let _ = std::panic::catch_unwind(shared::flush_every_location);
+    crate::exit::on_exit("hit counts", shared::flush_every_location);
 }
 
 /// Adds the pending `hits` of the function whose folder is `folder` to

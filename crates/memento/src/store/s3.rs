@@ -878,31 +878,21 @@ fn flush_at_exit(inner: &Arc<Inner>) {
     open.retain(|store| store.strong_count() > 0);
     open.push(Arc::downgrade(inner));
     drop(open);
-    static HOOK: std::sync::Once = std::sync::Once::new();
-    HOOK.call_once(|| {
-        #[cfg(unix)]
-        // SAFETY: `at_exit` is an `extern "C" fn()` that does not unwind.
-        unsafe {
-            libc::atexit(at_exit);
-        }
-    });
+    crate::exit::on_exit("bucket access notes", flush_open_stores);
 }
 
-/// At exit (on Unix, through `atexit`; not after a crash or a signal): the
-/// stores still open write their noted accesses.
-#[cfg(unix)]
-extern "C" fn at_exit() {
-    let _ = std::panic::catch_unwind(|| {
-        let open: Vec<Arc<Inner>> = OPEN
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter_map(Weak::upgrade)
-            .collect();
-        for inner in open {
-            inner.flush_before_going();
-        }
-    });
+/// At exit (see [`crate::exit`]): the stores still open write their noted
+/// accesses.
+fn flush_open_stores() {
+    let open: Vec<Arc<Inner>> = OPEN
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter_map(Weak::upgrade)
+        .collect();
+    for inner in open {
+        inner.flush_before_going();
+    }
 }
 
 /// Splits `s3://bucket/prefix` into the bucket and the prefix (without
