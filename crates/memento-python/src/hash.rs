@@ -76,8 +76,8 @@ pub fn hash_args(py: Python<'_>, args: &Bound<'_, PyAny>) -> PyResult<[u8; 32]> 
                 .map(|n| n.to_string())
                 .unwrap_or_else(|_| "?".into());
             let err = PyTypeError::new_err(format!(
-                "memento cannot hash the argument {name:?} (of type {type_name}): {e}. Leave it \
-                 out of the key with @memory.cache(ignore=[{name:?}]), or make it picklable"
+                "memento cannot hash the argument '{name}' (of type {type_name}): {e}. Leave it \
+                 out of the key with @memory.cache(ignore=['{name}']), or make it picklable"
             ));
             err.set_cause(py, Some(e));
             err
