@@ -58,8 +58,8 @@ if [ "$(cat "$venv/memento-ready" 2>/dev/null)" != "$READY_MARK" ]; then
 fi
 
 # The build uses the environment's maturin (no isolated build environment:
-# no download), and this workspace's target folder.
-CARGO_TARGET_DIR="$target" "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+# no download; maturin found on PATH), and this workspace's target folder.
+PATH="$venv/bin:$PATH" CARGO_TARGET_DIR="$target" "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
     --no-build-isolation --no-deps --force-reinstall "$repo/crates/memento-python" ||
     die "building or installing crates/memento-python failed (see above)"
 
