@@ -170,6 +170,38 @@ impl Function {
         self.validate
     }
 
+    /// The fingerprint of the function's code, computed by the caller, and
+    /// its signature as text (for people, in `function.json`): part of
+    /// every key, and compared with the record at the function's first miss
+    /// (a different fingerprint drops the old results, as a changed body
+    /// does under `#[memento::cache]`). For code that `#[memento::cache]`
+    /// cannot fingerprint, such as the Python package's functions (the
+    /// hash of their source's tokens).
+    ///
+    /// Unlike the attribute, two `Function`s of one name with different
+    /// fingerprints in one process are not warned about: an interpreter
+    /// redefines functions as a matter of course.
+    ///
+    /// ```
+    /// use memento::Function;
+    ///
+    /// let code = *blake3::hash(b"def f(x): return x + 1").as_bytes();
+    /// let f = Function::new("stats", "f").fingerprint(code, "f(x)");
+    /// let g = Function::new("stats", "f").fingerprint([0; 32], "f(x)");
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let memory = memento::Memory::new(dir.path());
+    /// let a: u32 = memory.call(&f, &1u32, || 2);
+    /// let mut ran = false;
+    /// let b: u32 = memory.call(&g, &1u32, || { ran = true; 3 });
+    /// assert_eq!((a, b, ran), (2, 3, true), "another fingerprint, another key");
+    /// ```
+    pub fn fingerprint(mut self, fingerprint: [u8; 32], signature: impl Into<String>) -> Function {
+        self.code = Some(fingerprint);
+        self.signature = signature.into();
+        self.derive();
+        self
+    }
+
     /// Used by `#[memento::cache]`: the fingerprint of the function's tokens,
     /// its signature as text, and whether it has type or const parameters.
     #[doc(hidden)]

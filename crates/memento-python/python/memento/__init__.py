@@ -1,0 +1,531 @@
+"""memento: persistent memoization of slow, pure functions.
+
+A drop-in for ``joblib.Memory`` on memento's Rust core::
+
+    from memento import Memory
+
+    memory = Memory("cache_dir", verbose=0)
+
+    @memory.cache
+    def slow(x, y=2):
+        ...
+
+    slow(1, y=2)  # computed and stored in cache_dir
+    slow(1, 2)    # the same call (arguments are bound as joblib binds them): read back
+
+What differs from joblib, and why:
+
+- Keys are computed in Rust: a canonical, type-tagged encoding of the
+  arguments hashed with blake3 (dicts and sets whatever their insertion
+  order, NumPy arrays by dtype, shape and contents in any memory layout,
+  hashed with the GIL released); other types through ``pickle`` as joblib
+  does.
+- A function's fingerprint is the tokens of its source without comments or
+  formatting: a reformatted or commented function keeps its results (joblib
+  drops them on any change of its text).
+- Results are pickles (protocol 5) stored in memento's entry format: one
+  checksummed file per result, published atomically (a killed writer never
+  leaves a damaged result), computed once when several processes need the
+  same new result at the same time, limits enforced after writes
+  (``bytes_limit``, ``items_limit``, ``age_limit``), and with
+  ``signing_key`` (or ``MEMENTO_KEY``) entries that another writer put in
+  the folder are refused. The ``memento`` command lists and manages the
+  folder.
+- ``location`` is the cache folder itself (joblib adds a ``joblib``
+  subfolder).
+
+As with joblib, a stored result is a pickle, which runs code when it is
+loaded: only use cache folders that you and people you trust write, or set
+a signing key.
+
+Not yet: ``mmap_mode`` (accepted; results are loaded into memory),
+``compress`` (accepted; results are stored uncompressed),
+``cache_validation_callback`` and ``expires_after``, backends other than
+``'local'``.
+"""
+
+import ast
+import datetime
+import functools
+import inspect
+import io
+import os
+import pathlib
+import pickle
+import re
+import sys
+import textwrap
+import time
+import tokenize
+import warnings
+
+from . import _memento
+from ._memento import hash_args
+
+__all__ = [
+    "Memory",
+    "MemorizedFunc",
+    "NotMemorizedFunc",
+    "MemorizedResult",
+    "NotMemorizedResult",
+    "hash",
+]
+
+#: Pickle protocol of stored results.
+PICKLE_PROTOCOL = 5
+
+
+def hash(obj):
+    """The hex digest memento keys ``obj`` by (equal values, equal digests)."""
+    return _memento.hash_value(obj).hex()
+
+
+# --- the function's identity and fingerprint ---------------------------------
+
+_SKIPPED = {tokenize.COMMENT, tokenize.NL, tokenize.ENCODING, tokenize.ENDMARKER}
+# Kept as markers, without their text: a block's structure is code (which
+# statement is inside an `if`), the width of its indentation is formatting.
+_MARKERS = {tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT}
+
+
+def _normal_string(text):
+    """A string literal as its value, so that 'a' and "a" are one token."""
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+    if isinstance(value, (str, bytes)):
+        return "S" + repr(value)
+    return text
+
+
+def _source_material(source):
+    parts = [b"memento python source tokens v1"]
+    readline = io.StringIO(textwrap.dedent(source)).readline
+    for tok in tokenize.generate_tokens(readline):
+        if tok.type in _SKIPPED:
+            continue
+        if tok.type in _MARKERS:
+            parts.append(tokenize.tok_name[tok.type].encode())
+            continue
+        text = _normal_string(tok.string) if tok.type == tokenize.STRING else tok.string
+        parts.append(text.encode("utf-8", "surrogatepass"))
+    return b"\0".join(parts)
+
+
+def _code_material(code):
+    """The fingerprint material of a code object, for functions without
+    source (built by exec of a string, or in a frozen program)."""
+    parts = [b"memento python code v1", code.co_code]
+    for const in code.co_consts:
+        if inspect.iscode(const):
+            parts.append(_code_material(const))
+        else:
+            parts.append(repr(const).encode("utf-8", "surrogatepass"))
+    parts.append(repr(code.co_names).encode())
+    parts.append(repr(code.co_varnames).encode())
+    return b"\0".join(parts)
+
+
+def _fingerprint(func):
+    """What identifies the function's code: its source's tokens, without
+    comments and formatting; its code object where there is no source."""
+    try:
+        source = inspect.getsource(func)
+    except (OSError, TypeError):
+        source = None
+    if source is not None:
+        try:
+            return _source_material(source)
+        except (tokenize.TokenError, SyntaxError):
+            pass
+    code = getattr(func, "__code__", None)
+    if code is None:
+        # A callable object: its class's __call__.
+        code = getattr(getattr(type(func), "__call__", None), "__code__", None)
+    if code is None:
+        raise TypeError(
+            f"memento cannot fingerprint {func!r}: it has neither source nor a code "
+            "object; cache a Python function (def or lambda) that calls it"
+        )
+    return _code_material(code)
+
+
+def _module_name(func):
+    module = getattr(func, "__module__", None) or "__unknown__"
+    if module in ("__main__", "__mp_main__"):
+        # A script: its file's name, so that two scripts keep apart (and a
+        # spawned worker, whose copy of the script is __mp_main__, finds the
+        # parent's results).
+        main = sys.modules.get(module)
+        path = getattr(main, "__file__", None)
+        if path:
+            return "__main__." + pathlib.Path(path).stem
+    return module
+
+
+def _parse_bytes(value, what):
+    """An int, or a size such as '10G', '500M', '3K' (powers of 1024, as
+    joblib reads them)."""
+    if value is None or isinstance(value, int):
+        if value is not None and value < 0:
+            raise ValueError(f"{what} must be 0 or more: got {value}")
+        return value
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)B?\s*", str(value), re.IGNORECASE)
+    if not match:
+        raise ValueError(
+            f"{what} must be a number of bytes or a size such as '10G', '500M': got {value!r}"
+        )
+    scale = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    return int(float(match.group(1)) * scale[match.group(2).upper()])
+
+
+def _seconds(value, what):
+    if value is None:
+        return None
+    if isinstance(value, datetime.timedelta):
+        value = value.total_seconds()
+    value = float(value)
+    if value < 0:
+        raise ValueError(f"{what} must be 0 or more: got {value}")
+    return value
+
+
+def _short_repr(value, limit=200):
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class _Unpicklable(Exception):
+    """The result could not be pickled: returned, not stored."""
+
+    def __init__(self, value, error):
+        super().__init__(str(error))
+        self.value = value
+        self.error = error
+
+
+# --- results ------------------------------------------------------------------
+
+
+class MemorizedResult:
+    """A handle on a stored result (``func.call_and_shelve(...)``): ``get()``
+    reads it, ``clear()`` removes it."""
+
+    def __init__(self, stored, func_name):
+        self._stored = stored
+        self.func = func_name
+
+    def get(self):
+        """The stored value, verified and unpickled. ``KeyError`` when it is no
+        longer stored."""
+        return pickle.loads(self._stored.get())
+
+    def clear(self):
+        """Removes the stored result (nothing happens if it is gone)."""
+        try:
+            self._stored.clear()
+        except KeyError:
+            pass
+
+    def metadata(self):
+        """The entry's metadata: function, key, time, duration, size."""
+        return self._stored.metadata()
+
+    @property
+    def key(self):
+        return self._stored.key
+
+    def __repr__(self):
+        return f"MemorizedResult(func={self.func!r}, key={self.key!r})"
+
+
+class NotMemorizedResult:
+    """The value of a call with caching disabled, behind the same interface."""
+
+    def __init__(self, value):
+        self.value = value
+        self.valid = True
+
+    def get(self):
+        if not self.valid:
+            raise KeyError("No value stored.")
+        return self.value
+
+    def clear(self):
+        self.valid = False
+        self.value = None
+
+    def __repr__(self):
+        return f"NotMemorizedResult({self.value!r})" if self.valid else "NotMemorizedResult()"
+
+
+# --- functions ----------------------------------------------------------------
+
+
+class NotMemorizedFunc:
+    """A function with caching disabled (``Memory(location=None)``): every call
+    computes."""
+
+    def __init__(self, func):
+        self.func = func
+        functools.update_wrapper(self, func)
+
+    def __call__(self, *args, **kwargs):
+        return self.func(*args, **kwargs)
+
+    def call_and_shelve(self, *args, **kwargs):
+        return NotMemorizedResult(self.func(*args, **kwargs))
+
+    def call(self, *args, **kwargs):
+        return self.func(*args, **kwargs), {}
+
+    def check_call_in_cache(self, *args, **kwargs):
+        return False
+
+    def clear(self, warn=True):
+        pass
+
+    def __repr__(self):
+        return f"NotMemorizedFunc(func={self.func!r})"
+
+
+class MemorizedFunc:
+    """A cached function (what ``@memory.cache`` returns)."""
+
+    def __init__(self, func, memory, ignore=None, verbose=1, mmap_mode=None):
+        self.func = func
+        self._memory = memory  # _memento.Memory
+        self._verbose = verbose
+        self.mmap_mode = mmap_mode
+        self._signature = inspect.signature(func)
+        self.ignore = list(ignore or [])
+        for name in self.ignore:
+            if name not in self._signature.parameters:
+                raise ValueError(
+                    f"ignore={self.ignore!r}: {func.__qualname__} has no argument {name!r} "
+                    f"(its signature is {self._signature})"
+                )
+        self._ignored = frozenset(self.ignore)
+        self._function = None
+        functools.update_wrapper(self, func)
+
+    # The Rust side's Function, made at the first call (reading the source
+    # costs milliseconds: not at import).
+    def _rust_function(self):
+        if self._function is None:
+            self._function = _memento.Function(
+                _module_name(self.func),
+                self.func.__qualname__,
+                _fingerprint(self.func),
+                f"{self.func.__qualname__}{self._signature}",
+            )
+        return self._function
+
+    def _bind(self, args, kwargs):
+        bound = self._signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return [(n, v) for n, v in bound.arguments.items() if n not in self._ignored]
+
+    def _run(self, args, kwargs, force=False):
+        """(value, hit, digest, function)."""
+        function = self._rust_function()
+        pairs = self._bind(args, kwargs)
+        digest = hash_args(pairs)
+        computed = []
+
+        def compute():
+            if self._verbose > 0:
+                shown = ", ".join(f"{n}={_short_repr(v)}" for n, v in pairs)
+                print(f"[Memory] Calling {function.full_name}({shown})")
+            start = time.monotonic()
+            value = self.func(*args, **kwargs)
+            computed.append(value)
+            if self._verbose > 0:
+                took = time.monotonic() - start
+                print(f"[Memory] {self.func.__qualname__} - {took:.1f}s, {took / 60:.1f}min")
+            try:
+                return pickle.dumps(value, protocol=PICKLE_PROTOCOL)
+            except Exception as e:  # noqa: BLE001 - any pickling failure
+                raise _Unpicklable(value, e) from e
+
+        try:
+            data, hit = self._memory.call(function, digest, compute, force)
+        except _Unpicklable as e:
+            warnings.warn(
+                f"memento: the result of {function.full_name} cannot be pickled "
+                f"({e.error!r}); it is returned but not cached",
+                stacklevel=3,
+            )
+            return e.value, False, digest, function
+        value = pickle.loads(data) if hit else computed[0]
+        return value, hit, digest, function
+
+    def __call__(self, *args, **kwargs):
+        return self._run(args, kwargs)[0]
+
+    def call_and_shelve(self, *args, **kwargs):
+        """Computes (or finds) the result and returns a handle on it instead
+        of the value."""
+        _, _, digest, function = self._run(args, kwargs)
+        return MemorizedResult(self._memory.shelve(function, digest), function.full_name)
+
+    def call(self, *args, **kwargs):
+        """Computes the result again, stores it over the old one, and returns
+        ``(value, metadata)``."""
+        value, _, digest, function = self._run(args, kwargs, force=True)
+        stored = self._memory.shelve(function, digest)
+        try:
+            meta = stored.metadata()
+        except KeyError:
+            meta = {}
+        metadata = {
+            "duration": meta.get("duration"),
+            "input_args": {n: _short_repr(v) for n, v in self._bind(args, kwargs)},
+            "time": meta.get("time"),
+        }
+        return value, metadata
+
+    def check_call_in_cache(self, *args, **kwargs):
+        """Is the result of this call stored? Computes nothing."""
+        digest = hash_args(self._bind(args, kwargs))
+        return self._memory.contains(self._rust_function(), digest)
+
+    def clear(self, warn=True):
+        """Removes this function's stored results."""
+        self._memory.clear_function(self._rust_function())
+
+    def __repr__(self):
+        return f"MemorizedFunc(func={self.func!r}, location={self._memory.location!r})"
+
+
+# --- the cache ------------------------------------------------------------------
+
+
+class Memory:
+    """A cache folder, as ``joblib.Memory``.
+
+    ``location=None`` disables caching (decorated functions always compute).
+    ``bytes_limit``, ``items_limit`` and ``age_limit`` (seconds or a
+    ``timedelta``) are enforced automatically after writes, least recently
+    used results first. ``signing_key`` (default: the ``MEMENTO_KEY``
+    environment variable) signs entries and refuses foreign ones;
+    ``lock_timeout`` (seconds) bounds the wait for the same call running in
+    another process (by default: until it ends or its process dies).
+    """
+
+    def __init__(
+        self,
+        location=None,
+        backend="local",
+        mmap_mode=None,
+        compress=False,
+        verbose=1,
+        bytes_limit=None,
+        backend_options=None,
+        *,
+        items_limit=None,
+        age_limit=None,
+        signing_key=None,
+        lock_timeout=None,
+    ):
+        if backend != "local":
+            raise ValueError(
+                f"backend={backend!r}: memento's Python package has the 'local' backend only "
+                "(a folder) for now"
+            )
+        if mmap_mode not in (None, "r", "r+", "w+", "c"):
+            raise ValueError(f"mmap_mode must be None, 'r', 'r+', 'w+' or 'c': got {mmap_mode!r}")
+        if mmap_mode is not None:
+            warnings.warn(
+                "memento: mmap_mode is not implemented yet; results are loaded into memory",
+                stacklevel=2,
+            )
+        if compress:
+            warnings.warn(
+                "memento: compress is not implemented yet; results are stored uncompressed",
+                stacklevel=2,
+            )
+        self.mmap_mode = mmap_mode
+        self.compress = compress
+        self._verbose = verbose
+        self.bytes_limit = _parse_bytes(bytes_limit, "bytes_limit")
+        self.items_limit = items_limit
+        self.age_limit = _seconds(age_limit, "age_limit")
+        self.backend_options = dict(backend_options or {})
+        if location is None:
+            self.location = None
+            self._memory = None
+            return
+        self.location = os.fspath(location)
+        if signing_key is None:
+            signing_key = os.environ.get("MEMENTO_KEY") or None
+        if isinstance(signing_key, str):
+            signing_key = signing_key.encode()
+        self._memory = _memento.Memory(
+            os.path.abspath(self.location),
+            bytes_limit=self.bytes_limit,
+            items_limit=items_limit,
+            age_limit=self.age_limit,
+            signing_key=signing_key,
+            lock_timeout=_seconds(lock_timeout, "lock_timeout"),
+        )
+
+    def cache(
+        self,
+        func=None,
+        ignore=None,
+        verbose=None,
+        mmap_mode=False,
+        cache_validation_callback=None,
+    ):
+        """Decorates ``func`` so that its results are cached:
+        ``@memory.cache`` or ``@memory.cache(ignore=["verbose"])``."""
+        if cache_validation_callback is not None:
+            raise NotImplementedError(
+                "memento: cache_validation_callback is not supported yet; use age_limit= on "
+                "Memory to drop old results"
+            )
+        if func is None:
+            return functools.partial(
+                self.cache, ignore=ignore, verbose=verbose, mmap_mode=mmap_mode
+            )
+        if ignore is not None and not isinstance(ignore, (list, tuple)):
+            raise TypeError(f"ignore must be a list of argument names: got {ignore!r}")
+        if self._memory is None:
+            return NotMemorizedFunc(func)
+        if isinstance(func, MemorizedFunc):
+            func = func.func
+        return MemorizedFunc(
+            func,
+            self._memory,
+            ignore=ignore,
+            verbose=self._verbose if verbose is None else verbose,
+            mmap_mode=self.mmap_mode if mmap_mode is False else mmap_mode,
+        )
+
+    def eval(self, func, *args, **kwargs):
+        """``func(*args, **kwargs)``, through the cache."""
+        if self._memory is None:
+            return func(*args, **kwargs)
+        return self.cache(func)(*args, **kwargs)
+
+    def clear(self, warn=True):
+        """Removes every stored result."""
+        if self._memory is not None:
+            self._memory.clear()
+
+    def reduce_size(self, bytes_limit=None, items_limit=None, age_limit=None):
+        """Removes least recently used results until the limits hold (those
+        given, else the Memory's own). memento also does this by itself after
+        writes when the Memory has limits."""
+        if self._memory is None:
+            return
+        self._memory.reduce_size(
+            _parse_bytes(bytes_limit, "bytes_limit"),
+            items_limit,
+            _seconds(age_limit, "age_limit"),
+        )
+
+    def __repr__(self):
+        return f"Memory(location={self.location!r})"

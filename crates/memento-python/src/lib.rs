@@ -1,0 +1,341 @@
+//! `memento._memento`: the Rust half of the Python package `memento`
+//! (distribution `memento-cache`).
+//!
+//! The Python half (`python/memento/__init__.py`) binds a call's arguments
+//! as joblib does, fingerprints the function's source, and pickles results;
+//! this module keys the arguments ([`hash`]) and stores the pickled bytes
+//! through memento's [`Memory`], so a Python result is an entry like any
+//! other: checksummed, published atomically, computed once across
+//! processes, under the same limits and signing, listed by the `memento`
+//! command.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use memento::{Function, Lookup, Memory, StoredResult};
+use pyo3::exceptions::{PyKeyError, PyOSError, PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+use serde::{Serialize, Serializer};
+
+mod hash;
+
+/// A call's arguments as memento keys them: the digest of their canonical
+/// encoding ([`hash::hash_args`]), written as `python:<hex>` (which is also
+/// what an entry's info shows for them).
+struct Args([u8; 32]);
+
+impl Args {
+    fn from_digest(digest: &[u8]) -> PyResult<Args> {
+        let digest: [u8; 32] = digest.try_into().map_err(|_| {
+            PyValueError::new_err("an argument digest is 32 bytes: make it with hash_args()")
+        })?;
+        Ok(Args(digest))
+    }
+}
+
+impl Serialize for Args {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!(
+            "python:{}",
+            blake3::Hash::from_bytes(self.0).to_hex()
+        ))
+    }
+}
+
+/// memento's errors as Python exceptions, with memento's message (which
+/// says what to do).
+fn to_py(e: memento::Error) -> PyErr {
+    match e {
+        memento::Error::NotStored { .. } => PyKeyError::new_err(e.to_string()),
+        memento::Error::Io { .. } | memento::Error::Remote { .. } => {
+            PyOSError::new_err(e.to_string())
+        }
+        memento::Error::Option { .. } => PyValueError::new_err(e.to_string()),
+        _ => PyRuntimeError::new_err(e.to_string()),
+    }
+}
+
+fn seconds(what: &str, value: f64) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(value).map_err(|_| {
+        PyValueError::new_err(format!(
+            "{what} must be a number of seconds, 0 or more: got {value}"
+        ))
+    })
+}
+
+/// A cached function's identity and fingerprint.
+#[pyclass(frozen, name = "Function", module = "memento._memento")]
+struct PyFunction {
+    function: Function,
+}
+
+#[pymethods]
+impl PyFunction {
+    /// `code`: the material of the fingerprint (the function's tokens),
+    /// hashed here with blake3; `signature`: for people.
+    #[new]
+    #[pyo3(signature = (module, qualname, code, signature, version = ""))]
+    fn new(module: &str, qualname: &str, code: &[u8], signature: &str, version: &str) -> Self {
+        let function = Function::new(module, qualname)
+            .fingerprint(*blake3::hash(code).as_bytes(), signature)
+            .version(version);
+        PyFunction { function }
+    }
+
+    /// `module::qualname`.
+    #[getter]
+    fn full_name(&self) -> &str {
+        self.function.full_name()
+    }
+
+    /// The function's folder under the location.
+    #[getter]
+    fn folder(&self) -> &str {
+        self.function.folder()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<memento Function {}>", self.function.full_name())
+    }
+}
+
+/// A cache location with its options: memento's `Memory`.
+#[pyclass(frozen, name = "Memory", module = "memento._memento")]
+struct PyMemory {
+    memory: Memory,
+}
+
+#[pymethods]
+impl PyMemory {
+    #[new]
+    #[pyo3(signature = (location, *, bytes_limit = None, items_limit = None, age_limit = None,
+                        signing_key = None, lock_timeout = None))]
+    fn new(
+        location: PathBuf,
+        bytes_limit: Option<u64>,
+        items_limit: Option<u64>,
+        age_limit: Option<f64>,
+        signing_key: Option<Vec<u8>>,
+        lock_timeout: Option<f64>,
+    ) -> PyResult<Self> {
+        let mut memory = Memory::new(location);
+        if let Some(bytes) = bytes_limit {
+            memory = memory.bytes_limit(bytes);
+        }
+        if let Some(items) = items_limit {
+            memory = memory.items_limit(items);
+        }
+        if let Some(age) = age_limit {
+            memory = memory.age_limit(seconds("age_limit", age)?);
+        }
+        if let Some(secret) = signing_key {
+            if secret.is_empty() {
+                return Err(PyValueError::new_err(
+                    "signing_key is empty: give a long random secret (bytes or str)",
+                ));
+            }
+            memory = memory.signing_key(secret);
+        }
+        if let Some(timeout) = lock_timeout {
+            memory = memory.lock_timeout(seconds("lock_timeout", timeout)?);
+        }
+        Ok(PyMemory { memory })
+    }
+
+    /// The location, as given.
+    #[getter]
+    fn location(&self) -> String {
+        self.memory.location()
+    }
+
+    /// The stored pickle of `function` for the argument digest `args`, or
+    /// `compute()`'s (bytes), stored. Returns `(pickle, hit)`. An exception
+    /// of `compute` is raised and nothing is stored. With `force`, computes
+    /// and overwrites whatever is stored. The GIL is released while the
+    /// store is read and written and while waiting for the same call in
+    /// another thread or process.
+    #[pyo3(signature = (function, args, compute, force = false))]
+    fn call<'py>(
+        &self,
+        py: Python<'py>,
+        function: &PyFunction,
+        args: &[u8],
+        compute: &Bound<'py, PyAny>,
+        force: bool,
+    ) -> PyResult<(Bound<'py, PyBytes>, bool)> {
+        let args = Args::from_digest(args)?;
+        let (memory, f) = (&self.memory, &function.function);
+        let lookup = py.detach(|| {
+            if force {
+                memento::__private::next_call(true, false);
+            }
+            memory.lookup::<Vec<u8>, _>(f, &args)
+        });
+        match lookup {
+            Lookup::Hit(value) => Ok((PyBytes::new(py, &value), true)),
+            Lookup::Miss(pending) => {
+                // An exception drops `pending`: nothing stored, the turn
+                // released for whoever waits.
+                let computed = compute.call0()?;
+                let bytes = computed.cast_into::<PyBytes>().map_err(|e| {
+                    PyValueError::new_err(format!(
+                        "the computation must return bytes (the pickled result): {e}"
+                    ))
+                })?;
+                let value = bytes.as_bytes().to_vec();
+                py.detach(move || drop(pending.store(value)));
+                Ok((bytes, false))
+            }
+        }
+    }
+
+    /// Is a usable result stored for these arguments? Computes nothing.
+    fn contains(&self, py: Python<'_>, function: &PyFunction, args: &[u8]) -> PyResult<bool> {
+        let args = Args::from_digest(args)?;
+        let (memory, f) = (&self.memory, &function.function);
+        Ok(py.detach(|| memory.contains::<Vec<u8>, _>(f, &args)))
+    }
+
+    /// A handle on the result of these arguments (stored or not).
+    fn shelve(&self, function: &PyFunction, args: &[u8]) -> PyResult<PyStoredResult> {
+        let args = Args::from_digest(args)?;
+        let f = &function.function;
+        let key = self.memory.key_of::<Vec<u8>, _>(f, &args).map_err(to_py)?;
+        Ok(PyStoredResult {
+            result: StoredResult::__new(&self.memory, f, Some(key)),
+        })
+    }
+
+    /// The key of these arguments, hex.
+    fn key(&self, function: &PyFunction, args: &[u8]) -> PyResult<String> {
+        let args = Args::from_digest(args)?;
+        let key = self
+            .memory
+            .key_of::<Vec<u8>, _>(&function.function, &args)
+            .map_err(to_py)?;
+        Ok(key.to_hex())
+    }
+
+    /// Removes every result of the location.
+    fn clear(&self, py: Python<'_>) -> PyResult<()> {
+        let memory = &self.memory;
+        py.detach(|| memory.clear()).map_err(to_py)
+    }
+
+    /// Removes the results of one function; returns how many.
+    fn clear_function(&self, py: Python<'_>, function: &PyFunction) -> PyResult<usize> {
+        let (memory, f) = (&self.memory, &function.function);
+        py.detach(|| memory.clear_function(f)).map_err(to_py)
+    }
+
+    /// Removes least recently used results until the limits hold: those
+    /// given here, else this Memory's. Returns `(removed, freed_bytes)`.
+    #[pyo3(signature = (bytes_limit = None, items_limit = None, age_limit = None))]
+    fn reduce_size(
+        &self,
+        py: Python<'_>,
+        bytes_limit: Option<u64>,
+        items_limit: Option<u64>,
+        age_limit: Option<f64>,
+    ) -> PyResult<(u64, u64)> {
+        let mut memory = self.memory.clone();
+        if let Some(bytes) = bytes_limit {
+            memory = memory.bytes_limit(bytes);
+        }
+        if let Some(items) = items_limit {
+            memory = memory.items_limit(items);
+        }
+        if let Some(age) = age_limit {
+            memory = memory.age_limit(seconds("age_limit", age)?);
+        }
+        let done = py.detach(|| memory.reduce_size()).map_err(to_py)?;
+        Ok((done.removed, done.freed_bytes))
+    }
+
+    /// `(entries, bytes on the disk)` of the whole location.
+    fn stats(&self, py: Python<'_>) -> PyResult<(u64, u64)> {
+        let memory = &self.memory;
+        let stats = py.detach(|| memory.stats()).map_err(to_py)?;
+        Ok((stats.entries, stats.bytes))
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<memento Memory {}>", self.memory.location())
+    }
+}
+
+/// A handle on one stored result: `memento.StoredResult` wraps it.
+#[pyclass(frozen, name = "StoredResult", module = "memento._memento")]
+struct PyStoredResult {
+    result: StoredResult<Vec<u8>>,
+}
+
+#[pymethods]
+impl PyStoredResult {
+    /// The stored pickle, verified. `KeyError` when it is not stored.
+    fn get<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let result = &self.result;
+        let value = py.detach(|| result.get()).map_err(to_py)?;
+        Ok(PyBytes::new(py, &value))
+    }
+
+    /// Removes the stored result. `KeyError` when it is not stored.
+    fn clear(&self, py: Python<'_>) -> PyResult<()> {
+        let result = &self.result;
+        py.detach(|| result.clear()).map_err(to_py)
+    }
+
+    /// The entry's metadata as a dict (`KeyError` when it is not stored).
+    fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let result = &self.result;
+        let m = py.detach(|| result.metadata()).map_err(to_py)?;
+        let d = PyDict::new(py);
+        d.set_item("function", m.function)?;
+        d.set_item("key", m.key)?;
+        d.set_item("created", m.created)?;
+        d.set_item("time", m.created_unix)?;
+        d.set_item("duration", m.duration)?;
+        d.set_item("output_size", m.output_size)?;
+        d.set_item("args", m.args)?;
+        Ok(d)
+    }
+
+    /// The result's key, hex.
+    #[getter]
+    fn key(&self) -> Option<String> {
+        self.result.key().map(|k| k.to_hex())
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<memento StoredResult {} {}>",
+            self.result.function(),
+            self.key().unwrap_or_default()
+        )
+    }
+}
+
+/// The 32-byte digest of bound arguments: a list of `(name, value)`.
+#[pyfunction]
+fn hash_args<'py>(py: Python<'py>, args: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+    let digest = hash::hash_args(py, args)?;
+    Ok(PyBytes::new(py, &digest))
+}
+
+/// The 32-byte digest of one value (equal values, equal digests).
+#[pyfunction]
+fn hash_value<'py>(py: Python<'py>, value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+    let digest = hash::hash_value(py, value)?;
+    Ok(PyBytes::new(py, &digest))
+}
+
+#[pymodule]
+fn _memento(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyFunction>()?;
+    m.add_class::<PyMemory>()?;
+    m.add_class::<PyStoredResult>()?;
+    m.add_function(wrap_pyfunction!(hash_args, m)?)?;
+    m.add_function(wrap_pyfunction!(hash_value, m)?)?;
+    Ok(())
+}

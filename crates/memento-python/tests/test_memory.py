@@ -1,0 +1,410 @@
+"""Memory and cached functions. Ported from joblib's test_memory.py (the
+name of each joblib test is in its docstring) where the case applies, plus
+memento's own guarantees (reformatted code, compute once across
+processes)."""
+
+import importlib.util
+import multiprocessing
+import shutil
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import memento_workers
+from memento import Memory, MemorizedResult, NotMemorizedFunc
+
+
+def counted(memory, **options):
+    """A cached f(x, y=1) -> x + y that records each computation."""
+    calls = []
+
+    def f(x, y=1):
+        calls.append((x, y))
+        return x + y
+
+    return memory.cache(f, **options), calls
+
+
+def test_integration_hits_and_misses(memory, tmp_path):
+    """joblib: test_memory_integration (hits, misses, folder deleted
+    mid-run, clear, eval)."""
+    f, calls = counted(memory)
+    for _ in range(3):
+        assert f(1) == 2
+    assert calls == [(1, 1)]
+    assert f(2) == 3
+    assert calls == [(1, 1), (2, 1)]
+    # The folder removed under a running process: still right, and stored again.
+    shutil.rmtree(tmp_path / "cache")
+    assert f(3) == 4
+    assert f(3) == 4
+    assert calls.count((3, 1)) == 1
+    assert (tmp_path / "cache" / ".gitignore").read_text().strip() == "*"
+    memory.clear()
+    assert f(1) == 2
+    assert calls.count((1, 1)) == 2
+    # Memory.eval goes through the same cache.
+    assert memory.eval(f.func, 1) == 2
+    assert calls.count((1, 1)) == 2
+
+
+def test_no_memory():
+    """joblib: test_no_memory, test_call_method_not_memorized,
+    test_clear_memory_with_none_location."""
+    memory = Memory(None)
+    calls = []
+
+    @memory.cache
+    def f(x):
+        calls.append(x)
+        return x
+
+    assert isinstance(f, NotMemorizedFunc)
+    for _ in range(3):
+        assert f(1) == 1
+    assert calls == [1, 1, 1]
+    assert f.call(2) == (2, {})
+    assert f.check_call_in_cache(1) is False
+    assert f.call_and_shelve(4).get() == 4
+    assert memory.eval(lambda: 5) == 5
+    memory.clear()
+    memory.reduce_size(items_limit=0)
+
+
+def test_keyword_and_positional_arguments_share_a_key(memory):
+    """joblib: test_memory_kwarg, test_memory_args_as_kwargs."""
+    f, calls = counted(memory)
+    assert f(1, 2) == 3
+    assert f(1, y=2) == 3
+    assert f(x=1, y=2) == 3
+    assert f(y=2, x=1) == 3
+    assert calls == [(1, 2)]
+    # A default applied is the same call as the default passed.
+    assert f(5) == f(5, 1) == f(x=5, y=1) == 6
+    assert calls == [(1, 2), (5, 1)]
+
+
+def test_ignore(memory):
+    """joblib: test_memory_ignore, test_partial_decoration."""
+    calls = []
+
+    @memory.cache(ignore=["verbose"])
+    def z(x, verbose=0):
+        calls.append(x)
+        return x
+
+    assert z(0, verbose=1) == 0
+    assert z(0, verbose=2) == 0
+    assert z(0) == 0
+    assert calls == [0]
+    with pytest.raises(ValueError, match="no argument 'nope'"):
+        memory.cache(lambda a: a, ignore=["nope"])
+
+
+def test_ignore_keyword_only_and_var_kwargs(memory):
+    """joblib: test_memory_func_with_kwonly_args."""
+    calls = []
+
+    @memory.cache(ignore=["kw2"])
+    def f(a, *, kw1="b", kw2=0, **rest):
+        calls.append((a, kw1, rest))
+        return a
+
+    assert f(1, kw1="c", kw2=5, z=1, w=2) == 1
+    assert f(1, kw1="c", kw2=6, w=2, z=1) == 1
+    assert len(calls) == 1
+    assert f(1, kw1="d") == 1
+    assert len(calls) == 2
+    with pytest.raises(TypeError):
+        f(1, 2)
+
+
+def test_exceptions_are_not_cached(memory):
+    """joblib: test_memory_exception."""
+    calls = []
+
+    @memory.cache
+    def fails(x):
+        calls.append(x)
+        raise ZeroDivisionError(x)
+
+    for _ in range(3):
+        with pytest.raises(ZeroDivisionError):
+            fails(1)
+    assert calls == [1, 1, 1]
+    assert not fails.check_call_in_cache(1)
+
+
+def test_numpy_arguments(memory):
+    """joblib: test_memory_numpy; memento: layout-free array keys."""
+    calls = []
+
+    @memory.cache
+    def total(a):
+        calls.append(a.shape)
+        return float(a.sum())
+
+    a = np.arange(24.0).reshape(4, 6)
+    assert total(a) == total(a.copy()) == a.sum()
+    assert len(calls) == 1
+    # The same logical array in Fortran order, or as a strided view's copy.
+    assert total(np.asfortranarray(a)) == a.sum()
+    assert len(calls) == 1
+    # Other contents, shape or dtype: another key.
+    total(a + 1)
+    total(a.reshape(6, 4))
+    total(a.astype(np.float32))
+    assert len(calls) == 4
+    # A strided view keys as its contiguous copy.
+    v = a[::2, ::3]
+    assert not v.flags.c_contiguous
+    total(v)
+    total(np.ascontiguousarray(v))
+    assert len(calls) == 5
+
+
+def test_numpy_results(memory):
+    """joblib: test_memory_numpy (results come back equal)."""
+
+    @memory.cache
+    def grid(n):
+        return np.arange(n * n, dtype=np.int32).reshape(n, n)
+
+    first = grid(50)
+    again = grid(50)
+    assert again.dtype == np.int32
+    np.testing.assert_array_equal(first, again)
+
+
+def test_dict_and_set_order(memory):
+    """joblib: test_dict_hash, test_set_hash (through a cached function)."""
+    calls = []
+
+    @memory.cache
+    def f(d, s):
+        calls.append(1)
+        return len(d) + len(s)
+
+    keys = [f"k{i}" for i in range(50)]
+    d1 = {k: i for i, k in enumerate(keys)}
+    d2 = {k: d1[k] for k in reversed(keys)}
+    assert list(d1) != list(d2)
+    s1 = set(keys)
+    s2 = set(reversed(keys))
+    assert f(d1, s1) == f(d2, s2) == 100
+    assert len(calls) == 1
+
+
+def test_clear(memory):
+    """joblib: test_memory_clear (Memory.clear), and MemorizedFunc.clear."""
+    f, calls = counted(memory)
+    f(1)
+    f.clear()
+    assert not f.check_call_in_cache(1)
+    f(1)
+    assert calls == [(1, 1), (1, 1)]
+    memory.clear()
+    assert not f.check_call_in_cache(1)
+
+
+def test_check_call_in_cache(memory):
+    """joblib: test_check_call_in_cache."""
+    f, calls = counted(memory)
+    assert f.check_call_in_cache(2) is False
+    assert calls == []
+    f(2)
+    assert f.check_call_in_cache(2) is True
+    assert f.check_call_in_cache(x=2, y=1) is True
+    assert f.check_call_in_cache(2, 2) is False
+    assert calls == [(2, 1)]
+
+
+def test_call_and_shelve(memory):
+    """joblib: test_call_and_shelve."""
+    f, calls = counted(memory)
+    result = f.call_and_shelve(2)
+    assert isinstance(result, MemorizedResult)
+    assert result.get() == 3
+    assert f.call_and_shelve(2).get() == 3
+    assert calls == [(2, 1)]
+    result.clear()
+    with pytest.raises(KeyError):
+        result.get()
+    result.clear()  # a second clear does nothing
+
+
+def test_call_forces_and_returns_metadata(memory):
+    """joblib: TestMemorizedFunc.test_call_method_memorized."""
+    f, calls = counted(memory)
+    assert f(3) == 4
+    value, metadata = f.call(3)
+    assert value == 4
+    assert calls == [(3, 1), (3, 1)]
+    assert metadata["input_args"] == {"x": "3", "y": "1"}
+    assert metadata["duration"] >= 0
+    assert metadata["time"] > 0
+    assert f(3) == 4
+    assert len(calls) == 2
+
+
+def test_reduce_size_items(memory):
+    """joblib: test_memory_reduce_size_items_limit."""
+    f, calls = counted(memory)
+    for i in range(4):
+        f(i)
+    memory.reduce_size(items_limit=10)
+    assert all(f.check_call_in_cache(i) for i in range(4))
+    memory.reduce_size(items_limit=2)
+    assert sum(f.check_call_in_cache(i) for i in range(4)) == 2
+    memory.reduce_size(items_limit=0)
+    assert not any(f.check_call_in_cache(i) for i in range(4))
+
+
+def test_reduce_size_age_limit_rejects_negative(memory):
+    """joblib: test_memory_reduce_size_age_limit (its error case)."""
+    with pytest.raises(ValueError, match="0 or more"):
+        memory.reduce_size(age_limit=-1)
+
+
+def test_unpicklable_argument_is_an_error_that_says_what_to_do(memory):
+    """joblib: test_hashing_pickling_error."""
+
+    @memory.cache
+    def f(x):
+        return 1
+
+    with pytest.raises(TypeError, match=r"ignore=\['x'\]"):
+        f(lambda: 0)
+
+
+def test_unpicklable_result_is_returned_not_stored(memory):
+    @memory.cache
+    def f(x):
+        return lambda: x
+
+    with pytest.warns(UserWarning, match="cannot be pickled"):
+        assert f(1)() == 1
+    assert not f.check_call_in_cache(1)
+
+
+def test_gitignore(memory, tmp_path):
+    """joblib: TestAutoGitignore."""
+    f, _ = counted(memory)
+    f(1)
+    assert (tmp_path / "cache" / ".gitignore").read_text().strip() == "*"
+
+
+def load_module(directory, name, source):
+    """Imports `source` as the module `name` from a file of its own (so
+    that inspect finds its source)."""
+    directory.mkdir()
+    path = directory / f"{name}.py"
+    path.write_text(textwrap.dedent(source))
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[name]
+    return module
+
+
+ORIGINAL = """
+CALLS = []
+
+def g(x, y=2):
+    CALLS.append(x)
+    return x * y
+"""
+
+REFORMATTED = '''
+CALLS = []
+
+
+
+def g(x,
+      y = 2):  # the same code, reformatted
+  CALLS.append( x )
+  # a comment
+
+  return x*y
+'''
+
+CHANGED = """
+CALLS = []
+
+def g(x, y=2):
+    CALLS.append(x)
+    return x * y + 1
+"""
+
+
+def test_reformatted_function_keeps_its_results(memory, tmp_path):
+    """joblib: test_memory_file_modification (cosmetic edits keep results;
+    joblib itself drops them on any change inside the function)."""
+    a = load_module(tmp_path / "a", "reformat_mod", ORIGINAL)
+    b = load_module(tmp_path / "b", "reformat_mod", REFORMATTED)
+    assert memory.cache(a.g)(3) == 6
+    assert a.CALLS == [3]
+    assert memory.cache(b.g)(3) == 6
+    assert b.CALLS == [], "a reformatted function recomputed"
+
+
+def test_changed_body_recomputes(memory, tmp_path):
+    """joblib: test_memory_file_modification,
+    test_memory_in_memory_function_code_change."""
+    a = load_module(tmp_path / "a", "change_mod", ORIGINAL)
+    c = load_module(tmp_path / "c", "change_mod", CHANGED)
+    assert memory.cache(a.g)(3) == 6
+    assert memory.cache(c.g)(3) == 7
+    assert c.CALLS == [3]
+    # Back to the first code: never the other code's result.
+    assert memory.cache(a.g)(3) == 6
+
+
+def test_indentation_is_code(memory, tmp_path):
+    """Dropping INDENT/DEDENT as formatting would give these two one key."""
+    inside = "def h(x):\n    if x:\n        x = x + 1\n        x = x + 10\n    return x\n"
+    outside = "def h(x):\n    if x:\n        x = x + 1\n    x = x + 10\n    return x\n"
+    a = load_module(tmp_path / "a", "indent_mod", inside)
+    b = load_module(tmp_path / "b", "indent_mod", outside)
+    assert memory.cache(a.h)(0) == 0
+    assert memory.cache(b.h)(0) == 10
+
+
+def test_function_without_source(memory):
+    """Code built by exec has no file: its code object is fingerprinted."""
+    ns_a, ns_b = {}, {}
+    exec("def k(x):\n    return x + 1\n", ns_a)
+    exec("def k(x):\n    return x + 2\n", ns_b)
+    assert memory.cache(ns_a["k"])(1) == 2
+    assert memory.cache(ns_b["k"])(1) == 3
+    assert memory.cache(ns_a["k"])(1) == 2
+
+
+def test_eight_processes_compute_a_new_key_once(tmp_path):
+    """memento: one computation where joblib does 8 (joblib:
+    test_cached_function_race_condition_when_persisting_output, stricter)."""
+    ctx = multiprocessing.get_context("spawn")
+    counter = tmp_path / "computations"
+    counter.touch()
+    location = str(tmp_path / "cache")
+    barrier = ctx.Barrier(8)
+    workers = [
+        ctx.Process(
+            target=memento_workers.square_once, args=(location, str(counter), barrier)
+        )
+        for _ in range(8)
+    ]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(120)
+    assert [w.exitcode for w in workers] == [0] * 8
+    assert len(counter.read_text().splitlines()) == 1
+    memory = Memory(location, verbose=0)
+    f = memory.cache(memento_workers._slow_square, ignore=["counter_path"])
+    assert f.check_call_in_cache(7, str(counter))
