@@ -97,6 +97,25 @@ fn hits(c: &mut Criterion) {
             black_box(y)
         })
     });
+    // The same hits through a near cache (the folder above as its near
+    // folder; the far store, a local folder, holds nothing and is only
+    // touched, one system call a hit, where a bucket's store notes the
+    // access in memory): what a hit on a bucket's machine pays once the
+    // result is local.
+    let near = Memory::with_store(memento::store::NearCache::new(
+        COLD.path().unwrap(),
+        memento::store::LocalStore::new(bench_dir("far-unused")),
+    ))
+    .in_memory_limit(0);
+    let mut n = 0;
+    group.bench_function("near-cache hit f(f64) (far store not reached)", |b| {
+        b.iter(|| {
+            n = (n + 1) % KEYS;
+            let x = xs[n];
+            let y: f64 = near.call(f, &(&x,), || unreachable!("stored near"));
+            black_box(y)
+        })
+    });
     group.bench_function("repeated hit f(f64) (memento, in memory)", |b| {
         b.iter(|| black_box(warm_sine(black_box(0.5))))
     });
