@@ -12,7 +12,8 @@
 //! Loading checks the header (key, signature state, lengths) and the
 //! buffer's descriptor. The checksum of the data (or its signature, with
 //! a signing key) is verified *lazily*, once, the first time the data is
-//! touched through the `Mapped` ([`Deref`], [`Mapped::view`],
+//! touched through the `Mapped` ([`Deref`], `Mapped::view` with the
+//! `ndarray` feature,
 //! [`Mapped::into_owned`], ...), on every core; [`Mapped::verify`] does it
 //! on demand and returns an error instead. Data that fails it is never
 //! handed out: the entry is removed (the next call recomputes it) and the
