@@ -8,12 +8,13 @@ import multiprocessing
 import shutil
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
 
 import memento_workers
-from memento import Memory, MemorizedResult, NotMemorizedFunc
+from memento import Memory, MemorizedResult, NotMemorizedFunc, expires_after
 
 
 def counted(memory, **options):
@@ -408,3 +409,84 @@ def test_eight_processes_compute_a_new_key_once(tmp_path):
     memory = Memory(location, verbose=0)
     f = memory.cache(memento_workers._slow_square, ignore=["counter_path"])
     assert f.check_call_in_cache(7, str(counter))
+
+
+# --- cache_validation_callback and expires_after -------------------------------
+
+
+def test_expires_after(memory):
+    """joblib: TestCacheValidationCallback::test_memory_expires_after."""
+    f, calls = counted(memory, cache_validation_callback=expires_after(seconds=0.3))
+    assert f(2) == 3
+    assert f(2) == 3
+    assert calls == [(2, 1)], "a fresh result was recomputed"
+    time.sleep(0.5)
+    assert f(2) == 3
+    assert calls == [(2, 1), (2, 1)], "an expired result was used"
+    # The recomputed result replaced the old one: fresh again.
+    assert f(2) == 3
+    assert len(calls) == 2
+
+
+def test_expires_after_is_a_timedelta():
+    """expires_after takes timedelta's arguments and compares with 'time'."""
+    check = expires_after(minutes=1, seconds=30)
+    now = time.time()
+    assert check({"time": now - 80, "duration": 0.0, "input_args": {}}) is True
+    assert check({"time": now - 100, "duration": 0.0, "input_args": {}}) is False
+    assert expires_after(days=1)({"time": now - 3600}) is True
+    assert expires_after(hours=1)({"time": now - 2 * 3600}) is False
+
+
+@pytest.mark.parametrize("valid", [False, True])
+def test_constant_cache_validation_callback(memory, valid):
+    """joblib: TestCacheValidationCallback::test_constant_cache_validation_callback."""
+    f, calls = counted(memory, cache_validation_callback=lambda metadata: valid)
+    assert f(2) == 3
+    assert f(2) == 3
+    assert f(y=1, x=2) == 3
+    assert len(calls) == (3 if not valid else 1)
+    assert f.check_call_in_cache(2) is valid
+    # call_and_shelve goes through the same check.
+    assert f.call_and_shelve(2).get() == 3
+    assert len(calls) == (4 if not valid else 1)
+
+
+def test_cache_validation_callback_sees_the_metadata(memory):
+    """joblib: TestCacheValidationCallback::test_memory_only_cache_long_run
+    (the callback reads the metadata: here it refuses results computed in
+    less than 0.1 s)."""
+    seen = []
+
+    def long_runs_only(metadata):
+        seen.append(metadata)
+        return metadata["duration"] > 0.1
+
+    calls = []
+
+    @memory.cache(cache_validation_callback=long_runs_only)
+    def f(x, delay=0.0):
+        calls.append(x)
+        time.sleep(delay)
+        return x * 2
+
+    assert seen == [], "called with nothing stored"
+    before = time.time()
+    assert f(3) == 6
+    assert f(3) == 6
+    assert calls == [3, 3], "a short run was used"
+    assert set(seen[0]) == {"duration", "input_args", "time"}
+    assert seen[0]["input_args"] == {"x": "3", "delay": "0.0"}
+    assert before <= seen[0]["time"] <= time.time()
+    assert 0 <= seen[0]["duration"] < 0.1
+    assert f(4, delay=0.2) == 8
+    assert f(4, delay=0.2) == 8
+    assert calls == [3, 3, 4], "a long run was recomputed"
+    assert seen[-1]["duration"] >= 0.2
+
+
+def test_cache_validation_callback_must_be_callable(memory):
+    """joblib: TestCacheValidationCallback::test_invalid_cache_validation_callback."""
+    with pytest.raises(ValueError, match="callable"):
+        memory.cache(lambda x: x, cache_validation_callback=1)
+
