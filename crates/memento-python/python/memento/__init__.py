@@ -33,6 +33,9 @@ What differs from joblib, and why:
   folder.
 - ``location`` is the cache folder itself (joblib adds a ``joblib``
   subfolder).
+- memento's warnings during a call (a damaged result removed and
+  computed again, a function whose code changed, a full disk) are
+  ``UserWarning``s, shown at the line that called the cached function.
 
 As with joblib, a stored result is a pickle, which runs code when it is
 loaded: only use cache folders that you and people you trust write, or set
