@@ -13,12 +13,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use memento::{Function, Lookup, Memory, StoredResult};
-use pyo3::exceptions::{PyKeyError, PyOSError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyKeyError, PyOSError, PyRuntimeError, PyUserWarning, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use serde::{Serialize, Serializer};
 
 mod hash;
+mod warn;
 
 /// A call's arguments as memento keys them: the digest of their canonical
 /// encoding ([`hash::hash_args`]), written as `python:<hex>` (which is also
@@ -54,6 +55,19 @@ fn to_py(e: memento::Error) -> PyErr {
         memento::Error::Option { .. } => PyValueError::new_err(e.to_string()),
         _ => PyRuntimeError::new_err(e.to_string()),
     }
+}
+
+/// memento's warnings of a call (see [`warn`]) as `UserWarning`s, shown
+/// at the line that called the cached function (stack level 3: this call
+/// is made by `MemorizedFunc._run`, called by `__call__`, `call` or
+/// `call_and_shelve`).
+fn warn_all(py: Python<'_>, warnings: Vec<String>) -> PyResult<()> {
+    for message in warnings {
+        let message = std::ffi::CString::new(format!("memento: {message}").replace('\0', " "))
+            .unwrap_or_default();
+        PyErr::warn(py, &py.get_type::<PyUserWarning>(), &message, 3)?;
+    }
+    Ok(())
 }
 
 fn seconds(what: &str, value: f64) -> PyResult<Duration> {
@@ -166,12 +180,15 @@ impl PyMemory {
     ) -> PyResult<(Bound<'py, PyBytes>, bool)> {
         let args = Args::from_digest(args)?;
         let (memory, f) = (&self.memory, &function.function);
-        let lookup = py.detach(|| {
-            if force {
-                memento::__private::next_call(true, false);
-            }
-            memory.lookup::<Vec<u8>, _>(f, &args)
+        let (lookup, warnings) = py.detach(|| {
+            warn::collecting(|| {
+                if force {
+                    memento::__private::next_call(true, false);
+                }
+                memory.lookup::<Vec<u8>, _>(f, &args)
+            })
         });
+        warn_all(py, warnings)?;
         match lookup {
             Lookup::Hit(value) => Ok((PyBytes::new(py, &value), true)),
             Lookup::Miss(pending) => {
@@ -184,7 +201,9 @@ impl PyMemory {
                     ))
                 })?;
                 let value = bytes.as_bytes().to_vec();
-                py.detach(move || drop(pending.store(value)));
+                let ((), warnings) =
+                    py.detach(move || warn::collecting(|| drop(pending.store(value))));
+                warn_all(py, warnings)?;
                 Ok((bytes, false))
             }
         }

@@ -21,3 +21,53 @@ def square_once(location, counter_path, barrier):
     f = memory.cache(_slow_square, ignore=["counter_path"])
     barrier.wait()
     return f(7, counter_path)
+
+
+def _marked_triple(x, marker_path, delay=0.0):
+    # One line per computation; then the (long) computation itself.
+    with open(marker_path, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    time.sleep(delay)
+    return x * 3
+
+
+def triple_slowly(location, marker_path):
+    """Starts a computation that takes a minute (the test kills it)."""
+    memory = Memory(location, verbose=0)
+    f = memory.cache(_marked_triple, ignore=["marker_path", "delay"])
+    return f(5, marker_path, delay=60.0)
+
+
+def _big(i):
+    import numpy as np
+
+    return np.full(1 << 21, i, dtype=np.int64)  # 16 MiB
+
+
+def write_big_forever(location, started_path):
+    """Stores large results over and over (the test kills it mid-write)."""
+    memory = Memory(location, verbose=0)
+    f = memory.cache(_big)
+    open(started_path, "w").close()
+    i = 0
+    while True:
+        f.call(i % 4)
+        i += 1
+
+
+def _counted_range(n, counter_path):
+    with open(counter_path, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    return list(range(n))
+
+
+def counted_range_with_warnings(location, counter_path, n):
+    """The cached _counted_range(n), and the warnings the call gave."""
+    import warnings
+
+    memory = Memory(location, verbose=0)
+    f = memory.cache(_counted_range, ignore=["counter_path"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = f(n, counter_path)
+    return value, [(w.category.__name__, str(w.message)) for w in caught]

@@ -3,17 +3,23 @@ name of each joblib test is in its docstring) where the case applies, plus
 memento's own guarantees (reformatted code, compute once across
 processes)."""
 
+import datetime
 import importlib.util
 import multiprocessing
+import os
+import pathlib
 import shutil
+import signal
 import sys
 import textwrap
+import time
+import warnings
 
 import numpy as np
 import pytest
 
 import memento_workers
-from memento import Memory, MemorizedResult, NotMemorizedFunc
+from memento import Memory, MemorizedResult, NotMemorizedFunc, expires_after
 
 
 def counted(memory, **options):
@@ -359,7 +365,8 @@ def test_changed_body_recomputes(memory, tmp_path):
     a = load_module(tmp_path / "a", "change_mod", ORIGINAL)
     c = load_module(tmp_path / "c", "change_mod", CHANGED)
     assert memory.cache(a.g)(3) == 6
-    assert memory.cache(c.g)(3) == 7
+    with pytest.warns(UserWarning, match="code or its output type changed"):
+        assert memory.cache(c.g)(3) == 7
     assert c.CALLS == [3]
     # Back to the first code: never the other code's result.
     assert memory.cache(a.g)(3) == 6
@@ -372,7 +379,8 @@ def test_indentation_is_code(memory, tmp_path):
     a = load_module(tmp_path / "a", "indent_mod", inside)
     b = load_module(tmp_path / "b", "indent_mod", outside)
     assert memory.cache(a.h)(0) == 0
-    assert memory.cache(b.h)(0) == 10
+    with pytest.warns(UserWarning, match="code or its output type changed"):
+        assert memory.cache(b.h)(0) == 10
 
 
 def test_function_without_source(memory):
@@ -381,7 +389,8 @@ def test_function_without_source(memory):
     exec("def k(x):\n    return x + 1\n", ns_a)
     exec("def k(x):\n    return x + 2\n", ns_b)
     assert memory.cache(ns_a["k"])(1) == 2
-    assert memory.cache(ns_b["k"])(1) == 3
+    with pytest.warns(UserWarning, match="code or its output type changed"):
+        assert memory.cache(ns_b["k"])(1) == 3
     assert memory.cache(ns_a["k"])(1) == 2
 
 
@@ -408,3 +417,253 @@ def test_eight_processes_compute_a_new_key_once(tmp_path):
     memory = Memory(location, verbose=0)
     f = memory.cache(memento_workers._slow_square, ignore=["counter_path"])
     assert f.check_call_in_cache(7, str(counter))
+
+
+# --- cache_validation_callback and expires_after -------------------------------
+
+
+def test_expires_after(memory):
+    """joblib: TestCacheValidationCallback::test_memory_expires_after."""
+    f, calls = counted(memory, cache_validation_callback=expires_after(seconds=0.3))
+    assert f(2) == 3
+    assert f(2) == 3
+    assert calls == [(2, 1)], "a fresh result was recomputed"
+    time.sleep(0.5)
+    assert f(2) == 3
+    assert calls == [(2, 1), (2, 1)], "an expired result was used"
+    # The recomputed result replaced the old one: fresh again.
+    assert f(2) == 3
+    assert len(calls) == 2
+
+
+def test_expires_after_is_a_timedelta():
+    """expires_after takes timedelta's arguments and compares with 'time'."""
+    check = expires_after(minutes=1, seconds=30)
+    now = time.time()
+    assert check({"time": now - 80, "duration": 0.0, "input_args": {}}) is True
+    assert check({"time": now - 100, "duration": 0.0, "input_args": {}}) is False
+    assert expires_after(days=1)({"time": now - 3600}) is True
+    assert expires_after(hours=1)({"time": now - 2 * 3600}) is False
+
+
+@pytest.mark.parametrize("valid", [False, True])
+def test_constant_cache_validation_callback(memory, valid):
+    """joblib: TestCacheValidationCallback::test_constant_cache_validation_callback."""
+    f, calls = counted(memory, cache_validation_callback=lambda metadata: valid)
+    assert f(2) == 3
+    assert f(2) == 3
+    assert f(y=1, x=2) == 3
+    assert len(calls) == (3 if not valid else 1)
+    assert f.check_call_in_cache(2) is valid
+    # call_and_shelve goes through the same check.
+    assert f.call_and_shelve(2).get() == 3
+    assert len(calls) == (4 if not valid else 1)
+
+
+def test_cache_validation_callback_sees_the_metadata(memory):
+    """joblib: TestCacheValidationCallback::test_memory_only_cache_long_run
+    (the callback reads the metadata: here it refuses results computed in
+    less than 0.1 s)."""
+    seen = []
+
+    def long_runs_only(metadata):
+        seen.append(metadata)
+        return metadata["duration"] > 0.1
+
+    calls = []
+
+    @memory.cache(cache_validation_callback=long_runs_only)
+    def f(x, delay=0.0):
+        calls.append(x)
+        time.sleep(delay)
+        return x * 2
+
+    assert seen == [], "called with nothing stored"
+    before = time.time()
+    assert f(3) == 6
+    assert f(3) == 6
+    assert calls == [3, 3], "a short run was used"
+    assert set(seen[0]) == {"duration", "input_args", "time"}
+    assert seen[0]["input_args"] == {"x": "3", "delay": "0.0"}
+    assert before <= seen[0]["time"] <= time.time()
+    assert 0 <= seen[0]["duration"] < 0.1
+    assert f(4, delay=0.2) == 8
+    assert f(4, delay=0.2) == 8
+    assert calls == [3, 3, 4], "a long run was recomputed"
+    assert seen[-1]["duration"] >= 0.2
+
+
+def test_cache_validation_callback_must_be_callable(memory):
+    """joblib: TestCacheValidationCallback::test_invalid_cache_validation_callback."""
+    with pytest.raises(ValueError, match="callable"):
+        memory.cache(lambda x: x, cache_validation_callback=1)
+
+
+# --- damaged entries, reduce_size, processes -----------------------------------
+
+
+def entry_files(location):
+    return sorted(pathlib.Path(location).rglob("*.bin"))
+
+
+def in_new_process(function, *args):
+    """function(*args) in a spawned process (where no result is held in
+    memory: memento keeps recent results in the process, so a damaged file
+    is seen by the next process that reads it)."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(function, args)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "one byte"])
+def test_damaged_entry_is_recomputed_with_one_warning(tmp_path, damage):
+    """joblib: test_memory_recomputes_after_an_error_while_loading_results,
+    test_memory_numpy_check_mmap_mode (its corruption part)."""
+    location = str(tmp_path / "cache")
+    counter = tmp_path / "computations"
+    counter.touch()
+    run = memento_workers.counted_range_with_warnings
+    assert in_new_process(run, location, str(counter), 1000) == (list(range(1000)), [])
+    (entry,) = entry_files(location)
+    data = entry.read_bytes()
+    if damage == "garbage":
+        entry.write_bytes(b"garbage" * 100)
+    elif damage == "truncated":
+        entry.write_bytes(data[: len(data) // 2])
+    else:
+        middle = len(data) // 2
+        entry.write_bytes(data[:middle] + bytes([data[middle] ^ 1]) + data[middle + 1 :])
+    value, caught = in_new_process(run, location, str(counter), 1000)
+    assert value == list(range(1000))
+    assert len(counter.read_text().splitlines()) == 2, "the damaged result was not recomputed"
+    assert len(caught) == 1, caught
+    category, message = caught[0]
+    assert category == "UserWarning"
+    assert "damaged" in message, message
+    # Repaired: read back, without a warning.
+    assert in_new_process(run, location, str(counter), 1000) == (list(range(1000)), [])
+    assert len(counter.read_text().splitlines()) == 2
+
+
+def test_reduce_size_bytes(memory):
+    """joblib: test_memory_reduce_size_bytes_limit."""
+    calls = []
+
+    @memory.cache
+    def blob(i):
+        calls.append(i)
+        return bytes([i]) * 10_000
+
+    for i in range(4):
+        blob(i)
+        time.sleep(0.05)
+    assert 10_000 <= blob.call_and_shelve(0).metadata()["output_size"] < 12_000
+    # Limits count bytes on the disk (whole blocks): one entry's share.
+    entries, on_disk = memory._memory.stats()
+    assert entries == 4
+    size = on_disk / 4
+    memory.reduce_size()  # no limit: nothing removed
+    assert all(blob.check_call_in_cache(i) for i in range(4))
+    memory.reduce_size(bytes_limit="1M")
+    assert all(blob.check_call_in_cache(i) for i in range(4))
+    memory.reduce_size(bytes_limit=int(2.5 * size))
+    kept = [i for i in range(4) if blob.check_call_in_cache(i)]
+    assert len(kept) == 2, kept
+    memory.reduce_size(bytes_limit=100)
+    assert not any(blob.check_call_in_cache(i) for i in range(4))
+    assert len(calls) == 4
+
+
+def test_reduce_size_age(memory):
+    """joblib: test_memory_reduce_size_age_limit."""
+    f, calls = counted(memory)
+    f(1)
+    f(2)
+    time.sleep(1.5)
+    f(3)
+    memory.reduce_size(age_limit=datetime.timedelta(days=1))
+    assert all(f.check_call_in_cache(i) for i in (1, 2, 3))
+    memory.reduce_size(age_limit=datetime.timedelta(seconds=1))
+    assert [f.check_call_in_cache(i) for i in (1, 2, 3)] == [False, False, True]
+    memory.reduce_size(age_limit=datetime.timedelta(seconds=0))
+    assert not f.check_call_in_cache(3)
+    assert len(calls) == 3
+
+
+def test_sixteen_processes_compute_a_new_key_once(tmp_path):
+    """memento (issue 13): 16 processes on one new key, one computation."""
+    ctx = multiprocessing.get_context("spawn")
+    counter = tmp_path / "computations"
+    counter.touch()
+    location = str(tmp_path / "cache")
+    barrier = ctx.Barrier(16)
+    workers = [
+        ctx.Process(
+            target=memento_workers.square_once, args=(location, str(counter), barrier)
+        )
+        for _ in range(16)
+    ]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(180)
+    assert [w.exitcode for w in workers] == [0] * 16
+    assert len(counter.read_text().splitlines()) == 1
+
+
+def wait_for(path, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+def test_writer_killed_mid_computation(tmp_path):
+    """memento (issue 13): a process SIGKILLed while it computes a new key
+    leaves nothing stored and nothing locked: the next call computes."""
+    ctx = multiprocessing.get_context("spawn")
+    location = str(tmp_path / "cache")
+    marker = tmp_path / "computations"
+    writer = ctx.Process(target=memento_workers.triple_slowly, args=(location, str(marker)))
+    writer.start()
+    wait_for(marker)
+    while not marker.read_text():
+        time.sleep(0.02)
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.join(30)
+    assert writer.exitcode == -signal.SIGKILL
+    f = Memory(location, verbose=0, lock_timeout=30).cache(
+        memento_workers._marked_triple, ignore=["marker_path", "delay"]
+    )
+    assert not f.check_call_in_cache(5, str(marker))
+    assert f(5, str(marker)) == 15
+    assert len(marker.read_text().splitlines()) == 2
+    assert f(5, str(marker)) == 15
+    assert len(marker.read_text().splitlines()) == 2
+
+
+def test_writer_killed_mid_write(tmp_path):
+    """memento (issue 13): a process SIGKILLed while it writes large results
+    leaves no damaged result: what is stored reads back right, and the rest
+    is computed."""
+    ctx = multiprocessing.get_context("spawn")
+    location = str(tmp_path / "cache")
+    started = tmp_path / "started"
+    for delay in (0.05, 0.2, 0.45):
+        started.unlink(missing_ok=True)
+        writer = ctx.Process(
+            target=memento_workers.write_big_forever, args=(location, str(started))
+        )
+        writer.start()
+        wait_for(started)
+        time.sleep(delay)
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.join(30)
+        assert writer.exitcode == -signal.SIGKILL
+    f = Memory(location, verbose=0, lock_timeout=30).cache(memento_workers._big)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for i in range(4):
+            np.testing.assert_array_equal(f(i), np.full(1 << 21, i, dtype=np.int64))
+    assert caught == [], [str(w.message) for w in caught]
+    # No temporary file of the killed writer left as an entry.
+    assert len(entry_files(location)) == 4

@@ -33,15 +33,22 @@ What differs from joblib, and why:
   folder.
 - ``location`` is the cache folder itself (joblib adds a ``joblib``
   subfolder).
+- memento's warnings during a call (a damaged result removed and
+  computed again, a function whose code changed, a full disk) are
+  ``UserWarning``s, shown at the line that called the cached function.
 
 As with joblib, a stored result is a pickle, which runs code when it is
 loaded: only use cache folders that you and people you trust write, or set
 a signing key.
 
+``cache_validation_callback`` (``expires_after(...)`` makes one) is
+called with a stored result's metadata (``duration``, ``input_args``,
+``time``) before it is used; when it returns false the result is computed
+again and stored over the old one.
+
 Not yet: ``mmap_mode`` (accepted; results are loaded into memory),
-``compress`` (accepted; results are stored uncompressed),
-``cache_validation_callback`` and ``expires_after``, backends other than
-``'local'``.
+``compress`` (accepted; results are stored uncompressed), backends other
+than ``'local'``.
 """
 
 import ast
@@ -68,6 +75,7 @@ __all__ = [
     "NotMemorizedFunc",
     "MemorizedResult",
     "NotMemorizedResult",
+    "expires_after",
     "hash",
 ]
 
@@ -78,6 +86,31 @@ PICKLE_PROTOCOL = 5
 def hash(obj):
     """The hex digest memento keys ``obj`` by (equal values, equal digests)."""
     return _memento.hash_value(obj).hex()
+
+
+def expires_after(days=0, seconds=0, microseconds=0, milliseconds=0, minutes=0, hours=0, weeks=0):
+    """A ``cache_validation_callback`` that accepts results computed less
+    than this long ago (the arguments of ``datetime.timedelta``), as
+    joblib's::
+
+        @memory.cache(cache_validation_callback=expires_after(hours=1))
+        def fetch(url): ...
+    """
+    delta = datetime.timedelta(
+        days=days,
+        seconds=seconds,
+        microseconds=microseconds,
+        milliseconds=milliseconds,
+        minutes=minutes,
+        hours=hours,
+        weeks=weeks,
+    )
+
+    def cache_validation_callback(metadata):
+        computation_age = time.time() - metadata["time"]
+        return computation_age < delta.total_seconds()
+
+    return cache_validation_callback
 
 
 # --- the function's identity and fingerprint ---------------------------------
@@ -293,8 +326,11 @@ class NotMemorizedFunc:
 class MemorizedFunc:
     """A cached function (what ``@memory.cache`` returns)."""
 
-    def __init__(self, func, memory, ignore=None, verbose=1, mmap_mode=None):
+    def __init__(
+        self, func, memory, ignore=None, verbose=1, mmap_mode=None, cache_validation_callback=None
+    ):
         self.func = func
+        self.cache_validation_callback = cache_validation_callback
         self._memory = memory  # _memento.Memory
         self._verbose = verbose
         self.mmap_mode = mmap_mode
@@ -327,11 +363,37 @@ class MemorizedFunc:
         bound.apply_defaults()
         return [(n, v) for n, v in bound.arguments.items() if n not in self._ignored]
 
+    @staticmethod
+    def _call_metadata(meta, pairs):
+        """joblib's metadata of a result: ``duration`` (seconds), ``input_args``
+        (the bound arguments' reprs), ``time`` (when it was computed, Unix
+        seconds)."""
+        return {
+            "duration": meta.get("duration"),
+            "input_args": {n: _short_repr(v) for n, v in pairs},
+            "time": meta.get("time"),
+        }
+
+    def _stored_is_valid(self, function, digest, pairs):
+        """False when a result is stored and the validation callback refuses
+        it; True otherwise (nothing stored, no callback, or accepted)."""
+        callback = self.cache_validation_callback
+        if callback is None:
+            return True
+        try:
+            meta = self._memory.shelve(function, digest).metadata()
+        except KeyError:
+            return True
+        return bool(callback(self._call_metadata(meta, pairs)))
+
     def _run(self, args, kwargs, force=False):
         """(value, hit, digest, function)."""
         function = self._rust_function()
         pairs = self._bind(args, kwargs)
         digest = hash_args(pairs)
+        if not force and not self._stored_is_valid(function, digest, pairs):
+            # Refused by the callback: computed again, stored over it.
+            force = True
         computed = []
 
         def compute():
@@ -379,17 +441,17 @@ class MemorizedFunc:
             meta = stored.metadata()
         except KeyError:
             meta = {}
-        metadata = {
-            "duration": meta.get("duration"),
-            "input_args": {n: _short_repr(v) for n, v in self._bind(args, kwargs)},
-            "time": meta.get("time"),
-        }
-        return value, metadata
+        return value, self._call_metadata(meta, self._bind(args, kwargs))
 
     def check_call_in_cache(self, *args, **kwargs):
-        """Is the result of this call stored? Computes nothing."""
-        digest = hash_args(self._bind(args, kwargs))
-        return self._memory.contains(self._rust_function(), digest)
+        """Is the result of this call stored (and accepted by the validation
+        callback)? Computes nothing."""
+        pairs = self._bind(args, kwargs)
+        digest = hash_args(pairs)
+        function = self._rust_function()
+        if not self._memory.contains(function, digest):
+            return False
+        return self._stored_is_valid(function, digest, pairs)
 
     def clear(self, warn=True):
         """Removes this function's stored results."""
@@ -481,14 +543,18 @@ class Memory:
     ):
         """Decorates ``func`` so that its results are cached:
         ``@memory.cache`` or ``@memory.cache(ignore=["verbose"])``."""
-        if cache_validation_callback is not None:
-            raise NotImplementedError(
-                "memento: cache_validation_callback is not supported yet; use age_limit= on "
-                "Memory to drop old results"
+        if cache_validation_callback is not None and not callable(cache_validation_callback):
+            raise ValueError(
+                "cache_validation_callback must be callable (it is given a result's metadata "
+                f"and returns whether to use it): got {cache_validation_callback!r}"
             )
         if func is None:
             return functools.partial(
-                self.cache, ignore=ignore, verbose=verbose, mmap_mode=mmap_mode
+                self.cache,
+                ignore=ignore,
+                verbose=verbose,
+                mmap_mode=mmap_mode,
+                cache_validation_callback=cache_validation_callback,
             )
         if ignore is not None and not isinstance(ignore, (list, tuple)):
             raise TypeError(f"ignore must be a list of argument names: got {ignore!r}")
@@ -502,6 +568,7 @@ class Memory:
             ignore=ignore,
             verbose=self._verbose if verbose is None else verbose,
             mmap_mode=self.mmap_mode if mmap_mode is False else mmap_mode,
+            cache_validation_callback=cache_validation_callback,
         )
 
     def eval(self, func, *args, **kwargs):
