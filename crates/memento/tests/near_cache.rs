@@ -98,3 +98,32 @@ fn a_signed_cache_refuses_an_unsigned_far_object_and_keeps_it_away_from_near() {
     let near_copy = std::fs::read(near.path().join(&name)).unwrap();
     assert_ne!(near_copy, buf, "the unsigned object was never kept near");
 }
+
+mod handle {
+    use super::*;
+    use std::sync::LazyLock;
+
+    static DIRS: LazyLock<(tempfile::TempDir, tempfile::TempDir)> =
+        LazyLock::new(|| (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()));
+    static NEAR: LazyLock<Memory> =
+        LazyLock::new(|| memory(DIRS.0.path(), DIRS.1.path()).in_memory_limit(0));
+
+    #[memento::cache(memory = NEAR)]
+    fn cube(x: u64) -> u64 {
+        x * x * x
+    }
+
+    /// A handle's `get` verifies what it reads from the far store, and then
+    /// the near cache keeps it, as a call's read does.
+    #[test]
+    fn a_handle_read_from_the_far_store_is_copied_down() {
+        let shelved = cube::call_and_shelve(3);
+        let name = entries(DIRS.0.path()).pop().expect("kept near when stored");
+        std::fs::remove_file(DIRS.0.path().join(&name)).unwrap();
+        assert_eq!(shelved.get().unwrap(), 27);
+        assert!(
+            DIRS.0.path().join(&name).exists(),
+            "copied down after the handle's verified read"
+        );
+    }
+}

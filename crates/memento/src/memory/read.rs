@@ -122,13 +122,21 @@ impl<'a> Reader<'a> {
         if !self.store.read(name.as_str(), &mut buf)? {
             return Ok(None);
         }
-        let signer = self.config.signer();
-        codec::verify(key, &buf, signer)
-            .and_then(|payload| codec::decode_entry(&buf, payload).map(|(value, _)| Some(value)))
-            .map_err(|damage| Error::Damaged {
-                name: format!("{}/{}", self.store.location(), name.as_str()),
-                damage,
-            })
+        let payload = codec::verify(key, &buf, self.config.signer())
+            .map_err(|damage| self.damaged(&name, damage))?;
+        let (value, _) =
+            codec::decode_entry(&buf, payload).map_err(|damage| self.damaged(&name, damage))?;
+        // Verified: a store with a near copy may keep it now.
+        self.store.verified(name.as_str(), &buf);
+        Ok(Some(value))
+    }
+
+    /// The error of the damaged entry `name`, named with its location.
+    fn damaged(&self, name: &EntryName, damage: codec::Damage) -> Error {
+        Error::Damaged {
+            name: format!("{}/{}", self.store.location(), name.as_str()),
+            damage,
+        }
     }
 
     /// The metadata of the entry of `key` in `folder` (its checksum not
@@ -151,10 +159,7 @@ impl<'a> Reader<'a> {
                 Ok(()) | Err(codec::Damage::NoKey) => Ok(header),
                 Err(damage) => Err(damage),
             });
-        let header = header.map_err(|damage| Error::Damaged {
-            name: format!("{}/{}", self.store.location(), name.as_str()),
-            damage,
-        })?;
+        let header = header.map_err(|damage| self.damaged(&name, damage))?;
         Ok(Some(Metadata::of_header(
             &header,
             len,
@@ -235,10 +240,7 @@ impl<'a> Reader<'a> {
     ) {
         match refusal {
             Refusal::Damaged(damage) => {
-                let e = Error::Damaged {
-                    name: format!("{}/{}", self.store.location(), name.as_str()),
-                    damage,
-                };
+                let e = self.damaged(name, damage);
                 crate::log::warning!("{e}; it is removed and recomputed");
             }
             Refusal::Rejected(why) => {
