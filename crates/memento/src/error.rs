@@ -31,7 +31,7 @@ pub enum Error {
         source: io::Error,
     },
     /// The arguments could not be hashed into a key.
-    #[error("{function}: {source}; the call is computed without the cache. Make the argument's Serialize implementation infallible, or leave the argument out of the key with ignore(..)")]
+    #[error("{function}: {source}; the call is computed without the cache. {}", .source.advice())]
     Key {
         /// The function's full name.
         function: String,

@@ -106,14 +106,40 @@ impl fmt::Debug for Key {
 }
 
 /// A value could not be turned into a key: its `Serialize` implementation
-/// returned an error.
+/// returned an error, or a [`FileRef`](crate::FileRef) could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("cannot hash the arguments: {0}")]
-pub struct KeyError(String);
+pub struct KeyError(String, Cause);
+
+/// What failed, for the advice a warning gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    Serialize,
+    File,
+}
+
+impl KeyError {
+    /// A [`FileRef`](crate::FileRef)'s file or folder could not be read.
+    pub(crate) fn file(message: String) -> KeyError {
+        KeyError(message, Cause::File)
+    }
+
+    /// What to do about it.
+    pub(crate) fn advice(&self) -> &'static str {
+        match self.1 {
+            Cause::Serialize => {
+                "Make the argument's Serialize implementation infallible, or leave the argument out of the key with ignore(..)"
+            }
+            Cause::File => {
+                "Check that the path names an existing file or folder that this user can read (a memento::FileRef is keyed by its contents)"
+            }
+        }
+    }
+}
 
 impl ser::Error for KeyError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        KeyError(msg.to_string())
+        KeyError(msg.to_string(), Cause::Serialize)
     }
 }
 
@@ -169,6 +195,9 @@ mod tag {
     pub const STRUCT_VARIANT: u8 = 29;
     pub const SET: u8 = 30;
     pub const END: u8 = 31;
+    /// A `FileRef`: then its kind (1 = file, 2 = folder) and the 32-byte
+    /// digest of its contents (see `file_ref`).
+    pub const FILE_REF: u8 = 32;
 }
 
 /// The serializer: a blake3 hasher behind a buffer on the caller's stack.
@@ -400,6 +429,13 @@ impl<'a, 'b> ser::Serializer for &'a mut Sink<'b> {
         name: &'static str,
         value: &T,
     ) -> Result<(), KeyError> {
+        if name == crate::file_ref::SERDE_NAME {
+            // A FileRef: keyed by its contents, never by its path.
+            let (kind, digest) = crate::file_ref::contents(value)?;
+            self.write(&[tag::FILE_REF, kind]);
+            self.write(&digest);
+            return Ok(());
+        }
         self.tag(tag::NEWTYPE_STRUCT);
         self.name(name);
         value.serialize(self)

@@ -204,6 +204,7 @@ pub mod entry;
 mod error;
 pub mod evict;
 mod exit;
+mod file_ref;
 mod function;
 pub mod handle;
 mod header;
@@ -218,6 +219,7 @@ mod stored;
 
 pub use error::{Error, Result};
 pub use evict::{FunctionStats, Limits, Stats};
+pub use file_ref::FileRef;
 pub use function::{Function, FunctionRecord, Validate};
 pub use handle::{Outcome, StoredResult};
 pub use key::{Key, KeyError};
@@ -240,6 +242,8 @@ pub mod __private {
     pub use bounds::*;
 
     pub use crate::memory::{last_call, next_call};
+
+    pub use crate::file_ref::digests::hooks as file_ref;
 
     /// The type stored for an output type: `T` for `Result<T, E>`.
     pub trait ResultOk {
