@@ -402,3 +402,41 @@ fn a_path_that_is_neither_file_nor_folder_is_computed_with_a_warning() {
     );
     assert!(!byte_sum::check_call_in_cache(&data));
 }
+
+#[test]
+fn the_key_format_is_pinned() {
+    let _s = serial();
+    let dir = files("pinned");
+    fs::write(dir.join("data"), "abc").unwrap();
+    // A file: tag 32, kind 1, blake3 of the contents.
+    let mut stream = vec![32u8, 1];
+    stream.extend_from_slice(blake3::hash(b"abc").as_bytes());
+    assert_eq!(
+        Key::of(&FileRef::new(dir.join("data"))).unwrap(),
+        Key::from_bytes(*blake3::hash(&stream).as_bytes())
+    );
+    // A folder: tag 32, kind 2, the digest of its sorted entries.
+    fs::create_dir(dir.join("sub")).unwrap();
+    fs::write(dir.join("sub/x"), "").unwrap();
+    let mut folder = blake3::Hasher::new();
+    folder.update(b"memento folder 1\0");
+    for (kind, name, contents) in [
+        (b'f', "data", Some(&b"abc"[..])),
+        (b'd', "sub", None),
+        (b'f', "sub/x", Some(&b""[..])),
+    ] {
+        folder.update(&[kind]);
+        folder.update(&(name.len() as u64).to_le_bytes());
+        folder.update(name.as_bytes());
+        if let Some(contents) = contents {
+            folder.update(blake3::hash(contents).as_bytes());
+        }
+    }
+    folder.update(&3u64.to_le_bytes());
+    let mut stream = vec![32u8, 2];
+    stream.extend_from_slice(folder.finalize().as_bytes());
+    assert_eq!(
+        Key::of(&FileRef::new(&dir)).unwrap(),
+        Key::from_bytes(*blake3::hash(&stream).as_bytes())
+    );
+}

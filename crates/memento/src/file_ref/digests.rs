@@ -264,7 +264,7 @@ mod cached {
             if self.records.len() >= 2 * MAX_RECORDS {
                 // Keep the most recently used half.
                 let mut all: Vec<(State, Record)> = self.records.drain().collect();
-                all.sort_unstable_by(|a, b| b.1.used.cmp(&a.1.used));
+                all.sort_unstable_by_key(|r| std::cmp::Reverse(r.1.used));
                 all.truncate(MAX_RECORDS);
                 self.records.extend(all);
             }
@@ -320,7 +320,7 @@ mod cached {
         }
         let mut records: Vec<(State, Record)> = records.into_iter().collect();
         if records.len() > MAX_RECORDS {
-            records.sort_unstable_by(|a, b| b.1.used.cmp(&a.1.used));
+            records.sort_unstable_by_key(|r| std::cmp::Reverse(r.1.used));
             records.truncate(MAX_RECORDS);
         }
         if let Err(e) = write_file(&path, &records) {
@@ -513,7 +513,7 @@ mod cached {
             // file() keeps a digest only when trusted: the state is young,
             // so the digest of what is there now is computed and not kept.
             assert_eq!(file(&path, &meta).unwrap(), *blake3::hash(b"v2").as_bytes());
-            assert!(digests().records.get(&state).is_none());
+            assert!(!digests().records.contains_key(&state));
             // A record planted for this state is what a trusted digest
             // looks like: it is used without reading (so the file must
             // be old for one to exist; see trusted()).
