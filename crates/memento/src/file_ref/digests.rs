@@ -47,10 +47,9 @@
 //! to read or write it only costs reading the files again. Not on Windows:
 //! there (no inode or change time in `std`) files are read at each key.
 
-use std::fs::{self, File, Metadata};
+use std::fs::{File, Metadata};
 use std::io::{self, Read};
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::Path;
 
 /// How much older than the moment its digest was taken a file's times must
 /// be for the digest to be kept.
@@ -165,7 +164,10 @@ pub mod hooks {
 mod cached {
     use super::*;
     use std::collections::HashMap;
+    use std::fs;
     use std::os::unix::fs::MetadataExt;
+    use std::path::PathBuf;
+    use std::sync::Mutex;
     use std::time::{SystemTime, UNIX_EPOCH};
 
     /// A file's state: what must be unchanged for its digest to hold.
