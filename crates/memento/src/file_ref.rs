@@ -52,7 +52,8 @@ const KIND_FOLDER: u8 = 2;
 ///   else (a socket, a FIFO: name only), and each file's contents. Adding,
 ///   removing or renaming an entry, empty folders included, or editing a
 ///   file changes the key. Symbolic links are followed: a link keys as what
-///   it points to, under the link's name (a loop is an error).
+///   it points to, under the link's name; a link to nothing keys as its
+///   name and target; a loop is an error.
 /// - A file and a folder never share a key, nor does a `FileRef` and any
 ///   other value (the key has a tag of its own for it).
 /// - Unchanged files are not read again: their digests are remembered by
@@ -301,25 +302,41 @@ fn unreadable(path: &Path, e: &io::Error) -> KeyError {
 const ENTRY_FILE: u8 = b'f';
 const ENTRY_FOLDER: u8 = b'd';
 const ENTRY_OTHER: u8 = b'o';
+const ENTRY_BROKEN_LINK: u8 = b'l';
 
 /// The digest of a folder: blake3 of `"memento folder 1\0"`, then for each
 /// entry under it in byte order of their relative names: the entry's kind
-/// (`f`, `d` or `o`), the name's length (u64 LE) and bytes, and for a file
-/// the blake3 of its contents; then the number of entries (u64 LE).
+/// (`f`, `d`, `o`, or `l` for a link to nothing), the name's length (u64
+/// LE) and bytes (for `l`: the name, a zero byte and the link's target),
+/// and for a file the blake3 of its contents; then the number of entries
+/// (u64 LE).
 fn folder(root: &Path) -> Result<[u8; 32], KeyError> {
     let mut entries: Vec<(Vec<u8>, u8, PathBuf, Option<fs::Metadata>)> = Vec::new();
     for entry in walkdir::WalkDir::new(root).follow_links(true).min_depth(1) {
-        let entry = entry.map_err(|e| {
-            let path = e.path().unwrap_or(root).to_path_buf();
-            match e.into_io_error() {
-                Some(io) => unreadable(&path, &io),
-                None => KeyError::file(format!(
-                    "the memento::FileRef {} holds a symbolic link loop at {}",
-                    root.display(),
-                    path.display()
-                )),
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                let path = e.path().unwrap_or(root).to_path_buf();
+                if let Some(target) = broken_link(&path) {
+                    // A link to nothing: its name and what it names.
+                    let relative = path.strip_prefix(root).unwrap_or(&path);
+                    let mut name = name_bytes(relative)?;
+                    let target = name_bytes(&target)?;
+                    name.push(0);
+                    name.extend_from_slice(&target);
+                    entries.push((name, ENTRY_BROKEN_LINK, path, None));
+                    continue;
+                }
+                return Err(match e.into_io_error() {
+                    Some(io) => unreadable(&path, &io),
+                    None => KeyError::file(format!(
+                        "the memento::FileRef {} holds a symbolic link loop at {}",
+                        root.display(),
+                        path.display()
+                    )),
+                });
             }
-        })?;
+        };
         let relative = entry.path().strip_prefix(root).unwrap_or(entry.path());
         let name = name_bytes(relative)?;
         // With links followed, the entry's type and metadata are those of
@@ -343,6 +360,12 @@ fn folder(root: &Path) -> Result<[u8; 32], KeyError> {
     hasher.update(b"memento folder 1\0");
     for (name, kind, path, meta) in &entries {
         hasher.update(&[*kind]);
+        if *kind == ENTRY_BROKEN_LINK {
+            // The name, a zero byte, the target.
+            hasher.update(&(name.len() as u64).to_le_bytes());
+            hasher.update(name);
+            continue;
+        }
         hasher.update(&(name.len() as u64).to_le_bytes());
         hasher.update(name);
         if let Some(meta) = meta {
@@ -351,6 +374,18 @@ fn folder(root: &Path) -> Result<[u8; 32], KeyError> {
     }
     hasher.update(&(entries.len() as u64).to_le_bytes());
     Ok(*hasher.finalize().as_bytes())
+}
+
+/// The target of `path` if it is a symbolic link to nothing.
+fn broken_link(path: &Path) -> Option<PathBuf> {
+    let link = fs::symlink_metadata(path).ok()?;
+    if !link.file_type().is_symlink() {
+        return None;
+    }
+    match fs::metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::read_link(path).ok(),
+        _ => None,
+    }
 }
 
 /// A relative name with `/` between its parts.

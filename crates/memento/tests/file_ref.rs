@@ -219,6 +219,13 @@ fn a_symbolic_link_keys_as_what_it_points_to() {
     let before = Key::of(&FileRef::new(&folder)).unwrap();
     fs::write(dir.join("target.txt"), "linked contents, edited").unwrap();
     assert_ne!(Key::of(&FileRef::new(&folder)).unwrap(), before);
+    // A link to nothing: keyed by its name and target, no error.
+    std::os::unix::fs::symlink(dir.join("nowhere"), folder.join("dangling")).unwrap();
+    let dangling = Key::of(&FileRef::new(&folder)).unwrap();
+    assert_ne!(dangling, before);
+    fs::remove_file(folder.join("dangling")).unwrap();
+    std::os::unix::fs::symlink(dir.join("elsewhere"), folder.join("dangling")).unwrap();
+    assert_ne!(Key::of(&FileRef::new(&folder)).unwrap(), dangling);
     // A loop is an error, not a hang.
     std::os::unix::fs::symlink(&folder, folder.join("loop")).unwrap();
     let e = Key::of(&FileRef::new(&folder)).unwrap_err();
