@@ -50,7 +50,7 @@ CASES = ("hit", "fresh", "miss", "arg", "result", "store", "many")
 
 FULL = dict(
     keys=100, hit_rounds=20, miss_rounds=6, fresh=21, mib=100, arg_reps=9, result_reps=9,
-    store_reps=5, many_rounds=3, processes=8, work=2_000_000,
+    store_reps=5, many_rounds=3, processes=8, work=1_000_000,
 )
 QUICK = dict(
     keys=3, hit_rounds=1, miss_rounds=1, fresh=1, mib=1, arg_reps=1, result_reps=1,
