@@ -134,12 +134,16 @@ class Run:
         folders = {lib: self.folder(lib) for lib in LIBS}
         for lib in LIBS:
             self.child("fill", lib, folders[lib])
+        numpy = {}
         for _ in range(self.sizes["fresh"]):
             for lib in LIBS:
                 r = self.child("fresh", lib, folders[lib])
+                numpy[lib] = r["numpy"]
                 self.add("import", lib, r["import"])
                 self.add("fresh", lib, r["first_hit"])
                 self.add("fresh+import", lib, r["import"] + r["first_hit"])
+        said = {True: "loads numpy", False: "does not load numpy"}
+        self.notes.append("at import, " + ", ".join(f"{lib} {said[numpy[lib]]}" for lib in LIBS))
 
     def miss(self):
         s = self.sizes
