@@ -10,11 +10,12 @@ if it imports it).
 
 Prints one JSON line: `fresh` times the package's import (`import`) and
 then, from before the Memory is made to the value, the first call
-(`first_hit`), and whether the import loaded numpy (`numpy`); `many` imports and decorates, prints `ready`, waits for a
-line on its standard input (the parent sends it to all the processes once
-every one is ready), calls `work` (which appends a line to <counter file>
-each time it is computed) and reports when its call started and ended
-(`start`, `end`, Unix seconds).
+(`first_hit`), and whether the import loaded numpy (`numpy`); `many`
+imports and decorates, prints `ready`, waits for a line on its standard
+input (the parent sends it to all the processes once every one is ready),
+calls `work` (which appends a line to <counter file> each time it is
+computed) and reports when its call started and ended (`start`, `end`,
+Unix seconds).
 """
 
 import math
@@ -60,7 +61,10 @@ def main():
         done = time.perf_counter()
         assert value == math.sin(0.5), value
         numpy = "numpy" in sys.modules  # did the package's import load numpy?
-        print('{"import": %r, "first_hit": %r, "numpy": %s}' % (imported - start, done - imported, str(numpy).lower()))
+        print(
+            '{"import": %r, "first_hit": %r, "numpy": %s}'
+            % (imported - start, done - imported, str(numpy).lower())
+        )
         return
     if mode == "fill":
         pkg = package(lib)

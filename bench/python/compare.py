@@ -49,12 +49,30 @@ LIBS = ("joblib", "memento")
 CASES = ("hit", "fresh", "miss", "arg", "result", "store", "many")
 
 FULL = dict(
-    keys=100, hit_rounds=20, miss_rounds=6, fresh=21, mib=100, arg_reps=9, result_reps=9,
-    store_reps=5, many_rounds=3, processes=8, work=1_000_000,
+    keys=100,
+    hit_rounds=20,
+    miss_rounds=6,
+    fresh=21,
+    mib=100,
+    arg_reps=9,
+    result_reps=9,
+    store_reps=5,
+    many_rounds=3,
+    processes=8,
+    work=1_000_000,
 )
 QUICK = dict(
-    keys=3, hit_rounds=1, miss_rounds=1, fresh=1, mib=1, arg_reps=1, result_reps=1,
-    store_reps=1, many_rounds=1, processes=8, work=1000,
+    keys=3,
+    hit_rounds=1,
+    miss_rounds=1,
+    fresh=1,
+    mib=1,
+    arg_reps=1,
+    result_reps=1,
+    store_reps=1,
+    many_rounds=1,
+    processes=8,
+    work=1000,
 )
 
 
@@ -226,7 +244,9 @@ class Run:
                 counter = os.path.join(folder, "computations.txt")
                 args = [sys.executable, str(CHILD), "many", lib, folder, counter, str(s["work"])]
                 procs = [
-                    subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                    subprocess.Popen(
+                        args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+                    )
                     for _ in range(s["processes"])
                 ]
                 # Every process imported and decorated: then all are told to go.
@@ -239,12 +259,16 @@ class Run:
                 for p in procs:
                     out, err = p.communicate()
                     if p.returncode != 0:
-                        raise SystemExit(f"a {lib} process of the {s['processes']}-process case failed:\n{err}")
+                        raise SystemExit(
+                            f"a {lib} process of the {s['processes']}-process case failed:\n{err}"
+                        )
                     reports.append(json.loads(out.strip().splitlines()[-1]))
                     warned += [line for line in err.splitlines() if "Warning" in line]
                 if warned:
                     name = warned[0].split(":")[-2].strip() if warned[0].count(":") >= 2 else warned[0]
-                    self.notes.append(f"{s['processes']} processes ({lib}): {len(warned)} warning(s) on stderr ({name})")
+                    self.notes.append(
+                        f"{s['processes']} processes ({lib}): {len(warned)} warning(s) on stderr ({name})"
+                    )
                 first = min(r["start"] for r in reports)
                 last = max(r["end"] for r in reports)
                 with open(counter) as f:
@@ -321,10 +345,14 @@ def targets(med):
 
     out = []
     timed_rows = [r for r, _ in ROWS if r not in ("import", "fresh", "computations")]
-    slower = [r for r in timed_rows if get(r, "memento") is not None and get(r, "memento") >= get(r, "joblib")]
+    slower = [
+        r for r in timed_rows if get(r, "memento") is not None and get(r, "memento") >= get(r, "joblib")
+    ]
     present = [r for r in timed_rows if get(r, "memento") is not None]
     if present:
-        out.append((not slower, "every case faster than joblib" + (f" (not: {', '.join(slower)})" if slower else "")))
+        out.append(
+            (not slower, "every case faster than joblib" + (f" (not: {', '.join(slower)})" if slower else ""))
+        )
     if get("hit", "memento"):
         r = get("hit", "joblib") / get("hit", "memento")
         out.append((r >= 20, f"a hit at least 20x faster: {r:.1f}x"))
@@ -367,7 +395,9 @@ def main():
     print()
     print(text)
     print()
-    print("Medians; spread: the middle half (25th to 75th percentile) of 20 samples or more, else min to max.")
+    print(
+        "Medians; spread: the middle half (25th to 75th percentile) of 20 samples or more, else min to max."
+    )
     for note in run.notes:
         print(f"- {note}")
     print()

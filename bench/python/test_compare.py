@@ -23,7 +23,7 @@ sys.path.insert(0, str(HERE))
 
 import compare  # noqa: E402
 
-SLOW_JOBLIB = '''
+SLOW_JOBLIB = """
 import time
 time.sleep(1.0)  # a slow import
 
@@ -34,7 +34,7 @@ class Memory:
 
     def cache(self, f):
         return f
-'''
+"""
 
 
 def quick_run(tmp):
@@ -51,9 +51,13 @@ def quick_run(tmp):
             values = data.get(f"{row}/{lib}")
             assert values and all(v > 0 for v in values), f"{row}/{lib}: {values!r}\n{out}"
         # The row is in the printed table, with a ratio.
-        line = next((line for line in out.splitlines() if line.startswith("| " + title.format(**compare.QUICK))), None)
+        line = next(
+            (line for line in out.splitlines() if line.startswith("| " + title.format(**compare.QUICK))), None
+        )
         assert line is not None and line.count("|") == 8 and "x |" in line, f"no row {row!r} in\n{out}"
-    assert data["computations/memento"] == [1], f"memento computed the new key {data['computations/memento']} times"
+    assert data["computations/memento"] == [
+        1
+    ], f"memento computed the new key {data['computations/memento']} times"
     assert 1 <= data["computations/joblib"][0] <= 8, data["computations/joblib"]
     assert "Targets (issue 13):" in out, out
     return len(compare.ROWS)
@@ -80,10 +84,14 @@ def import_apart(tmp):
 def main():
     with tempfile.TemporaryDirectory() as tmp:
         rows = quick_run(tmp)
-        print(f"ok: --quick printed all {rows} rows for joblib and memento; memento computed the new key once")
+        print(
+            f"ok: --quick printed all {rows} rows for joblib and memento; memento computed the new key once"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         found = import_apart(tmp)
-        print(f"ok: first call {found['first_hit'] * 1e6:.1f} µs, import reported apart ({found['import']:.2f} s)")
+        print(
+            f"ok: first call {found['first_hit'] * 1e6:.1f} µs, import reported apart ({found['import']:.2f} s)"
+        )
 
 
 if __name__ == "__main__":
