@@ -4,8 +4,8 @@
 # cases in one run on this machine, then a Markdown table of medians,
 # spreads and ratios (bench/python/compare.py).
 #
-#   bash bench/compare-python.sh            # everything (about 3 minutes, up to 2 GB of disk)
-#   bash bench/compare-python.sh --quick    # smoke run: tiny sizes, one repetition (seconds)
+#   bash bench/compare-python.sh            # everything (about 2 minutes, up to 1.4 GB of disk)
+#   bash bench/compare-python.sh --quick    # smoke run: tiny sizes, one repetition (about 30 s)
 #
 # Creates once a virtual environment at
 # ${CARGO_TARGET_DIR:-target}/bench-py-venv with the pinned packages below
@@ -13,11 +13,11 @@
 # (release, into the same target folder) and installs it there, checks the
 # script itself (bench/python/test_compare.py: a --quick run whose table
 # must hold every case for both libraries), then runs the benchmark.
-# Arguments go to compare.py (--quick, --cases a,b, --out FILE).
+# Arguments go to compare.py (--quick, --cases a,b, --json FILE).
+# PYTHON=/path/to/python3.12 runs it on another interpreter (3.9 or later).
 set -euo pipefail
 
 REQUIREMENTS=("joblib==1.5.3" "numpy==2.2.6" "maturin==1.16.0")
-READY_MARK="memento-bench-ready: ${REQUIREMENTS[*]}"
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 target=${CARGO_TARGET_DIR:-target}
@@ -34,6 +34,10 @@ die() {
 }
 
 command -v "$python" >/dev/null || die "no $python: install Python 3.9 or later (with venv and pip), or name one with PYTHON="
+# Written into the environment once its install completed: an environment
+# without it (an install killed half-way, other pins, another Python) is
+# made again.
+READY_MARK="memento-bench-ready: $("$python" -c 'import sys; print(sys.version)' | head -1) ${REQUIREMENTS[*]}"
 mkdir -p "$target"
 if [ "$(cat "$venv/memento-ready" 2>/dev/null)" != "$READY_MARK" ]; then
     rm -rf "$venv"
