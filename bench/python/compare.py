@@ -52,6 +52,7 @@ FULL = dict(
     keys=100,
     hit_rounds=20,
     miss_rounds=6,
+    misses=50,
     fresh=21,
     mib=100,
     arg_reps=9,
@@ -65,6 +66,7 @@ QUICK = dict(
     keys=3,
     hit_rounds=1,
     miss_rounds=1,
+    misses=1,
     fresh=1,
     mib=1,
     arg_reps=1,
@@ -126,10 +128,10 @@ class Run:
             return memento.Memory(folder, verbose=0, mmap_mode=mmap_mode)
 
     def child(self, *args):
-        out = subprocess.run(
-            [sys.executable, str(CHILD), *args], check=True, capture_output=True, text=True
-        ).stdout
-        return json.loads(out.strip().splitlines()[-1])
+        done = subprocess.run([sys.executable, str(CHILD), *args], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"child.py {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
+        return json.loads(done.stdout.strip().splitlines()[-1])
 
     # --- the cases -------------------------------------------------------
 
@@ -171,12 +173,12 @@ class Run:
         n = 0
         for _ in range(s["miss_rounds"]):
             for lib in LIBS:
-                for i in range(50 if s["keys"] > 3 else 1):
+                for i in range(s["misses"]):
                     x = 1000.0 + n + i
                     t, v = timed(fs[lib], x)
                     assert v == math.sin(x)
                     self.add("miss", lib, t)
-            n += 50
+            n += s["misses"]
 
     def arg(self):
         a = np.sqrt(np.arange(self.sizes["mib"] * 1024 * 1024 // 8, dtype=np.float64))
