@@ -31,6 +31,7 @@ import math
 import os
 import pathlib
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -265,9 +266,9 @@ class Run:
                             f"a {lib} process of the {s['processes']}-process case failed:\n{err}"
                         )
                     reports.append(json.loads(out.strip().splitlines()[-1]))
-                    warned += [line for line in err.splitlines() if "Warning" in line]
+                    warned += re.findall(r"\b(\w+Warning)\b:", err)
                 if warned:
-                    name = warned[0].split(":")[-2].strip() if warned[0].count(":") >= 2 else warned[0]
+                    name = ", ".join(sorted(set(warned)))
                     self.notes.append(
                         f"{s['processes']} processes ({lib}): {len(warned)} warning(s) on stderr ({name})"
                     )
