@@ -404,7 +404,10 @@ def main():
     for note in run.notes:
         print(f"- {note}")
     print()
-    print("Targets (issue 13):")
+    print(
+        "Targets (issue 13):"
+        + (" (--quick: tiny sizes, one repetition; they say nothing here)" if args.quick else "")
+    )
     for line in targets(med):
         print(line)
     if args.json:
