@@ -236,6 +236,22 @@ impl Function {
         }
     }
 
+    /// The fingerprint of the function's code, if it has one: the hash of
+    /// its tokens under `#[memento::cache]` (with the fingerprints of the
+    /// helpers named in `depends(..)` folded in), or the one given to
+    /// [`fingerprint`](Function::fingerprint). Part of every key.
+    ///
+    /// ```
+    /// use memento::Function;
+    ///
+    /// assert_eq!(Function::new("m", "f").code(), None);
+    /// let f = Function::new("m", "f").fingerprint([7; 32], "f()");
+    /// assert_eq!(f.code(), Some([7; 32]));
+    /// ```
+    pub fn code(&self) -> Option<[u8; 32]> {
+        self.code
+    }
+
     /// `module::name`.
     pub fn full_name(&self) -> &str {
         &self.derived.full_name
@@ -315,6 +331,97 @@ impl Function {
             signature: self.signature.clone(),
         }
     }
+}
+
+/// The fingerprint of a `#[memento::tracked]` helper, as its attribute
+/// writes it: the blake3 of the helper's tokens (signature and body), and
+/// the fingerprints of the helpers it names in `depends(..)`. A const, built
+/// at compile time; [`Tracked::fingerprint`] folds the whole chain into one
+/// hash at run time, once per cached function (when its [`Function`] is
+/// made), never per call.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Tracked {
+    code: [u8; 32],
+    depends: &'static [&'static Tracked],
+    /// The stand-in the expansion finds when a name in `depends(..)` is not
+    /// tracked ([`tracked`] refuses it at compile time).
+    untracked: bool,
+}
+
+impl Tracked {
+    /// A helper's fingerprint: its tokens' hash and its dependencies.
+    pub const fn new(code: [u8; 32], depends: &'static [&'static Tracked]) -> Tracked {
+        Tracked {
+            code,
+            depends,
+            untracked: false,
+        }
+    }
+
+    /// What a name that is not tracked resolves to (never folded:
+    /// [`tracked`] stops the build first).
+    pub const UNTRACKED: Tracked = Tracked {
+        code: [0; 32],
+        depends: &[],
+        untracked: true,
+    };
+
+    /// The helper's whole fingerprint: blake3 over its own tokens' hash and
+    /// the whole fingerprints of its dependencies, in order, recursively. A
+    /// change anywhere in the chain changes it. (A dependency reached twice,
+    /// through two paths, is hashed once.)
+    pub fn fingerprint(&self) -> [u8; 32] {
+        self.fold(&mut Vec::new())
+    }
+
+    fn fold(&self, seen: &mut Vec<(*const Tracked, [u8; 32])>) -> [u8; 32] {
+        // One address is one const value: the same fingerprint.
+        if let Some((_, hash)) = seen.iter().find(|(p, _)| std::ptr::eq(*p, self)) {
+            return *hash;
+        }
+        let mut h = blake3::Hasher::new();
+        h.update(b"memento tracked v1");
+        h.update(&self.code);
+        h.update(&(self.depends.len() as u64).to_le_bytes());
+        for dependency in self.depends {
+            h.update(&dependency.fold(seen));
+        }
+        let hash = *h.finalize().as_bytes();
+        seen.push((self, hash));
+        hash
+    }
+}
+
+/// A name in `depends(..)`, checked at compile time: the expansion calls it
+/// in a const, with the stand-in when the name is not tracked, and then
+/// the build stops with `message` ("add #[memento::tracked] to ..").
+#[doc(hidden)]
+#[track_caller]
+pub const fn tracked(helper: &'static Tracked, message: &'static str) -> &'static Tracked {
+    if helper.untracked {
+        panic!("{}", message)
+    }
+    helper
+}
+
+/// The code fingerprint of a cached function with `depends(..)`: its own
+/// tokens' hash and its helpers' whole fingerprints (sorted, so that the
+/// order of the names does not count). Without `depends`, the attribute
+/// does not call it, and the fingerprint is the tokens' hash alone, as it
+/// always was.
+#[doc(hidden)]
+pub fn with_depends(code: [u8; 32], depends: &[&Tracked]) -> [u8; 32] {
+    let mut helpers: Vec<[u8; 32]> = depends.iter().map(|t| t.fingerprint()).collect();
+    helpers.sort_unstable();
+    let mut h = blake3::Hasher::new();
+    h.update(b"memento code with depends v1");
+    h.update(&code);
+    h.update(&(helpers.len() as u64).to_le_bytes());
+    for helper in &helpers {
+        h.update(helper);
+    }
+    *h.finalize().as_bytes()
 }
 
 /// Splits a Rust path at its `::`s, but not at those inside `<..>`
