@@ -52,25 +52,60 @@ pub(crate) fn parse(meta: syn::meta::ParseNestedMeta<'_>, out: &mut Vec<Path>) -
                  depends(helper, module::helper, Self::method)",
             ));
         }
+        if out.contains(&inner.path) {
+            return Err(inner.error("this function is named twice in depends(..)"));
+        }
         out.push(inner.path.clone());
         Ok(())
     })
 }
 
-/// Does a path in `depends` name `Self` (so it can only be read inside the
-/// method's `impl` block)?
+/// Does a path in `depends` start with `Self` (so it can only be read
+/// inside the method's `impl` block)?
 pub(crate) fn mentions_self(paths: &[Path]) -> bool {
     paths
         .iter()
-        .any(|p| p.segments.iter().any(|s| s.ident == "Self"))
+        .any(|p| p.segments.first().is_some_and(|s| s.ident == "Self"))
 }
 
-/// The `&'static Tracked` of each path, checked (see the module's doc).
-pub(crate) fn checked(paths: &[Path]) -> Vec<TokenStream> {
-    paths.iter().map(checked_one).collect()
+/// `callee(code, depends, self_depends)` (`Tracked::new` or
+/// `with_depends`) with the helpers' fingerprints, checked (see the
+/// module's doc), after the statements that check them: a block, for a
+/// const initializer as well as for code.
+///
+/// Paths through `Self` cannot be read in a const item (which cannot name
+/// `Self`), so they are read in place, `&<Self>::__memento_tracked_method`
+/// (a promotable constant); a trait bound checks that one, at type
+/// checking, with the same stand-in technique.
+pub(crate) fn call(paths: &[Path], callee: TokenStream, code: TokenStream) -> TokenStream {
+    let mixed = Span::mixed_site();
+    let mut consts = Vec::new();
+    let mut checks = Vec::new();
+    let mut selfs = Vec::new();
+    for (i, path) in paths.iter().enumerate() {
+        if path.segments.first().is_some_and(|s| s.ident == "Self") {
+            let (check, value) = self_checked(path, format_ident!("__MementoUntracked{}", i, span = mixed));
+            checks.push(check);
+            selfs.push(value);
+        } else {
+            consts.push(checked(path));
+        }
+    }
+    // One const per name, so that each name that is not tracked is an
+    // error of its own (const evaluation stops at the first panic).
+    let names: Vec<syn::Ident> = (0..consts.len())
+        .map(|i| format_ident!("__MEMENTO_DEPENDS_{}", i, span = mixed))
+        .collect();
+    quote! {{
+        #(const #names: &::memento::__private::Tracked = #consts;)*
+        #(#checks)*
+        #callee(#code, &[#(#names),*], &[#(#selfs),*])
+    }}
 }
 
-fn checked_one(path: &Path) -> TokenStream {
+/// A path that does not start with `Self`: a const-evaluable
+/// `&'static Tracked`, which stops the build when the name is not tracked.
+fn checked(path: &Path) -> TokenStream {
     let segments: Vec<&syn::PathSegment> = path.segments.iter().collect();
     let (last, qualifiers) = segments
         .split_last()
@@ -89,21 +124,22 @@ fn checked_one(path: &Path) -> TokenStream {
     let message = format!(
         "`{written}` in depends(..) is not a #[memento::tracked] function: add \
          #[memento::tracked] to `{name}` (and name it by the path of the module or type that \
-         defines it: depends(helper), depends(module::helper), depends(Self::method))"
+         defines it: depends(helper), depends(module::helper), depends(Type::method))"
     );
-    let tracked = quote_spanned!(name.span()=> ::memento::__private::tracked);
     let mixed = Span::mixed_site();
     let is_type = qualifiers.last().is_some_and(|q| {
-        q.ident == "Self"
-            || q.ident
-                .to_string()
-                .trim_start_matches("r#")
-                .starts_with(|c: char| c.is_uppercase())
+        q.ident
+            .to_string()
+            .trim_start_matches("r#")
+            .starts_with(|c: char| c.is_uppercase())
     });
     if is_type {
         let leading = path.leading_colon;
         let qualifiers = qualifiers.iter();
         let untracked = format_ident!("__MementoUntracked", span = mixed);
+        let check = quote_spanned!(name.span()=>
+            ::memento::__private::tracked(&<#leading #(#qualifiers)::*>::#constant, #message)
+        );
         quote! {{
             #[allow(non_upper_case_globals, dead_code)]
             trait #untracked {
@@ -111,7 +147,7 @@ fn checked_one(path: &Path) -> TokenStream {
                     ::memento::__private::Tracked::UNTRACKED;
             }
             impl<T: ?::core::marker::Sized> #untracked for T {}
-            #tracked(&<#leading #(#qualifiers)::*>::#constant, #message)
+            #check
         }}
     } else {
         let module = if qualifiers.is_empty() {
@@ -121,6 +157,9 @@ fn checked_one(path: &Path) -> TokenStream {
             let qualifiers = qualifiers.iter();
             quote!(#leading #(#qualifiers)::*)
         };
+        let check = quote_spanned!(name.span()=>
+            ::memento::__private::tracked(&#constant, #message)
+        );
         quote! {{
             #[allow(non_upper_case_globals, dead_code)]
             const #constant: ::memento::__private::Tracked =
@@ -128,8 +167,46 @@ fn checked_one(path: &Path) -> TokenStream {
             {
                 #[allow(unused_imports)]
                 use #module::*;
-                #tracked(&#constant, #message)
+                #check
             }
         }}
     }
+}
+
+/// A path that starts with `Self`: the statements that check it (a trait
+/// bound, whose error names the helper through a marker type of its name)
+/// and its value, `&<Self>::__memento_tracked_method`.
+fn self_checked(path: &Path, untracked: syn::Ident) -> (TokenStream, TokenStream) {
+    let last = path.segments.last().expect("a parsed path has a segment");
+    let name = &last.ident;
+    let qualifiers = path.segments.iter().take(path.segments.len() - 1);
+    let constant = const_name(name);
+    let is_tracked = check_name(name);
+    let marker = format_ident!("{}", name.to_string().trim_start_matches("r#"), span = name.span());
+    let qualifiers = quote!(#(#qualifiers)::*);
+    let check = quote_spanned!(name.span()=>
+        ::memento::__private::is_tracked::<#marker, _>(&<#qualifiers>::#is_tracked);
+    );
+    let checks = quote! {
+        #[allow(non_camel_case_types, dead_code)]
+        struct #marker;
+        #[allow(non_upper_case_globals, dead_code)]
+        trait #untracked {
+            const #constant: ::memento::__private::Tracked =
+                ::memento::__private::Tracked::UNTRACKED;
+            const #is_tracked: ::memento::__private::Untracked<#marker> =
+                ::memento::__private::Untracked::NEW;
+        }
+        impl<T: ?::core::marker::Sized> #untracked for T {}
+        #check
+    };
+    (checks, quote!(&<#qualifiers>::#constant))
+}
+
+/// The name of the second const of a tracked helper, which only says that
+/// it is tracked (for `depends(Self::method)`'s check).
+pub(crate) fn check_name(helper: &syn::Ident) -> syn::Ident {
+    let name = helper.to_string();
+    let name = name.strip_prefix("r#").unwrap_or(&name);
+    format_ident!("__memento_is_tracked_{}", name, span = helper.span())
 }

@@ -224,11 +224,11 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
     let code = if options.depends.is_empty() {
         quote!([#(#fp),*])
     } else {
-        let checked = crate::depends::checked(&options.depends);
-        quote!(::memento::__private::with_depends(
-            [#(#fp),*],
-            const { &[#(#checked),*] },
-        ))
+        crate::depends::call(
+            &options.depends,
+            quote!(::memento::__private::with_depends),
+            quote!([#(#fp),*]),
+        )
     };
     let new_function = quote! {{
         let module = ::core::module_path!();

@@ -343,7 +343,10 @@ impl Function {
 #[derive(Debug)]
 pub struct Tracked {
     code: [u8; 32],
+    /// The helpers named by a path (checked in a const item).
     depends: &'static [&'static Tracked],
+    /// The helpers named through `Self` (read in place).
+    self_depends: &'static [&'static Tracked],
     /// The stand-in the expansion finds when a name in `depends(..)` is not
     /// tracked ([`tracked`] refuses it at compile time).
     untracked: bool,
@@ -351,26 +354,33 @@ pub struct Tracked {
 
 impl Tracked {
     /// A helper's fingerprint: its tokens' hash and its dependencies.
-    pub const fn new(code: [u8; 32], depends: &'static [&'static Tracked]) -> Tracked {
+    pub const fn new(
+        code: [u8; 32],
+        depends: &'static [&'static Tracked],
+        self_depends: &'static [&'static Tracked],
+    ) -> Tracked {
         Tracked {
             code,
             depends,
+            self_depends,
             untracked: false,
         }
     }
 
-    /// What a name that is not tracked resolves to (never folded:
-    /// [`tracked`] stops the build first).
+    /// What a name that is not tracked resolves to (never folded: the
+    /// build stops first, see [`tracked`] and [`IsTracked`]).
     pub const UNTRACKED: Tracked = Tracked {
         code: [0; 32],
         depends: &[],
+        self_depends: &[],
         untracked: true,
     };
 
     /// The helper's whole fingerprint: blake3 over its own tokens' hash and
-    /// the whole fingerprints of its dependencies, in order, recursively. A
-    /// change anywhere in the chain changes it. (A dependency reached twice,
-    /// through two paths, is hashed once.)
+    /// the whole fingerprints of its dependencies (sorted: the order of the
+    /// names does not count), recursively. A change anywhere in the chain
+    /// changes it. (A dependency reached twice, through two paths, is
+    /// hashed once.)
     pub fn fingerprint(&self) -> [u8; 32] {
         self.fold(&mut Vec::new())
     }
@@ -380,17 +390,27 @@ impl Tracked {
         if let Some((_, hash)) = seen.iter().find(|(p, _)| std::ptr::eq(*p, self)) {
             return *hash;
         }
-        let mut h = blake3::Hasher::new();
-        h.update(b"memento tracked v1");
-        h.update(&self.code);
-        h.update(&(self.depends.len() as u64).to_le_bytes());
-        for dependency in self.depends {
-            h.update(&dependency.fold(seen));
-        }
-        let hash = *h.finalize().as_bytes();
+        let mut helpers: Vec<[u8; 32]> = (self.depends.iter())
+            .chain(self.self_depends)
+            .map(|helper| helper.fold(seen))
+            .collect();
+        let hash = combine(b"memento tracked v1", &self.code, &mut helpers);
         seen.push((self, hash));
         hash
     }
+}
+
+/// blake3 over a domain, a code hash and the sorted helpers' hashes.
+fn combine(domain: &[u8], code: &[u8; 32], helpers: &mut [[u8; 32]]) -> [u8; 32] {
+    helpers.sort_unstable();
+    let mut h = blake3::Hasher::new();
+    h.update(domain);
+    h.update(code);
+    h.update(&(helpers.len() as u64).to_le_bytes());
+    for helper in helpers.iter() {
+        h.update(helper);
+    }
+    *h.finalize().as_bytes()
 }
 
 /// A name in `depends(..)`, checked at compile time: the expansion calls it
@@ -405,23 +425,51 @@ pub const fn tracked(helper: &'static Tracked, message: &'static str) -> &'stati
     helper
 }
 
+/// The second const of a tracked helper, `__memento_is_tracked_<name>`: it
+/// says that the helper is tracked, to the type checker (for
+/// `depends(Self::method)`, which a const cannot name).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct IsTrackedMark;
+
+/// The stand-in of [`IsTrackedMark`] for a method that is not tracked; `N`
+/// is a marker type of the helper's name, for the error.
+#[doc(hidden)]
+pub struct Untracked<N>(std::marker::PhantomData<N>);
+
+impl<N> Untracked<N> {
+    /// The stand-in.
+    pub const NEW: Untracked<N> = Untracked(std::marker::PhantomData);
+}
+
+/// Implemented by [`IsTrackedMark`] only: what `depends(Self::method)`
+/// asks of the method's second const.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`Self::{N}` in depends(..) is not a #[memento::tracked] function: add #[memento::tracked] to `{N}`",
+    label = "not #[memento::tracked]"
+)]
+pub trait IsTracked<N> {}
+
+impl<N> IsTracked<N> for IsTrackedMark {}
+
+/// The check of `depends(Self::method)`: compiles only for a tracked method.
+#[doc(hidden)]
+pub const fn is_tracked<N, T: IsTracked<N>>(_: &T) {}
+
 /// The code fingerprint of a cached function with `depends(..)`: its own
 /// tokens' hash and its helpers' whole fingerprints (sorted, so that the
 /// order of the names does not count). Without `depends`, the attribute
 /// does not call it, and the fingerprint is the tokens' hash alone, as it
 /// always was.
 #[doc(hidden)]
-pub fn with_depends(code: [u8; 32], depends: &[&Tracked]) -> [u8; 32] {
-    let mut helpers: Vec<[u8; 32]> = depends.iter().map(|t| t.fingerprint()).collect();
-    helpers.sort_unstable();
-    let mut h = blake3::Hasher::new();
-    h.update(b"memento code with depends v1");
-    h.update(&code);
-    h.update(&(helpers.len() as u64).to_le_bytes());
-    for helper in &helpers {
-        h.update(helper);
-    }
-    *h.finalize().as_bytes()
+pub fn with_depends(code: [u8; 32], depends: &[&Tracked], self_depends: &[&Tracked]) -> [u8; 32] {
+    let mut seen = Vec::new();
+    let mut helpers: Vec<[u8; 32]> = (depends.iter())
+        .chain(self_depends)
+        .map(|helper| helper.fold(&mut seen))
+        .collect();
+    combine(b"memento code with depends v1", &code, &mut helpers)
 }
 
 /// Splits a Rust path at its `::`s, but not at those inside `<..>`

@@ -352,5 +352,7 @@ pub mod __private {
 
     pub use crate::buffer::{Probe, ViaBuffer, ViaSerde};
 
-    pub use crate::function::{tracked, with_depends, Tracked};
+    pub use crate::function::{
+        is_tracked, tracked, with_depends, IsTracked, IsTrackedMark, Tracked, Untracked,
+    };
 }
