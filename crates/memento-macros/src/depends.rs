@@ -26,8 +26,11 @@
 //! An inner block's glob import goes before an outer block's item, and an
 //! inherent associated const before a trait's, so the stand-in is found
 //! only when the name is not tracked. A bare `helper` is looked up in the
-//! module (`use self::*`). A path whose last qualifier is `Self` or starts
-//! with an upper-case letter is a type's; other qualifiers are modules.
+//! module (`use self::*`): a helper declared in a function's body is
+//! behind the stand-in, and cannot be named (the error says so). A path
+//! whose last qualifier starts with an upper-case letter is a type's; other
+//! qualifiers are modules. `Self::method` is checked by a trait bound
+//! instead (see [`call`]).
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
@@ -84,7 +87,8 @@ pub(crate) fn call(paths: &[Path], callee: TokenStream, code: TokenStream) -> To
     let mut selfs = Vec::new();
     for (i, path) in paths.iter().enumerate() {
         if path.segments.first().is_some_and(|s| s.ident == "Self") {
-            let (check, value) = self_checked(path, format_ident!("__MementoUntracked{}", i, span = mixed));
+            let (check, value) =
+                self_checked(path, format_ident!("__MementoUntracked{}", i, span = mixed));
             checks.push(check);
             selfs.push(value);
         } else {
@@ -107,9 +111,7 @@ pub(crate) fn call(paths: &[Path], callee: TokenStream, code: TokenStream) -> To
 /// `&'static Tracked`, which stops the build when the name is not tracked.
 fn checked(path: &Path) -> TokenStream {
     let segments: Vec<&syn::PathSegment> = path.segments.iter().collect();
-    let (last, qualifiers) = segments
-        .split_last()
-        .expect("a parsed path has a segment");
+    let (last, qualifiers) = segments.split_last().expect("a parsed path has a segment");
     let name = &last.ident;
     let constant = const_name(name);
     let written = {
@@ -123,8 +125,9 @@ fn checked(path: &Path) -> TokenStream {
     };
     let message = format!(
         "`{written}` in depends(..) is not a #[memento::tracked] function: add \
-         #[memento::tracked] to `{name}` (and name it by the path of the module or type that \
-         defines it: depends(helper), depends(module::helper), depends(Type::method))"
+         #[memento::tracked] to `{name}`, and name it by the path of the module or type that \
+         declares it: depends(helper), depends(module::helper), depends(Type::method) (a \
+         function declared inside another function's body cannot be named)"
     );
     let mixed = Span::mixed_site();
     let is_type = qualifiers.last().is_some_and(|q| {
@@ -182,7 +185,11 @@ fn self_checked(path: &Path, untracked: syn::Ident) -> (TokenStream, TokenStream
     let qualifiers = path.segments.iter().take(path.segments.len() - 1);
     let constant = const_name(name);
     let is_tracked = check_name(name);
-    let marker = format_ident!("{}", name.to_string().trim_start_matches("r#"), span = name.span());
+    let marker = format_ident!(
+        "{}",
+        name.to_string().trim_start_matches("r#"),
+        span = name.span()
+    );
     let qualifiers = quote!(#(#qualifiers)::*);
     let check = quote_spanned!(name.span()=>
         ::memento::__private::is_tracked::<#marker, _>(&<#qualifiers>::#is_tracked);

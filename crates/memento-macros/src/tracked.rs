@@ -35,7 +35,9 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
     });
     parser.parse2(attr)?;
     let function: ItemFn = syn::parse2(item)?;
-    let ItemFn { vis, sig, block, .. } = &function;
+    let ItemFn {
+        vis, sig, block, ..
+    } = &function;
     let fp = fingerprint(&[sig.to_token_stream(), block.to_token_stream()]);
     let constant = depends::const_name(&sig.ident);
     let is_tracked = depends::check_name(&sig.ident);

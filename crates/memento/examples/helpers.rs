@@ -53,7 +53,10 @@ fn report(name: &str, outcome: memento::Outcome<f64>) {
 
 fn main() {
     let temperatures = vec![12.5, 18.0, 21.25, 25.0];
-    println!("cache: {}", total_radiance::memory().path().unwrap().display());
+    println!(
+        "cache: {}",
+        total_radiance::memory().path().unwrap().display()
+    );
     for _ in 0..2 {
         report(
             "total_radiance",

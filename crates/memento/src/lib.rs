@@ -60,7 +60,7 @@
 //!   progress bar); they need no serde traits.
 //! - `version = "2"`: a manual version, part of the key. Bump it when the
 //!   result changes for a reason the fingerprint cannot see, such as a
-//!   helper function the body calls.
+//!   data file it reads (for helper functions, see `depends`).
 //! - `result = true | false`: whether the output is a `Result` of which only
 //!   `Ok` is stored. By default, an output type whose last path segment is
 //!   `Result` is one.
@@ -255,8 +255,6 @@ pub use memento_macros::cache;
 /// evaluating the const).
 ///
 /// ```
-/// # let dir = tempfile::tempdir().unwrap();
-/// # unsafe { std::env::set_var("MEMENTO_DIR", dir.path()) }; // one thread here
 /// mod units {
 ///     #[memento::tracked]
 ///     pub fn to_kelvin(celsius: f64) -> f64 {
@@ -274,12 +272,20 @@ pub use memento_macros::cache;
 ///     temperatures.into_iter().map(radiance).sum()
 /// }
 ///
-/// let watts = total_radiance(vec![20.0, 25.0]); // computed
-/// assert_eq!(total_radiance(vec![20.0, 25.0]), watts); // read back
-/// // Editing `to_kelvin` or `radiance` changes total_radiance's fingerprint:
-/// // its old results are not served, and are dropped at its first miss.
-/// assert!(total_radiance::function().full_name().ends_with("total_radiance"));
+/// fn main() {
+/// #   let dir = tempfile::tempdir().unwrap();
+/// #   unsafe { std::env::set_var("MEMENTO_DIR", dir.path()) }; // one thread here
+///     let watts = total_radiance(vec![20.0, 25.0]); // computed
+///     assert_eq!(total_radiance(vec![20.0, 25.0]), watts); // read back
+///     // Editing `to_kelvin` or `radiance` changes total_radiance's
+///     // fingerprint: its old results are not served, and are removed at
+///     // its first miss.
+///     assert!(total_radiance::function().code().is_some());
+/// }
 /// ```
+///
+/// Helpers are items of a module or methods: a function declared inside
+/// another function's body cannot be named in `depends`.
 pub use memento_macros::tracked;
 pub use memory::{
     Collected, DamagedEntry, Location, Lookup, Memory, Pending, Reduction, StoredEntry,

@@ -163,11 +163,19 @@ fn a_result_stored_before_the_helper_changed_is_not_served_after() {
     };
     let a: f64 = memory.call(&before, &(2.0f64,), || run(v1::area(2.0)));
     let b: f64 = memory.call(&before, &(2.0f64,), || run(v1::area(2.0)));
-    assert_eq!((a, b, runs.load(SeqCst)), (8.0, 8.0, 1), "stored, then read");
+    assert_eq!(
+        (a, b, runs.load(SeqCst)),
+        (8.0, 8.0, 1),
+        "stored, then read"
+    );
     let c: f64 = memory.call(&after, &(2.0f64,), || run(v2::area(2.0)));
     assert_eq!((c, runs.load(SeqCst)), (12.0, 2), "computed again, not 8.0");
     let d: f64 = memory.call(&after, &(2.0f64,), || run(v2::area(2.0)));
-    assert_eq!((d, runs.load(SeqCst)), (12.0, 2), "the new result is stored");
+    assert_eq!(
+        (d, runs.load(SeqCst)),
+        (12.0, 2),
+        "the new result is stored"
+    );
     // Whereas a function whose helpers did not change keeps its results.
     let other_before = Function::new("lab::physics", "other")
         .fingerprint(code(v1::other::function()), "fn other(x: f64) -> f64");
@@ -267,7 +275,11 @@ fn through_lens(k: f64, x: f64) -> f64 {
 
 #[memento::tracked]
 fn norm<T: Into<f64> + Copy>(values: &[T]) -> f64 {
-    values.iter().map(|v| (*v).into().powi(2)).sum::<f64>().sqrt()
+    values
+        .iter()
+        .map(|v| (*v).into().powi(2))
+        .sum::<f64>()
+        .sqrt()
 }
 
 #[memento::cache(memory = MEM, depends(norm))]
