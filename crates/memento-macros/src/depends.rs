@@ -217,3 +217,72 @@ pub(crate) fn check_name(helper: &syn::Ident) -> syn::Ident {
     let name = name.strip_prefix("r#").unwrap_or(&name);
     format_ident!("__memento_is_tracked_{}", name, span = helper.span())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths(attr: &str) -> syn::Result<Vec<Path>> {
+        crate::options::parse(attr.parse().unwrap()).map(|o| o.depends)
+    }
+
+    #[test]
+    fn names_are_paths() {
+        let p = paths("depends(a, m::b, crate::x::c, Self::d, ::k::e), version = \"2\"").unwrap();
+        let text: Vec<String> = p
+            .iter()
+            .map(|p| quote!(#p).to_string().replace(' ', ""))
+            .collect();
+        assert_eq!(text, ["a", "m::b", "crate::x::c", "Self::d", "::k::e"]);
+        assert!(mentions_self(&p));
+        assert!(!mentions_self(&p[..3]));
+    }
+
+    #[test]
+    fn bad_names_are_refused() {
+        for (attr, says) in [
+            ("depends(a, a)", "named twice"),
+            ("depends(a = 1)", "takes the paths"),
+            ("depends(a(b))", "takes the paths"),
+        ] {
+            let e = paths(attr)
+                .err()
+                .unwrap_or_else(|| panic!("{attr} accepted"));
+            assert!(e.to_string().contains(says), "{attr}: {e}");
+        }
+    }
+
+    #[test]
+    fn const_names_follow_the_helper() {
+        let id: syn::Ident = syn::parse_str("r#type").unwrap();
+        assert_eq!(const_name(&id).to_string(), "__memento_tracked_type");
+        assert_eq!(check_name(&id).to_string(), "__memento_is_tracked_type");
+        // The two families never meet: a helper named `is_tracked_x` has
+        // another const than the check of `x`.
+        let x: syn::Ident = syn::parse_str("x").unwrap();
+        let other: syn::Ident = syn::parse_str("is_tracked_x").unwrap();
+        assert_ne!(const_name(&other).to_string(), check_name(&x).to_string());
+    }
+
+    /// Module paths are looked up by a glob import of the module, type
+    /// paths as associated consts, `Self` paths by a trait bound.
+    #[test]
+    fn each_kind_of_path_is_looked_up_its_way() {
+        let code = |attr: &str| {
+            call(&paths(attr).unwrap(), quote!(f), quote!(c))
+                .to_string()
+                .replace(' ', "")
+        };
+        let bare = code("depends(helper)");
+        assert!(bare.contains("useself::*;"), "{bare}");
+        assert!(bare.contains("f(c,&[__MEMENTO_DEPENDS_0],&[])"), "{bare}");
+        let module = code("depends(a::b::helper)");
+        assert!(module.contains("usea::b::*;"), "{module}");
+        let ty = code("depends(m::Lens::focus)");
+        assert!(ty.contains("&<m::Lens>::__memento_tracked_focus"), "{ty}");
+        assert!(!ty.contains("use"), "{ty}");
+        let this = code("depends(Self::focus, helper)");
+        assert!(this.contains("is_tracked::<focus,_>(&<Self>::__memento_is_tracked_focus)"));
+        assert!(this.contains("f(c,&[__MEMENTO_DEPENDS_0],&[&<Self>::__memento_tracked_focus])"));
+    }
+}

@@ -65,3 +65,43 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
             ::memento::__private::IsTrackedMark;
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expanded(attr: &str, item: &str) -> String {
+        expand(attr.parse().unwrap(), item.parse().unwrap())
+            .unwrap()
+            .to_string()
+    }
+
+    #[test]
+    fn the_function_is_left_as_it_is_and_the_consts_follow() {
+        let item = "pub(crate) fn helper<T: Copy>(x: T) -> T { x }";
+        let out = expanded("", item);
+        let function: TokenStream = item.parse().unwrap();
+        assert!(out.starts_with(&function.to_string()), "{out}");
+        assert!(out.contains("pub (crate) const __memento_tracked_helper"));
+        assert!(out.contains("pub (crate) const __memento_is_tracked_helper"));
+    }
+
+    /// The fingerprint is the tokens', so only real edits change it.
+    #[test]
+    fn the_fingerprint_follows_the_tokens() {
+        let a = expanded("", "fn h(x: f64) -> f64 { x * 2.0 }");
+        let reformatted = expanded("", "fn h(x: f64)->f64 {\n    // twice\n    x*2.0\n}");
+        let edited = expanded("", "fn h(x: f64) -> f64 { x * 3.0 }");
+        assert_eq!(a, reformatted);
+        assert_ne!(a, edited);
+        // Its own depends are in the const, not in the token hash.
+        let with = expanded("depends(g)", "fn h(x: f64) -> f64 { x * 2.0 }");
+        assert!(with.contains("__memento_tracked_g"), "{with}");
+    }
+
+    #[test]
+    fn unknown_options_are_refused() {
+        let e = expand("deps(g)".parse().unwrap(), "fn h() {}".parse().unwrap()).unwrap_err();
+        assert!(e.to_string().contains("its one option is depends"), "{e}");
+    }
+}

@@ -765,6 +765,48 @@ mod tests {
         assert_eq!(a.hash(), Function::new("m", "f").hash());
     }
 
+    const INNER: Tracked = Tracked::new([1; 32], &[], &[]);
+    const INNER_EDITED: Tracked = Tracked::new([2; 32], &[], &[]);
+    const OTHER: Tracked = Tracked::new([3; 32], &[], &[]);
+    const MID: Tracked = Tracked::new([4; 32], &[&INNER], &[]);
+    const MID_EDITED: Tracked = Tracked::new([4; 32], &[&INNER_EDITED], &[]);
+    const TOP: Tracked = Tracked::new([5; 32], &[&MID, &OTHER], &[]);
+    const TOP_EDITED: Tracked = Tracked::new([5; 32], &[&MID_EDITED, &OTHER], &[]);
+    const TOP_REORDERED: Tracked = Tracked::new([5; 32], &[&OTHER], &[&MID]);
+    const DIAMOND: Tracked = Tracked::new([6; 32], &[&TOP, &MID, &INNER], &[]);
+
+    #[test]
+    fn a_change_anywhere_in_the_chain_changes_the_fingerprint() {
+        assert_ne!(TOP.fingerprint(), TOP_EDITED.fingerprint());
+        assert_ne!(MID.fingerprint(), MID_EDITED.fingerprint());
+        assert_eq!(TOP.fingerprint(), TOP.fingerprint());
+        // The order of the names (and whether through Self) does not count.
+        assert_eq!(TOP.fingerprint(), TOP_REORDERED.fingerprint());
+        // Own code and dependencies are told apart.
+        assert_ne!(INNER.fingerprint(), MID.fingerprint());
+        assert_ne!(DIAMOND.fingerprint(), TOP.fingerprint());
+        let code = [9; 32];
+        assert_ne!(
+            with_depends(code, &[&TOP], &[]),
+            with_depends(code, &[&TOP_EDITED], &[])
+        );
+        assert_eq!(
+            with_depends(code, &[&MID, &OTHER], &[]),
+            with_depends(code, &[&OTHER], &[&MID])
+        );
+        assert_ne!(with_depends(code, &[], &[]), code);
+        assert_ne!(
+            with_depends(code, &[&INNER], &[]),
+            with_depends(code, &[&INNER, &INNER], &[])
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "add #[memento::tracked]")]
+    fn the_stand_in_is_refused() {
+        tracked(&Tracked::UNTRACKED, "add #[memento::tracked] to `f`");
+    }
+
     #[derive(Deserialize)]
     #[allow(dead_code)]
     struct P {
