@@ -325,7 +325,7 @@ fn methods_depend_on_methods_through_self_and_through_the_type() {
     assert_eq!(lens.power(2.0), 7.0);
     assert_eq!(LENS_RUNS.load(SeqCst) - before, 1);
     assert_eq!(through_lens(1.5, 2.0), 6.0);
-    assert_eq!(through_lens::call_with_outcome(1.5, 2.0).hit, true);
+    assert!(through_lens::call_with_outcome(1.5, 2.0).hit);
     // The method's chain: focus depends on factor.
     assert_ne!(
         Lens::__memento_tracked_focus.fingerprint(),
