@@ -284,8 +284,10 @@ pub use memento_macros::cache;
 /// }
 /// ```
 ///
-/// Helpers are items of a module or methods: a function declared inside
-/// another function's body cannot be named in `depends`.
+/// Helpers are items of a module or methods of inherent `impl` blocks: a
+/// function declared inside another function's body cannot be named in
+/// `depends`, and a trait impl cannot hold the const (a method of a
+/// generic type is named through `Self`).
 pub use memento_macros::tracked;
 pub use memory::{
     Collected, DamagedEntry, Location, Lookup, Memory, Pending, Reduction, StoredEntry,

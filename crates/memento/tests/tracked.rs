@@ -267,6 +267,31 @@ impl Lens {
     }
 }
 
+/// A generic impl: its tracked methods are read through `Self`.
+#[derive(Serialize, Deserialize)]
+struct Scaled<T> {
+    v: T,
+}
+
+impl<T: Copy + Into<f64> + Serialize> Scaled<T> {
+    #[memento::tracked]
+    fn base(&self) -> f64 {
+        self.v.into()
+    }
+
+    #[memento::cache(memory = MEM, depends(Self::base))]
+    fn tripled(&self) -> f64 {
+        LENS_RUNS.fetch_add(1, SeqCst);
+        self.base() * 3.0
+    }
+
+    /// A method depending on a free helper (no `Self`).
+    #[memento::cache(memory = MEM, depends(norm))]
+    fn with_norm(&self) -> f64 {
+        norm(&[self.v])
+    }
+}
+
 /// A free function depending on a method, through the type's name.
 #[memento::cache(memory = MEM, depends(Lens::focus))]
 fn through_lens(k: f64, x: f64) -> f64 {
@@ -326,6 +351,12 @@ fn methods_depend_on_methods_through_self_and_through_the_type() {
     assert_eq!(LENS_RUNS.load(SeqCst) - before, 1);
     assert_eq!(through_lens(1.5, 2.0), 6.0);
     assert!(through_lens::call_with_outcome(1.5, 2.0).hit);
+    let before = LENS_RUNS.load(SeqCst);
+    assert_eq!(Scaled { v: 2.0f32 }.tripled(), 6.0);
+    assert_eq!(Scaled { v: 2.0f32 }.tripled(), 6.0);
+    assert_eq!(Scaled { v: 4u8 }.tripled(), 12.0);
+    assert_eq!(LENS_RUNS.load(SeqCst) - before, 2);
+    assert_eq!(Scaled { v: -5i32 }.with_norm(), 5.0);
     // The method's chain: focus depends on factor.
     assert_ne!(
         Lens::__memento_tracked_focus.fingerprint(),
