@@ -415,7 +415,7 @@ fn combine(domain: &[u8], code: &[u8; 32], helpers: &mut [[u8; 32]]) -> [u8; 32]
 
 /// A name in `depends(..)`, checked at compile time: the expansion calls it
 /// in a const, with the stand-in when the name is not tracked, and then
-/// the build stops with `message` ("add #[memento::tracked] to ..").
+/// the build stops with `message` ("add `#[memento::tracked]` to ..").
 #[doc(hidden)]
 #[track_caller]
 pub const fn tracked(helper: &'static Tracked, message: &'static str) -> &'static Tracked {

@@ -250,7 +250,7 @@ pub use memento_macros::cache;
 /// of the module or type that defines them (`depends(helper)`,
 /// `depends(module::helper)`, `depends(Self::method)`,
 /// `depends(Type::method)`); a name that is not a tracked function is a
-/// compile error at the name: "add #[memento::tracked] to `helper`".
+/// compile error at the name: "add `#[memento::tracked]` to `helper`".
 /// Dependencies cannot form a cycle (a compile error: cycle detected when
 /// evaluating the const).
 ///
