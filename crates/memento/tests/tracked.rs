@@ -330,9 +330,16 @@ fn cached_helper(x: u64) -> u64 {
     x + 10
 }
 
-#[memento::cache(memory = MEM, depends(cached_helper))]
+/// The attributes the other way round: tracked sees the expanded body.
+#[memento::cache(memory = MEM)]
+#[memento::tracked]
+fn cached_helper_below(x: u64) -> u64 {
+    x + 20
+}
+
+#[memento::cache(memory = MEM, depends(cached_helper, cached_helper_below))]
 fn uses_cached_helper(x: u64) -> u64 {
-    cached_helper(x) * 2
+    cached_helper(x) * 2 + cached_helper_below(x)
 }
 
 mod nested {
@@ -374,7 +381,8 @@ fn generic_async_and_cached_helpers_can_be_tracked() {
         .unwrap();
     assert_eq!(runtime.block_on(quadruple(3)), 12);
     assert_eq!(runtime.block_on(quadruple(3)), 12);
-    assert_eq!(uses_cached_helper(1), 22);
+    assert_eq!(uses_cached_helper(1), 43);
+    assert!(uses_cached_helper::call_with_outcome(1).hit);
     assert_eq!(nested::from_parent(1), 16);
     // A cached helper's tracked fingerprint is its source's, whatever the
     // attribute below it does.
