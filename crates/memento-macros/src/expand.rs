@@ -206,8 +206,10 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
     }
 
     let fn_ident = &sig.ident;
-    let with_handle =
-        options.handle.unwrap_or(true) && !mentions_self(&function) && !has_receiver(&function);
+    let with_handle = options.handle.unwrap_or(true)
+        && !mentions_self(&function)
+        && !crate::depends::mentions_self(&options.depends)
+        && !has_receiver(&function);
     // `module_path!()` cannot see an impl block's type or enclosing
     // functions; the type name of an item declared beside the static can.
     let here = format_ident!("__memento_here");
@@ -216,20 +218,33 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
     } else {
         "::__memento_here"
     };
+    // With `depends(..)`, the helpers' fingerprints are folded into the
+    // code's, once, when the `Function` is made (never per call); without
+    // it the code fingerprint is the tokens' alone, as it always was.
+    let code = if options.depends.is_empty() {
+        quote!([#(#fp),*])
+    } else {
+        crate::depends::call(
+            &options.depends,
+            quote!(::memento::__private::with_depends),
+            quote!([#(#fp),*]),
+        )
+    };
+    let new_function = quote! {{
+        let module = ::core::module_path!();
+        let name = ::memento::__private::qualified_name(
+            module,
+            ::std::any::type_name_of_val(&#here),
+            #strip,
+            #name,
+        );
+        ::memento::Function::new(module, name)
+            .version(#version)
+            .__code(#code, #signature, #generic)
+            #management
+    }};
     let make_function = quote! {
-        ::std::sync::LazyLock::new(|| {
-            let module = ::core::module_path!();
-            let name = ::memento::__private::qualified_name(
-                module,
-                ::std::any::type_name_of_val(&#here),
-                #strip,
-                #name,
-            );
-            ::memento::Function::new(module, name)
-                .version(#version)
-                .__code([#(#fp),*], #signature, #generic)
-                #management
-        })
+        ::std::sync::LazyLock::new(|| #new_function)
     };
     let (function_static, function_ref, handle) = if with_handle {
         let handle = handle_module(
@@ -241,6 +256,19 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
             &make_function,
         );
         (quote!(), quote!(#fn_ident::function()), handle)
+    } else if crate::depends::mentions_self(&options.depends) {
+        // `depends(Self::method)` can only be read in the method's body
+        // (a static's initializer cannot name `Self`): the `Function` is
+        // made there, once.
+        (
+            quote! {
+                fn #here() {}
+                static #func: ::std::sync::OnceLock<::memento::Function> =
+                    ::std::sync::OnceLock::new();
+            },
+            quote!(#func.get_or_init(|| #new_function)),
+            quote!(),
+        )
     } else {
         (
             quote! {

@@ -1,7 +1,7 @@
 //! The attribute's options: `memory = EXPR`, `ignore(a, b)`,
 //! `version = "2"`, `result = true|false`, `keep_versions`,
 //! `expires_after = "7d"`, `validate = path`, `compress = "zstd"`,
-//! `mmap`, `handle = false`.
+//! `mmap`, `handle = false`, `depends(helper, module::helper)`.
 
 use proc_macro2::TokenStream;
 use syn::parse::Parser;
@@ -20,6 +20,8 @@ pub(crate) struct Options {
     pub(crate) compress: Option<LitStr>,
     /// `mmap`: the span of the word, for errors.
     pub(crate) mmap: Option<proc_macro2::Span>,
+    /// `depends(a, m::b)`: `#[memento::tracked]` helpers the body calls.
+    pub(crate) depends: Vec<syn::Path>,
 }
 
 pub(crate) fn parse(attr: TokenStream) -> syn::Result<Options> {
@@ -85,6 +87,8 @@ pub(crate) fn parse(attr: TokenStream) -> syn::Result<Options> {
         } else if meta.path.is_ident("handle") {
             let b: LitBool = meta.value()?.parse()?;
             options.handle = Some(b.value);
+        } else if meta.path.is_ident("depends") {
+            crate::depends::parse(meta, &mut options.depends)?;
         } else if meta.path.is_ident("result") {
             let b: LitBool = meta.value()?.parse()?;
             options.result = Some(b.value);
@@ -92,8 +96,8 @@ pub(crate) fn parse(attr: TokenStream) -> syn::Result<Options> {
             return Err(meta.error(
                 "unknown option of #[memento::cache]; the options are memory = EXPR, \
                  ignore(arg, ..), version = \"..\", result = true|false, keep_versions, \
-                 expires_after = \"..\", validate = path::to::fn, compress = \"lz4\"|\"zstd\", mmap \
-                 and handle = false",
+                 expires_after = \"..\", validate = path::to::fn, compress = \"lz4\"|\"zstd\", mmap, \
+                 handle = false and depends(helper, ..)",
             ));
         }
         Ok(())

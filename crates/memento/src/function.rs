@@ -236,6 +236,22 @@ impl Function {
         }
     }
 
+    /// The fingerprint of the function's code, if it has one: the hash of
+    /// its tokens under `#[memento::cache]` (with the fingerprints of the
+    /// helpers named in `depends(..)` folded in), or the one given to
+    /// [`fingerprint`](Function::fingerprint). Part of every key.
+    ///
+    /// ```
+    /// use memento::Function;
+    ///
+    /// assert_eq!(Function::new("m", "f").code(), None);
+    /// let f = Function::new("m", "f").fingerprint([7; 32], "f()");
+    /// assert_eq!(f.code(), Some([7; 32]));
+    /// ```
+    pub fn code(&self) -> Option<[u8; 32]> {
+        self.code
+    }
+
     /// `module::name`.
     pub fn full_name(&self) -> &str {
         &self.derived.full_name
@@ -315,6 +331,145 @@ impl Function {
             signature: self.signature.clone(),
         }
     }
+}
+
+/// The fingerprint of a `#[memento::tracked]` helper, as its attribute
+/// writes it: the blake3 of the helper's tokens (signature and body), and
+/// the fingerprints of the helpers it names in `depends(..)`. A const, built
+/// at compile time; [`Tracked::fingerprint`] folds the whole chain into one
+/// hash at run time, once per cached function (when its [`Function`] is
+/// made), never per call.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Tracked {
+    code: [u8; 32],
+    /// The helpers named by a path (checked in a const item).
+    depends: &'static [&'static Tracked],
+    /// The helpers named through `Self` (read in place).
+    self_depends: &'static [&'static Tracked],
+    /// The stand-in the expansion finds when a name in `depends(..)` is not
+    /// tracked ([`tracked`] refuses it at compile time).
+    untracked: bool,
+}
+
+impl Tracked {
+    /// A helper's fingerprint: its tokens' hash and its dependencies.
+    pub const fn new(
+        code: [u8; 32],
+        depends: &'static [&'static Tracked],
+        self_depends: &'static [&'static Tracked],
+    ) -> Tracked {
+        Tracked {
+            code,
+            depends,
+            self_depends,
+            untracked: false,
+        }
+    }
+
+    /// What a name that is not tracked resolves to (never folded: the
+    /// build stops first, see [`tracked`] and [`IsTracked`]).
+    pub const UNTRACKED: Tracked = Tracked {
+        code: [0; 32],
+        depends: &[],
+        self_depends: &[],
+        untracked: true,
+    };
+
+    /// The helper's whole fingerprint: blake3 over its own tokens' hash and
+    /// the whole fingerprints of its dependencies (sorted: the order of the
+    /// names does not count), recursively. A change anywhere in the chain
+    /// changes it. (A dependency reached twice, through two paths, is
+    /// hashed once.)
+    pub fn fingerprint(&self) -> [u8; 32] {
+        self.fold(&mut Vec::new())
+    }
+
+    fn fold(&self, seen: &mut Vec<(*const Tracked, [u8; 32])>) -> [u8; 32] {
+        // One address is one const value: the same fingerprint.
+        if let Some((_, hash)) = seen.iter().find(|(p, _)| std::ptr::eq(*p, self)) {
+            return *hash;
+        }
+        let mut helpers: Vec<[u8; 32]> = (self.depends.iter())
+            .chain(self.self_depends)
+            .map(|helper| helper.fold(seen))
+            .collect();
+        let hash = combine(b"memento tracked v1", &self.code, &mut helpers);
+        seen.push((self, hash));
+        hash
+    }
+}
+
+/// blake3 over a domain, a code hash and the sorted helpers' hashes.
+fn combine(domain: &[u8], code: &[u8; 32], helpers: &mut [[u8; 32]]) -> [u8; 32] {
+    helpers.sort_unstable();
+    let mut h = blake3::Hasher::new();
+    h.update(domain);
+    h.update(code);
+    h.update(&(helpers.len() as u64).to_le_bytes());
+    for helper in helpers.iter() {
+        h.update(helper);
+    }
+    *h.finalize().as_bytes()
+}
+
+/// A name in `depends(..)`, checked at compile time: the expansion calls it
+/// in a const, with the stand-in when the name is not tracked, and then
+/// the build stops with `message` ("add `#[memento::tracked]` to ..").
+#[doc(hidden)]
+#[track_caller]
+pub const fn tracked(helper: &'static Tracked, message: &'static str) -> &'static Tracked {
+    if helper.untracked {
+        panic!("{}", message)
+    }
+    helper
+}
+
+/// The second const of a tracked helper, `__memento_is_tracked_<name>`: it
+/// says that the helper is tracked, to the type checker (for
+/// `depends(Self::method)`, which a const cannot name).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct IsTrackedMark;
+
+/// The stand-in of [`IsTrackedMark`] for a method that is not tracked; `N`
+/// is a marker type of the helper's name, for the error.
+#[doc(hidden)]
+pub struct Untracked<N>(std::marker::PhantomData<N>);
+
+impl<N> Untracked<N> {
+    /// The stand-in.
+    pub const NEW: Untracked<N> = Untracked(std::marker::PhantomData);
+}
+
+/// Implemented by [`IsTrackedMark`] only: what `depends(Self::method)`
+/// asks of the method's second const.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`Self::{N}` in depends(..) is not a #[memento::tracked] function: add #[memento::tracked] to `{N}`",
+    label = "not #[memento::tracked]"
+)]
+pub trait IsTracked<N> {}
+
+impl<N> IsTracked<N> for IsTrackedMark {}
+
+/// The check of `depends(Self::method)`: compiles only for a tracked method.
+#[doc(hidden)]
+pub const fn is_tracked<N, T: IsTracked<N>>(_: &T) {}
+
+/// The code fingerprint of a cached function with `depends(..)`: its own
+/// tokens' hash and its helpers' whole fingerprints (sorted, so that the
+/// order of the names does not count). Without `depends`, the attribute
+/// does not call it, and the fingerprint is the tokens' hash alone, as it
+/// always was.
+#[doc(hidden)]
+pub fn with_depends(code: [u8; 32], depends: &[&Tracked], self_depends: &[&Tracked]) -> [u8; 32] {
+    let mut seen = Vec::new();
+    let mut helpers: Vec<[u8; 32]> = (depends.iter())
+        .chain(self_depends)
+        .map(|helper| helper.fold(&mut seen))
+        .collect();
+    combine(b"memento code with depends v1", &code, &mut helpers)
 }
 
 /// Splits a Rust path at its `::`s, but not at those inside `<..>`
@@ -608,6 +763,48 @@ mod tests {
         assert_ne!(a.hash(), b.hash());
         assert_ne!(a.hash(), c.hash());
         assert_eq!(a.hash(), Function::new("m", "f").hash());
+    }
+
+    const INNER: Tracked = Tracked::new([1; 32], &[], &[]);
+    const INNER_EDITED: Tracked = Tracked::new([2; 32], &[], &[]);
+    const OTHER: Tracked = Tracked::new([3; 32], &[], &[]);
+    const MID: Tracked = Tracked::new([4; 32], &[&INNER], &[]);
+    const MID_EDITED: Tracked = Tracked::new([4; 32], &[&INNER_EDITED], &[]);
+    const TOP: Tracked = Tracked::new([5; 32], &[&MID, &OTHER], &[]);
+    const TOP_EDITED: Tracked = Tracked::new([5; 32], &[&MID_EDITED, &OTHER], &[]);
+    const TOP_REORDERED: Tracked = Tracked::new([5; 32], &[&OTHER], &[&MID]);
+    const DIAMOND: Tracked = Tracked::new([6; 32], &[&TOP, &MID, &INNER], &[]);
+
+    #[test]
+    fn a_change_anywhere_in_the_chain_changes_the_fingerprint() {
+        assert_ne!(TOP.fingerprint(), TOP_EDITED.fingerprint());
+        assert_ne!(MID.fingerprint(), MID_EDITED.fingerprint());
+        assert_eq!(TOP.fingerprint(), TOP.fingerprint());
+        // The order of the names (and whether through Self) does not count.
+        assert_eq!(TOP.fingerprint(), TOP_REORDERED.fingerprint());
+        // Own code and dependencies are told apart.
+        assert_ne!(INNER.fingerprint(), MID.fingerprint());
+        assert_ne!(DIAMOND.fingerprint(), TOP.fingerprint());
+        let code = [9; 32];
+        assert_ne!(
+            with_depends(code, &[&TOP], &[]),
+            with_depends(code, &[&TOP_EDITED], &[])
+        );
+        assert_eq!(
+            with_depends(code, &[&MID, &OTHER], &[]),
+            with_depends(code, &[&OTHER], &[&MID])
+        );
+        assert_ne!(with_depends(code, &[], &[]), code);
+        assert_ne!(
+            with_depends(code, &[&INNER], &[]),
+            with_depends(code, &[&INNER, &INNER], &[])
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "add #[memento::tracked]")]
+    fn the_stand_in_is_refused() {
+        tracked(&Tracked::UNTRACKED, "add #[memento::tracked] to `f`");
     }
 
     #[derive(Deserialize)]

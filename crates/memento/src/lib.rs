@@ -60,7 +60,7 @@
 //!   progress bar); they need no serde traits.
 //! - `version = "2"`: a manual version, part of the key. Bump it when the
 //!   result changes for a reason the fingerprint cannot see, such as a
-//!   helper function the body calls.
+//!   data file it reads (for helper functions, see `depends`).
 //! - `result = true | false`: whether the output is a `Result` of which only
 //!   `Ok` is stored. By default, an output type whose last path segment is
 //!   `Result` is one.
@@ -79,6 +79,12 @@
 //!   entry (see the [`mapped`] module). Not with `compress` (a compile
 //!   error).
 //! - `handle = false`: no handle struct (see below).
+//! - `depends(helper, module::helper, Self::method)`: helpers the body
+//!   calls, each marked [`#[memento::tracked]`](macro@tracked): their
+//!   fingerprints (and those of the helpers they depend on) are part of the
+//!   function's, so changing a helper recomputes the functions that depend
+//!   on it, and only them. Naming a function that is not tracked is a
+//!   compile error that says what to add.
 //!
 //! # Handles, methods, async
 //!
@@ -226,6 +232,65 @@ pub use key::{Key, KeyError};
 pub use log::MEMENTO_LOG;
 pub use mapped::Mapped;
 pub use memento_macros::cache;
+/// Marks a helper that cached functions call, so that
+/// `#[memento::cache(depends(helper))]` sees its changes.
+///
+/// The fingerprint of a cached function covers its own tokens only: a
+/// change to a helper its body calls is not seen. Put
+/// `#[memento::tracked]` on the helper (a free function, a method in an
+/// `impl` block, a generic or `async fn`) and name it in the cached
+/// function's `depends(..)`: the helper's fingerprint (its signature and
+/// body, comments and formatting aside) is folded into the function's, so
+/// that changing the helper recomputes every cached function that depends
+/// on it, and nothing else. The helper itself is left unchanged: the
+/// attribute writes a hidden const beside it (an associated const for a
+/// method) that holds its fingerprint, computed at compile time.
+///
+/// A tracked helper can depend on others in turn,
+/// `#[memento::tracked(depends(other))]`: a change anywhere in the chain
+/// reaches every cached function above it. Helpers are named by the path
+/// of the module or type that defines them (`depends(helper)`,
+/// `depends(module::helper)`, `depends(Self::method)`,
+/// `depends(Type::method)`); a name that is not a tracked function is a
+/// compile error at the name: "add `#[memento::tracked]` to `helper`".
+/// Dependencies cannot form a cycle (a compile error: cycle detected when
+/// evaluating the const).
+///
+/// ```
+/// mod units {
+///     #[memento::tracked]
+///     pub fn to_kelvin(celsius: f64) -> f64 {
+///         celsius + 273.15
+///     }
+/// }
+///
+/// #[memento::tracked(depends(units::to_kelvin))]
+/// fn radiance(celsius: f64) -> f64 {
+///     5.670374419e-8 * units::to_kelvin(celsius).powi(4)
+/// }
+///
+/// #[memento::cache(depends(radiance))]
+/// fn total_radiance(temperatures: Vec<f64>) -> f64 {
+///     temperatures.into_iter().map(radiance).sum()
+/// }
+///
+/// fn main() {
+/// #   let dir = tempfile::tempdir().unwrap();
+/// #   unsafe { std::env::set_var("MEMENTO_DIR", dir.path()) }; // one thread here
+///     let watts = total_radiance(vec![20.0, 25.0]); // computed
+///     assert_eq!(total_radiance(vec![20.0, 25.0]), watts); // read back
+///     // Editing `to_kelvin` or `radiance` changes total_radiance's
+///     // fingerprint: its old results are not served, and are removed at
+///     // its first miss.
+///     assert!(total_radiance::function().code().is_some());
+/// }
+/// ```
+///
+/// Helpers are items of a module or methods of inherent `impl` blocks: a
+/// function declared inside another function's body cannot be named in
+/// `depends`, and a trait impl cannot hold the const (a method of a
+/// generic type is named through `Self`).
+pub use memento_macros::tracked;
 pub use memory::{
     Collected, DamagedEntry, Location, Lookup, Memory, Pending, Reduction, StoredEntry,
     Verification, DEFAULT_DIR, MEMENTO_DIR,
@@ -298,4 +363,8 @@ pub mod __private {
     }
 
     pub use crate::buffer::{Probe, ViaBuffer, ViaSerde};
+
+    pub use crate::function::{
+        is_tracked, tracked, with_depends, IsTracked, IsTrackedMark, Tracked, Untracked,
+    };
 }
