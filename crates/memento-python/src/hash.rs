@@ -8,11 +8,25 @@
 //! digests, so insertion order never matters. NumPy arrays are written as
 //! their class, dtype, shape and the blake3 digest of their elements in C
 //! order, read through the buffer protocol (any layout: C, Fortran,
-//! strided), with the GIL released and on every core for large ones.
-//! Everything else goes through `pickle.dumps(obj, protocol=4)`, as joblib
-//! does. Never change an existing encoding: it would re-key every cache;
-//! add tags instead (and bump `KEY_VERSION` if one must change).
+//! strided), with the GIL released and on every core for large ones; object
+//! arrays element by element; masked arrays as data, mask and fill value.
+//! pandas `DataFrame`, `Series` and `Index` through their index, columns,
+//! dtypes, names and values. Other objects by value too, not by their
+//! pickle's bytes (which depend on a set's iteration order, a dict's
+//! insertion order and which objects are shared): a dataclass as its class
+//! and fields, anything else as the parts pickle would rebuild it from
+//! (`__reduce_ex__(4)`: callable, arguments, state, list and dict items),
+//! classes and the callables there by module and qualified name. A value
+//! that contains itself writes a back reference (how many levels up).
+//! Functions, and objects that reduce to a global name, go through
+//! `pickle.dumps(obj, protocol=4)` (a reference by name), as does anything
+//! nested deeper than [`MAX_DEPTH`]. Numpy and pandas are looked up in
+//! `sys.modules`, never imported: no array or frame exists without them.
+//!
+//! Never change an existing encoding: it would re-key every cache; add
+//! tags instead (and bump `KEY_VERSION` if one must change).
 
+use std::cell::{OnceCell, RefCell};
 use std::ffi::{c_char, c_int, c_void};
 
 use pyo3::exceptions::PyTypeError;
@@ -45,10 +59,29 @@ mod tag {
     pub const NUMPY_SCALAR: u8 = 15;
     pub const PICKLE: u8 = 16;
     pub const ARGS: u8 = 17;
+    /// A container already being encoded further up: how many levels up.
+    pub const BACKREF: u8 = 18;
+    /// A class or a module-level callable: module and qualified name.
+    pub const REF: u8 = 19;
+    /// An object as its `__reduce_ex__(4)` parts.
+    pub const OBJECT: u8 = 20;
+    /// A dataclass instance: class, then its fields' names and values.
+    pub const DATACLASS: u8 = 21;
+    /// A NumPy array of Python objects: class, dtype, shape, elements.
+    pub const OBJECT_ARRAY: u8 = 22;
+    /// A NumPy masked array: class, data, mask, fill value.
+    pub const MASKED_ARRAY: u8 = 23;
+    /// An ndarray subclass whose instances carry attributes: the array,
+    /// then the attributes.
+    pub const ARRAY_STATE: u8 = 24;
+    /// A NumPy dtype.
+    pub const DTYPE: u8 = 25;
+    pub const PD_INDEX: u8 = 26;
+    pub const PD_SERIES: u8 = 27;
+    pub const PD_FRAME: u8 = 28;
 }
 
-/// Containers nested deeper than this are pickled whole (pickle handles
-/// cycles: a list that contains itself still gets a key).
+/// Values nested deeper than this are pickled whole.
 const MAX_DEPTH: usize = 200;
 
 /// Arrays of at least this many bytes are hashed with the GIL released, and
@@ -61,7 +94,7 @@ const GATHER: usize = 64 * 1024;
 /// The key material of one argument list: `(name, value)` pairs in the
 /// order of the signature. Returns the 32-byte digest.
 pub fn hash_args(py: Python<'_>, args: &Bound<'_, PyAny>) -> PyResult<[u8; 32]> {
-    let cx = Context::new(py)?;
+    let cx = Context::new(py);
     let mut enc = Encoder::new();
     enc.write(KEY_VERSION);
     enc.tag(tag::ARGS);
@@ -88,7 +121,7 @@ pub fn hash_args(py: Python<'_>, args: &Bound<'_, PyAny>) -> PyResult<[u8; 32]> 
 
 /// The digest of one value on its own (for tests and tools).
 pub fn hash_value(py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<[u8; 32]> {
-    let cx = Context::new(py)?;
+    let cx = Context::new(py);
     let mut enc = Encoder::new();
     enc.write(KEY_VERSION);
     cx.encode(&mut enc, value, 0)?;
@@ -139,37 +172,128 @@ impl Encoder {
         self.write(bytes);
     }
 
+    /// A string's UTF-8 bytes (lone surrogates as their own bytes, never
+    /// valid UTF-8, so never those of another string), length first.
+    fn text(&mut self, s: &Bound<'_, PyString>) -> PyResult<()> {
+        match s.to_cow() {
+            Ok(text) => self.bytes(text.as_bytes()),
+            Err(_) => {
+                let b = s.call_method1("encode", ("utf-8", "surrogatepass"))?;
+                self.bytes(b.cast::<PyBytes>()?.as_bytes());
+            }
+        }
+        Ok(())
+    }
+
     fn finish(mut self) -> [u8; 32] {
         self.flush();
         *self.hasher.finalize().as_bytes()
     }
 }
 
-/// What encoding needs from the interpreter, looked up once per key.
+/// What encoding needs from the interpreter, looked up when first needed
+/// (a call with a float argument looks nothing up).
 struct Context<'py> {
     py: Python<'py>,
-    numpy: Option<Numpy<'py>>,
+    numpy: OnceCell<Option<Numpy<'py>>>,
+    pandas: OnceCell<Option<Pandas<'py>>>,
+    /// The containers and objects being encoded, outermost first: a value
+    /// met again inside itself is written as a back reference.
+    path: RefCell<Vec<usize>>,
 }
 
 struct Numpy<'py> {
     ndarray: Bound<'py, PyType>,
     generic: Bound<'py, PyType>,
     memmap: Bound<'py, PyType>,
+    dtype: Bound<'py, PyType>,
+    /// `numpy.ma.MaskedArray` and `numpy.ma.getmaskarray`, once `numpy.ma`
+    /// was imported (numpy does not import it itself).
+    masked: Option<(Bound<'py, PyType>, Bound<'py, PyAny>)>,
 }
 
+struct Pandas<'py> {
+    frame: Bound<'py, PyType>,
+    series: Bound<'py, PyType>,
+    index: Bound<'py, PyType>,
+    range_index: Bound<'py, PyType>,
+    multi_index: Bound<'py, PyType>,
+}
+
+/// A module already imported, or `None`: not imported, or blocked
+/// (`sys.modules[name] = None`), or broken.
+fn imported<'py>(py: Python<'py>, name: &str) -> Option<Bound<'py, PyAny>> {
+    let modules = py.import("sys").ok()?.getattr("modules").ok()?;
+    let module = modules.get_item(name).ok()?;
+    (!module.is_none()).then_some(module)
+}
+
+fn class<'py>(module: &Bound<'py, PyAny>, name: &str) -> Option<Bound<'py, PyType>> {
+    module.getattr(name).ok()?.cast_into::<PyType>().ok()
+}
+
+impl<'py> Numpy<'py> {
+    fn find(py: Python<'py>) -> Option<Numpy<'py>> {
+        let np = imported(py, "numpy")?;
+        let masked = imported(py, "numpy.ma").and_then(|ma| {
+            Some((class(&ma, "MaskedArray")?, ma.getattr("getmaskarray").ok()?))
+        });
+        Some(Numpy {
+            ndarray: class(&np, "ndarray")?,
+            generic: class(&np, "generic")?,
+            memmap: class(&np, "memmap")?,
+            dtype: class(&np, "dtype")?,
+            masked,
+        })
+    }
+}
+
+impl<'py> Pandas<'py> {
+    fn find(py: Python<'py>) -> Option<Pandas<'py>> {
+        let pd = imported(py, "pandas")?;
+        Some(Pandas {
+            frame: class(&pd, "DataFrame")?,
+            series: class(&pd, "Series")?,
+            index: class(&pd, "Index")?,
+            range_index: class(&pd, "RangeIndex")?,
+            multi_index: class(&pd, "MultiIndex")?,
+        })
+    }
+}
+
+/// Interpreter objects looked up once per process.
+fn cached<'py>(
+    py: Python<'py>,
+    cell: &'static PyOnceLock<Py<PyAny>>,
+    module: &str,
+    name: &str,
+) -> PyResult<&'py Bound<'py, PyAny>> {
+    cell.import(py, module, name)
+}
+
+static DISPATCH_TABLE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static ORDERED_DICT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static FUNCTION_TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static BUILTIN_TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static MODULE_TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static DATACLASS_FIELDS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
 impl<'py> Context<'py> {
-    fn new(py: Python<'py>) -> PyResult<Context<'py>> {
-        // An array can only exist once numpy was imported: never import it.
-        let modules = py.import("sys")?.getattr("modules")?;
-        let numpy = match modules.get_item("numpy") {
-            Ok(np) => Some(Numpy {
-                ndarray: np.getattr("ndarray")?.cast_into()?,
-                generic: np.getattr("generic")?.cast_into()?,
-                memmap: np.getattr("memmap")?.cast_into()?,
-            }),
-            Err(_) => None,
-        };
-        Ok(Context { py, numpy })
+    fn new(py: Python<'py>) -> Context<'py> {
+        Context {
+            py,
+            numpy: OnceCell::new(),
+            pandas: OnceCell::new(),
+            path: RefCell::new(Vec::new()),
+        }
+    }
+
+    fn numpy(&self) -> Option<&Numpy<'py>> {
+        self.numpy.get_or_init(|| Numpy::find(self.py)).as_ref()
+    }
+
+    fn pandas(&self) -> Option<&Pandas<'py>> {
+        self.pandas.get_or_init(|| Pandas::find(self.py)).as_ref()
     }
 
     fn encode(&self, enc: &mut Encoder, obj: &Bound<'py, PyAny>, depth: usize) -> PyResult<()> {
@@ -207,15 +331,7 @@ impl<'py> Context<'py> {
             enc.write(&im.to_bits().to_le_bytes());
         } else if let Ok(s) = obj.cast_exact::<PyString>() {
             enc.tag(tag::STR);
-            match s.to_cow() {
-                Ok(text) => enc.bytes(text.as_bytes()),
-                // Lone surrogates: their own bytes, never valid UTF-8, so
-                // never those of another string.
-                Err(_) => {
-                    let b = s.call_method1("encode", ("utf-8", "surrogatepass"))?;
-                    enc.bytes(b.cast::<PyBytes>()?.as_bytes());
-                }
-            }
+            enc.text(s)?;
         } else if let Ok(b) = obj.cast_exact::<PyBytes>() {
             enc.tag(tag::BYTES);
             enc.bytes(b.as_bytes());
@@ -231,30 +347,74 @@ impl<'py> Context<'py> {
                 self.encode(enc, &item, depth + 1)?;
             }
         } else if let Ok(l) = obj.cast_exact::<PyList>() {
-            enc.tag(tag::LIST);
-            enc.len(l.len());
-            for item in l.iter() {
-                self.encode(enc, &item, depth + 1)?;
-            }
+            self.nested(enc, obj, |enc| {
+                enc.tag(tag::LIST);
+                enc.len(l.len());
+                for item in l.iter() {
+                    self.encode(enc, &item, depth + 1)?;
+                }
+                Ok(())
+            })?;
         } else if let Ok(d) = obj.cast_exact::<PyDict>() {
-            let mut items = Vec::with_capacity(d.len());
-            for (k, v) in d.iter() {
-                let mut e = Encoder::new();
-                self.encode(&mut e, &k, depth + 1)?;
-                self.encode(&mut e, &v, depth + 1)?;
-                items.push(e.finish());
-            }
-            self.unordered(enc, tag::DICT, items);
+            self.nested(enc, obj, |enc| self.dict(enc, d, depth))?;
         } else if let Ok(s) = obj.cast_exact::<PySet>() {
-            let items = self.digests(s.iter(), depth)?;
-            self.unordered(enc, tag::SET, items);
+            self.nested(enc, obj, |enc| {
+                let items = self.digests(s.iter(), depth)?;
+                self.unordered(enc, tag::SET, items);
+                Ok(())
+            })?;
         } else if let Ok(s) = obj.cast_exact::<PyFrozenSet>() {
             let items = self.digests(s.iter(), depth)?;
             self.unordered(enc, tag::FROZENSET, items);
-        } else if let Some(np) = &self.numpy {
+        } else {
+            self.other(enc, obj, depth)?;
+        }
+        Ok(())
+    }
+
+    /// Encodes `obj` with `body`, or writes a back reference when `obj` is
+    /// already being encoded further up (a value that contains itself).
+    fn nested(
+        &self,
+        enc: &mut Encoder,
+        obj: &Bound<'py, PyAny>,
+        body: impl FnOnce(&mut Encoder) -> PyResult<()>,
+    ) -> PyResult<()> {
+        let id = obj.as_ptr() as usize;
+        let up = {
+            let path = self.path.borrow();
+            path.iter().rev().position(|&p| p == id)
+        };
+        if let Some(up) = up {
+            enc.tag(tag::BACKREF);
+            enc.len(up);
+            return Ok(());
+        }
+        self.path.borrow_mut().push(id);
+        let result = body(enc);
+        self.path.borrow_mut().pop();
+        result
+    }
+
+    fn dict(&self, enc: &mut Encoder, d: &Bound<'py, PyDict>, depth: usize) -> PyResult<()> {
+        let mut items = Vec::with_capacity(d.len());
+        for (k, v) in d.iter() {
+            let mut e = Encoder::new();
+            self.encode(&mut e, &k, depth + 1)?;
+            self.encode(&mut e, &v, depth + 1)?;
+            items.push(e.finish());
+        }
+        self.unordered(enc, tag::DICT, items);
+        Ok(())
+    }
+
+    /// Values that are not exact built-in types.
+    fn other(&self, enc: &mut Encoder, obj: &Bound<'py, PyAny>, depth: usize) -> PyResult<()> {
+        if let Some(np) = self.numpy() {
             if obj.is_instance(&np.ndarray)? {
-                self.array(enc, np, obj)?;
-            } else if obj.is_instance(&np.generic)? {
+                return self.array(enc, np, obj, depth);
+            }
+            if obj.is_instance(&np.generic)? {
                 let dtype = obj.getattr("dtype")?;
                 if dtype.getattr("hasobject")?.is_truthy()? {
                     return self.pickle(enc, obj);
@@ -263,11 +423,220 @@ impl<'py> Context<'py> {
                 self.dtype(enc, &dtype)?;
                 let data = obj.call_method0("tobytes")?;
                 enc.bytes(data.cast::<PyBytes>()?.as_bytes());
-            } else {
-                self.pickle(enc, obj)?;
+                return Ok(());
             }
-        } else {
-            self.pickle(enc, obj)?;
+            if obj.is_instance(&np.dtype)? {
+                enc.tag(tag::DTYPE);
+                return self.dtype(enc, obj);
+            }
+        }
+        if let Some(pd) = self.pandas() {
+            if obj.is_instance(&pd.frame)? {
+                return self.frame(enc, pd, obj, depth);
+            }
+            if obj.is_instance(&pd.series)? {
+                return self.series(enc, pd, obj, depth);
+            }
+            if obj.is_instance(&pd.index)? {
+                return self.index(enc, pd, obj, depth);
+            }
+        }
+        if let Ok(t) = obj.cast::<PyType>() {
+            return self.reference(enc, t.as_any());
+        }
+        let py = self.py;
+        if obj.is_instance(cached(py, &FUNCTION_TYPE, "types", "FunctionType")?)?
+            || obj.is_instance(cached(py, &MODULE_TYPE, "types", "ModuleType")?)?
+        {
+            // By reference (module and name), as joblib; a lambda or a
+            // local function cannot be pickled: a clear error.
+            return self.pickle(enc, obj);
+        }
+        if obj.is_instance(
+            cached(py, &BUILTIN_TYPE, "types", "BuiltinFunctionType")?
+        )? && self.unbound(obj)?
+        {
+            return self.pickle(enc, obj);
+        }
+        self.nested(enc, obj, |enc| {
+            if self.dataclass(enc, obj, depth)? {
+                return Ok(());
+            }
+            self.reduced(enc, obj, depth)
+        })
+    }
+
+    /// A builtin function of a module (`len`, `gc.collect`), not a method
+    /// bound to an object (`[1].append`, whose object is its state).
+    fn unbound(&self, obj: &Bound<'py, PyAny>) -> PyResult<bool> {
+        let owner = match obj.getattr("__self__") {
+            Ok(owner) => owner,
+            Err(_) => return Ok(true),
+        };
+        Ok(owner.is_none()
+            || owner.is_instance(cached(self.py, &MODULE_TYPE, "types", "ModuleType")?)?)
+    }
+
+    /// A class, or a callable named by its module and qualified name.
+    fn reference(&self, enc: &mut Encoder, obj: &Bound<'py, PyAny>) -> PyResult<()> {
+        let module = obj.getattr("__module__")?;
+        let name = obj.getattr("__qualname__")?;
+        enc.tag(tag::REF);
+        enc.text(module.cast::<PyString>()?)?;
+        enc.text(name.cast::<PyString>()?)?;
+        Ok(())
+    }
+
+    /// The callable of a reduce tuple: by reference when it is a class or a
+    /// module-level function (what pickle stores), else by value.
+    fn callable(&self, enc: &mut Encoder, obj: &Bound<'py, PyAny>, depth: usize) -> PyResult<()> {
+        if obj.cast::<PyType>().is_ok() {
+            return self.reference(enc, obj);
+        }
+        let named = matches!(
+            (obj.getattr("__module__"), obj.getattr("__qualname__")),
+            (Ok(m), Ok(q)) if m.is_instance_of::<PyString>()
+                && q.cast::<PyString>().is_ok_and(|q| q.to_cow().is_ok_and(|q| !q.contains('<')))
+        );
+        if named && self.unbound(obj)? {
+            return self.reference(enc, obj);
+        }
+        self.encode(enc, obj, depth + 1)
+    }
+
+    /// A dataclass instance as its class and fields, in their order; false
+    /// (nothing written) for other objects, and for instances with
+    /// attributes that are not fields (those go by their reduce parts).
+    fn dataclass(&self, enc: &mut Encoder, obj: &Bound<'py, PyAny>, depth: usize) -> PyResult<bool> {
+        let class = obj.get_type();
+        if !class.hasattr("__dataclass_fields__")? {
+            return Ok(false);
+        }
+        let fields = cached(self.py, &DATACLASS_FIELDS, "dataclasses", "fields")?.call1((obj,))?;
+        let fields = fields.cast::<PyTuple>()?;
+        let mut names = Vec::with_capacity(fields.len());
+        for field in fields.iter() {
+            names.push(field.getattr("name")?.cast_into::<PyString>()?);
+        }
+        if let Ok(attrs) = obj.getattr("__dict__") {
+            let attrs = attrs.cast::<PyDict>()?;
+            if attrs.len() != names.len() {
+                return Ok(false);
+            }
+            for name in &names {
+                if !attrs.contains(name)? {
+                    return Ok(false);
+                }
+            }
+        }
+        let mut values = Vec::with_capacity(names.len());
+        for name in &names {
+            match obj.getattr(name) {
+                Ok(v) => values.push(v),
+                Err(_) => return Ok(false),
+            }
+        }
+        enc.tag(tag::DATACLASS);
+        self.reference(enc, class.as_any())?;
+        enc.len(names.len());
+        for (name, value) in names.iter().zip(&values) {
+            enc.text(name)?;
+            self.encode(enc, value, depth + 1)?;
+        }
+        Ok(true)
+    }
+
+    /// An object as pickle would rebuild it: `copyreg.dispatch_table`'s
+    /// reducer for its type, else `__reduce_ex__(4)`; a reduction to a
+    /// global name (a singleton) is pickled, a reference by name.
+    fn reduced(&self, enc: &mut Encoder, obj: &Bound<'py, PyAny>, depth: usize) -> PyResult<()> {
+        let py = self.py;
+        let table = cached(py, &DISPATCH_TABLE, "copyreg", "dispatch_table")?;
+        let parts = match table.cast::<PyDict>()?.get_item(obj.get_type())? {
+            Some(reducer) => reducer.call1((obj,))?,
+            None => obj.call_method1("__reduce_ex__", (4,))?,
+        };
+        if parts.is_instance_of::<PyString>() {
+            return self.pickle(enc, obj);
+        }
+        let parts = parts.cast::<PyTuple>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "{}.__reduce_ex__(4) returned {}, not a tuple",
+                obj.get_type().name().map(|n| n.to_string()).unwrap_or_default(),
+                parts.get_type().name().map(|n| n.to_string()).unwrap_or_default(),
+            ))
+        })?;
+        let part = |i: usize| parts.get_item(i).ok().filter(|p| !p.is_none());
+        enc.tag(tag::OBJECT);
+        // callable, args
+        match part(0) {
+            Some(callable) => self.callable(enc, &callable, depth)?,
+            None => enc.tag(tag::NONE),
+        }
+        match part(1) {
+            Some(args) => self.encode(enc, &args, depth + 1)?,
+            None => enc.tag(tag::NONE),
+        }
+        // state (pandas' `_cache` of computed properties left out: equal
+        // objects that had different properties read are equal)
+        match part(2) {
+            Some(state) => {
+                let module: String = obj.get_type().getattr("__module__")?.extract()?;
+                match state.cast::<PyDict>() {
+                    Ok(d) if module.starts_with("pandas") && d.contains("_cache")? => {
+                        let d = d.copy()?;
+                        d.del_item("_cache")?;
+                        self.encode(enc, d.as_any(), depth + 1)?;
+                    }
+                    _ => self.encode(enc, &state, depth + 1)?,
+                }
+            }
+            None => enc.tag(tag::NONE),
+        }
+        // list items, in order
+        match part(3) {
+            Some(items) => {
+                let items: Vec<Bound<'py, PyAny>> =
+                    items.try_iter()?.collect::<PyResult<_>>()?;
+                enc.tag(tag::LIST);
+                enc.len(items.len());
+                for item in &items {
+                    self.encode(enc, item, depth + 1)?;
+                }
+            }
+            None => enc.tag(tag::NONE),
+        }
+        // dict items: in order for an OrderedDict (its order is part of
+        // its value), else whatever their order
+        match part(4) {
+            Some(items) => {
+                let ordered = obj.is_instance(
+                    cached(py, &ORDERED_DICT, "collections", "OrderedDict")?
+                )?;
+                let mut digests = Vec::new();
+                for item in items.try_iter()? {
+                    let item = item?;
+                    let (k, v): (Bound<'py, PyAny>, Bound<'py, PyAny>) = item.extract()?;
+                    let mut e = Encoder::new();
+                    self.encode(&mut e, &k, depth + 1)?;
+                    self.encode(&mut e, &v, depth + 1)?;
+                    digests.push(e.finish());
+                }
+                if ordered {
+                    enc.tag(tag::LIST);
+                    enc.len(digests.len());
+                    for d in &digests {
+                        enc.write(d);
+                    }
+                } else {
+                    self.unordered(enc, tag::DICT, digests);
+                }
+            }
+            None => enc.tag(tag::NONE),
+        }
+        match part(5) {
+            Some(setter) => self.callable(enc, &setter, depth)?,
+            None => enc.tag(tag::NONE),
         }
         Ok(())
     }
@@ -322,15 +691,9 @@ impl<'py> Context<'py> {
         Ok(())
     }
 
-    fn array(&self, enc: &mut Encoder, np: &Numpy<'py>, obj: &Bound<'py, PyAny>) -> PyResult<()> {
-        let dtype = obj.getattr("dtype")?;
-        if dtype.getattr("hasobject")?.is_truthy()? {
-            // Pointers to objects: their contents are what counts.
-            return self.pickle(enc, obj);
-        }
-        enc.tag(tag::ARRAY);
-        // ndarray and memmap (a mapped ndarray) alike; other subclasses
-        // (np.matrix, masked arrays) by their class.
+    /// An array's class: ndarray and memmap (a mapped ndarray) alike; other
+    /// subclasses (np.matrix, masked arrays) by their name.
+    fn array_class(&self, enc: &mut Encoder, np: &Numpy<'py>, obj: &Bound<'py, PyAny>) -> PyResult<()> {
         let class = obj.get_type();
         if class.is(&np.ndarray) || class.is(&np.memmap) {
             enc.bytes(b"numpy.ndarray");
@@ -339,12 +702,80 @@ impl<'py> Context<'py> {
             let name: String = class.getattr("__qualname__")?.extract()?;
             enc.bytes(format!("{module}.{name}").as_bytes());
         }
-        self.dtype(enc, &dtype)?;
+        Ok(())
+    }
+
+    fn shape(&self, enc: &mut Encoder, obj: &Bound<'py, PyAny>) -> PyResult<()> {
         let shape: Vec<u64> = obj.getattr("shape")?.extract()?;
         enc.len(shape.len());
         for n in &shape {
             enc.write(&n.to_le_bytes());
         }
+        Ok(())
+    }
+
+    fn array(
+        &self,
+        enc: &mut Encoder,
+        np: &Numpy<'py>,
+        obj: &Bound<'py, PyAny>,
+        depth: usize,
+    ) -> PyResult<()> {
+        if let Some((masked, getmaskarray)) = &np.masked {
+            if obj.is_instance(masked)? {
+                // The mask is part of the value (two arrays with the same
+                // data and different masks differ), as a full boolean array
+                // (no mask and an all-false mask are the same value).
+                enc.tag(tag::MASKED_ARRAY);
+                self.array_class(enc, np, obj)?;
+                self.array(enc, np, &obj.getattr("data")?, depth)?;
+                self.array(enc, np, &getmaskarray.call1((obj,))?, depth)?;
+                return self.encode(enc, &obj.getattr("fill_value")?, depth + 1);
+            }
+        }
+        let class = obj.get_type();
+        if !class.is(&np.ndarray) && !class.is(&np.memmap) {
+            // A subclass whose instances carry attributes (a unit, say):
+            // those are part of the value.
+            if let Ok(attrs) = obj.getattr("__dict__") {
+                if attrs.cast::<PyDict>().is_ok_and(|d| !d.is_empty()) {
+                    return self.nested(enc, obj, |enc| {
+                        enc.tag(tag::ARRAY_STATE);
+                        self.plain_array(enc, np, obj, depth)?;
+                        self.encode(enc, &attrs, depth + 1)
+                    });
+                }
+            }
+        }
+        self.plain_array(enc, np, obj, depth)
+    }
+
+    fn plain_array(
+        &self,
+        enc: &mut Encoder,
+        np: &Numpy<'py>,
+        obj: &Bound<'py, PyAny>,
+        depth: usize,
+    ) -> PyResult<()> {
+        let dtype = obj.getattr("dtype")?;
+        if dtype.getattr("hasobject")?.is_truthy()? {
+            // Pointers to objects: the objects are the value, in C order.
+            return self.nested(enc, obj, |enc| {
+                enc.tag(tag::OBJECT_ARRAY);
+                self.array_class(enc, np, obj)?;
+                self.dtype(enc, &dtype)?;
+                self.shape(enc, obj)?;
+                let flat = obj.call_method0("ravel")?.call_method0("tolist")?;
+                for item in flat.cast::<PyList>()?.iter() {
+                    self.encode(enc, &item, depth + 1)?;
+                }
+                Ok(())
+            });
+        }
+        enc.tag(tag::ARRAY);
+        self.array_class(enc, np, obj)?;
+        self.dtype(enc, &dtype)?;
+        self.shape(enc, obj)?;
         let digest = match Buffer::get(obj) {
             Some(buffer) => buffer.digest(self.py),
             // Types the buffer protocol does not carry (datetime64):
@@ -356,6 +787,93 @@ impl<'py> Context<'py> {
         };
         enc.write(&digest);
         Ok(())
+    }
+
+    /// The values of a Series or an Index: a NumPy dtype's array, or an
+    /// extension array (categorical, nullable integers, dates with a time
+    /// zone) by value.
+    fn pandas_values(&self, enc: &mut Encoder, obj: &Bound<'py, PyAny>, depth: usize) -> PyResult<()> {
+        let np = self.numpy();
+        let dtype = obj.getattr("dtype")?;
+        match np {
+            Some(np) if dtype.is_instance(&np.dtype)? => {
+                enc.tag(0);
+                let values = obj.call_method0("to_numpy")?;
+                self.array(enc, np, &values, depth)
+            }
+            _ => {
+                enc.tag(1);
+                enc.text(&dtype.str()?)?;
+                self.encode(enc, &obj.getattr("array")?, depth + 1)
+            }
+        }
+    }
+
+    fn attrs(&self, enc: &mut Encoder, obj: &Bound<'py, PyAny>, depth: usize) -> PyResult<()> {
+        match obj.getattr("attrs") {
+            Ok(attrs) => self.encode(enc, &attrs, depth + 1),
+            Err(_) => {
+                enc.tag(tag::NONE);
+                Ok(())
+            }
+        }
+    }
+
+    /// An Index: class, names, then a RangeIndex's start, stop and step, a
+    /// MultiIndex's levels and codes, or the values.
+    fn index(&self, enc: &mut Encoder, pd: &Pandas<'py>, obj: &Bound<'py, PyAny>, depth: usize) -> PyResult<()> {
+        enc.tag(tag::PD_INDEX);
+        self.reference(enc, obj.get_type().as_any())?;
+        let names: Vec<Bound<'py, PyAny>> = obj.getattr("names")?.try_iter()?.collect::<PyResult<_>>()?;
+        enc.len(names.len());
+        for name in &names {
+            self.encode(enc, name, depth + 1)?;
+        }
+        if obj.is_instance(&pd.range_index)? {
+            for part in ["start", "stop", "step"] {
+                self.encode(enc, &obj.getattr(part)?, depth + 1)?;
+            }
+        } else if obj.is_instance(&pd.multi_index)? {
+            let levels: Vec<Bound<'py, PyAny>> = obj.getattr("levels")?.try_iter()?.collect::<PyResult<_>>()?;
+            enc.len(levels.len());
+            for level in &levels {
+                self.index(enc, pd, level, depth + 1)?;
+            }
+            let np = self.numpy().ok_or_else(|| PyTypeError::new_err("pandas without numpy"))?;
+            for codes in obj.getattr("codes")?.try_iter()? {
+                self.array(enc, np, &codes?, depth + 1)?;
+            }
+        } else {
+            self.pandas_values(enc, obj, depth)?;
+        }
+        Ok(())
+    }
+
+    fn series(&self, enc: &mut Encoder, pd: &Pandas<'py>, obj: &Bound<'py, PyAny>, depth: usize) -> PyResult<()> {
+        enc.tag(tag::PD_SERIES);
+        self.reference(enc, obj.get_type().as_any())?;
+        self.encode(enc, &obj.getattr("name")?, depth + 1)?;
+        self.index(enc, pd, &obj.getattr("index")?, depth + 1)?;
+        self.pandas_values(enc, obj, depth)?;
+        self.attrs(enc, obj, depth)
+    }
+
+    /// A DataFrame: columns, index, then each column's dtype and values.
+    fn frame(&self, enc: &mut Encoder, pd: &Pandas<'py>, obj: &Bound<'py, PyAny>, depth: usize) -> PyResult<()> {
+        enc.tag(tag::PD_FRAME);
+        self.reference(enc, obj.get_type().as_any())?;
+        self.index(enc, pd, &obj.getattr("columns")?, depth + 1)?;
+        self.index(enc, pd, &obj.getattr("index")?, depth + 1)?;
+        let columns: Vec<Bound<'py, PyAny>> = obj
+            .call_method0("items")?
+            .try_iter()?
+            .map(|item| item?.get_item(1))
+            .collect::<PyResult<_>>()?;
+        enc.len(columns.len());
+        for column in &columns {
+            self.pandas_values(enc, column, depth + 1)?;
+        }
+        self.attrs(enc, obj, depth)
     }
 }
 

@@ -132,12 +132,25 @@ def _normal_string(text):
     return text
 
 
-def _source_material(source):
+def _source_material(source, decorators=True):
+    """The tokens of ``source``; without its leading decorator lines when
+    ``decorators`` is false."""
     parts = [b"memento python source tokens v1"]
     readline = io.StringIO(textwrap.dedent(source)).readline
+    # Before the `def`: at the start of a logical line, in a decorator line.
+    header, line_start, in_decorator = not decorators, True, False
     for tok in tokenize.generate_tokens(readline):
         if tok.type in _SKIPPED:
             continue
+        if header:
+            if line_start and tok.type == tokenize.OP and tok.string == "@":
+                in_decorator = True
+            elif line_start and not in_decorator:
+                header = False
+            line_start = tok.type == tokenize.NEWLINE
+            if in_decorator:
+                in_decorator = not line_start
+                continue
         if tok.type in _MARKERS:
             parts.append(tokenize.tok_name[tok.type].encode())
             continue
@@ -162,14 +175,23 @@ def _code_material(code):
 
 def _fingerprint(func):
     """What identifies the function's code: its source's tokens, without
-    comments and formatting; its code object where there is no source."""
+    comments and formatting; its code object where there is no source.
+
+    The decorator lines above the ``def`` are left out when ``func`` is the
+    function they decorate (it has no ``__wrapped__``): they were applied
+    after it, or returned it as it was, so they are not its code; and
+    ``@memory.cache`` above a ``def`` and ``f = memory.cache(f)`` below it
+    are then the same function with the same results. When ``func`` wraps
+    another (``functools.wraps``), its source is the wrapped function's,
+    decorators included: a wrapper that changes keeps its lines in the
+    fingerprint."""
     try:
         source = inspect.getsource(func)
     except (OSError, TypeError):
         source = None
     if source is not None:
         try:
-            return _source_material(source)
+            return _source_material(source, decorators=hasattr(func, "__wrapped__"))
         except (tokenize.TokenError, SyntaxError):
             pass
     code = getattr(func, "__code__", None)
@@ -344,6 +366,7 @@ class MemorizedFunc:
                 )
         self._ignored = frozenset(self.ignore)
         self._function = None
+        self._fast = self._fast_binding()
         functools.update_wrapper(self, func)
 
     # The Rust side's Function, made at the first call (reading the source
@@ -358,7 +381,66 @@ class MemorizedFunc:
             )
         return self._function
 
+    def _fast_binding(self):
+        """What binds a call without ``inspect`` (a hit's largest cost), for
+        signatures of plain parameters (no ``*args``, ``**kwargs`` or
+        keyword-only ones): the names, how many have no default, the
+        defaults, and the positions kept (``None``: all). ``None`` for other
+        signatures."""
+        params = list(self._signature.parameters.values())
+        plain = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        if any(p.kind not in plain for p in params):
+            return None
+        names = tuple(p.name for p in params)
+        defaults = tuple(p.default for p in params if p.default is not p.empty)
+        required = len(names) - len(defaults)
+        # Python refuses a parameter without default after one with: checked
+        # anyway, since a __signature__ may say anything.
+        if any(p.default is not p.empty for p in params[:required]):
+            return None
+        positional_only = frozenset(
+            p.name for p in params if p.kind is inspect.Parameter.POSITIONAL_ONLY
+        )
+        kept = None
+        if self._ignored:
+            kept = tuple(i for i, n in enumerate(names) if n not in self._ignored)
+        return names, required, defaults, positional_only, kept
+
     def _bind(self, args, kwargs):
+        """The call's arguments as ``(name, value)`` pairs in the order of the
+        signature, defaults applied, ``ignore`` left out: as joblib binds
+        them (``f(1, y=2)`` and ``f(1, 2)`` are one call)."""
+        fast = self._fast
+        if fast is not None:
+            names, required, defaults, positional_only, kept = fast
+            n = len(args)
+            values = None
+            if not kwargs:
+                if n == len(names):
+                    values = args
+                elif required <= n < len(names):
+                    values = args + defaults[n - required :]
+            elif n <= len(names):
+                # Keywords for the rest: each parameter once, none unknown,
+                # none positional-only (else inspect raises joblib's error).
+                rest = list(args)
+                used = 0
+                for i in range(n, len(names)):
+                    name = names[i]
+                    if name in kwargs and name not in positional_only:
+                        rest.append(kwargs[name])
+                        used += 1
+                    elif i >= required:
+                        rest.append(defaults[i - required])
+                    else:
+                        break
+                else:
+                    if used == len(kwargs):
+                        values = rest
+            if values is not None:
+                if kept is None:
+                    return list(zip(names, values))
+                return [(names[i], values[i]) for i in kept]
         bound = self._signature.bind(*args, **kwargs)
         bound.apply_defaults()
         return [(n, v) for n, v in bound.arguments.items() if n not in self._ignored]
@@ -490,7 +572,21 @@ class Memory:
         age_limit=None,
         signing_key=None,
         lock_timeout=None,
+        cachedir=None,
     ):
+        if cachedir is not None:
+            # joblib before 0.12 (and the tutorials written for it).
+            if location is not None:
+                raise ValueError(
+                    "Memory(location=..., cachedir=...): give only location (cachedir is its "
+                    "old name)"
+                )
+            warnings.warn(
+                f"memento: cachedir is joblib's old name of location: use location={cachedir!r}",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            location = cachedir
         if backend != "local":
             raise ValueError(
                 f"backend={backend!r}: memento's Python package has the 'local' backend only "
