@@ -6,7 +6,7 @@
 #
 # Creates once a virtual environment at ${CARGO_TARGET_DIR:-target}/py-venv
 # with the pinned test requirements below (from PyPI), builds the package
-# with maturin (release, into the same target folder; default features) and installs it there,
+# with maturin (release, into the same target folder) and installs it there,
 # then runs pytest on crates/memento-python/tests; exits with pytest's
 # status. `cargo test -p memento-python` (and so the README's test command)
 # runs this script.
@@ -19,7 +19,7 @@
 set -euo pipefail
 
 # pandas: keys of DataFrames, Series and Index (tests/test_hashing.py); a
-# version with wheels for CPython 3.9 to 3.13 and numpy 2.
+# version with wheels for CPython 3.11 and numpy 2.2.
 REQUIREMENTS=("maturin==1.16.0" "pytest==8.4.2" "numpy==2.2.6" "pandas==2.3.3")
 # Written into the environment once the install completed: an environment
 # without it (an install killed half-way, other pins) is made again.
