@@ -676,6 +676,7 @@ def test_masked_arrays_by_data_mask_and_fill_value():
     assert hash(f) == hash(np.ma.array(np.asfortranarray(f.data), mask=f.mask))
 
 
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
 def test_array_subclass_attributes_are_part_of_the_key():
     class Tagged(np.ndarray):
         pass
