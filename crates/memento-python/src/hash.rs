@@ -765,7 +765,11 @@ impl<'py> Context<'py> {
                 self.array_class(enc, np, obj)?;
                 self.dtype(enc, &dtype)?;
                 self.shape(enc, obj)?;
-                let flat = obj.call_method0("ravel")?.call_method0("tolist")?;
+                // As a plain ndarray: a matrix stays 2-D when raveled.
+                let flat = obj
+                    .call_method1("view", (&np.ndarray,))?
+                    .call_method0("ravel")?
+                    .call_method0("tolist")?;
                 for item in flat.cast::<PyList>()?.iter() {
                     self.encode(enc, &item, depth + 1)?;
                 }

@@ -691,6 +691,9 @@ def test_array_subclass_attributes_are_part_of_the_key():
     # A matrix keys as before: class, dtype, shape, contents.
     assert hash(np.matrix([[1, 2]])) == hash(np.matrix([[1, 2]]))
     assert hash(np.matrix([[1, 2]])) != hash(np.array([[1, 2]]))
+    objects = np.matrix([["a", None], [{1}, 2.5]], dtype=object)
+    assert hash(objects) == hash(np.matrix([["a", None], [{1}, 2.5]], dtype=object))
+    assert hash(objects) != hash(np.matrix([["a", None], [{1}, 2.0]], dtype=object))
 
 
 def test_numpy_blocked_or_absent_is_no_numpy():
