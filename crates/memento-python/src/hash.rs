@@ -235,9 +235,8 @@ fn class<'py>(module: &Bound<'py, PyAny>, name: &str) -> Option<Bound<'py, PyTyp
 impl<'py> Numpy<'py> {
     fn find(py: Python<'py>) -> Option<Numpy<'py>> {
         let np = imported(py, "numpy")?;
-        let masked = imported(py, "numpy.ma").and_then(|ma| {
-            Some((class(&ma, "MaskedArray")?, ma.getattr("getmaskarray").ok()?))
-        });
+        let masked = imported(py, "numpy.ma")
+            .and_then(|ma| Some((class(&ma, "MaskedArray")?, ma.getattr("getmaskarray").ok()?)));
         Some(Numpy {
             ndarray: class(&np, "ndarray")?,
             generic: class(&np, "generic")?,
@@ -452,9 +451,8 @@ impl<'py> Context<'py> {
             // local function cannot be pickled: a clear error.
             return self.pickle(enc, obj);
         }
-        if obj.is_instance(
-            cached(py, &BUILTIN_TYPE, "types", "BuiltinFunctionType")?
-        )? && self.unbound(obj)?
+        if obj.is_instance(cached(py, &BUILTIN_TYPE, "types", "BuiltinFunctionType")?)?
+            && self.unbound(obj)?
         {
             return self.pickle(enc, obj);
         }
@@ -507,7 +505,12 @@ impl<'py> Context<'py> {
     /// A dataclass instance as its class and fields, in their order; false
     /// (nothing written) for other objects, and for instances with
     /// attributes that are not fields (those go by their reduce parts).
-    fn dataclass(&self, enc: &mut Encoder, obj: &Bound<'py, PyAny>, depth: usize) -> PyResult<bool> {
+    fn dataclass(
+        &self,
+        enc: &mut Encoder,
+        obj: &Bound<'py, PyAny>,
+        depth: usize,
+    ) -> PyResult<bool> {
         let class = obj.get_type();
         if !class.hasattr("__dataclass_fields__")? {
             return Ok(false);
@@ -562,8 +565,15 @@ impl<'py> Context<'py> {
         let parts = parts.cast::<PyTuple>().map_err(|_| {
             PyTypeError::new_err(format!(
                 "{}.__reduce_ex__(4) returned {}, not a tuple",
-                obj.get_type().name().map(|n| n.to_string()).unwrap_or_default(),
-                parts.get_type().name().map(|n| n.to_string()).unwrap_or_default(),
+                obj.get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default(),
+                parts
+                    .get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default(),
             ))
         })?;
         let part = |i: usize| parts.get_item(i).ok().filter(|p| !p.is_none());
@@ -596,8 +606,7 @@ impl<'py> Context<'py> {
         // list items, in order
         match part(3) {
             Some(items) => {
-                let items: Vec<Bound<'py, PyAny>> =
-                    items.try_iter()?.collect::<PyResult<_>>()?;
+                let items: Vec<Bound<'py, PyAny>> = items.try_iter()?.collect::<PyResult<_>>()?;
                 enc.tag(tag::LIST);
                 enc.len(items.len());
                 for item in &items {
@@ -610,9 +619,8 @@ impl<'py> Context<'py> {
         // its value), else whatever their order
         match part(4) {
             Some(items) => {
-                let ordered = obj.is_instance(
-                    cached(py, &ORDERED_DICT, "collections", "OrderedDict")?
-                )?;
+                let ordered =
+                    obj.is_instance(cached(py, &ORDERED_DICT, "collections", "OrderedDict")?)?;
                 let mut digests = Vec::new();
                 for item in items.try_iter()? {
                     let item = item?;
@@ -693,7 +701,12 @@ impl<'py> Context<'py> {
 
     /// An array's class: ndarray and memmap (a mapped ndarray) alike; other
     /// subclasses (np.matrix, masked arrays) by their name.
-    fn array_class(&self, enc: &mut Encoder, np: &Numpy<'py>, obj: &Bound<'py, PyAny>) -> PyResult<()> {
+    fn array_class(
+        &self,
+        enc: &mut Encoder,
+        np: &Numpy<'py>,
+        obj: &Bound<'py, PyAny>,
+    ) -> PyResult<()> {
         let class = obj.get_type();
         if class.is(&np.ndarray) || class.is(&np.memmap) {
             enc.bytes(b"numpy.ndarray");
@@ -796,7 +809,12 @@ impl<'py> Context<'py> {
     /// The values of a Series or an Index: a NumPy dtype's array, or an
     /// extension array (categorical, nullable integers, dates with a time
     /// zone) by value.
-    fn pandas_values(&self, enc: &mut Encoder, obj: &Bound<'py, PyAny>, depth: usize) -> PyResult<()> {
+    fn pandas_values(
+        &self,
+        enc: &mut Encoder,
+        obj: &Bound<'py, PyAny>,
+        depth: usize,
+    ) -> PyResult<()> {
         let np = self.numpy();
         let dtype = obj.getattr("dtype")?;
         match np {
@@ -825,10 +843,17 @@ impl<'py> Context<'py> {
 
     /// An Index: class, names, then a RangeIndex's start, stop and step, a
     /// MultiIndex's levels and codes, or the values.
-    fn index(&self, enc: &mut Encoder, pd: &Pandas<'py>, obj: &Bound<'py, PyAny>, depth: usize) -> PyResult<()> {
+    fn index(
+        &self,
+        enc: &mut Encoder,
+        pd: &Pandas<'py>,
+        obj: &Bound<'py, PyAny>,
+        depth: usize,
+    ) -> PyResult<()> {
         enc.tag(tag::PD_INDEX);
         self.reference(enc, obj.get_type().as_any())?;
-        let names: Vec<Bound<'py, PyAny>> = obj.getattr("names")?.try_iter()?.collect::<PyResult<_>>()?;
+        let names: Vec<Bound<'py, PyAny>> =
+            obj.getattr("names")?.try_iter()?.collect::<PyResult<_>>()?;
         enc.len(names.len());
         for name in &names {
             self.encode(enc, name, depth + 1)?;
@@ -838,12 +863,17 @@ impl<'py> Context<'py> {
                 self.encode(enc, &obj.getattr(part)?, depth + 1)?;
             }
         } else if obj.is_instance(&pd.multi_index)? {
-            let levels: Vec<Bound<'py, PyAny>> = obj.getattr("levels")?.try_iter()?.collect::<PyResult<_>>()?;
+            let levels: Vec<Bound<'py, PyAny>> = obj
+                .getattr("levels")?
+                .try_iter()?
+                .collect::<PyResult<_>>()?;
             enc.len(levels.len());
             for level in &levels {
                 self.index(enc, pd, level, depth + 1)?;
             }
-            let np = self.numpy().ok_or_else(|| PyTypeError::new_err("pandas without numpy"))?;
+            let np = self
+                .numpy()
+                .ok_or_else(|| PyTypeError::new_err("pandas without numpy"))?;
             for codes in obj.getattr("codes")?.try_iter()? {
                 self.array(enc, np, &codes?, depth + 1)?;
             }
@@ -853,7 +883,13 @@ impl<'py> Context<'py> {
         Ok(())
     }
 
-    fn series(&self, enc: &mut Encoder, pd: &Pandas<'py>, obj: &Bound<'py, PyAny>, depth: usize) -> PyResult<()> {
+    fn series(
+        &self,
+        enc: &mut Encoder,
+        pd: &Pandas<'py>,
+        obj: &Bound<'py, PyAny>,
+        depth: usize,
+    ) -> PyResult<()> {
         enc.tag(tag::PD_SERIES);
         self.reference(enc, obj.get_type().as_any())?;
         self.encode(enc, &obj.getattr("name")?, depth + 1)?;
@@ -863,7 +899,13 @@ impl<'py> Context<'py> {
     }
 
     /// A DataFrame: columns, index, then each column's dtype and values.
-    fn frame(&self, enc: &mut Encoder, pd: &Pandas<'py>, obj: &Bound<'py, PyAny>, depth: usize) -> PyResult<()> {
+    fn frame(
+        &self,
+        enc: &mut Encoder,
+        pd: &Pandas<'py>,
+        obj: &Bound<'py, PyAny>,
+        depth: usize,
+    ) -> PyResult<()> {
         enc.tag(tag::PD_FRAME);
         self.reference(enc, obj.get_type().as_any())?;
         self.index(enc, pd, &obj.getattr("columns")?, depth + 1)?;
