@@ -752,11 +752,12 @@ impl<'py> Context<'py> {
             // those are part of the value.
             if let Ok(attrs) = obj.getattr("__dict__") {
                 if attrs.cast::<PyDict>().is_ok_and(|d| !d.is_empty()) {
-                    return self.nested(enc, obj, |enc| {
-                        enc.tag(tag::ARRAY_STATE);
-                        self.plain_array(enc, np, obj, depth)?;
-                        self.encode(enc, &attrs, depth + 1)
-                    });
+                    // (Not `nested`: an object array pushes itself below.
+                    // An attribute that holds the array meets the dict
+                    // again, a back reference.)
+                    enc.tag(tag::ARRAY_STATE);
+                    self.plain_array(enc, np, obj, depth)?;
+                    return self.encode(enc, &attrs, depth + 1);
                 }
             }
         }

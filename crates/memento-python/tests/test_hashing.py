@@ -688,7 +688,10 @@ def test_array_subclass_attributes_are_part_of_the_key():
     assert hash(a) != hash(b)
     b.unit = "m"
     assert hash(a) == hash(b)
-    # A matrix keys as before: class, dtype, shape, contents.
+    a.me, b.me = a, b
+    assert hash(a) == hash(b)
+    # A matrix (whose instances carry an attribute) by class, dtype, shape,
+    # contents; of objects, element by element.
     assert hash(np.matrix([[1, 2]])) == hash(np.matrix([[1, 2]]))
     assert hash(np.matrix([[1, 2]])) != hash(np.array([[1, 2]]))
     objects = np.matrix([["a", None], [{1}, 2.5]], dtype=object)
