@@ -223,7 +223,8 @@ struct Pandas<'py> {
 /// A module already imported, or `None`: not imported, or blocked
 /// (`sys.modules[name] = None`), or broken.
 fn imported<'py>(py: Python<'py>, name: &str) -> Option<Bound<'py, PyAny>> {
-    let modules = py.import("sys").ok()?.getattr("modules").ok()?;
+    static MODULES: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let modules = MODULES.import(py, "sys", "modules").ok()?;
     let module = modules.get_item(name).ok()?;
     (!module.is_none()).then_some(module)
 }
