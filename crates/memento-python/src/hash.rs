@@ -27,7 +27,9 @@
 //! tags instead (and bump `KEY_VERSION` if one must change).
 
 use std::cell::{OnceCell, RefCell};
+use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_void};
+use std::rc::Rc;
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
@@ -79,6 +81,9 @@ mod tag {
     pub const PD_INDEX: u8 = 26;
     pub const PD_SERIES: u8 = 27;
     pub const PD_FRAME: u8 = 28;
+    /// An object's attributes (its state dict, names all strings): sorted
+    /// by name, each name then its value.
+    pub const ATTRS: u8 = 29;
 }
 
 /// Values nested deeper than this are pickled whole.
@@ -200,6 +205,37 @@ struct Context<'py> {
     /// The containers and objects being encoded, outermost first: a value
     /// met again inside itself is written as a back reference.
     path: RefCell<Vec<usize>>,
+    /// Each type met, by address, with how its instances are encoded.
+    kinds: RefCell<Kinds<'py>>,
+}
+
+/// Types by address, each held (its address is not reused while its entry
+/// lives) with its kind.
+type Kinds<'py> = HashMap<usize, (Bound<'py, PyType>, Rc<Kind<'py>>)>;
+
+/// How the instances of a type that is not an exact built-in are encoded.
+enum Kind<'py> {
+    Array,
+    Scalar,
+    DType,
+    Frame,
+    Series,
+    Index,
+    /// A class: by reference.
+    Type,
+    /// Functions and modules: pickled (a reference by name).
+    Pickle,
+    /// A builtin function (pickled) or method (its object and name).
+    Builtin,
+    /// A dataclass: its fields' names.
+    Dataclass(Vec<Bound<'py, PyString>>),
+    /// Anything else, by its reduce parts: `copyreg`'s reducer for the
+    /// type if any, whether it is a pandas type, an `OrderedDict`.
+    Object {
+        reducer: Option<Bound<'py, PyAny>>,
+        pandas: bool,
+        ordered: bool,
+    },
 }
 
 struct Numpy<'py> {
@@ -285,6 +321,7 @@ impl<'py> Context<'py> {
             numpy: OnceCell::new(),
             pandas: OnceCell::new(),
             path: RefCell::new(Vec::new()),
+            kinds: RefCell::new(HashMap::new()),
         }
     }
 
@@ -408,13 +445,87 @@ impl<'py> Context<'py> {
         Ok(())
     }
 
+    /// What a type's instances are encoded as, decided once per type and
+    /// key (a list of 100 000 objects of one class classifies it once).
+    fn kind(&self, class: &Bound<'py, PyType>) -> PyResult<Rc<Kind<'py>>> {
+        let id = class.as_ptr() as usize;
+        if let Some((_, kind)) = self.kinds.borrow().get(&id) {
+            return Ok(kind.clone());
+        }
+        let kind = Rc::new(self.classify(class)?);
+        self.kinds
+            .borrow_mut()
+            .insert(id, (class.clone(), kind.clone()));
+        Ok(kind)
+    }
+
+    fn classify(&self, class: &Bound<'py, PyType>) -> PyResult<Kind<'py>> {
+        let py = self.py;
+        if let Some(np) = self.numpy() {
+            if class.is_subclass(&np.ndarray)? {
+                return Ok(Kind::Array);
+            }
+            if class.is_subclass(&np.generic)? {
+                return Ok(Kind::Scalar);
+            }
+            if class.is_subclass(&np.dtype)? {
+                return Ok(Kind::DType);
+            }
+        }
+        if let Some(pd) = self.pandas() {
+            if class.is_subclass(&pd.frame)? {
+                return Ok(Kind::Frame);
+            }
+            if class.is_subclass(&pd.series)? {
+                return Ok(Kind::Series);
+            }
+            if class.is_subclass(&pd.index)? {
+                return Ok(Kind::Index);
+            }
+        }
+        let is = |cell, module, name| -> PyResult<bool> {
+            class.is_subclass(cached(py, cell, module, name)?.cast::<PyType>()?)
+        };
+        if class.is_subclass_of::<PyType>()? {
+            return Ok(Kind::Type);
+        }
+        if is(&FUNCTION_TYPE, "types", "FunctionType")? || is(&MODULE_TYPE, "types", "ModuleType")?
+        {
+            return Ok(Kind::Pickle);
+        }
+        if is(&BUILTIN_TYPE, "types", "BuiltinFunctionType")? {
+            return Ok(Kind::Builtin);
+        }
+        if class.hasattr("__dataclass_fields__")? {
+            let fields = cached(py, &DATACLASS_FIELDS, "dataclasses", "fields")?.call1((class,))?;
+            let names = fields
+                .cast::<PyTuple>()?
+                .iter()
+                .map(|field| Ok(field.getattr("name")?.cast_into::<PyString>()?))
+                .collect::<PyResult<_>>()?;
+            return Ok(Kind::Dataclass(names));
+        }
+        let table = cached(py, &DISPATCH_TABLE, "copyreg", "dispatch_table")?;
+        let module = class.getattr("__module__")?;
+        Ok(Kind::Object {
+            reducer: table.cast::<PyDict>()?.get_item(class)?,
+            pandas: module
+                .cast::<PyString>()
+                .is_ok_and(|m| m.to_cow().is_ok_and(|m| m.starts_with("pandas"))),
+            ordered: is(&ORDERED_DICT, "collections", "OrderedDict")?,
+        })
+    }
+
     /// Values that are not exact built-in types.
     fn other(&self, enc: &mut Encoder, obj: &Bound<'py, PyAny>, depth: usize) -> PyResult<()> {
-        if let Some(np) = self.numpy() {
-            if obj.is_instance(&np.ndarray)? {
-                return self.array(enc, np, obj, depth);
+        let class = obj.get_type();
+        let kind = self.kind(&class)?;
+        match &*kind {
+            Kind::Array => {
+                let np = self.numpy().expect("classified with numpy");
+                self.array(enc, np, obj, depth)
             }
-            if obj.is_instance(&np.generic)? {
+            Kind::Scalar => {
                 let dtype = obj.getattr("dtype")?;
                 if dtype.getattr("hasobject")?.is_truthy()? {
                     return self.pickle(enc, obj);
@@ -423,46 +534,36 @@ impl<'py> Context<'py> {
                 self.dtype(enc, &dtype)?;
                 let data = obj.call_method0("tobytes")?;
                 enc.bytes(data.cast::<PyBytes>()?.as_bytes());
-                return Ok(());
+                Ok(())
             }
-            if obj.is_instance(&np.dtype)? {
+            Kind::DType => {
                 enc.tag(tag::DTYPE);
-                return self.dtype(enc, obj);
+                self.dtype(enc, obj)
             }
-        }
-        if let Some(pd) = self.pandas() {
-            if obj.is_instance(&pd.frame)? {
-                return self.frame(enc, pd, obj, depth);
+            Kind::Frame | Kind::Series | Kind::Index => {
+                let pd = self.pandas().expect("classified with pandas");
+                match &*kind {
+                    Kind::Frame => self.frame(enc, pd, obj, depth),
+                    Kind::Series => self.series(enc, pd, obj, depth),
+                    _ => self.index(enc, pd, obj, depth),
+                }
             }
-            if obj.is_instance(&pd.series)? {
-                return self.series(enc, pd, obj, depth);
-            }
-            if obj.is_instance(&pd.index)? {
-                return self.index(enc, pd, obj, depth);
-            }
-        }
-        if let Ok(t) = obj.cast::<PyType>() {
-            return self.reference(enc, t.as_any());
-        }
-        let py = self.py;
-        if obj.is_instance(cached(py, &FUNCTION_TYPE, "types", "FunctionType")?)?
-            || obj.is_instance(cached(py, &MODULE_TYPE, "types", "ModuleType")?)?
-        {
+            Kind::Type => self.reference(enc, obj),
             // By reference (module and name), as joblib; a lambda or a
             // local function cannot be pickled: a clear error.
-            return self.pickle(enc, obj);
-        }
-        if obj.is_instance(cached(py, &BUILTIN_TYPE, "types", "BuiltinFunctionType")?)?
-            && self.unbound(obj)?
-        {
-            return self.pickle(enc, obj);
-        }
-        self.nested(enc, obj, |enc| {
-            if self.dataclass(enc, obj, depth)? {
-                return Ok(());
+            Kind::Pickle => self.pickle(enc, obj),
+            Kind::Builtin if self.unbound(obj)? => self.pickle(enc, obj),
+            Kind::Builtin => self.nested(enc, obj, |enc| self.reduced(enc, obj, None, depth)),
+            Kind::Dataclass(names) => self.nested(enc, obj, |enc| {
+                if self.dataclass(enc, obj, names, depth)? {
+                    return Ok(());
+                }
+                self.reduced(enc, obj, None, depth)
+            }),
+            Kind::Object { .. } => {
+                self.nested(enc, obj, |enc| self.reduced(enc, obj, Some(&kind), depth))
             }
-            self.reduced(enc, obj, depth)
-        })
+        }
     }
 
     /// A builtin function of a module (`len`, `gc.collect`), not a method
@@ -504,44 +605,35 @@ impl<'py> Context<'py> {
     }
 
     /// A dataclass instance as its class and fields, in their order; false
-    /// (nothing written) for other objects, and for instances with
-    /// attributes that are not fields (those go by their reduce parts).
+    /// (nothing written) for instances with attributes that are not fields,
+    /// or fields not set (those go by their reduce parts).
     fn dataclass(
         &self,
         enc: &mut Encoder,
         obj: &Bound<'py, PyAny>,
+        names: &[Bound<'py, PyString>],
         depth: usize,
     ) -> PyResult<bool> {
-        let class = obj.get_type();
-        if !class.hasattr("__dataclass_fields__")? {
-            return Ok(false);
-        }
-        let fields = cached(self.py, &DATACLASS_FIELDS, "dataclasses", "fields")?.call1((obj,))?;
-        let fields = fields.cast::<PyTuple>()?;
-        let mut names = Vec::with_capacity(fields.len());
-        for field in fields.iter() {
-            names.push(field.getattr("name")?.cast_into::<PyString>()?);
-        }
         if let Ok(attrs) = obj.getattr("__dict__") {
             let attrs = attrs.cast::<PyDict>()?;
             if attrs.len() != names.len() {
                 return Ok(false);
             }
-            for name in &names {
+            for name in names {
                 if !attrs.contains(name)? {
                     return Ok(false);
                 }
             }
         }
         let mut values = Vec::with_capacity(names.len());
-        for name in &names {
+        for name in names {
             match obj.getattr(name) {
                 Ok(v) => values.push(v),
                 Err(_) => return Ok(false),
             }
         }
         enc.tag(tag::DATACLASS);
-        self.reference(enc, class.as_any())?;
+        self.reference(enc, obj.get_type().as_any())?;
         enc.len(names.len());
         for (name, value) in names.iter().zip(&values) {
             enc.text(name)?;
@@ -552,11 +644,28 @@ impl<'py> Context<'py> {
 
     /// An object as pickle would rebuild it: `copyreg.dispatch_table`'s
     /// reducer for its type, else `__reduce_ex__(4)`; a reduction to a
-    /// global name (a singleton) is pickled, a reference by name.
-    fn reduced(&self, enc: &mut Encoder, obj: &Bound<'py, PyAny>, depth: usize) -> PyResult<()> {
-        let py = self.py;
-        let table = cached(py, &DISPATCH_TABLE, "copyreg", "dispatch_table")?;
-        let parts = match table.cast::<PyDict>()?.get_item(obj.get_type())? {
+    /// global name (a singleton) is pickled, a reference by name. `kind`:
+    /// the type's, when it is an `Object` (else looked up here).
+    fn reduced(
+        &self,
+        enc: &mut Encoder,
+        obj: &Bound<'py, PyAny>,
+        kind: Option<&Kind<'py>>,
+        depth: usize,
+    ) -> PyResult<()> {
+        let (reducer, pandas, ordered) = match kind {
+            Some(Kind::Object {
+                reducer,
+                pandas,
+                ordered,
+            }) => (reducer.clone(), *pandas, *ordered),
+            _ => {
+                let table = cached(self.py, &DISPATCH_TABLE, "copyreg", "dispatch_table")?;
+                let reducer = table.cast::<PyDict>()?.get_item(obj.get_type())?;
+                (reducer, false, false)
+            }
+        };
+        let parts = match reducer {
             Some(reducer) => reducer.call1((obj,))?,
             None => obj.call_method1("__reduce_ex__", (4,))?,
         };
@@ -588,20 +697,9 @@ impl<'py> Context<'py> {
             Some(args) => self.encode(enc, &args, depth + 1)?,
             None => enc.tag(tag::NONE),
         }
-        // state (pandas' `_cache` of computed properties left out: equal
-        // objects that had different properties read are equal)
+        // state
         match part(2) {
-            Some(state) => {
-                let module: String = obj.get_type().getattr("__module__")?.extract()?;
-                match state.cast::<PyDict>() {
-                    Ok(d) if module.starts_with("pandas") && d.contains("_cache")? => {
-                        let d = d.copy()?;
-                        d.del_item("_cache")?;
-                        self.encode(enc, d.as_any(), depth + 1)?;
-                    }
-                    _ => self.encode(enc, &state, depth + 1)?,
-                }
-            }
+            Some(state) => self.state(enc, &state, pandas, depth)?,
             None => enc.tag(tag::NONE),
         }
         // list items, in order
@@ -620,8 +718,6 @@ impl<'py> Context<'py> {
         // its value), else whatever their order
         match part(4) {
             Some(items) => {
-                let ordered =
-                    obj.is_instance(cached(py, &ORDERED_DICT, "collections", "OrderedDict")?)?;
                 let mut digests = Vec::new();
                 for item in items.try_iter()? {
                     let item = item?;
@@ -648,6 +744,45 @@ impl<'py> Context<'py> {
             None => enc.tag(tag::NONE),
         }
         Ok(())
+    }
+
+    /// An object's state. The usual one, a dict of attributes named by
+    /// strings, is written sorted by name, each name then its value (no
+    /// digest per attribute); pandas' `_cache` of computed properties is
+    /// left out (equal objects that had different properties read are
+    /// equal). Any other state as a value.
+    fn state(
+        &self,
+        enc: &mut Encoder,
+        state: &Bound<'py, PyAny>,
+        pandas: bool,
+        depth: usize,
+    ) -> PyResult<()> {
+        let Ok(attrs) = state.cast_exact::<PyDict>() else {
+            return self.encode(enc, state, depth + 1);
+        };
+        let mut items = Vec::with_capacity(attrs.len());
+        for (k, v) in attrs.iter() {
+            let name = match k.cast_exact::<PyString>().map(|k| k.to_cow()) {
+                Ok(Ok(name)) => name.into_owned(),
+                // A name that is not a string, or a lone surrogate.
+                _ => return self.encode(enc, state, depth + 1),
+            };
+            if pandas && name == "_cache" {
+                continue;
+            }
+            items.push((name, v));
+        }
+        items.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        self.nested(enc, state, |enc| {
+            enc.tag(tag::ATTRS);
+            enc.len(items.len());
+            for (name, value) in &items {
+                enc.bytes(name.as_bytes());
+                self.encode(enc, value, depth + 1)?;
+            }
+            Ok(())
+        })
     }
 
     fn digests(
