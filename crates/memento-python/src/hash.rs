@@ -207,7 +207,12 @@ struct Context<'py> {
     path: RefCell<Vec<usize>>,
     /// Each type met, by address, with how its instances are encoded.
     kinds: RefCell<Kinds<'py>>,
+    /// Classes and callables by address, each held, with their bytes by
+    /// reference (`None`: not to be written by reference).
+    refs: RefCell<Refs<'py>>,
 }
+
+type Refs<'py> = HashMap<usize, (Bound<'py, PyAny>, Option<Rc<[u8]>>)>;
 
 /// Types by address, each held (its address is not reused while its entry
 /// lives) with its kind.
@@ -322,6 +327,7 @@ impl<'py> Context<'py> {
             pandas: OnceCell::new(),
             path: RefCell::new(Vec::new()),
             kinds: RefCell::new(HashMap::new()),
+            refs: RefCell::new(HashMap::new()),
         }
     }
 
@@ -579,29 +585,57 @@ impl<'py> Context<'py> {
 
     /// A class, or a callable named by its module and qualified name.
     fn reference(&self, enc: &mut Encoder, obj: &Bound<'py, PyAny>) -> PyResult<()> {
-        let module = obj.getattr("__module__")?;
-        let name = obj.getattr("__qualname__")?;
-        enc.tag(tag::REF);
-        enc.text(module.cast::<PyString>()?)?;
-        enc.text(name.cast::<PyString>()?)?;
+        // Unchecked: always bytes.
+        if let Some(bytes) = self.reference_bytes(obj, false)? {
+            enc.write(&bytes);
+        }
         Ok(())
+    }
+
+    /// The bytes of `obj` by reference, made once per object and key (the
+    /// class and `copyreg.__newobj__` of 100 000 instances are one each).
+    /// With `check`, `None` when `obj` is not a class or a module-level
+    /// callable (a lambda, a local function, a bound method).
+    fn reference_bytes(&self, obj: &Bound<'py, PyAny>, check: bool) -> PyResult<Option<Rc<[u8]>>> {
+        let id = obj.as_ptr() as usize;
+        if let Some((_, bytes)) = self.refs.borrow().get(&id) {
+            if bytes.is_some() || check {
+                return Ok(bytes.clone());
+            }
+        }
+        let named = obj.cast::<PyType>().is_ok() || {
+            matches!(
+                (obj.getattr("__module__"), obj.getattr("__qualname__")),
+                (Ok(m), Ok(q)) if m.is_instance_of::<PyString>()
+                    && q.cast::<PyString>()
+                        .is_ok_and(|q| q.to_cow().is_ok_and(|q| !q.contains('<')))
+            ) && self.unbound(obj)?
+        };
+        let bytes = if named || !check {
+            let mut e = Encoder::new();
+            e.tag(tag::REF);
+            e.text(obj.getattr("__module__")?.cast::<PyString>()?)?;
+            e.text(obj.getattr("__qualname__")?.cast::<PyString>()?)?;
+            Some(Rc::from(e.buf.as_slice()))
+        } else {
+            None
+        };
+        self.refs
+            .borrow_mut()
+            .insert(id, (obj.clone(), bytes.clone()));
+        Ok(bytes)
     }
 
     /// The callable of a reduce tuple: by reference when it is a class or a
     /// module-level function (what pickle stores), else by value.
     fn callable(&self, enc: &mut Encoder, obj: &Bound<'py, PyAny>, depth: usize) -> PyResult<()> {
-        if obj.cast::<PyType>().is_ok() {
-            return self.reference(enc, obj);
+        match self.reference_bytes(obj, true)? {
+            Some(bytes) => {
+                enc.write(&bytes);
+                Ok(())
+            }
+            None => self.encode(enc, obj, depth + 1),
         }
-        let named = matches!(
-            (obj.getattr("__module__"), obj.getattr("__qualname__")),
-            (Ok(m), Ok(q)) if m.is_instance_of::<PyString>()
-                && q.cast::<PyString>().is_ok_and(|q| q.to_cow().is_ok_and(|q| !q.contains('<')))
-        );
-        if named && self.unbound(obj)? {
-            return self.reference(enc, obj);
-        }
-        self.encode(enc, obj, depth + 1)
     }
 
     /// A dataclass instance as its class and fields, in their order; false
@@ -1047,6 +1081,24 @@ impl<'py> Context<'py> {
         self.reference(enc, obj.get_type().as_any())?;
         self.index(enc, pd, &obj.getattr("columns")?, depth + 1)?;
         self.index(enc, pd, &obj.getattr("index")?, depth + 1)?;
+        // Columns of one NumPy dtype (a numeric table): sliced from one 2-D
+        // array instead of a Series each, the same bytes as `items()`.
+        let dtypes: Vec<Bound<'py, PyAny>> =
+            obj.getattr("dtypes")?.call_method0("tolist")?.extract()?;
+        if let (Some(np), Some(first)) = (self.numpy(), dtypes.first()) {
+            if first.is_instance(&np.dtype)? && dtypes.iter().all(|d| d.eq(first).unwrap_or(false))
+            {
+                let values = obj.call_method0("to_numpy")?;
+                let all = pyo3::types::PySlice::full(self.py);
+                enc.len(dtypes.len());
+                for i in 0..dtypes.len() {
+                    let column = values.get_item((&all, i))?;
+                    enc.tag(0);
+                    self.array(enc, np, &column, depth + 1)?;
+                }
+                return self.attrs(enc, obj, depth);
+            }
+        }
         let columns: Vec<Bound<'py, PyAny>> = obj
             .call_method0("items")?
             .try_iter()?
