@@ -1086,7 +1086,9 @@ impl<'py> Context<'py> {
         let dtypes: Vec<Bound<'py, PyAny>> =
             obj.getattr("dtypes")?.call_method0("tolist")?.extract()?;
         if let (Some(np), Some(first)) = (self.numpy(), dtypes.first()) {
-            if first.is_instance(&np.dtype)? && dtypes.iter().all(|d| d.eq(first).unwrap_or(false))
+            if dtypes
+                .iter()
+                .all(|d| d.is_instance(&np.dtype).unwrap_or(false) && d.eq(first).unwrap_or(false))
             {
                 let values = obj.call_method0("to_numpy")?;
                 let all = pyo3::types::PySlice::full(self.py);

@@ -584,18 +584,37 @@ def test_values_that_contain_themselves():
     assert hash(s) == hash(t)
 
 
+def test_objects_that_cannot_be_keyed_say_what_to_do():
+    """Whatever pickle refuses, memento refuses, with the argument's name
+    and what to do; a `__reduce_ex__` that breaks its contract, too."""
+
+    class Bad:
+        def __reduce_ex__(self, protocol):
+            return 42
+
+    with pytest.raises(TypeError, match=r"cannot pickle '_thread.lock'.*ignore=\['state'\]"):
+        _memento.hash_args([("state", Holder(threading.Lock()))])
+    with pytest.raises(TypeError, match="returned int, not a tuple"):
+        hash(Bad())
+    with pytest.raises(TypeError, match="cannot hash the argument 'gen'"):
+        _memento.hash_args([("gen", (i for i in range(3)))])
+
+
 def test_deep_values_are_keyed():
     """Past 200 levels the rest is pickled whole: still keyed, still
     equal for equal values."""
-    def nested(depth, leaf):
+
+    def nested(depth, leaf, wrap=lambda v: [v]):
         v = leaf
         for _ in range(depth):
-            v = [v]
+            v = wrap(v)
         return v
 
     assert hash(nested(500, 1)) == hash(nested(500, 1))
     assert hash(nested(500, 1)) != hash(nested(500, 2))
     assert hash(nested(500, 1)) != hash(nested(499, 1))
+    assert hash(nested(300, 1, Holder)) == hash(nested(300, 1, Holder))
+    assert hash(nested(300, 1, Holder)) != hash(nested(300, 2, Holder))
 
 
 def test_objects_key_the_same_in_another_process(tmp_path):
