@@ -484,6 +484,39 @@ def test_objects_by_class_and_state():
     assert hash(Ellipsis) == hash(...)
 
 
+class Lazy:
+    """An object whose __reduce__ leaves out a cache: what pickle keeps is
+    its value."""
+
+    def __init__(self, n):
+        self.n = n
+        self._cache = None
+
+    def __reduce__(self):
+        return (Lazy, (self.n,))
+
+
+class Stateful:
+    def __init__(self, n):
+        self.n = n
+
+    def __getstate__(self):
+        return {"n": self.n, "version": 1}
+
+    def __setstate__(self, state):
+        self.n = state["n"]
+
+
+def test_objects_with_reduce_and_getstate():
+    """joblib: objects with __reduce__ (its parts are the key)."""
+    a, b = Lazy(3), Lazy(3)
+    b._cache = "computed"
+    assert hash(a) == hash(b)
+    assert hash(a) != hash(Lazy(4))
+    assert hash(Stateful(1)) == hash(Stateful(1))
+    assert hash(Stateful(1)) != hash(Stateful(2))
+
+
 def test_classes_by_module_and_name():
     """joblib: classes (and functions) are keyed by their module and
     qualified name; an instance's class is part of its key, even a local

@@ -18,11 +18,16 @@ What differs from joblib, and why:
 - Keys are computed in Rust: a canonical, type-tagged encoding of the
   arguments hashed with blake3 (dicts and sets whatever their insertion
   order, NumPy arrays by dtype, shape and contents in any memory layout,
-  hashed with the GIL released); other types through ``pickle`` as joblib
-  does.
-- A function's fingerprint is the tokens of its source without comments or
-  formatting: a reformatted or commented function keeps its results (joblib
-  drops them on any change of its text).
+  hashed with the GIL released; masked arrays with their mask; pandas
+  objects by index, columns, dtypes and values; dataclasses and other
+  objects by class and state, whatever the string-hash seed); functions
+  through ``pickle`` as joblib does.
+- A function's fingerprint is the tokens of its source without comments,
+  formatting or decorator lines: a reformatted or commented function keeps
+  its results, and so does one cached by ``f = memory.cache(f)`` instead
+  of ``@memory.cache`` (joblib drops them on any change of its text).
+- ``Memory(cachedir=...)``, joblib's name of ``location`` before 0.12 (the
+  tutorials written for it), is accepted with a ``DeprecationWarning``.
 - Results are pickles (protocol 5) stored in memento's entry format: one
   checksummed file per result, published atomically (a killed writer never
   leaves a damaged result), computed once when several processes need the
