@@ -685,6 +685,92 @@ def test_objects_key_the_same_in_another_process(tmp_path):
     assert len({pickled for _, pickled in outs}) > 1, "pickle's bytes did not depend on the seed"
 
 
+def _random_value(rng, depth=0):
+    kinds = ["int", "float", "str", "bytes", "none", "bool", "decimal", "array"]
+    if depth < 4:
+        kinds += ["tuple", "list", "dict", "set", "frozenset", "holder", "dataclass", "ordered"]
+    kind = rng.choice(kinds)
+    n = rng.randrange(4)
+    if kind == "int":
+        return rng.choice([rng.randrange(-5, 5), rng.getrandbits(100) - (1 << 99)])
+    if kind == "float":
+        return rng.choice([rng.random(), -0.0, float("inf")])
+    if kind == "str":
+        return "".join(rng.choice("abcé\u4e2d") for _ in range(n))
+    if kind == "bytes":
+        return bytes(rng.randrange(256) for _ in range(n))
+    if kind == "none":
+        return None
+    if kind == "bool":
+        return rng.random() < 0.5
+    if kind == "decimal":
+        return decimal.Decimal(rng.randrange(100)) / 7
+    if kind == "array":
+        # (Native byte order: pickle turns a '>f8' array into a '<f8' one,
+        # another dtype and so another key.)
+        a = np.arange(rng.randrange(1, 13), dtype=rng.choice(["<i8", "<f4", "<c16", "u1"]))
+        return a.reshape(-1, 1) if rng.random() < 0.3 else a[:: rng.choice([1, 2])]
+    items = [_random_value(rng, depth + 1) for _ in range(n)]
+    if kind == "tuple":
+        return tuple(items)
+    if kind == "list":
+        return items
+    if kind == "dict":
+        return {f"k{i}{rng.random():.3f}": v for i, v in enumerate(items)}
+    if kind in ("set", "frozenset"):
+        elements = {f"e{rng.randrange(1000)}" for _ in range(n)} | {rng.randrange(9) for _ in range(n)}
+        return set(elements) if kind == "set" else frozenset(elements)
+    if kind == "holder":
+        return Holder(items)
+    if kind == "dataclass":
+        return Point2(rng.random(), tags=items)
+    return collections.OrderedDict((f"o{i}", v) for i, v in enumerate(items))
+
+
+def _canonical(v):
+    """A plain, order-free description of a generated value: two values are
+    equal exactly when their descriptions are."""
+    if isinstance(v, np.ndarray):
+        return ("array", v.dtype.str, v.shape, np.ascontiguousarray(v).tobytes())
+    if isinstance(v, float):
+        return ("float", v.hex())
+    if isinstance(v, (bool, int, str, bytes, type(None), decimal.Decimal)):
+        return (type(v).__name__, str(v) if isinstance(v, decimal.Decimal) else v)
+    if isinstance(v, collections.OrderedDict):
+        return ("ordered", tuple((k, _canonical(x)) for k, x in v.items()))
+    if isinstance(v, dict):
+        return ("dict", tuple(sorted((k, repr(_canonical(x))) for k, x in v.items())))
+    if isinstance(v, (set, frozenset)):
+        return (type(v).__name__, tuple(sorted(repr(_canonical(x)) for x in v)))
+    if isinstance(v, (tuple, list)):
+        return (type(v).__name__, tuple(_canonical(x) for x in v))
+    if isinstance(v, Holder):
+        return ("Holder", _canonical(v.value))
+    if isinstance(v, Point2):
+        return ("Point2", _canonical(v.x), _canonical(v.y), _canonical(v.tags))
+    raise TypeError(type(v))
+
+
+def test_random_values_equal_exactly_when_their_keys_are():
+    """Over generated nested values: built twice from one seed, deep-copied,
+    through pickle (which rebuilds dicts and sets, and shares nothing): one
+    key; and two values share a key exactly when they are equal."""
+    import copy
+
+    seen = {}
+    for seed in range(300):
+        value = _random_value(random.Random(seed))
+        key = hash(value)
+        assert hash(_random_value(random.Random(seed))) == key, seed
+        assert hash(copy.deepcopy(value)) == key, seed
+        assert hash(pickle.loads(pickle.dumps(value))) == key, seed
+        seen.setdefault(key, set()).add(repr(_canonical(value)))
+    assert all(len(described) == 1 for described in seen.values()), "unequal values, one key"
+    described = [d for ds in seen.values() for d in ds]
+    assert len(described) == len(set(described)), "equal values, two keys"
+    assert len(seen) > 150, "the generated values were mostly the same"
+
+
 # --- NumPy: object arrays, masked arrays, subclasses, numpy blocked ----------------------
 
 
