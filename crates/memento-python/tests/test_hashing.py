@@ -686,11 +686,32 @@ def test_objects_key_the_same_in_another_process(tmp_path):
 
 
 def _random_value(rng, depth=0):
-    kinds = ["int", "float", "str", "bytes", "none", "bool", "decimal", "array"]
+    kinds = ["int", "float", "str", "bytes", "none", "bool", "decimal", "array", "masked",
+             "frame", "series"]
     if depth < 4:
-        kinds += ["tuple", "list", "dict", "set", "frozenset", "holder", "dataclass", "ordered"]
+        kinds += ["tuple", "list", "dict", "set", "frozenset", "holder", "dataclass", "ordered",
+                  "objects"]
     kind = rng.choice(kinds)
     n = rng.randrange(4)
+    if kind == "masked":
+        mask = [rng.random() < 0.5 for _ in range(3)]
+        return np.ma.array(np.arange(3.0) * rng.randrange(2), mask=mask,
+                           fill_value=rng.choice([1.0, 2.0]))
+    if kind == "frame":
+        columns = rng.sample(["a", "b", "c"], k=rng.randrange(1, 4))
+        data = {c: np.arange(2, dtype=rng.choice(["<i8", "<f8"])) + rng.randrange(2)
+                for c in columns}
+        if rng.random() < 0.4:
+            data[columns[0]] = [rng.choice(["x", "y"]), None]
+        return pd.DataFrame(data, index=rng.choice([None, ["r", "s"]]))
+    if kind == "series":
+        return pd.Series([rng.randrange(3), rng.randrange(3)],
+                         name=rng.choice([None, "s"]), dtype=rng.choice(["<i8", "Int64"]))
+    if kind == "objects":
+        a = np.empty(n, dtype=object)
+        for i in range(n):
+            a[i] = _random_value(rng, depth + 1)
+        return a
     if kind == "int":
         return rng.choice([rng.randrange(-5, 5), rng.getrandbits(100) - (1 << 99)])
     if kind == "float":
@@ -730,6 +751,15 @@ def _random_value(rng, depth=0):
 def _canonical(v):
     """A plain, order-free description of a generated value: two values are
     equal exactly when their descriptions are."""
+    if isinstance(v, np.ma.MaskedArray):
+        return ("masked", _canonical(v.data), _canonical(np.ma.getmaskarray(v)), v.fill_value)
+    if isinstance(v, np.ndarray) and v.dtype == object:
+        return ("objects", v.shape, tuple(_canonical(x) for x in v.ravel()))
+    if isinstance(v, pd.DataFrame):
+        return ("frame", tuple(v.columns), tuple(v.index), tuple(map(str, v.dtypes)),
+                tuple(_canonical(v[c].to_numpy()) for c in v.columns))
+    if isinstance(v, pd.Series):
+        return ("series", v.name, str(v.dtype), tuple(v.index), tuple(map(repr, v)))
     if isinstance(v, np.ndarray):
         return ("array", v.dtype.str, v.shape, np.ascontiguousarray(v).tobytes())
     if isinstance(v, float):
