@@ -4,22 +4,28 @@
 //! The Python half (`python/memento/__init__.py`) binds a call's arguments
 //! as joblib does, fingerprints the function's source, and pickles results;
 //! this module keys the arguments ([`hash`]) and stores the pickled bytes
-//! through memento's [`Memory`], so a Python result is an entry like any
-//! other: checksummed, published atomically, computed once across
-//! processes, under the same limits and signing, listed by the `memento`
-//! command.
+//! ([`result`]: arrays raw and aligned) through memento's [`Memory`], so a
+//! Python result is an entry like any other: checksummed, published
+//! atomically, computed once across processes, under the same limits and
+//! signing, listed by the `memento` command. With `mmap_mode`, a stored
+//! result is looked up as a [`Mapped`] entry, verified, and Python maps its
+//! arrays from the same file.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use memento::{Function, Lookup, Memory, StoredResult};
+use memento::codec::Compression;
+use memento::{Function, Lookup, Mapped, Memory, StoredResult};
 use pyo3::exceptions::{PyKeyError, PyOSError, PyRuntimeError, PyUserWarning, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList};
 use serde::{Serialize, Serializer};
 
 mod hash;
+mod result;
 mod warn;
+
+use result::Payload;
 
 /// A call's arguments as memento keys them: the digest of their canonical
 /// encoding ([`hash::hash_args`]), written as `python:<hex>` (which is also
@@ -87,14 +93,33 @@ struct PyFunction {
 #[pymethods]
 impl PyFunction {
     /// `code`: the material of the fingerprint (the function's tokens),
-    /// hashed here with blake3; `signature`: for people.
+    /// hashed here with blake3; `signature`: for people; `compress`: `None`,
+    /// `("lz4", 0)` or `("zstd", level)`, for the results stored from now on.
     #[new]
-    #[pyo3(signature = (module, qualname, code, signature, version = ""))]
-    fn new(module: &str, qualname: &str, code: &[u8], signature: &str, version: &str) -> Self {
+    #[pyo3(signature = (module, qualname, code, signature, version = "", compress = None))]
+    fn new(
+        module: &str,
+        qualname: &str,
+        code: &[u8],
+        signature: &str,
+        version: &str,
+        compress: Option<(String, i32)>,
+    ) -> PyResult<Self> {
+        let compression = match compress.as_ref().map(|(n, l)| (n.as_str(), *l)) {
+            None => Compression::None,
+            Some(("lz4", _)) => Compression::Lz4,
+            Some(("zstd", level @ 1..=22)) => Compression::Zstd(level),
+            Some((name, level)) => {
+                return Err(PyValueError::new_err(format!(
+                    "compress=({name:?}, {level}): the codecs are ('lz4', 0) and ('zstd', 1 to 22)"
+                )))
+            }
+        };
         let function = Function::new(module, qualname)
             .fingerprint(*blake3::hash(code).as_bytes(), signature)
-            .version(version);
-        PyFunction { function }
+            .version(version)
+            .compress(compression);
+        Ok(PyFunction { function })
     }
 
     /// `module::qualname`.
@@ -118,6 +143,10 @@ impl PyFunction {
 #[pyclass(frozen, name = "Memory", module = "memento._memento")]
 struct PyMemory {
     memory: Memory,
+    /// The same Memory for `mmap_mode` lookups: with a signing key, an
+    /// entry is still mapped, its signature verified over the mapped file
+    /// before Python maps it (see [`PyMemory::call`]).
+    mapping: Memory,
 }
 
 #[pymethods]
@@ -154,7 +183,8 @@ impl PyMemory {
         if let Some(timeout) = lock_timeout {
             memory = memory.lock_timeout(seconds("lock_timeout", timeout)?);
         }
-        Ok(PyMemory { memory })
+        let mapping = memory.clone().map_signed(true);
+        Ok(PyMemory { memory, mapping })
     }
 
     /// The location, as given.
@@ -163,13 +193,20 @@ impl PyMemory {
         self.memory.location()
     }
 
-    /// The stored pickle of `function` for the argument digest `args`, or
-    /// `compute()`'s (bytes), stored. Returns `(pickle, hit)`. An exception
-    /// of `compute` is raised and nothing is stored. With `force`, computes
-    /// and overwrites whatever is stored. The GIL is released while the
-    /// store is read and written and while waiting for the same call in
-    /// another thread or process.
-    #[pyo3(signature = (function, args, compute, force = false))]
+    /// The stored payload of `function` for the argument digest `args`
+    /// (a pickle, or the `MPYR` layout), or `compute()`'s, stored.
+    /// `compute` returns the payload: `bytes`, or a list of bytes-like
+    /// parts that [`result::assemble`] lays out. Returns `(stored, hit)`:
+    /// on a miss `stored` is `None` (the caller has the value it computed);
+    /// on a hit it is `bytes` or `bytearray` (small payloads), a
+    /// [`Payload`] (large ones, not copied), or with `mmap` a tuple
+    /// `(fd, offset, length)`: a descriptor of the verified entry's file
+    /// (Python closes it), where the payload starts in it, and its length.
+    /// An exception of `compute` is raised and nothing is
+    /// stored. With `force`, computes and overwrites whatever is stored.
+    /// The GIL is released while the store is read and written and while
+    /// waiting for the same call in another thread or process.
+    #[pyo3(signature = (function, args, compute, force = false, mmap = false))]
     fn call<'py>(
         &self,
         py: Python<'py>,
@@ -177,8 +214,12 @@ impl PyMemory {
         args: &[u8],
         compute: &Bound<'py, PyAny>,
         force: bool,
-    ) -> PyResult<(Bound<'py, PyBytes>, bool)> {
+        mmap: bool,
+    ) -> PyResult<(Py<PyAny>, bool)> {
         let args = Args::from_digest(args)?;
+        if mmap {
+            return self.call_mapped(py, function, &args, compute, force);
+        }
         let (memory, f) = (&self.memory, &function.function);
         let (lookup, warnings) = py.detach(|| {
             warn::collecting(|| {
@@ -190,21 +231,15 @@ impl PyMemory {
         });
         warn_all(py, warnings)?;
         match lookup {
-            Lookup::Hit(value) => Ok((PyBytes::new(py, &value), true)),
+            Lookup::Hit(value) => Ok((loaded(py, value)?, true)),
             Lookup::Miss(pending) => {
                 // An exception drops `pending`: nothing stored, the turn
                 // released for whoever waits.
-                let computed = compute.call0()?;
-                let bytes = computed.cast_into::<PyBytes>().map_err(|e| {
-                    PyValueError::new_err(format!(
-                        "the computation must return bytes (the pickled result): {e}"
-                    ))
-                })?;
-                let value = bytes.as_bytes().to_vec();
+                let value = computed(py, compute)?;
                 let ((), warnings) =
                     py.detach(move || warn::collecting(|| drop(pending.store(value))));
                 warn_all(py, warnings)?;
-                Ok((bytes, false))
+                Ok((py.None(), false))
             }
         }
     }
@@ -284,6 +319,167 @@ impl PyMemory {
     }
 }
 
+impl PyMemory {
+    /// [`call`](PyMemory::call) with `mmap`: the entry is looked up as a
+    /// [`Mapped`] one and its checksum (or signature) verified over the
+    /// map before anything is returned; a damaged one is removed (one
+    /// warning) and computed again. Its file is then opened again here,
+    /// and must be the file verified (the same device and inode: a newer
+    /// entry may have replaced it meanwhile, then it is looked up again);
+    /// Python maps the arrays from that descriptor. Entries that cannot be
+    /// mapped (stored compressed, not in a local folder, a bare pickle)
+    /// are returned as loaded ones.
+    fn call_mapped(
+        &self,
+        py: Python<'_>,
+        function: &PyFunction,
+        args: &Args,
+        compute: &Bound<'_, PyAny>,
+        force: bool,
+    ) -> PyResult<(Py<PyAny>, bool)> {
+        let (memory, f) = (&self.mapping, &function.function);
+        let (found, warnings) = py.detach(|| {
+            warn::collecting(|| {
+                let mut force = force;
+                let mut replaced = 0;
+                loop {
+                    if force {
+                        memento::__private::next_call(true, false);
+                    }
+                    let mapped = match memory.lookup::<Mapped<Vec<u8>>, _>(f, args) {
+                        Lookup::Miss(pending) => break Found::Miss(pending),
+                        Lookup::Hit(mapped) => mapped,
+                    };
+                    if mapped.verify().is_err() {
+                        // Removed, with a warning: computed again (forced,
+                        // should the removal have failed).
+                        force = true;
+                        continue;
+                    }
+                    // A bare pickle (the PROTO opcode) holds no buffers to map.
+                    if mapped.first() == Some(&0x80) {
+                        break Found::Loaded(mapped);
+                    }
+                    match open_verified(&mapped) {
+                        Opened::File(file, offset) => {
+                            break Found::File(file, offset, mapped.len())
+                        }
+                        Opened::Replaced if replaced < 3 => replaced += 1,
+                        Opened::Replaced | Opened::Unavailable => break Found::Loaded(mapped),
+                    }
+                }
+            })
+        });
+        warn_all(py, warnings)?;
+        match found {
+            Found::File(file, offset, len) => {
+                let fd = into_fd(file);
+                let found = (fd, offset, len).into_pyobject(py)?;
+                Ok((found.into_any().unbind(), true))
+            }
+            Found::Loaded(mapped) => {
+                let value = if mapped.is_mapped() {
+                    mapped.to_vec()
+                } else {
+                    mapped.into_owned()
+                };
+                Ok((loaded(py, value)?, true))
+            }
+            Found::Miss(pending) => {
+                let value = Mapped::from(computed(py, compute)?);
+                let ((), warnings) =
+                    py.detach(move || warn::collecting(|| drop(pending.store(value))));
+                warn_all(py, warnings)?;
+                Ok((py.None(), false))
+            }
+        }
+    }
+}
+
+/// What a mapped lookup found.
+enum Found<'m> {
+    /// The verified entry's file, opened again, the payload's offset in it
+    /// and its length.
+    File(std::fs::File, u64, usize),
+    /// A stored result to hand over loaded.
+    Loaded(Mapped<Vec<u8>>),
+    Miss(memento::Pending<'m, Mapped<Vec<u8>>>),
+}
+
+/// The file of a verified mapped entry, opened again.
+enum Opened {
+    File(std::fs::File, u64),
+    /// The path names another file now (or none): look again.
+    Replaced,
+    /// Not a local file (or not on Unix): hand the verified bytes over.
+    Unavailable,
+}
+
+fn open_verified(mapped: &Mapped<Vec<u8>>) -> Opened {
+    let (Some((path, offset)), Some(id)) = (mapped.entry_file(), mapped.file_id()) else {
+        return Opened::Unavailable;
+    };
+    let Ok(file) = std::fs::File::open(path) else {
+        return Opened::Replaced;
+    };
+    if same_file(&file, id) {
+        Opened::File(file, offset)
+    } else {
+        Opened::Replaced
+    }
+}
+
+#[cfg(unix)]
+fn same_file(file: &std::fs::File, id: (u64, u64)) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    file.metadata().is_ok_and(|m| (m.dev(), m.ino()) == id)
+}
+
+#[cfg(not(unix))]
+fn same_file(_: &std::fs::File, _: (u64, u64)) -> bool {
+    false
+}
+
+/// The descriptor of `file`, given to Python (which closes it).
+#[cfg(unix)]
+fn into_fd(file: std::fs::File) -> i64 {
+    use std::os::fd::IntoRawFd;
+    i64::from(file.into_raw_fd())
+}
+
+#[cfg(not(unix))]
+fn into_fd(_: std::fs::File) -> i64 {
+    unreachable!("file_id() is None off Unix: no file is opened")
+}
+
+/// The payload `compute` returned: `bytes`, or a list of parts.
+fn computed(py: Python<'_>, compute: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    let payload = compute.call0()?;
+    if let Ok(bytes) = payload.cast::<PyBytes>() {
+        return Ok(bytes.as_bytes().to_vec());
+    }
+    if let Ok(parts) = payload.cast::<PyList>() {
+        return result::assemble(py, parts);
+    }
+    Err(PyValueError::new_err(format!(
+        "the computation must return the encoded result (bytes, or a list of parts): got {}",
+        payload.get_type().name()?
+    )))
+}
+
+/// A payload read on a hit, for Python: small ones copied (into `bytes`
+/// for a bare pickle, a `bytearray` for the `MPYR` layout, whose arrays
+/// are then writable views of it), large ones as a [`Payload`] (no copy).
+fn loaded(py: Python<'_>, value: Vec<u8>) -> PyResult<Py<PyAny>> {
+    Ok(if value.len() >= result::LARGE {
+        Py::new(py, Payload::new(value))?.into_any()
+    } else if value.first() == Some(&0x80) {
+        PyBytes::new(py, &value).into_any().unbind()
+    } else {
+        PyByteArray::new(py, &value).into_any().unbind()
+    })
+}
+
 /// A handle on one stored result: `memento.StoredResult` wraps it.
 #[pyclass(frozen, name = "StoredResult", module = "memento._memento")]
 struct PyStoredResult {
@@ -292,11 +488,12 @@ struct PyStoredResult {
 
 #[pymethods]
 impl PyStoredResult {
-    /// The stored pickle, verified. `KeyError` when it is not stored.
-    fn get<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+    /// The stored payload, verified (as [`PyMemory::call`] returns a
+    /// loaded one). `KeyError` when it is not stored.
+    fn get(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let result = &self.result;
         let value = py.detach(|| result.get()).map_err(to_py)?;
-        Ok(PyBytes::new(py, &value))
+        loaded(py, value)
     }
 
     /// Removes the stored result. `KeyError` when it is not stored.
@@ -354,6 +551,7 @@ fn _memento(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyFunction>()?;
     m.add_class::<PyMemory>()?;
     m.add_class::<PyStoredResult>()?;
+    m.add_class::<Payload>()?;
     m.add_function(wrap_pyfunction!(hash_args, m)?)?;
     m.add_function(wrap_pyfunction!(hash_value, m)?)?;
     Ok(())
