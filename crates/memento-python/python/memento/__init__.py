@@ -291,14 +291,15 @@ class _Pickler(pickle.Pickler):
 
     def reducer_override(self, obj):
         np = sys.modules.get("numpy")
-        if np is None or not isinstance(obj, np.ndarray) or obj.dtype.hasobject:
+        if np is None:
             return NotImplemented
-        if type(obj) is np.ndarray and (obj.flags.c_contiguous or obj.flags.f_contiguous):
-            return NotImplemented
-        if obj.flags.c_contiguous or obj.flags.f_contiguous:
-            plain = obj.view(np.ndarray)
-        else:
-            plain = np.ascontiguousarray(obj)
+        kind = type(obj)
+        if (kind is not np.ndarray and kind is not np.memmap) or obj.dtype.hasobject:
+            return NotImplemented  # other subclasses pickle as they do
+        contiguous = obj.flags.c_contiguous or obj.flags.f_contiguous
+        if kind is np.ndarray and contiguous:
+            return NotImplemented  # out of band already
+        plain = obj.view(np.ndarray) if contiguous else np.ascontiguousarray(obj)
         return plain.__reduce_ex__(PICKLE_PROTOCOL)
 
 
@@ -455,7 +456,6 @@ def _compression(compress):
     if not 1 <= level <= (22 if name == "zstd" else 9):
         raise ValueError(accepted)
     return ("zstd", level)
-
 
 
 class MemorizedResult:
