@@ -147,7 +147,29 @@ struct PyMemory {
     /// entry is still mapped, its signature verified over the mapped file
     /// before Python maps it (see [`PyMemory::call`]).
     mapping: Memory,
+    /// The files of mapped entries this Memory verified, as they were then
+    /// (see [`Stamp`]): a later mapped hit on the same unchanged file
+    /// needs no second pass over its bytes.
+    verified: std::sync::Mutex<std::collections::HashSet<Stamp>>,
 }
+
+/// A file as `fstat` sees it: device, inode, size, modification and
+/// change times (nanoseconds). Any write to the file, a rename over it or
+/// its replacement changes one of them (the change time cannot be set back
+/// by anyone but root), so a file whose stamp is unchanged since its bytes
+/// were verified still holds them; files changed in the last
+/// [`RACY_NANOS`] are not remembered (see [`PyMemory::verified_now`]).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Stamp([i64; 5]);
+
+/// At most this many stamps are kept per Memory (then they are forgotten,
+/// and files are verified again).
+const STAMPS: usize = 4096;
+
+/// A file changed less than this long ago is verified at every mapped hit
+/// (as git treats "racily clean" files): two changes within one tick of
+/// the file system's clock leave the same times.
+const RACY_NANOS: i64 = 2_000_000_000;
 
 #[pymethods]
 impl PyMemory {
@@ -184,7 +206,11 @@ impl PyMemory {
             memory = memory.lock_timeout(seconds("lock_timeout", timeout)?);
         }
         let mapping = memory.clone().map_signed(true);
-        Ok(PyMemory { memory, mapping })
+        Ok(PyMemory {
+            memory,
+            mapping,
+            verified: Default::default(),
+        })
     }
 
     /// The location, as given.
@@ -350,19 +376,33 @@ impl PyMemory {
                         Lookup::Miss(pending) => break Found::Miss(pending),
                         Lookup::Hit(mapped) => mapped,
                     };
-                    if mapped.verify().is_err() {
+                    let opened = open_mapped(&mapped);
+                    let seen = match &opened {
+                        Opened::File(_, _, stamp) => self.was_verified(stamp),
+                        _ => false,
+                    };
+                    if !seen && mapped.verify().is_err() {
                         // Removed, with a warning: computed again (forced,
                         // should the removal have failed).
                         force = true;
                         continue;
                     }
-                    // A bare pickle (the PROTO opcode) holds no buffers to map.
-                    if mapped.first() == Some(&0x80) {
-                        break Found::Loaded(mapped);
-                    }
-                    match open_verified(&mapped) {
-                        Opened::File(file, offset) => {
-                            break Found::File(file, offset, mapped.len())
+                    match opened {
+                        Opened::File(file, offset, stamp) => {
+                            if !seen {
+                                self.verified_now(stamp);
+                            }
+                            let len = mapped.shape().first().copied().unwrap_or_default();
+                            // A bare pickle (the PROTO opcode) holds no
+                            // buffers to map: handed over loaded, verified.
+                            if first_byte(&file, offset) == Some(0x80) {
+                                if mapped.verify().is_err() {
+                                    force = true;
+                                    continue;
+                                }
+                                break Found::Loaded(mapped);
+                            }
+                            break Found::File(file, offset, len);
                         }
                         Opened::Replaced if replaced < 3 => replaced += 1,
                         Opened::Replaced | Opened::Unavailable => break Found::Loaded(mapped),
@@ -406,38 +446,89 @@ enum Found<'m> {
     Miss(memento::Pending<'m, Mapped<Vec<u8>>>),
 }
 
-/// The file of a verified mapped entry, opened again.
+impl PyMemory {
+    fn was_verified(&self, stamp: &Stamp) -> bool {
+        let verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        verified.contains(stamp)
+    }
+
+    /// Remembers a verified file's stamp, unless its last change is too
+    /// recent to tell apart from a change right after it (file times are
+    /// coarse: a write within the same tick leaves them as they were).
+    fn verified_now(&self, stamp: Stamp) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        if now.saturating_sub(stamp.0[4]) < RACY_NANOS {
+            return;
+        }
+        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if verified.len() >= STAMPS {
+            verified.clear();
+        }
+        verified.insert(stamp);
+    }
+}
+
+/// The file of a mapped entry, opened again.
 enum Opened {
-    File(std::fs::File, u64),
+    /// The very file that is mapped (the same device and inode), where
+    /// the payload starts in it, and its stamp.
+    File(std::fs::File, u64, Stamp),
     /// The path names another file now (or none): look again.
     Replaced,
-    /// Not a local file (or not on Unix): hand the verified bytes over.
+    /// Not a local file (or not on Unix): hand the mapped bytes over.
     Unavailable,
 }
 
-fn open_verified(mapped: &Mapped<Vec<u8>>) -> Opened {
+fn open_mapped(mapped: &Mapped<Vec<u8>>) -> Opened {
     let (Some((path, offset)), Some(id)) = (mapped.entry_file(), mapped.file_id()) else {
         return Opened::Unavailable;
     };
     let Ok(file) = std::fs::File::open(path) else {
         return Opened::Replaced;
     };
-    if same_file(&file, id) {
-        Opened::File(file, offset)
-    } else {
-        Opened::Replaced
+    match stamp(&file) {
+        Some(stamp) if (stamp.0[0] as u64, stamp.0[1] as u64) == id => {
+            Opened::File(file, offset, stamp)
+        }
+        _ => Opened::Replaced,
     }
 }
 
 #[cfg(unix)]
-fn same_file(file: &std::fs::File, id: (u64, u64)) -> bool {
+fn stamp(file: &std::fs::File) -> Option<Stamp> {
     use std::os::unix::fs::MetadataExt;
-    file.metadata().is_ok_and(|m| (m.dev(), m.ino()) == id)
+    let m = file.metadata().ok()?;
+    let nanos = |s: i64, ns: i64| s.saturating_mul(1_000_000_000).saturating_add(ns);
+    Some(Stamp([
+        m.dev() as i64,
+        m.ino() as i64,
+        m.size() as i64,
+        nanos(m.mtime(), m.mtime_nsec()),
+        nanos(m.ctime(), m.ctime_nsec()),
+    ]))
 }
 
 #[cfg(not(unix))]
-fn same_file(_: &std::fs::File, _: (u64, u64)) -> bool {
-    false
+fn stamp(_: &std::fs::File) -> Option<Stamp> {
+    None
+}
+
+/// The payload's first byte, read from the file.
+fn first_byte(file: &std::fs::File, offset: u64) -> Option<u8> {
+    let mut byte = [0u8; 1];
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileExt;
+        file.read_exact_at(&mut byte, offset).ok()?;
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (file, offset);
+        return None;
+    }
+    Some(byte[0])
 }
 
 /// The descriptor of `file`, given to Python (which closes it).

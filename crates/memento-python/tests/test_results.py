@@ -9,6 +9,7 @@ import multiprocessing
 import pathlib
 import pickle
 import struct
+import time
 import warnings
 
 import numpy as np
@@ -208,6 +209,33 @@ def test_memory_numpy_check_mmap_mode(tmp_path):
     assert caught[0].category is UserWarning
     assert "damaged" in str(caught[0].message)
     assert isinstance(d, np.memmap) and d.mode == "r"
+    np.testing.assert_array_equal(d, a * 2)
+
+
+def test_a_file_changed_after_a_mapped_hit_is_verified_again(tmp_path):
+    """A Memory remembers the files it verified for mapped hits (device,
+    inode, size, times) and does not read an unchanged one again; a change
+    in place is seen: the damage is found, with one warning."""
+    location = tmp_path / "cache"
+    f, calls = counted(Memory(location, mmap_mode="r", verbose=0), twice)
+    a = np.arange(1000.0)
+    f(a)
+    # Files changed within the last 2 s are verified at every hit (their
+    # times could not show a change made within the same clock tick).
+    time.sleep(2.2)
+    for _ in range(3):
+        got = f(a)
+        assert isinstance(got, np.memmap)
+        np.testing.assert_array_equal(got, a * 2)
+    del got
+    gc.collect()
+    corrupt_data(location)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        d = f(a)
+    assert len(calls) == 2, "the damaged result was not recomputed"
+    assert len(caught) == 1, [str(w.message) for w in caught]
+    assert "damaged" in str(caught[0].message)
     np.testing.assert_array_equal(d, a * 2)
 
 
