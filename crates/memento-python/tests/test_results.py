@@ -431,3 +431,36 @@ def test_processes_persisting_a_large_output(tmp_path, mmap_mode):
         assert caught == []
         assert mapped == (mmap_mode == "r")
     assert counter.read_text().splitlines() == ["computed"]
+
+
+# --- the function's code changed in memory ----------------------------------------
+
+
+def _sum(x, y):
+    return x + y
+
+
+def _product(x, y):
+    return x * y
+
+
+def _function_to_cache(x, y):
+    return x + y
+
+
+def test_memory_in_memory_function_code_change(memory):
+    """joblib: test_memory_in_memory_function_code_change: a function whose
+    code is replaced at run time computes again (memento warns that its
+    results are removed, where joblib warns of a collision)."""
+    original = _function_to_cache.__code__
+    try:
+        _function_to_cache.__code__ = _sum.__code__
+        f = memory.cache(_function_to_cache)
+        assert f(1, 2) == 3
+        assert f(1, 2) == 3
+        _function_to_cache.__code__ = _product.__code__
+        with pytest.warns(UserWarning, match="code or its output type changed"):
+            assert f(1, 2) == 2
+        assert f(1, 2) == 2
+    finally:
+        _function_to_cache.__code__ = original

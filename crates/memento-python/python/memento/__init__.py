@@ -586,12 +586,17 @@ class MemorizedFunc:
                 )
         self._ignored = frozenset(self.ignore)
         self._function = None
+        self._code = None
         functools.update_wrapper(self, func)
 
     # The Rust side's Function, made at the first call (reading the source
     # costs milliseconds: not at import).
     def _rust_function(self):
-        if self._function is None:
+        # A function whose code object was replaced at run time (joblib:
+        # test_memory_in_memory_function_code_change) is fingerprinted again.
+        code = getattr(self.func, "__code__", None)
+        if self._function is None or code is not self._code:
+            self._code = code
             self._function = _memento.Function(
                 _module_name(self.func),
                 self.func.__qualname__,
