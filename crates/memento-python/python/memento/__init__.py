@@ -770,6 +770,12 @@ class Memory:
     environment variable) signs entries and refuses foreign ones;
     ``lock_timeout`` (seconds) bounds the wait for the same call running in
     another process (by default: until it ends or its process dies).
+
+    ``mmap_mode='r'`` returns stored arrays as read-only ``np.memmap``s of
+    their entry file (verified first; ``'c'``, ``'r+'`` and ``'w+'``: copy
+    on write). ``compress`` (``True``, a level 0 to 9, ``'zstd'``,
+    ``'lz4'``, ``'zlib'``... or ``(name, level)``) stores results
+    compressed with zstd or lz4; compressed results are loaded, not mapped.
     """
 
     def __init__(
