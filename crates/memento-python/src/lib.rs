@@ -4,7 +4,7 @@
 //! The Python half (`python/memento/__init__.py`) binds a call's arguments
 //! as joblib does, fingerprints the function's source, and pickles results;
 //! this module keys the arguments ([`hash`]) and stores the pickled bytes
-//! ([`result`]: arrays raw and aligned) through memento's [`Memory`], so a
+//! (`result.rs`: arrays raw and aligned) through memento's [`Memory`], so a
 //! Python result is an entry like any other: checksummed, published
 //! atomically, computed once across processes, under the same limits and
 //! signing, listed by the `memento` command. With `mmap_mode`, a stored
