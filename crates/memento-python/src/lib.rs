@@ -88,6 +88,8 @@ fn seconds(what: &str, value: f64) -> PyResult<Duration> {
 #[pyclass(frozen, name = "Function", module = "memento._memento")]
 struct PyFunction {
     function: Function,
+    /// Its results are stored compressed (so never as maps).
+    compressed: bool,
 }
 
 #[pymethods]
@@ -119,7 +121,10 @@ impl PyFunction {
             .fingerprint(*blake3::hash(code).as_bytes(), signature)
             .version(version)
             .compress(compression);
-        Ok(PyFunction { function })
+        Ok(PyFunction {
+            function,
+            compressed: compression != Compression::None,
+        })
     }
 
     /// `module::qualname`.
@@ -151,6 +156,15 @@ struct PyMemory {
     /// (see [`Stamp`]): a later mapped hit on the same unchanged file
     /// needs no second pass over its bytes.
     verified: std::sync::Mutex<std::collections::HashSet<Stamp>>,
+    /// Argument digests whose stored payload was large (at least
+    /// [`result::LARGE`]): their loaded hits go through the entry's file
+    /// (see [`PyMemory::call_file`]), so that an unchanged file that was
+    /// verified is read without a second checksum pass.
+    large: std::sync::Mutex<std::collections::HashSet<[u8; 32]>>,
+    /// With a signing key, loaded results are read and checked in one
+    /// pass (the bytes checked are the bytes used), never through a file
+    /// opened again.
+    signed: bool,
 }
 
 /// A file as `fstat` sees it: device, inode, size, modification and
@@ -194,6 +208,7 @@ impl PyMemory {
         if let Some(age) = age_limit {
             memory = memory.age_limit(seconds("age_limit", age)?);
         }
+        let signed = signing_key.is_some();
         if let Some(secret) = signing_key {
             if secret.is_empty() {
                 return Err(PyValueError::new_err(
@@ -210,6 +225,8 @@ impl PyMemory {
             memory,
             mapping,
             verified: Default::default(),
+            large: Default::default(),
+            signed,
         })
     }
 
@@ -243,8 +260,8 @@ impl PyMemory {
         mmap: bool,
     ) -> PyResult<(Py<PyAny>, bool)> {
         let args = Args::from_digest(args)?;
-        if mmap {
-            return self.call_mapped(py, function, &args, compute, force);
+        if mmap || (!function.compressed && !self.signed && self.is_large(&args)) {
+            return self.call_file(py, function, &args, compute, force, mmap);
         }
         let (memory, f) = (&self.memory, &function.function);
         let (lookup, warnings) = py.detach(|| {
@@ -257,11 +274,19 @@ impl PyMemory {
         });
         warn_all(py, warnings)?;
         match lookup {
-            Lookup::Hit(value) => Ok((loaded(py, value)?, true)),
+            Lookup::Hit(value) => {
+                if value.len() >= result::LARGE && !function.compressed {
+                    self.is_large_now(&args);
+                }
+                Ok((loaded(py, value)?, true))
+            }
             Lookup::Miss(pending) => {
                 // An exception drops `pending`: nothing stored, the turn
                 // released for whoever waits.
                 let value = computed(py, compute)?;
+                if value.len() >= result::LARGE && !function.compressed {
+                    self.is_large_now(&args);
+                }
                 let ((), warnings) =
                     py.detach(move || warn::collecting(|| drop(pending.store(value))));
                 warn_all(py, warnings)?;
@@ -346,22 +371,27 @@ impl PyMemory {
 }
 
 impl PyMemory {
-    /// [`call`](PyMemory::call) with `mmap`: the entry is looked up as a
-    /// [`Mapped`] one and its checksum (or signature) verified over the
-    /// map before anything is returned; a damaged one is removed (one
-    /// warning) and computed again. Its file is then opened again here,
-    /// and must be the file verified (the same device and inode: a newer
-    /// entry may have replaced it meanwhile, then it is looked up again);
-    /// Python maps the arrays from that descriptor. Entries that cannot be
-    /// mapped (stored compressed, not in a local folder, a bare pickle)
-    /// are returned as loaded ones.
-    fn call_mapped(
+    /// [`call`](PyMemory::call) through the entry's file: with `map` for
+    /// `mmap_mode`, else for a result known to be large. The entry is
+    /// looked up as a [`Mapped`] one and its checksum (or signature)
+    /// verified over the map before anything is returned; a damaged one is
+    /// removed (one warning) and computed again. Its file is then opened
+    /// again here, and must be the file verified (the same device and
+    /// inode: a newer entry may have replaced it meanwhile, then it is
+    /// looked up again); Python maps the arrays from that descriptor, or
+    /// (without `map`) the payload is read from it into memory. A file this
+    /// Memory verified and that has not changed since is not verified
+    /// again (see [`Stamp`]). Entries that cannot be mapped (stored
+    /// compressed, not in a local folder, a bare pickle) are returned as
+    /// loaded ones.
+    fn call_file(
         &self,
         py: Python<'_>,
         function: &PyFunction,
         args: &Args,
         compute: &Bound<'_, PyAny>,
         force: bool,
+        map: bool,
     ) -> PyResult<(Py<PyAny>, bool)> {
         let (memory, f) = (&self.mapping, &function.function);
         let (found, warnings) = py.detach(|| {
@@ -412,10 +442,17 @@ impl PyMemory {
         });
         warn_all(py, warnings)?;
         match found {
-            Found::File(file, offset, len) => {
+            Found::File(file, offset, len) if map => {
                 let fd = into_fd(file);
                 let found = (fd, offset, len).into_pyobject(py)?;
                 Ok((found.into_any().unbind(), true))
+            }
+            Found::File(file, offset, len) => {
+                let read = py.detach(|| read_payload(&file, offset, len));
+                let value = read.map_err(|e| {
+                    PyOSError::new_err(format!("cannot read a stored result's entry: {e}"))
+                })?;
+                Ok((loaded(py, value)?, true))
             }
             Found::Loaded(mapped) => {
                 let value = if mapped.is_mapped() {
@@ -447,6 +484,19 @@ enum Found<'m> {
 }
 
 impl PyMemory {
+    fn is_large(&self, args: &Args) -> bool {
+        let large = self.large.lock().unwrap_or_else(|e| e.into_inner());
+        !large.is_empty() && large.contains(&args.0)
+    }
+
+    fn is_large_now(&self, args: &Args) {
+        let mut large = self.large.lock().unwrap_or_else(|e| e.into_inner());
+        if large.len() >= STAMPS {
+            large.clear();
+        }
+        large.insert(args.0);
+    }
+
     fn was_verified(&self, stamp: &Stamp) -> bool {
         let verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
         verified.contains(stamp)
@@ -513,6 +563,22 @@ fn stamp(file: &std::fs::File) -> Option<Stamp> {
 #[cfg(not(unix))]
 fn stamp(_: &std::fs::File) -> Option<Stamp> {
     None
+}
+
+/// `len` bytes of `file` from `offset`, into memory.
+fn read_payload(file: &std::fs::File, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    let mut value = vec![0u8; len];
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileExt;
+        file.read_exact_at(&mut value, offset)?;
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (file, offset);
+        return Err(std::io::Error::other("not on this platform"));
+    }
+    Ok(value)
 }
 
 /// The payload's first byte, read from the file.

@@ -212,21 +212,26 @@ def test_memory_numpy_check_mmap_mode(tmp_path):
     np.testing.assert_array_equal(d, a * 2)
 
 
-def test_a_file_changed_after_a_mapped_hit_is_verified_again(tmp_path):
-    """A Memory remembers the files it verified for mapped hits (device,
-    inode, size, times) and does not read an unchanged one again; a change
-    in place is seen: the damage is found, with one warning."""
+@pytest.mark.parametrize("mmap_mode", ["r", None])
+def test_a_file_changed_after_a_verified_hit_is_verified_again(tmp_path, mmap_mode):
+    """A Memory remembers the files it verified for mapped hits, and for
+    large loaded ones (device, inode, size, times), and does not check an
+    unchanged one again; a change in place is seen: the damage is found,
+    with one warning."""
     location = tmp_path / "cache"
-    f, calls = counted(Memory(location, mmap_mode="r", verbose=0), twice)
-    a = np.arange(1000.0)
+    f, calls = counted(Memory(location, mmap_mode=mmap_mode, verbose=0), twice)
+    a = np.arange(1000.0 if mmap_mode else 300_000.0)  # loaded: a large payload
     f(a)
     # Files changed within the last 2 s are verified at every hit (their
     # times could not show a change made within the same clock tick).
     time.sleep(2.2)
     for _ in range(3):
         got = f(a)
-        assert isinstance(got, np.memmap)
+        assert isinstance(got, np.memmap) == (mmap_mode == "r")
         np.testing.assert_array_equal(got, a * 2)
+        if mmap_mode is None:
+            assert got.flags.writeable
+            got[:] = 0  # the load's own memory
     del got
     gc.collect()
     corrupt_data(location)
