@@ -176,6 +176,17 @@ struct PyMemory {
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct Stamp([i64; 5]);
 
+impl Stamp {
+    /// Was the file changed too recently for its times to show a change
+    /// made right after (see [`RACY_NANOS`])?
+    fn racy(&self) -> bool {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        now.saturating_sub(self.0[4]) < RACY_NANOS
+    }
+}
+
 /// At most this many stamps are kept per Memory (then they are forgotten,
 /// and files are verified again).
 const STAMPS: usize = 4096;
@@ -263,36 +274,7 @@ impl PyMemory {
         if mmap || (!function.compressed && !self.signed && self.is_large(&args)) {
             return self.call_file(py, function, &args, compute, force, mmap);
         }
-        let (memory, f) = (&self.memory, &function.function);
-        let (lookup, warnings) = py.detach(|| {
-            warn::collecting(|| {
-                if force {
-                    memento::__private::next_call(true, false);
-                }
-                memory.lookup::<Vec<u8>, _>(f, &args)
-            })
-        });
-        warn_all(py, warnings)?;
-        match lookup {
-            Lookup::Hit(value) => {
-                if value.len() >= result::LARGE && !function.compressed {
-                    self.is_large_now(&args);
-                }
-                Ok((loaded(py, value)?, true))
-            }
-            Lookup::Miss(pending) => {
-                // An exception drops `pending`: nothing stored, the turn
-                // released for whoever waits.
-                let value = computed(py, compute)?;
-                if value.len() >= result::LARGE && !function.compressed {
-                    self.is_large_now(&args);
-                }
-                let ((), warnings) =
-                    py.detach(move || warn::collecting(|| drop(pending.store(value))));
-                warn_all(py, warnings)?;
-                Ok((py.None(), false))
-            }
-        }
+        self.call_loaded(py, function, &args, compute, force)
     }
 
     /// Is a usable result stored for these arguments? Computes nothing.
@@ -371,6 +353,48 @@ impl PyMemory {
 }
 
 impl PyMemory {
+    /// [`call`](PyMemory::call) read into memory by the core's read
+    /// path (the entry read and its checksum computed in one pass).
+    fn call_loaded(
+        &self,
+        py: Python<'_>,
+        function: &PyFunction,
+        args: &Args,
+        compute: &Bound<'_, PyAny>,
+        force: bool,
+    ) -> PyResult<(Py<PyAny>, bool)> {
+        let (memory, f) = (&self.memory, &function.function);
+        let (lookup, warnings) = py.detach(|| {
+            warn::collecting(|| {
+                if force {
+                    memento::__private::next_call(true, false);
+                }
+                memory.lookup::<Vec<u8>, _>(f, args)
+            })
+        });
+        warn_all(py, warnings)?;
+        match lookup {
+            Lookup::Hit(value) => {
+                if value.len() >= result::LARGE && !function.compressed {
+                    self.is_large_now(args);
+                }
+                Ok((loaded(py, value)?, true))
+            }
+            Lookup::Miss(pending) => {
+                // An exception drops `pending`: nothing stored, the turn
+                // released for whoever waits.
+                let value = computed(py, compute)?;
+                if value.len() >= result::LARGE && !function.compressed {
+                    self.is_large_now(args);
+                }
+                let ((), warnings) =
+                    py.detach(move || warn::collecting(|| drop(pending.store(value))));
+                warn_all(py, warnings)?;
+                Ok((py.None(), false))
+            }
+        }
+    }
+
     /// [`call`](PyMemory::call) through the entry's file: with `map` for
     /// `mmap_mode`, else for a result known to be large. The entry is
     /// looked up as a [`Mapped`] one and its checksum (or signature)
@@ -411,6 +435,12 @@ impl PyMemory {
                         Opened::File(_, _, stamp) => self.was_verified(stamp),
                         _ => false,
                     };
+                    let remembered = matches!(&opened, Opened::File(_, _, stamp) if !stamp.racy());
+                    if !map && !seen && !remembered {
+                        // Read into memory: in one pass with the checksum,
+                        // unless the file can be remembered verified.
+                        break Found::Plain;
+                    }
                     if !seen && mapped.verify().is_err() {
                         // Removed, with a warning: computed again (forced,
                         // should the removal have failed).
@@ -454,6 +484,7 @@ impl PyMemory {
                 })?;
                 Ok((loaded(py, value)?, true))
             }
+            Found::Plain => self.call_loaded(py, function, args, compute, false),
             Found::Loaded(mapped) => {
                 let value = if mapped.is_mapped() {
                     mapped.to_vec()
@@ -480,6 +511,8 @@ enum Found<'m> {
     File(std::fs::File, u64, usize),
     /// A stored result to hand over loaded.
     Loaded(Mapped<Vec<u8>>),
+    /// A stored result to read into memory by the core's read path.
+    Plain,
     Miss(memento::Pending<'m, Mapped<Vec<u8>>>),
 }
 
@@ -506,10 +539,7 @@ impl PyMemory {
     /// recent to tell apart from a change right after it (file times are
     /// coarse: a write within the same tick leaves them as they were).
     fn verified_now(&self, stamp: Stamp) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as i64);
-        if now.saturating_sub(stamp.0[4]) < RACY_NANOS {
+        if stamp.racy() {
             return;
         }
         let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
