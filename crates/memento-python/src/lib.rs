@@ -171,8 +171,8 @@ struct PyMemory {
 /// change times (nanoseconds). Any write to the file, a rename over it or
 /// its replacement changes one of them (the change time cannot be set back
 /// by anyone but root), so a file whose stamp is unchanged since its bytes
-/// were verified still holds them; files changed in the last
-/// [`RACY_NANOS`] are not remembered (see [`PyMemory::verified_now`]).
+/// were verified still holds them; files changed too recently are not
+/// remembered (see [`Stamp::racy`]).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct Stamp([i64; 5]);
 
@@ -183,7 +183,15 @@ impl Stamp {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as i64);
-        now.saturating_sub(self.0[4]) < RACY_NANOS
+        // Times in whole seconds (or coarser: FAT's 2 s) have no
+        // nanoseconds; times with them tick at the kernel's clock (a few
+        // milliseconds).
+        let window = if self.0[3] % 1_000_000_000 == 0 && self.0[4] % 1_000_000_000 == 0 {
+            RACY_NANOS
+        } else {
+            RACY_FINE_NANOS
+        };
+        now.saturating_sub(self.0[4]) < window
     }
 }
 
@@ -191,10 +199,15 @@ impl Stamp {
 /// and files are verified again).
 const STAMPS: usize = 4096;
 
-/// A file changed less than this long ago is verified at every mapped hit
-/// (as git treats "racily clean" files): two changes within one tick of
-/// the file system's clock leave the same times.
+/// A file changed less than this long ago is verified at every hit
+/// through its file (as git treats "racily clean" files): two changes
+/// within one tick of the file system's clock leave the same times. For
+/// times kept in whole seconds (or FAT's 2 s)...
 const RACY_NANOS: i64 = 2_000_000_000;
+
+/// ... and for times with nanoseconds, which tick at the kernel's clock
+/// (1 to 10 ms).
+const RACY_FINE_NANOS: i64 = 100_000_000;
 
 #[pymethods]
 impl PyMemory {
