@@ -222,8 +222,9 @@ def test_a_file_changed_after_a_verified_hit_is_verified_again(tmp_path, mmap_mo
     f, calls = counted(Memory(location, mmap_mode=mmap_mode, verbose=0), twice)
     a = np.arange(1000.0 if mmap_mode else 300_000.0)  # loaded: a large payload
     f(a)
-    # Files changed within the last 2 s are verified at every hit (their
-    # times could not show a change made within the same clock tick).
+    # Files changed within the last 100 ms (2 s where times are whole
+    # seconds) are verified at every hit: their times could not show a
+    # change made within the same clock tick.
     time.sleep(2.2)
     for _ in range(3):
         got = f(a)
