@@ -470,3 +470,56 @@ def test_memory_in_memory_function_code_change(memory):
         assert f(1, 2) == 2
     finally:
         _function_to_cache.__code__ = original
+
+
+# --- more: versions, signing, forced calls ----------------------------------------
+
+
+def test_a_newer_layout_version_is_refused_and_recomputed(memory, monkeypatch):
+    """An entry in a layout version this memento does not read is not
+    guessed at: one warning that says to update, and it is computed
+    again."""
+    f, calls = counted(memory, twice)
+    a = np.arange(10.0)
+    monkeypatch.setattr(memento, "_LAYOUT_VERSION", 2)
+    f(a)
+    monkeypatch.undo()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = f.call_and_shelve(a)
+        np.testing.assert_array_equal(f(a), a * 2)
+    assert len(caught) == 1, [str(w.message) for w in caught]
+    assert "layout version 2" in str(caught[0].message)
+    assert "update memento" in str(caught[0].message)
+    assert len(calls) == 2
+    np.testing.assert_array_equal(got.get(), a * 2)  # stored again, in version 1
+
+
+def test_signed_large_results_load(tmp_path):
+    """With a signing key a large loaded result is read and checked in one
+    pass, at every hit."""
+    location = tmp_path / "cache"
+    f, calls = counted(Memory(location, verbose=0, signing_key="k"), twice)
+    a = np.arange(300_000.0)
+    for _ in range(3):
+        got = f(a)
+        assert got.flags.writeable
+        np.testing.assert_array_equal(got, a * 2)
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("mmap_mode", [None, "r"])
+def test_call_computes_again_and_maps(tmp_path, mmap_mode):
+    """joblib: test_memorized_func_call (call() recomputes and returns the
+    metadata), with arrays and mmap_mode."""
+    f, calls = counted(Memory(tmp_path / "cache", verbose=0, mmap_mode=mmap_mode), twice)
+    a = np.arange(300_000.0)
+    f(a)
+    value, metadata = f.call(a)
+    np.testing.assert_array_equal(value, a * 2)
+    assert metadata["duration"] >= 0
+    assert len(calls) == 2
+    again = f(a)
+    assert isinstance(again, np.memmap) == (mmap_mode == "r")
+    np.testing.assert_array_equal(again, a * 2)
+    assert len(calls) == 2
