@@ -115,6 +115,22 @@ def test_loaded_arrays_are_writable_and_their_own(memory):
     np.testing.assert_array_equal(make(n)["large"], np.arange(n, dtype=np.float64))
 
 
+@pytest.mark.parametrize("mmap_mode", [None, "r"])
+def test_read_only_results_load_writable(tmp_path, mmap_mode):
+    """A read-only array (a mapped result cached again, say) loads
+    writable, as joblib's loaded arrays are; mapped, as the mode says."""
+    location = tmp_path / "cache"
+    frozen = np.arange(50.0)
+    frozen.flags.writeable = False
+    f, calls = counted(Memory(location, verbose=0, mmap_mode=mmap_mode), lambda: frozen)
+    f()
+    got = f()
+    np.testing.assert_array_equal(got, frozen)
+    assert got.flags.writeable == (mmap_mode is None)
+    assert isinstance(got, np.memmap) == (mmap_mode == "r")
+    assert len(calls) == 1
+
+
 def test_arrays_are_stored_raw_and_aligned(memory, tmp_path):
     """The MPYR layout: the array's raw bytes in the entry, at a file
     offset that is a multiple of 64."""

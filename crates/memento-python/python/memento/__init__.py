@@ -286,8 +286,9 @@ def _align(n):
 class _Pickler(pickle.Pickler):
     """Protocol 5 with NumPy arrays as out-of-band buffers: non-contiguous
     arrays and ``np.memmap`` results as their contiguous ndarray copy or
-    view (joblib stores those too), so that they are stored raw and load
-    as views of the stored bytes; arrays of objects stay in the pickle."""
+    view (joblib stores those too), read-only arrays as a writable copy, so
+    that they are stored raw and load as writable views of the stored
+    bytes; arrays of objects stay in the pickle."""
 
     def reducer_override(self, obj):
         np = sys.modules.get("numpy")
@@ -297,9 +298,17 @@ class _Pickler(pickle.Pickler):
         if (kind is not np.ndarray and kind is not np.memmap) or obj.dtype.hasobject:
             return NotImplemented  # other subclasses pickle as they do
         contiguous = obj.flags.c_contiguous or obj.flags.f_contiguous
-        if kind is np.ndarray and contiguous:
+        if kind is np.ndarray and contiguous and obj.flags.writeable:
             return NotImplemented  # out of band already
-        plain = obj.view(np.ndarray) if contiguous else np.ascontiguousarray(obj)
+        if not obj.flags.writeable:
+            # Pickle would mark its buffer read-only, and the arrays loaded
+            # would be: a writable copy, so that they load writable, as
+            # joblib's do.
+            plain = np.array(obj, order="K")
+        elif contiguous:
+            plain = obj.view(np.ndarray)
+        else:
+            plain = np.ascontiguousarray(obj)
         return plain.__reduce_ex__(PICKLE_PROTOCOL)
 
 
