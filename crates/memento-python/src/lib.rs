@@ -4,22 +4,28 @@
 //! The Python half (`python/memento/__init__.py`) binds a call's arguments
 //! as joblib does, fingerprints the function's source, and pickles results;
 //! this module keys the arguments ([`hash`]) and stores the pickled bytes
-//! through memento's [`Memory`], so a Python result is an entry like any
-//! other: checksummed, published atomically, computed once across
-//! processes, under the same limits and signing, listed by the `memento`
-//! command.
+//! (`result.rs`: arrays raw and aligned) through memento's [`Memory`], so a
+//! Python result is an entry like any other: checksummed, published
+//! atomically, computed once across processes, under the same limits and
+//! signing, listed by the `memento` command. With `mmap_mode`, a stored
+//! result is looked up as a [`Mapped`] entry, verified, and Python maps its
+//! arrays from the same file.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use memento::{Function, Lookup, Memory, StoredResult};
+use memento::codec::Compression;
+use memento::{Function, Lookup, Mapped, Memory, StoredResult};
 use pyo3::exceptions::{PyKeyError, PyOSError, PyRuntimeError, PyUserWarning, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList};
 use serde::{Serialize, Serializer};
 
 mod hash;
+mod result;
 mod warn;
+
+use result::Payload;
 
 /// A call's arguments as memento keys them: the digest of their canonical
 /// encoding ([`hash::hash_args`]), written as `python:<hex>` (which is also
@@ -82,19 +88,43 @@ fn seconds(what: &str, value: f64) -> PyResult<Duration> {
 #[pyclass(frozen, name = "Function", module = "memento._memento")]
 struct PyFunction {
     function: Function,
+    /// Its results are stored compressed (so never as maps).
+    compressed: bool,
 }
 
 #[pymethods]
 impl PyFunction {
     /// `code`: the material of the fingerprint (the function's tokens),
-    /// hashed here with blake3; `signature`: for people.
+    /// hashed here with blake3; `signature`: for people; `compress`: `None`,
+    /// `("lz4", 0)` or `("zstd", level)`, for the results stored from now on.
     #[new]
-    #[pyo3(signature = (module, qualname, code, signature, version = ""))]
-    fn new(module: &str, qualname: &str, code: &[u8], signature: &str, version: &str) -> Self {
+    #[pyo3(signature = (module, qualname, code, signature, version = "", compress = None))]
+    fn new(
+        module: &str,
+        qualname: &str,
+        code: &[u8],
+        signature: &str,
+        version: &str,
+        compress: Option<(String, i32)>,
+    ) -> PyResult<Self> {
+        let compression = match compress.as_ref().map(|(n, l)| (n.as_str(), *l)) {
+            None => Compression::None,
+            Some(("lz4", _)) => Compression::Lz4,
+            Some(("zstd", level @ 1..=22)) => Compression::Zstd(level),
+            Some((name, level)) => {
+                return Err(PyValueError::new_err(format!(
+                    "compress=({name:?}, {level}): the codecs are ('lz4', 0) and ('zstd', 1 to 22)"
+                )))
+            }
+        };
         let function = Function::new(module, qualname)
             .fingerprint(*blake3::hash(code).as_bytes(), signature)
-            .version(version);
-        PyFunction { function }
+            .version(version)
+            .compress(compression);
+        Ok(PyFunction {
+            function,
+            compressed: compression != Compression::None,
+        })
     }
 
     /// `module::qualname`.
@@ -118,7 +148,66 @@ impl PyFunction {
 #[pyclass(frozen, name = "Memory", module = "memento._memento")]
 struct PyMemory {
     memory: Memory,
+    /// The same Memory for `mmap_mode` lookups: with a signing key, an
+    /// entry is still mapped, its signature verified over the mapped file
+    /// before Python maps it (see [`PyMemory::call`]).
+    mapping: Memory,
+    /// The files of mapped entries this Memory verified, as they were then
+    /// (see [`Stamp`]): a later mapped hit on the same unchanged file
+    /// needs no second pass over its bytes.
+    verified: std::sync::Mutex<std::collections::HashSet<Stamp>>,
+    /// Argument digests whose stored payload was large (at least
+    /// [`result::LARGE`]): their loaded hits go through the entry's file
+    /// (see [`PyMemory::call_file`]), so that an unchanged file that was
+    /// verified is read without a second checksum pass.
+    large: std::sync::Mutex<std::collections::HashSet<[u8; 32]>>,
+    /// With a signing key, loaded results are read and checked in one
+    /// pass (the bytes checked are the bytes used), never through a file
+    /// opened again.
+    signed: bool,
 }
+
+/// A file as `fstat` sees it: device, inode, size, modification and
+/// change times (nanoseconds). Any write to the file, a rename over it or
+/// its replacement changes one of them (the change time cannot be set back
+/// by anyone but root), so a file whose stamp is unchanged since its bytes
+/// were verified still holds them; files changed too recently are not
+/// remembered (see [`Stamp::racy`]).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Stamp([i64; 5]);
+
+impl Stamp {
+    /// Was the file changed too recently for its times to show a change
+    /// made right after (see [`RACY_NANOS`])?
+    fn racy(&self) -> bool {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        // Times in whole seconds (or coarser: FAT's 2 s) have no
+        // nanoseconds; times with them tick at the kernel's clock (a few
+        // milliseconds).
+        let window = if self.0[3] % 1_000_000_000 == 0 && self.0[4] % 1_000_000_000 == 0 {
+            RACY_NANOS
+        } else {
+            RACY_FINE_NANOS
+        };
+        now.saturating_sub(self.0[4]) < window
+    }
+}
+
+/// At most this many stamps are kept per Memory (then they are forgotten,
+/// and files are verified again).
+const STAMPS: usize = 4096;
+
+/// A file changed less than this long ago is verified at every hit
+/// through its file (as git treats "racily clean" files): two changes
+/// within one tick of the file system's clock leave the same times. For
+/// times kept in whole seconds (or FAT's 2 s)...
+const RACY_NANOS: i64 = 2_000_000_000;
+
+/// ... and for times with nanoseconds, which tick at the kernel's clock
+/// (1 to 10 ms).
+const RACY_FINE_NANOS: i64 = 100_000_000;
 
 #[pymethods]
 impl PyMemory {
@@ -143,6 +232,7 @@ impl PyMemory {
         if let Some(age) = age_limit {
             memory = memory.age_limit(seconds("age_limit", age)?);
         }
+        let signed = signing_key.is_some();
         if let Some(secret) = signing_key {
             if secret.is_empty() {
                 return Err(PyValueError::new_err(
@@ -154,7 +244,14 @@ impl PyMemory {
         if let Some(timeout) = lock_timeout {
             memory = memory.lock_timeout(seconds("lock_timeout", timeout)?);
         }
-        Ok(PyMemory { memory })
+        let mapping = memory.clone().map_signed(true);
+        Ok(PyMemory {
+            memory,
+            mapping,
+            verified: Default::default(),
+            large: Default::default(),
+            signed,
+        })
     }
 
     /// The location, as given.
@@ -163,13 +260,20 @@ impl PyMemory {
         self.memory.location()
     }
 
-    /// The stored pickle of `function` for the argument digest `args`, or
-    /// `compute()`'s (bytes), stored. Returns `(pickle, hit)`. An exception
-    /// of `compute` is raised and nothing is stored. With `force`, computes
-    /// and overwrites whatever is stored. The GIL is released while the
-    /// store is read and written and while waiting for the same call in
-    /// another thread or process.
-    #[pyo3(signature = (function, args, compute, force = false))]
+    /// The stored payload of `function` for the argument digest `args`
+    /// (a pickle, or the `MPYR` layout), or `compute()`'s, stored.
+    /// `compute` returns the payload: `bytes`, or a list of bytes-like
+    /// parts that [`result::assemble`] lays out. Returns `(stored, hit)`:
+    /// on a miss `stored` is `None` (the caller has the value it computed);
+    /// on a hit it is `bytes` or `bytearray` (small payloads), a
+    /// [`Payload`] (large ones, not copied), or with `mmap` a tuple
+    /// `(fd, offset, length)`: a descriptor of the verified entry's file
+    /// (Python closes it), where the payload starts in it, and its length.
+    /// An exception of `compute` is raised and nothing is
+    /// stored. With `force`, computes and overwrites whatever is stored.
+    /// The GIL is released while the store is read and written and while
+    /// waiting for the same call in another thread or process.
+    #[pyo3(signature = (function, args, compute, force = false, mmap = false))]
     fn call<'py>(
         &self,
         py: Python<'py>,
@@ -177,36 +281,13 @@ impl PyMemory {
         args: &[u8],
         compute: &Bound<'py, PyAny>,
         force: bool,
-    ) -> PyResult<(Bound<'py, PyBytes>, bool)> {
+        mmap: bool,
+    ) -> PyResult<(Py<PyAny>, bool)> {
         let args = Args::from_digest(args)?;
-        let (memory, f) = (&self.memory, &function.function);
-        let (lookup, warnings) = py.detach(|| {
-            warn::collecting(|| {
-                if force {
-                    memento::__private::next_call(true, false);
-                }
-                memory.lookup::<Vec<u8>, _>(f, &args)
-            })
-        });
-        warn_all(py, warnings)?;
-        match lookup {
-            Lookup::Hit(value) => Ok((PyBytes::new(py, &value), true)),
-            Lookup::Miss(pending) => {
-                // An exception drops `pending`: nothing stored, the turn
-                // released for whoever waits.
-                let computed = compute.call0()?;
-                let bytes = computed.cast_into::<PyBytes>().map_err(|e| {
-                    PyValueError::new_err(format!(
-                        "the computation must return bytes (the pickled result): {e}"
-                    ))
-                })?;
-                let value = bytes.as_bytes().to_vec();
-                let ((), warnings) =
-                    py.detach(move || warn::collecting(|| drop(pending.store(value))));
-                warn_all(py, warnings)?;
-                Ok((bytes, false))
-            }
+        if mmap || (!function.compressed && !self.signed && self.is_large(&args)) {
+            return self.call_file(py, function, &args, compute, force, mmap);
         }
+        self.call_loaded(py, function, &args, compute, force)
     }
 
     /// Is a usable result stored for these arguments? Computes nothing.
@@ -284,6 +365,321 @@ impl PyMemory {
     }
 }
 
+impl PyMemory {
+    /// [`call`](PyMemory::call) read into memory by the core's read
+    /// path (the entry read and its checksum computed in one pass).
+    fn call_loaded(
+        &self,
+        py: Python<'_>,
+        function: &PyFunction,
+        args: &Args,
+        compute: &Bound<'_, PyAny>,
+        force: bool,
+    ) -> PyResult<(Py<PyAny>, bool)> {
+        let (memory, f) = (&self.memory, &function.function);
+        let (lookup, warnings) = py.detach(|| {
+            warn::collecting(|| {
+                if force {
+                    memento::__private::next_call(true, false);
+                }
+                memory.lookup::<Vec<u8>, _>(f, args)
+            })
+        });
+        warn_all(py, warnings)?;
+        match lookup {
+            Lookup::Hit(value) => {
+                if value.len() >= result::LARGE && !function.compressed {
+                    self.is_large_now(args);
+                }
+                Ok((loaded(py, value)?, true))
+            }
+            Lookup::Miss(pending) => {
+                // An exception drops `pending`: nothing stored, the turn
+                // released for whoever waits.
+                let value = computed(py, compute)?;
+                if value.len() >= result::LARGE && !function.compressed {
+                    self.is_large_now(args);
+                }
+                let ((), warnings) =
+                    py.detach(move || warn::collecting(|| drop(pending.store(value))));
+                warn_all(py, warnings)?;
+                Ok((py.None(), false))
+            }
+        }
+    }
+
+    /// [`call`](PyMemory::call) through the entry's file: with `map` for
+    /// `mmap_mode`, else for a result known to be large. The entry is
+    /// looked up as a [`Mapped`] one and its checksum (or signature)
+    /// verified over the map before anything is returned; a damaged one is
+    /// removed (one warning) and computed again. Its file is then opened
+    /// again here, and must be the file verified (the same device and
+    /// inode: a newer entry may have replaced it meanwhile, then it is
+    /// looked up again); Python maps the arrays from that descriptor, or
+    /// (without `map`) the payload is read from it into memory. A file this
+    /// Memory verified and that has not changed since is not verified
+    /// again (see [`Stamp`]). Entries that cannot be mapped (stored
+    /// compressed, not in a local folder, a bare pickle) are returned as
+    /// loaded ones.
+    fn call_file(
+        &self,
+        py: Python<'_>,
+        function: &PyFunction,
+        args: &Args,
+        compute: &Bound<'_, PyAny>,
+        force: bool,
+        map: bool,
+    ) -> PyResult<(Py<PyAny>, bool)> {
+        let (memory, f) = (&self.mapping, &function.function);
+        let (found, warnings) = py.detach(|| {
+            warn::collecting(|| {
+                let mut force = force;
+                let mut replaced = 0;
+                loop {
+                    if force {
+                        memento::__private::next_call(true, false);
+                    }
+                    let mapped = match memory.lookup::<Mapped<Vec<u8>>, _>(f, args) {
+                        Lookup::Miss(pending) => break Found::Miss(pending),
+                        Lookup::Hit(mapped) => mapped,
+                    };
+                    let opened = open_mapped(&mapped);
+                    let seen = match &opened {
+                        Opened::File(_, _, stamp) => self.was_verified(stamp),
+                        _ => false,
+                    };
+                    let remembered = matches!(&opened, Opened::File(_, _, stamp) if !stamp.racy());
+                    if !map && !seen && !remembered {
+                        // Read into memory: in one pass with the checksum,
+                        // unless the file can be remembered verified.
+                        break Found::Plain;
+                    }
+                    if !seen && mapped.verify().is_err() {
+                        // Removed, with a warning: computed again (forced,
+                        // should the removal have failed).
+                        force = true;
+                        continue;
+                    }
+                    match opened {
+                        Opened::File(file, offset, stamp) => {
+                            if !seen {
+                                self.verified_now(stamp);
+                            }
+                            let len = mapped.shape().first().copied().unwrap_or_default();
+                            // A bare pickle (the PROTO opcode) holds no
+                            // buffers to map: handed over loaded, verified.
+                            if first_byte(&file, offset) == Some(0x80) {
+                                if mapped.verify().is_err() {
+                                    force = true;
+                                    continue;
+                                }
+                                break Found::Loaded(mapped);
+                            }
+                            break Found::File(file, offset, len);
+                        }
+                        Opened::Replaced if replaced < 3 => replaced += 1,
+                        Opened::Replaced | Opened::Unavailable => break Found::Loaded(mapped),
+                    }
+                }
+            })
+        });
+        warn_all(py, warnings)?;
+        match found {
+            Found::File(file, offset, len) if map => {
+                let fd = into_fd(file);
+                let found = (fd, offset, len).into_pyobject(py)?;
+                Ok((found.into_any().unbind(), true))
+            }
+            Found::File(file, offset, len) => {
+                let read = py.detach(|| read_payload(&file, offset, len));
+                let value = read.map_err(|e| {
+                    PyOSError::new_err(format!("cannot read a stored result's entry: {e}"))
+                })?;
+                Ok((loaded(py, value)?, true))
+            }
+            Found::Plain => self.call_loaded(py, function, args, compute, false),
+            Found::Loaded(mapped) => {
+                let value = if mapped.is_mapped() {
+                    mapped.to_vec()
+                } else {
+                    mapped.into_owned()
+                };
+                Ok((loaded(py, value)?, true))
+            }
+            Found::Miss(pending) => {
+                let value = Mapped::from(computed(py, compute)?);
+                let ((), warnings) =
+                    py.detach(move || warn::collecting(|| drop(pending.store(value))));
+                warn_all(py, warnings)?;
+                Ok((py.None(), false))
+            }
+        }
+    }
+}
+
+/// What a mapped lookup found.
+enum Found<'m> {
+    /// The verified entry's file, opened again, the payload's offset in it
+    /// and its length.
+    File(std::fs::File, u64, usize),
+    /// A stored result to hand over loaded.
+    Loaded(Mapped<Vec<u8>>),
+    /// A stored result to read into memory by the core's read path.
+    Plain,
+    Miss(memento::Pending<'m, Mapped<Vec<u8>>>),
+}
+
+impl PyMemory {
+    fn is_large(&self, args: &Args) -> bool {
+        let large = self.large.lock().unwrap_or_else(|e| e.into_inner());
+        !large.is_empty() && large.contains(&args.0)
+    }
+
+    fn is_large_now(&self, args: &Args) {
+        let mut large = self.large.lock().unwrap_or_else(|e| e.into_inner());
+        if large.len() >= STAMPS {
+            large.clear();
+        }
+        large.insert(args.0);
+    }
+
+    fn was_verified(&self, stamp: &Stamp) -> bool {
+        let verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        verified.contains(stamp)
+    }
+
+    /// Remembers a verified file's stamp, unless its last change is too
+    /// recent to tell apart from a change right after it (file times are
+    /// coarse: a write within the same tick leaves them as they were).
+    fn verified_now(&self, stamp: Stamp) {
+        if stamp.racy() {
+            return;
+        }
+        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if verified.len() >= STAMPS {
+            verified.clear();
+        }
+        verified.insert(stamp);
+    }
+}
+
+/// The file of a mapped entry, opened again.
+enum Opened {
+    /// The very file that is mapped (the same device and inode), where
+    /// the payload starts in it, and its stamp.
+    File(std::fs::File, u64, Stamp),
+    /// The path names another file now (or none): look again.
+    Replaced,
+    /// Not a local file (or not on Unix): hand the mapped bytes over.
+    Unavailable,
+}
+
+fn open_mapped(mapped: &Mapped<Vec<u8>>) -> Opened {
+    let (Some((path, offset)), Some(id)) = (mapped.entry_file(), mapped.file_id()) else {
+        return Opened::Unavailable;
+    };
+    let Ok(file) = std::fs::File::open(path) else {
+        return Opened::Replaced;
+    };
+    match stamp(&file) {
+        Some(stamp) if (stamp.0[0] as u64, stamp.0[1] as u64) == id => {
+            Opened::File(file, offset, stamp)
+        }
+        _ => Opened::Replaced,
+    }
+}
+
+#[cfg(unix)]
+fn stamp(file: &std::fs::File) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = file.metadata().ok()?;
+    let nanos = |s: i64, ns: i64| s.saturating_mul(1_000_000_000).saturating_add(ns);
+    Some(Stamp([
+        m.dev() as i64,
+        m.ino() as i64,
+        m.size() as i64,
+        nanos(m.mtime(), m.mtime_nsec()),
+        nanos(m.ctime(), m.ctime_nsec()),
+    ]))
+}
+
+#[cfg(not(unix))]
+fn stamp(_: &std::fs::File) -> Option<Stamp> {
+    None
+}
+
+/// `len` bytes of `file` from `offset`, into memory.
+fn read_payload(file: &std::fs::File, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    let mut value = vec![0u8; len];
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileExt;
+        file.read_exact_at(&mut value, offset)?;
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (file, offset);
+        return Err(std::io::Error::other("not on this platform"));
+    }
+    Ok(value)
+}
+
+/// The payload's first byte, read from the file.
+fn first_byte(file: &std::fs::File, offset: u64) -> Option<u8> {
+    let mut byte = [0u8; 1];
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileExt;
+        file.read_exact_at(&mut byte, offset).ok()?;
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (file, offset);
+        return None;
+    }
+    Some(byte[0])
+}
+
+/// The descriptor of `file`, given to Python (which closes it).
+#[cfg(unix)]
+fn into_fd(file: std::fs::File) -> i64 {
+    use std::os::fd::IntoRawFd;
+    i64::from(file.into_raw_fd())
+}
+
+#[cfg(not(unix))]
+fn into_fd(_: std::fs::File) -> i64 {
+    unreachable!("file_id() is None off Unix: no file is opened")
+}
+
+/// The payload `compute` returned: `bytes`, or a list of parts.
+fn computed(py: Python<'_>, compute: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    let payload = compute.call0()?;
+    if let Ok(bytes) = payload.cast::<PyBytes>() {
+        return Ok(bytes.as_bytes().to_vec());
+    }
+    if let Ok(parts) = payload.cast::<PyList>() {
+        return result::assemble(py, parts);
+    }
+    Err(PyValueError::new_err(format!(
+        "the computation must return the encoded result (bytes, or a list of parts): got {}",
+        payload.get_type().name()?
+    )))
+}
+
+/// A payload read on a hit, for Python: small ones copied (into `bytes`
+/// for a bare pickle, a `bytearray` for the `MPYR` layout, whose arrays
+/// are then writable views of it), large ones as a [`Payload`] (no copy).
+fn loaded(py: Python<'_>, value: Vec<u8>) -> PyResult<Py<PyAny>> {
+    Ok(if value.len() >= result::LARGE {
+        Py::new(py, Payload::new(value))?.into_any()
+    } else if value.first() == Some(&0x80) {
+        PyBytes::new(py, &value).into_any().unbind()
+    } else {
+        PyByteArray::new(py, &value).into_any().unbind()
+    })
+}
+
 /// A handle on one stored result: `memento.StoredResult` wraps it.
 #[pyclass(frozen, name = "StoredResult", module = "memento._memento")]
 struct PyStoredResult {
@@ -292,11 +688,12 @@ struct PyStoredResult {
 
 #[pymethods]
 impl PyStoredResult {
-    /// The stored pickle, verified. `KeyError` when it is not stored.
-    fn get<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+    /// The stored payload, verified (as [`PyMemory::call`] returns a
+    /// loaded one). `KeyError` when it is not stored.
+    fn get(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let result = &self.result;
         let value = py.detach(|| result.get()).map_err(to_py)?;
-        Ok(PyBytes::new(py, &value))
+        loaded(py, value)
     }
 
     /// Removes the stored result. `KeyError` when it is not stored.
@@ -354,6 +751,7 @@ fn _memento(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyFunction>()?;
     m.add_class::<PyMemory>()?;
     m.add_class::<PyStoredResult>()?;
+    m.add_class::<Payload>()?;
     m.add_function(wrap_pyfunction!(hash_args, m)?)?;
     m.add_function(wrap_pyfunction!(hash_value, m)?)?;
     Ok(())

@@ -107,6 +107,8 @@ struct Map {
     signer: Option<Signer>,
     /// The entry's file, removed if the data fails its checksum.
     entry: Option<PathBuf>,
+    /// The mapped file's device and inode (Unix).
+    file_id: Option<(u64, u64)>,
     verified: OnceLock<Result<(), Damage>>,
 }
 
@@ -140,6 +142,7 @@ pub struct MappedDamage {
 impl<T: StoredBuffer> Mapped<T> {
     /// Maps a stored entry whose header was checked and whose descriptor
     /// says `shape` and `count` elements from `offset` on.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn map(
         map: memmap2::Mmap,
         header: Header,
@@ -148,6 +151,7 @@ impl<T: StoredBuffer> Mapped<T> {
         shape: Vec<u64>,
         signer: Option<Signer>,
         entry: Option<PathBuf>,
+        file_id: Option<(u64, u64)>,
     ) -> Mapped<T> {
         Mapped {
             inner: Inner::Map(Box::new(Map {
@@ -158,6 +162,7 @@ impl<T: StoredBuffer> Mapped<T> {
                 shape,
                 signer,
                 entry,
+                file_id,
                 verified: OnceLock::new(),
             })),
         }
@@ -167,6 +172,55 @@ impl<T: StoredBuffer> Mapped<T> {
     /// memory)?
     pub fn is_mapped(&self) -> bool {
         matches!(self.inner, Inner::Map(_))
+    }
+
+    /// Where a mapped result's bytes are: the entry's local file and the
+    /// offset of the elements in it, for another reader of the same bytes
+    /// (memento's Python package maps arrays from them with numpy, after
+    /// [`verify`](Mapped::verify)). `None` for a value in memory or an
+    /// entry that is not a local file. The path may name another file by
+    /// the time it is opened (a newer result replaced the entry): compare
+    /// the opened file's device and inode with [`file_id`](Mapped::file_id).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use memento::{Function, Lookup, Mapped, Memory};
+    ///
+    /// let memory = Memory::new(dir.path());
+    /// let f = Function::new("docs", "bytes");
+    /// let data = vec![7u8; 1000];
+    /// let _: Mapped<Vec<u8>> = memory.call(&f, &1u8, || data.clone().into());
+    /// let Lookup::Hit(stored) = memory.lookup::<Mapped<Vec<u8>>, _>(&f, &1u8) else {
+    ///     panic!("stored above")
+    /// };
+    /// stored.verify().unwrap();
+    /// let (path, offset) = stored.entry_file().unwrap();
+    /// assert_eq!(offset % 64, 0);
+    /// let file = std::fs::File::open(path).unwrap();
+    /// #[cfg(unix)]
+    /// {
+    ///     use std::os::unix::fs::MetadataExt;
+    ///     let meta = file.metadata().unwrap();
+    ///     assert_eq!(stored.file_id(), Some((meta.dev(), meta.ino())));
+    /// }
+    /// let bytes = std::fs::read(path).unwrap();
+    /// assert_eq!(&bytes[offset as usize..][..1000], &data[..]);
+    /// ```
+    pub fn entry_file(&self) -> Option<(&std::path::Path, u64)> {
+        let Inner::Map(map) = &self.inner else {
+            return None;
+        };
+        Some((map.entry.as_deref()?, map.offset as u64))
+    }
+
+    /// The device and inode of the file a mapped result is mapped from
+    /// (Unix; `None` elsewhere and for a value in memory): the identity
+    /// of the file that [`verify`](Mapped::verify) checks.
+    pub fn file_id(&self) -> Option<(u64, u64)> {
+        match &self.inner {
+            Inner::Map(map) => map.file_id,
+            Inner::Owned(_) => None,
+        }
     }
 
     /// The shape: the length of each dimension (one for vectors).
@@ -233,6 +287,20 @@ impl<T: StoredBuffer> Mapped<T> {
                     .expect("the descriptor was checked against the type")
             }
         }
+    }
+}
+
+/// The device and inode of `file` (Unix).
+pub(crate) fn file_id(file: &std::fs::File) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        file.metadata().ok().map(|m| (m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = file;
+        None
     }
 }
 

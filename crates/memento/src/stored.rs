@@ -248,6 +248,7 @@ impl Ops {
                     layout.shape,
                     entry.signer.cloned(),
                     entry.path,
+                    crate::mapped::file_id(entry.file),
                 );
                 put(out, value).map_err(ReadError::Damage)?;
                 Ok(Checked::Deferred)

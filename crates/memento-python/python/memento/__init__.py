@@ -28,7 +28,15 @@ What differs from joblib, and why:
   of ``@memory.cache`` (joblib drops them on any change of its text).
 - ``Memory(cachedir=...)``, joblib's name of ``location`` before 0.12 (the
   tutorials written for it), is accepted with a ``DeprecationWarning``.
-- Results are pickles (protocol 5) stored in memento's entry format: one
+- Results are pickles (protocol 5) stored in memento's entry format, NumPy
+  arrays raw beside the pickle, 64-byte aligned: loaded arrays are
+  writable views of the bytes read (no copy per array), and with
+  ``mmap_mode='r'`` or ``'c'`` they are ``np.memmap``s of the entry's file,
+  mapped after its checksum is verified. ``'r+'`` and ``'w+'`` are ``'c'``
+  (copy on write): a stored result never changes in the store.
+  ``compress`` takes joblib's values and stores with zstd or lz4 (zlib,
+  gzip, bz2, lzma and xz are zstd at that level); compressed results are
+  loaded, not mapped, as joblib does. An entry is one
   checksummed file per result, published atomically (a killed writer never
   leaves a damaged result), computed once when several processes need the
   same new result at the same time, limits enforced after writes
@@ -51,20 +59,20 @@ called with a stored result's metadata (``duration``, ``input_args``,
 ``time``) before it is used; when it returns false the result is computed
 again and stored over the old one.
 
-Not yet: ``mmap_mode`` (accepted; results are loaded into memory),
-``compress`` (accepted; results are stored uncompressed), backends other
-than ``'local'``.
+Not yet: backends other than ``'local'``.
 """
 
 import ast
 import datetime
 import functools
+import importlib.util
 import inspect
 import io
 import os
 import pathlib
 import pickle
 import re
+import struct
 import sys
 import textwrap
 import time
@@ -256,6 +264,10 @@ def _short_repr(value, limit=200):
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+class _NotStored(Exception):
+    """Raised instead of computing, by a look that must not compute."""
+
+
 class _Unpicklable(Exception):
     """The result could not be pickled: returned, not stored."""
 
@@ -266,20 +278,240 @@ class _Unpicklable(Exception):
 
 
 # --- results ------------------------------------------------------------------
+#
+# A result is stored as its pickle (protocol 5). Its out-of-band buffers
+# (NumPy arrays: their raw bytes, not copied into the pickle) make it the
+# MPYR layout, version 1 (docs/ARCHITECTURE.md), all integers little-endian:
+#
+#   0   4       magic b"MPYR"
+#   4   2       layout version (1)
+#   6   2       zero
+#   8   8       P: the pickle's length
+#   16  8       N: the number of buffers
+#   24  16 * N  per buffer: its offset from the payload's start (a multiple
+#               of 64), its length
+#   then        the pickle (P bytes); each buffer at its offset, zeros between
+#
+# A result without out-of-band buffers is the bare pickle (it starts with
+# the PROTO opcode 0x80, never with the magic), as every result stored
+# before this layout is. The payload starts at a file offset that is a
+# multiple of 64 (memento's plain-buffer entry), so the buffers are aligned
+# in the file too: mmap_mode maps them from it.
+
+_MAGIC = b"MPYR"
+_LAYOUT_VERSION = 1
+_ALIGN = 64
+_HEAD = struct.Struct("<4sHHQQ")
+_SLOT = struct.Struct("<QQ")
+_FROMBUFFER = {("numpy._core.numeric", "_frombuffer"), ("numpy.core.numeric", "_frombuffer")}
+
+
+def _align(n):
+    return -(-n // _ALIGN) * _ALIGN
+
+
+class _Pickler(pickle.Pickler):
+    """Protocol 5 with NumPy arrays as out-of-band buffers: non-contiguous
+    arrays and ``np.memmap`` results as their contiguous ndarray copy or
+    view (joblib stores those too), read-only arrays as a writable copy, so
+    that they are stored raw and load as writable views of the stored
+    bytes; arrays of objects stay in the pickle."""
+
+    def reducer_override(self, obj):
+        np = sys.modules.get("numpy")
+        if np is None:
+            return NotImplemented
+        kind = type(obj)
+        if (kind is not np.ndarray and kind is not np.memmap) or obj.dtype.hasobject:
+            return NotImplemented  # other subclasses pickle as they do
+        contiguous = obj.flags.c_contiguous or obj.flags.f_contiguous
+        if kind is np.ndarray and contiguous and obj.flags.writeable:
+            return NotImplemented  # out of band already
+        if not obj.flags.writeable:
+            # Pickle would mark its buffer read-only, and the arrays loaded
+            # would be: a writable copy, so that they load writable, as
+            # joblib's do.
+            plain = np.array(obj, order="K")
+        elif contiguous:
+            plain = obj.view(np.ndarray)
+        else:
+            plain = np.ascontiguousarray(obj)
+        return plain.__reduce_ex__(PICKLE_PROTOCOL)
+
+
+def _encode(value):
+    """The payload of ``value``: the bare pickle (bytes), or the parts of
+    the MPYR layout (a list: the head, then each buffer, which
+    ``_memento`` lays out at the next multiple of 64 after the previous
+    part, as the table says)."""
+    buffers = []
+    out = io.BytesIO()
+    _Pickler(out, protocol=PICKLE_PROTOCOL, buffer_callback=buffers.append).dump(value)
+    data = out.getbuffer()
+    if not buffers:
+        return bytes(data)
+    raws = [b.raw() for b in buffers]
+    head_len = _HEAD.size + _SLOT.size * len(raws) + len(data)
+    table = []
+    at = _align(head_len)
+    for raw in raws:
+        table.append(_SLOT.pack(at, raw.nbytes))
+        at = _align(at + raw.nbytes)
+    head = b"".join([_HEAD.pack(_MAGIC, _LAYOUT_VERSION, 0, len(data), len(raws)), *table, data])
+    return [head, *raws]
+
+
+def _view(payload):
+    """A writable view of a large payload's memory, which the view keeps
+    alive (a stable-ABI extension cannot export the buffer protocol for
+    CPython 3.9 and 3.10, so the view is made with ctypes)."""
+    import ctypes
+
+    class _Memory(ctypes.c_char * len(payload)):
+        __slots__ = ("payload",)
+
+    memory = _Memory.from_address(payload.address)
+    memory.payload = payload
+    return memoryview(memory).cast("B")
+
+
+def _layout(view):
+    """The pickle and the buffers of an MPYR payload (views of ``view``)."""
+    magic, version, _, pickle_len, count = _HEAD.unpack_from(view, 0)
+    if version != _LAYOUT_VERSION:
+        raise ValueError(
+            f"it was stored in result layout version {version} and this memento reads "
+            f"version {_LAYOUT_VERSION}: update memento, or clear the function"
+        )
+    start = _HEAD.size + _SLOT.size * count
+    if start + pickle_len > len(view):
+        raise ValueError("its layout's table is damaged")
+    buffers = []
+    for i in range(count):
+        at, length = _SLOT.unpack_from(view, _HEAD.size + _SLOT.size * i)
+        if at % _ALIGN or at + length > len(view):
+            raise ValueError("its layout's table is damaged")
+        buffers.append(view[at : at + length])
+    return view[start : start + pickle_len], buffers
+
+
+def _decode(data):
+    """The value of a payload read into memory (``bytes``, ``bytearray``
+    or a large ``_memento.Payload``). Arrays are views of the payload's
+    memory, writable (it is this load's own)."""
+    if type(data) is bytes:
+        return pickle.loads(data)
+    view = _view(data) if isinstance(data, _memento.Payload) else memoryview(data)
+    if view[:4] != _MAGIC:
+        return pickle.loads(view)
+    stream, buffers = _layout(view)
+    return pickle.loads(stream, buffers=buffers)
+
+
+def _memmap_frombuffer(buffer, dtype, shape, order):
+    """numpy's ``_frombuffer`` for a mapped load: an ``np.memmap`` of the
+    entry's file, as joblib returns."""
+    np = sys.modules["numpy"]
+    if isinstance(buffer, memoryview) and isinstance(buffer.obj, np.memmap):
+        buffer = buffer.obj  # a read-only buffer, wrapped by pickle
+    if isinstance(buffer, np.memmap):
+        return buffer.view(dtype).reshape(shape, order=order)
+    return np.frombuffer(buffer, dtype=dtype).reshape(shape, order=order)
+
+
+class _MappedUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if (module, name) in _FROMBUFFER:
+            return _memmap_frombuffer
+        return super().find_class(module, name)
+
+
+def _decode_mapped(found, mode):
+    """The value of a verified entry mapped from its file: ``found`` is
+    ``(fd, offset, length)`` from ``_memento``, a descriptor of the very
+    file that was verified (closed here), where the payload starts in it,
+    and its length."""
+    import numpy as np
+
+    fd, offset, length = found
+    with open(fd, "rb", closefd=True) as f:
+        region = np.memmap(f, dtype=np.uint8, mode=mode, offset=offset, shape=(length,))
+    if bytes(region[:4]) != _MAGIC:
+        return pickle.loads(memoryview(region))
+    stream, buffers = _layout(region)
+    return _MappedUnpickler(io.BytesIO(bytes(stream)), buffers=buffers).load()
+
+
+def _map_mode(mmap_mode):
+    """The mode arrays are mapped with: 'r' (read-only) or 'c' (copy on
+    write). 'r+' and 'w+' are 'c': a stored result must never change in
+    the store (it is checksummed, and shared by every later call)."""
+    if mmap_mode not in (None, "r", "r+", "w+", "c"):
+        raise ValueError(f"mmap_mode must be None, 'r', 'r+', 'w+' or 'c': got {mmap_mode!r}")
+    return None if mmap_mode is None else ("r" if mmap_mode == "r" else "c")
+
+
+_COMPRESSORS = ("zlib", "gzip", "bz2", "lzma", "xz", "lz4", "zstd")
+
+
+def _compression(compress):
+    """joblib's ``compress`` as memento's codec: ``None``, ``("lz4", 0)``
+    or ``("zstd", level)``. memento has lz4 and zstd; the names it lacks
+    (zlib, gzip, bz2, lzma, xz) are zstd at the same level."""
+    accepted = (
+        "compress must be False, True, a level from 0 to 9, one of "
+        f"{', '.join(repr(n) for n in _COMPRESSORS)}, or (name, level) such as ('zstd', 3): "
+        f"got {compress!r}"
+    )
+    if compress is None or compress is False:
+        return None
+    if compress is True:
+        name, level = "zlib", 3
+    elif isinstance(compress, int):
+        if not 0 <= compress <= 9:
+            raise ValueError(accepted)
+        name, level = "zlib", compress
+    elif isinstance(compress, str):
+        name, level = compress, 3
+    elif (
+        isinstance(compress, (tuple, list))
+        and len(compress) == 2
+        and isinstance(compress[0], str)
+        and isinstance(compress[1], int)
+        and not isinstance(compress[1], bool)
+    ):
+        name, level = compress
+    else:
+        raise ValueError(accepted)
+    if name not in _COMPRESSORS:
+        raise ValueError(accepted)
+    if level == 0:
+        return None
+    if name == "lz4":
+        return ("lz4", 0)
+    if not 1 <= level <= (22 if name == "zstd" else 9):
+        raise ValueError(accepted)
+    return ("zstd", level)
 
 
 class MemorizedResult:
     """A handle on a stored result (``func.call_and_shelve(...)``): ``get()``
     reads it, ``clear()`` removes it."""
 
-    def __init__(self, stored, func_name):
+    def __init__(self, stored, func_name, mapped=None):
         self._stored = stored
         self.func = func_name
+        # (load, map mode) with mmap_mode: get() maps as a call does.
+        self._mapped = mapped
 
     def get(self):
-        """The stored value, verified and unpickled. ``KeyError`` when it is no
-        longer stored."""
-        return pickle.loads(self._stored.get())
+        """The stored value, verified and unpickled (mapped with the
+        function's ``mmap_mode``). ``KeyError`` when it is no longer
+        stored."""
+        if self._mapped is not None:
+            load, mode = self._mapped
+            return load(mode)
+        return _decode(self._stored.get())
 
     def clear(self):
         """Removes the stored result (nothing happens if it is gone)."""
@@ -354,13 +586,32 @@ class MemorizedFunc:
     """A cached function (what ``@memory.cache`` returns)."""
 
     def __init__(
-        self, func, memory, ignore=None, verbose=1, mmap_mode=None, cache_validation_callback=None
+        self,
+        func,
+        memory,
+        ignore=None,
+        verbose=1,
+        mmap_mode=None,
+        cache_validation_callback=None,
+        compress=False,
     ):
         self.func = func
         self.cache_validation_callback = cache_validation_callback
         self._memory = memory  # _memento.Memory
         self._verbose = verbose
         self.mmap_mode = mmap_mode
+        self.compress = compress
+        self._compression = _compression(compress)
+        # Compressed entries cannot be mapped: with compress, results are
+        # loaded (as joblib does).
+        self._map_mode = None if self._compression else _map_mode(mmap_mode)
+        if self._map_mode is not None and importlib.util.find_spec("numpy") is None:
+            warnings.warn(
+                "memento: mmap_mode maps arrays with numpy, which is not installed: "
+                "results are loaded into memory",
+                stacklevel=3,
+            )
+            self._map_mode = None
         self._signature = inspect.signature(func)
         self.ignore = list(ignore or [])
         for name in self.ignore:
@@ -372,17 +623,23 @@ class MemorizedFunc:
         self._ignored = frozenset(self.ignore)
         self._function = None
         self._fast = self._fast_binding()
+        self._code = None
         functools.update_wrapper(self, func)
 
     # The Rust side's Function, made at the first call (reading the source
     # costs milliseconds: not at import).
     def _rust_function(self):
-        if self._function is None:
+        # A function whose code object was replaced at run time (joblib:
+        # test_memory_in_memory_function_code_change) is fingerprinted again.
+        code = getattr(self.func, "__code__", None)
+        if self._function is None or code is not self._code:
+            self._code = code
             self._function = _memento.Function(
                 _module_name(self.func),
                 self.func.__qualname__,
                 _fingerprint(self.func),
                 f"{self.func.__qualname__}{self._signature}",
+                compress=self._compression,
             )
         return self._function
 
@@ -494,21 +751,66 @@ class MemorizedFunc:
                 took = time.monotonic() - start
                 print(f"[Memory] {self.func.__qualname__} - {took:.1f}s, {took / 60:.1f}min")
             try:
-                return pickle.dumps(value, protocol=PICKLE_PROTOCOL)
+                payload = _encode(value)
             except Exception as e:  # noqa: BLE001 - any pickling failure
                 raise _Unpicklable(value, e) from e
+            computed.append(type(payload) is list)
+            return payload
+
+        mode = self._map_mode
+        for _ in range(3):
+            try:
+                data, hit = self._memory.call(function, digest, compute, force, mode is not None)
+            except _Unpicklable as e:
+                warnings.warn(
+                    f"memento: the result of {function.full_name} cannot be pickled "
+                    f"({e.error!r}); it is returned but not cached",
+                    stacklevel=3,
+                )
+                return e.value, False, digest, function
+            if not hit:
+                value, buffers = computed
+                if mode is not None and buffers:
+                    # As joblib: the first call returns the arrays mapped
+                    # too, as every later call will (the value computed
+                    # when it cannot be read back: not stored, say).
+                    try:
+                        value = self._load_mapped(function, digest, mode)
+                    except Exception:  # noqa: BLE001 - the computed value is right too
+                        pass
+                return value, False, digest, function
+            try:
+                if type(data) is tuple:
+                    return _decode_mapped(data, mode), True, digest, function
+                return _decode(data), True, digest, function
+            except Exception as e:  # noqa: BLE001 - any unpickling failure
+                warnings.warn(
+                    f"memento: the stored result of {function.full_name} cannot be loaded "
+                    f"({e!r}); it is computed again",
+                    stacklevel=3,
+                )
+                force = True
+        # Three stored results in a row could not be loaded: computed here.
+        computed.clear()
+        self._memory.call(function, digest, compute, True, False)
+        return computed[0], False, digest, function
+
+    def _load_mapped(self, function, digest, mode):
+        """The stored result mapped with ``mode``. Computes nothing:
+        ``KeyError`` when it is not stored."""
+
+        def not_stored():
+            raise _NotStored
 
         try:
-            data, hit = self._memory.call(function, digest, compute, force)
-        except _Unpicklable as e:
-            warnings.warn(
-                f"memento: the result of {function.full_name} cannot be pickled "
-                f"({e.error!r}); it is returned but not cached",
-                stacklevel=3,
-            )
-            return e.value, False, digest, function
-        value = pickle.loads(data) if hit else computed[0]
-        return value, hit, digest, function
+            data, _ = self._memory.call(function, digest, not_stored, False, True)
+        except _NotStored:
+            raise KeyError(
+                f"no result of {function.full_name} is stored for these arguments"
+            ) from None
+        if type(data) is tuple:
+            return _decode_mapped(data, mode)
+        return _decode(data)
 
     def __call__(self, *args, **kwargs):
         return self._run(args, kwargs)[0]
@@ -517,7 +819,10 @@ class MemorizedFunc:
         """Computes (or finds) the result and returns a handle on it instead
         of the value."""
         _, _, digest, function = self._run(args, kwargs)
-        return MemorizedResult(self._memory.shelve(function, digest), function.full_name)
+        mapped = None
+        if self._map_mode is not None:
+            mapped = (functools.partial(self._load_mapped, function, digest), self._map_mode)
+        return MemorizedResult(self._memory.shelve(function, digest), function.full_name, mapped)
 
     def call(self, *args, **kwargs):
         """Computes the result again, stores it over the old one, and returns
@@ -561,6 +866,12 @@ class Memory:
     environment variable) signs entries and refuses foreign ones;
     ``lock_timeout`` (seconds) bounds the wait for the same call running in
     another process (by default: until it ends or its process dies).
+
+    ``mmap_mode='r'`` returns stored arrays as read-only ``np.memmap``s of
+    their entry file (verified first; ``'c'``, ``'r+'`` and ``'w+'``: copy
+    on write). ``compress`` (``True``, a level 0 to 9, ``'zstd'``,
+    ``'lz4'``, ``'zlib'``... or ``(name, level)``) stores results
+    compressed with zstd or lz4; compressed results are loaded, not mapped.
     """
 
     def __init__(
@@ -597,16 +908,11 @@ class Memory:
                 f"backend={backend!r}: memento's Python package has the 'local' backend only "
                 "(a folder) for now"
             )
-        if mmap_mode not in (None, "r", "r+", "w+", "c"):
-            raise ValueError(f"mmap_mode must be None, 'r', 'r+', 'w+' or 'c': got {mmap_mode!r}")
-        if mmap_mode is not None:
+        _map_mode(mmap_mode)
+        if _compression(compress) and mmap_mode is not None:
             warnings.warn(
-                "memento: mmap_mode is not implemented yet; results are loaded into memory",
-                stacklevel=2,
-            )
-        if compress:
-            warnings.warn(
-                "memento: compress is not implemented yet; results are stored uncompressed",
+                "memento: compressed results cannot be memory-mapped: with compress, "
+                "mmap_mode is ignored and results are loaded (as joblib does)",
                 stacklevel=2,
             )
         self.mmap_mode = mmap_mode
@@ -670,6 +976,7 @@ class Memory:
             verbose=self._verbose if verbose is None else verbose,
             mmap_mode=self.mmap_mode if mmap_mode is False else mmap_mode,
             cache_validation_callback=cache_validation_callback,
+            compress=self.compress,
         )
 
     def eval(self, func, *args, **kwargs):

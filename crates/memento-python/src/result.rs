@@ -1,0 +1,217 @@
+//! A Python result's bytes, between the Python half and memento's entries.
+//!
+//! The Python half (`python/memento/__init__.py`) pickles a result with
+//! protocol 5: a bare pickle when it has no out-of-band buffers, else the
+//! `MPYR` layout (a small table, the pickle, then each buffer raw, at an
+//! offset that is a multiple of 64; see docs/ARCHITECTURE.md). Here:
+//!
+//! - [`assemble`]: the layout's parts (the head, then each buffer) are
+//!   copied once, straight from the arrays' memory into the entry's
+//!   payload, with the GIL released for large ones; the entry's payload
+//!   starts at a file offset that is a multiple of 64, so the buffers are
+//!   aligned in the file too, and can be memory-mapped.
+//! - [`Payload`]: a large payload read on a hit is handed to Python without
+//!   a copy: Python views its memory (through `ctypes`: a stable-ABI
+//!   extension for CPython 3.9 cannot export the buffer protocol itself)
+//!   and keeps this object alive for as long as any view of it lives.
+//!   The memory is the hit's own, so the arrays viewing it are writable,
+//!   as joblib's loaded arrays are.
+
+use std::ffi::{c_char, c_int, c_void};
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+
+/// Each part of a payload starts at a multiple of this.
+pub(crate) const ALIGN: usize = 64;
+
+/// Payloads at least this large are handed over as a [`Payload`] (no
+/// copy); smaller ones are copied into a `bytes` or `bytearray`.
+pub(crate) const LARGE: usize = 1 << 20;
+
+/// `Py_buffer`, laid out as CPython has since 3.3 (part of the stable ABI
+/// from 3.11; PyO3 declares it for abi3 builds from 3.11 only). The same
+/// declaration as `hash.rs`'s, for reading a contiguous buffer.
+#[repr(C)]
+struct RawBuffer {
+    buf: *mut c_void,
+    obj: *mut pyo3::ffi::PyObject,
+    len: isize,
+    itemsize: isize,
+    readonly: c_int,
+    ndim: c_int,
+    format: *mut c_char,
+    shape: *mut isize,
+    strides: *mut isize,
+    suboffsets: *mut isize,
+    internal: *mut c_void,
+}
+
+unsafe extern "C" {
+    fn PyObject_GetBuffer(
+        obj: *mut pyo3::ffi::PyObject,
+        view: *mut RawBuffer,
+        flags: c_int,
+    ) -> c_int;
+    fn PyBuffer_Release(view: *mut RawBuffer);
+}
+
+/// `PyBUF_SIMPLE`: a contiguous run of bytes, read-only is fine.
+const PYBUF_SIMPLE: c_int = 0;
+
+/// A contiguous buffer of a Python object, released on drop (with the GIL
+/// held: it never leaves the thread that holds it).
+struct Contiguous<'a, 'py> {
+    view: Box<RawBuffer>,
+    _obj: &'a Bound<'py, PyAny>,
+}
+
+impl<'a, 'py> Contiguous<'a, 'py> {
+    fn get(obj: &'a Bound<'py, PyAny>) -> PyResult<Contiguous<'a, 'py>> {
+        let mut view = Box::new(RawBuffer {
+            buf: std::ptr::null_mut(),
+            obj: std::ptr::null_mut(),
+            len: 0,
+            itemsize: 0,
+            readonly: 0,
+            ndim: 0,
+            format: std::ptr::null_mut(),
+            shape: std::ptr::null_mut(),
+            strides: std::ptr::null_mut(),
+            suboffsets: std::ptr::null_mut(),
+            internal: std::ptr::null_mut(),
+        });
+        // SAFETY: `obj` is a live object; `view` is a writable Py_buffer.
+        let rc = unsafe { PyObject_GetBuffer(obj.as_ptr(), &mut *view, PYBUF_SIMPLE) };
+        if rc != 0 {
+            return Err(PyErr::fetch(obj.py()));
+        }
+        Ok(Contiguous { view, _obj: obj })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        if self.view.len <= 0 || self.view.buf.is_null() {
+            return &[];
+        }
+        // SAFETY: a PyBUF_SIMPLE view is `len` contiguous bytes from `buf`,
+        // valid until it is released (when `self` drops).
+        unsafe { std::slice::from_raw_parts(self.view.buf as *const u8, self.view.len as usize) }
+    }
+}
+
+impl Drop for Contiguous<'_, '_> {
+    fn drop(&mut self) {
+        // SAFETY: filled by a successful PyObject_GetBuffer, released once,
+        // with the GIL held (the type is not Send).
+        unsafe { PyBuffer_Release(&mut *self.view) };
+    }
+}
+
+/// The next multiple of [`ALIGN`] from `n`.
+pub(crate) fn align(n: usize) -> usize {
+    n.div_ceil(ALIGN) * ALIGN
+}
+
+/// A borrowed run of bytes sent to a thread without the GIL.
+struct Run(*const u8, usize);
+
+// SAFETY: the memory stays valid while the `Contiguous` it comes from is
+// held, and every `Contiguous` outlives the `detach` that uses the runs;
+// the memory is only read.
+unsafe impl Send for Run {}
+
+/// The payload of a result from its parts: each part (a bytes-like object
+/// with a contiguous buffer) at the next multiple of [`ALIGN`] after the
+/// previous one's end (the first at 0), zeros between them.
+pub(crate) fn assemble(py: Python<'_>, parts: &Bound<'_, PyList>) -> PyResult<Vec<u8>> {
+    let items: Vec<Bound<'_, PyAny>> = parts.iter().collect();
+    let views = items
+        .iter()
+        .map(Contiguous::get)
+        .collect::<PyResult<Vec<_>>>()?;
+    let runs: Vec<Run> = views
+        .iter()
+        .map(|v| {
+            let b = v.bytes();
+            Run(b.as_ptr(), b.len())
+        })
+        .collect();
+    let mut total = 0usize;
+    for run in &runs {
+        total = align(total)
+            .checked_add(run.1)
+            .ok_or_else(|| PyValueError::new_err("a result too large for this machine"))?;
+    }
+    let build = move || {
+        let mut out = Vec::with_capacity(total);
+        for Run(ptr, len) in runs {
+            out.resize(align(out.len()), 0);
+            // SAFETY: see `Run`.
+            out.extend_from_slice(unsafe { std::slice::from_raw_parts(ptr, len) });
+        }
+        out
+    };
+    let out = if total >= LARGE {
+        py.detach(build)
+    } else {
+        build()
+    };
+    drop(views);
+    Ok(out)
+}
+
+/// A large payload read on a hit, owned here and viewed from Python
+/// without a copy: `address` and `len()` describe its memory, which lives
+/// as long as this object. Python's views write into it (the arrays are
+/// writable); Rust never reads it again, it only frees it.
+#[pyclass(frozen, name = "Payload", module = "memento._memento")]
+pub(crate) struct Payload {
+    ptr: Owned,
+    len: usize,
+    cap: usize,
+}
+
+/// The payload's memory: a `Vec<u8>`'s parts, freed on drop.
+struct Owned(*mut u8);
+
+// SAFETY: the memory is owned by the Payload alone (no Rust reference to
+// it exists after `new`); Python's views of it are synchronised by the GIL
+// as any buffer is.
+unsafe impl Send for Owned {}
+unsafe impl Sync for Owned {}
+
+impl Payload {
+    pub(crate) fn new(bytes: Vec<u8>) -> Payload {
+        let mut bytes = std::mem::ManuallyDrop::new(bytes);
+        Payload {
+            ptr: Owned(bytes.as_mut_ptr()),
+            len: bytes.len(),
+            cap: bytes.capacity(),
+        }
+    }
+}
+
+impl Drop for Payload {
+    fn drop(&mut self) {
+        // SAFETY: the parts of a Vec<u8> taken apart in `new`, rebuilt once.
+        drop(unsafe { Vec::from_raw_parts(self.ptr.0, self.len, self.cap) });
+    }
+}
+
+#[pymethods]
+impl Payload {
+    /// The address of the first byte.
+    #[getter]
+    fn address(&self) -> usize {
+        self.ptr.0 as usize
+    }
+
+    fn __len__(&self) -> usize {
+        self.len
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<memento Payload of {} bytes>", self.len)
+    }
+}
