@@ -386,11 +386,15 @@ struct RefreshParts<'a> {
 }
 
 /// The rest of the body with `refresh = "background"`, after the lookup
-/// (`Memory::lookup_refreshing`, bound to `__memento_value`): the original
-/// body becomes a `move` closure that owns the arguments, called in place
-/// on a miss, or given to the refresh's thread when the stored result is
-/// expired (the call then returns that result, and no longer needs its
-/// arguments). A hit returns before the closure is made.
+/// (`Memory::lookup_refreshing`, bound to `__memento_value`). A hit
+/// returns at once. Otherwise the arguments are moved into a tuple (each
+/// checked `Send + 'static`, spanned to its type), and the original body
+/// becomes a `move` closure that takes the tuple apart: called in place on
+/// a miss, or given to the refresh's thread when the stored result is
+/// expired (the call then returns that result, and needs its arguments no
+/// more). Whether the refresh can be spawned is decided by the tuple's
+/// type, known here, rather than by the closure's, whose captures the
+/// compiler infers only later.
 fn refresh_body(function: &ItemFn, parts: &RefreshParts<'_>) -> TokenStream {
     let mixed = Span::mixed_site();
     let value = format_ident!("__memento_value", span = mixed);
@@ -398,6 +402,8 @@ fn refresh_body(function: &ItemFn, parts: &RefreshParts<'_>) -> TokenStream {
     let compute = format_ident!("__memento_compute", span = mixed);
     let refresh = format_ident!("__memento_refresh", span = mixed);
     let looked = format_ident!("__memento_looked", span = mixed);
+    let args = format_ident!("__memento_args", span = mixed);
+    let spawner = format_ident!("__memento_spawner", span = mixed);
     let RefreshParts {
         ret,
         body_ret,
@@ -410,17 +416,18 @@ fn refresh_body(function: &ItemFn, parts: &RefreshParts<'_>) -> TokenStream {
         is_result,
     } = parts;
     let block = &function.block;
-    // Each argument goes to the refresh's thread: one error per argument
-    // that cannot, spanned to its type.
     let mut checks = TokenStream::new();
+    let mut names = Vec::new();
+    let mut patterns = Vec::new();
     for input in &function.sig.inputs {
         if let FnArg::Typed(arg) = input {
-            let mut bound = Vec::new();
-            bindings(&arg.pat, &mut bound);
-            for ident in bound {
+            if let Pat::Ident(p) = &*arg.pat {
+                let (ident, mutability) = (&p.ident, &p.mutability);
                 checks.extend(quote_spanned!(arg.ty.span()=>
                     ::memento::__private::refresh_arg(&#ident);
                 ));
+                names.push(quote!(#ident));
+                patterns.push(quote!(#mutability #ident));
             }
         }
     }
@@ -435,14 +442,19 @@ fn refresh_body(function: &ItemFn, parts: &RefreshParts<'_>) -> TokenStream {
             #looked => #looked,
         };
         #checks
+        let #args = (#(#names,)*);
+        let #spawner = ::memento::__private::Spawner::<#stored, _>::of(&#args);
         #[allow(clippy::redundant_closure_call)]
-        let #compute = move || -> #ret { (|| -> #body_ret #block)() #to_ret };
+        let #compute = move || -> #ret {
+            #[allow(unused_variables, unused_mut)]
+            let (#(#patterns,)*) = #args;
+            (|| -> #body_ret #block)() #to_ret
+        };
         let #pending = match #looked {
             ::memento::Refreshing::Stale(#value, #refresh) => {
                 #[allow(unused_imports)]
                 use ::memento::__private::{DoesNotSpawn as _, Spawns as _};
-                (&::memento::__private::Spawner::<#stored, _>::of(&#compute))
-                    .#spawn(#refresh, #compute);
+                (&&#spawner).#spawn(#refresh, #compute);
                 return #hit;
             }
             ::memento::Refreshing::Miss(#pending) => #pending,
@@ -486,8 +498,21 @@ fn check_refresh(function: &ItemFn, options: &Options, refresh: &syn::LitStr) ->
         ));
     }
     let mut errors: Option<syn::Error> = None;
+    let mut error = |e: syn::Error| match &mut errors {
+        Some(errors) => errors.combine(e),
+        None => errors = Some(e),
+    };
     for input in &sig.inputs {
         let FnArg::Typed(arg) = input else { continue };
+        let plain = matches!(&*arg.pat, Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none());
+        if !plain {
+            error(syn::Error::new_spanned(
+                &arg.pat,
+                "with refresh = \"background\", each argument is a plain name (`x` or \
+                 `mut x`): the refresh's thread takes the arguments by name; take the \
+                 argument whole and destructure it in the body",
+            ));
+        }
         if let Some(borrowed) = borrowed_part(&arg.ty) {
             let name = match &*arg.pat {
                 Pat::Ident(p) => p.ident.to_string(),
@@ -502,10 +527,7 @@ fn check_refresh(function: &ItemFn, options: &Options, refresh: &syn::LitStr) ->
                      `&str`, `Vec<T>` rather than `&[T]`, an `Arc` to share)"
                 ),
             );
-            match &mut errors {
-                Some(errors) => errors.combine(e),
-                None => errors = Some(e),
-            }
+            error(e);
         }
     }
     errors.map_or(Ok(()), Err)

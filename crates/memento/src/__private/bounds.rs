@@ -402,66 +402,67 @@ impl<T: Send + 'static> RefreshArg for T {}
 #[inline(always)]
 pub fn refresh_arg<T: RefreshArg>(_: &T) {}
 
-/// The computation `F` of a function storing `T`, for autoref
-/// specialization: [`Spawns`] when `T` has serde and `F` can go to another
-/// thread, else [`DoesNotSpawn`] (never run: the checks of the result type
-/// and of the arguments report what is missing, once).
-pub struct Spawner<T, F>(PhantomData<(fn() -> T, fn() -> F)>);
+/// The arguments `A` (a tuple) of a function storing `T`, for autoref
+/// specialization: [`Spawns`] when `T` has serde and `A` can go to
+/// another thread, else [`DoesNotSpawn`] (never run: the checks of the
+/// result type and of each argument report what is missing, once). The
+/// computation given to `spawn` captures the arguments' tuple alone.
+pub struct Spawner<T, A>(PhantomData<(fn() -> T, fn() -> A)>);
 
-impl<T, F> Spawner<T, F> {
-    /// The marker of `compute`'s type.
+impl<T, A> Spawner<T, A> {
+    /// The marker of `args`'s type.
     #[inline(always)]
-    pub fn of(_compute: &F) -> Self {
+    pub fn of(_args: &A) -> Self {
         Spawner(PhantomData)
     }
 }
 
 /// [`Refresh::spawn`] and [`Refresh::spawn_result`], when the types allow.
-pub trait Spawns<T, F> {
+pub trait Spawns<T> {
     /// [`Refresh::spawn`].
-    fn spawn(&self, refresh: Refresh<T>, compute: F)
+    fn spawn<F>(&self, refresh: Refresh<T>, compute: F)
     where
-        F: FnOnce() -> T;
+        F: FnOnce() -> T + Send + 'static;
 
     /// [`Refresh::spawn_result`].
-    fn spawn_result<E>(&self, refresh: Refresh<T>, compute: F)
+    fn spawn_result<E, F>(&self, refresh: Refresh<T>, compute: F)
     where
-        F: FnOnce() -> Result<T, E>;
+        F: FnOnce() -> Result<T, E> + Send + 'static;
 }
 
-impl<T, F> Spawns<T, F> for &Spawner<T, F>
+impl<T, A> Spawns<T> for &Spawner<T, A>
 where
     T: Serialize + DeserializeOwned + 'static,
-    F: Send + 'static,
+    A: Send + 'static,
 {
     #[inline(always)]
-    fn spawn(&self, refresh: Refresh<T>, compute: F)
+    fn spawn<F>(&self, refresh: Refresh<T>, compute: F)
     where
-        F: FnOnce() -> T,
+        F: FnOnce() -> T + Send + 'static,
     {
         refresh.spawn(compute)
     }
 
     #[inline(always)]
-    fn spawn_result<E>(&self, refresh: Refresh<T>, compute: F)
+    fn spawn_result<E, F>(&self, refresh: Refresh<T>, compute: F)
     where
-        F: FnOnce() -> Result<T, E>,
+        F: FnOnce() -> Result<T, E> + Send + 'static,
     {
         refresh.spawn_result(compute)
     }
 }
 
 /// The fallback of [`Spawns`]: never run.
-pub trait DoesNotSpawn<T, F> {
+pub trait DoesNotSpawn<T> {
     /// Never run.
-    fn spawn(&self, _: Refresh<T>, _: F) {
+    fn spawn<F>(&self, _: Refresh<T>, _: F) {
         unreachable!("checked at compile time")
     }
 
     /// Never run.
-    fn spawn_result(&self, _: Refresh<T>, _: F) {
+    fn spawn_result<F>(&self, _: Refresh<T>, _: F) {
         unreachable!("checked at compile time")
     }
 }
 
-impl<T, F> DoesNotSpawn<T, F> for Spawner<T, F> {}
+impl<T, A> DoesNotSpawn<T> for Spawner<T, A> {}
