@@ -326,12 +326,11 @@ fn value_of(child: Child) -> u64 {
         "child failed: {stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("value="))
-        .unwrap_or_else(|| panic!("no value in {stdout}"))
-        .parse()
-        .unwrap()
+    // libtest prints the test's name on the same line.
+    let (_, value) = stdout
+        .split_once("value=")
+        .unwrap_or_else(|| panic!("no value in {stdout}"));
+    value.split_whitespace().next().unwrap().parse().unwrap()
 }
 
 fn runs(log: &Path) -> Vec<String> {
