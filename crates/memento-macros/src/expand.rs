@@ -331,6 +331,17 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
                 is_result,
             },
         );
+        // The arguments are moved into the body's closure, which binds
+        // them `mut` where the signature did: the function's own bindings
+        // need no `mut` (else "variable does not need to be mutable").
+        let mut sig = sig.clone();
+        for input in &mut sig.inputs {
+            if let FnArg::Typed(arg) = input {
+                if let Pat::Ident(p) = &mut *arg.pat {
+                    p.mutability = None;
+                }
+            }
+        }
         return Ok(quote! {
             #(#attrs)*
             #vis #sig {
@@ -423,7 +434,7 @@ fn refresh_body(function: &ItemFn, parts: &RefreshParts<'_>) -> TokenStream {
         if let FnArg::Typed(arg) = input {
             if let Pat::Ident(p) = &*arg.pat {
                 let (ident, mutability) = (&p.ident, &p.mutability);
-                checks.extend(quote_spanned!(arg.ty.span()=>
+                checks.extend(quote_spanned!(ident.span()=>
                     ::memento::__private::refresh_arg(&#ident);
                 ));
                 names.push(quote!(#ident));
@@ -513,13 +524,13 @@ fn check_refresh(function: &ItemFn, options: &Options, refresh: &syn::LitStr) ->
                  argument whole and destructure it in the body",
             ));
         }
-        if let Some(borrowed) = borrowed_part(&arg.ty) {
+        if borrowed_part(&arg.ty).is_some() {
             let name = match &*arg.pat {
                 Pat::Ident(p) => p.ident.to_string(),
                 other => other.to_token_stream().to_string(),
             };
             let e = syn::Error::new_spanned(
-                borrowed,
+                &arg.ty,
                 format!(
                     "argument `{name}` is borrowed: with refresh = \"background\", an expired \
                      result is computed again on a thread of its own after the call returned, \
@@ -533,9 +544,9 @@ fn check_refresh(function: &ItemFn, options: &Options, refresh: &syn::LitStr) ->
     errors.map_or(Ok(()), Err)
 }
 
-/// The first part of a type that borrows: a reference or a lifetime other
-/// than `'static` (those inside a function type, `Fn(&str)` or
-/// `fn(&str)`, are its own, and borrow nothing).
+/// Does a type borrow: a reference or a lifetime other than `'static`
+/// (those inside a function type, `Fn(&str)` or `fn(&str)`, are its own,
+/// and borrow nothing)? The first such part.
 fn borrowed_part(ty: &Type) -> Option<TokenStream> {
     use syn::visit::Visit;
     #[derive(Default)]

@@ -229,6 +229,41 @@ fn a_refresh_that_panics_keeps_the_old_result() {
 }
 
 // ---------------------------------------------------------------------
+// Generic functions, `mut` arguments and ignored arguments refresh too.
+
+static GENERIC_MEM: LazyLock<Memory> = LazyLock::new(|| memory("refresh-generic"));
+static GENERIC_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[memento::cache(
+    memory = GENERIC_MEM,
+    expires_after = "1ns",
+    refresh = "background",
+    ignore(progress)
+)]
+fn doubled<T: serde::Serialize + serde::de::DeserializeOwned + Clone + Send + 'static>(
+    mut items: Vec<T>,
+    progress: std::sync::Arc<AtomicUsize>,
+) -> Vec<T> {
+    GENERIC_RUNS.fetch_add(1, Ordering::SeqCst);
+    progress.fetch_add(1, Ordering::SeqCst);
+    items.extend(items.clone());
+    items
+}
+
+#[test]
+fn generic_functions_and_ignored_arguments_refresh_too() {
+    let progress = std::sync::Arc::new(AtomicUsize::new(0));
+    assert_eq!(doubled(vec![1u8, 2], progress.clone()), [1, 2, 1, 2]);
+    assert_eq!(doubled(vec![1u8, 2], progress.clone()), [1, 2, 1, 2]);
+    Memory::wait_for_refreshes();
+    // The refresh ran on its thread with the call's (ignored) argument.
+    assert_eq!(progress.load(Ordering::SeqCst), 2);
+    assert_eq!(GENERIC_RUNS.load(Ordering::SeqCst), 2);
+    assert_eq!(doubled(vec!['a'], progress.clone()), ['a', 'a']);
+    Memory::wait_for_refreshes();
+}
+
+// ---------------------------------------------------------------------
 // Without refresh, nothing changes; a forced call computes in the call.
 
 static PLAIN_MEM: LazyLock<Memory> = LazyLock::new(|| memory("refresh-plain"));
