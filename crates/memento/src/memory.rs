@@ -361,11 +361,10 @@ impl Memory {
         A: Serialize + ?Sized,
     {
         let stale = std::cell::Cell::new(false);
-        let found = self.reader().keeping_expired(&stale).find_stored::<T>(
-            function,
-            &keyed.key,
-            keyed.mode,
-        );
+        let found = self
+            .reader()
+            .keeping_expired(&stale)
+            .find_stored::<T>(function, &keyed.key, keyed.mode);
         let Some(value) = found else {
             let state = self
                 .records()

@@ -91,14 +91,22 @@ fn price(item: String) -> u64 {
 fn an_expired_result_is_served_at_once_and_replaced_by_the_refresh() {
     SERVED_DATA.store(100, Ordering::SeqCst);
     let first = price::call_with_outcome("ab".to_string());
-    assert_eq!((first.value, first.hit), (102, false), "computed in the call");
+    assert_eq!(
+        (first.value, first.hit),
+        (102, false),
+        "computed in the call"
+    );
 
     // The data changed; the stored result is expired. The call returns it
     // while the refresh is held at the gate: it does not wait for it.
     SERVED_DATA.store(200, Ordering::SeqCst);
     SERVED_GATE.close();
     let stale = price::call_with_outcome("ab".to_string());
-    assert_eq!((stale.value, stale.hit), (102, true), "the expired result, a hit");
+    assert_eq!(
+        (stale.value, stale.hit),
+        (102, true),
+        "the expired result, a hit"
+    );
     assert_eq!(
         stored::<u64>(&SERVED_MEM, price::function(), &("ab",)),
         Some(102),
@@ -159,7 +167,11 @@ fn many_threads_hitting_an_expired_key_start_one_refresh() {
     // that started it to its end).
     MANY_GATE.open();
     Memory::wait_for_refreshes();
-    assert_eq!(MANY_RUNS.load(Ordering::SeqCst), 2, "one refresh, for 16 calls");
+    assert_eq!(
+        MANY_RUNS.load(Ordering::SeqCst),
+        2,
+        "one refresh, for 16 calls"
+    );
     assert_eq!(
         stored::<String>(&MANY_MEM, shared_report::function(), &(7u32,)).as_deref(),
         Some("report 7, run 1")
@@ -202,7 +214,11 @@ fn a_failed_refresh_keeps_the_old_result() {
         assert_eq!(fetch_rate("EUR".into()), Ok(0));
         Memory::wait_for_refreshes();
     }
-    assert_eq!(FAIL_RUNS.load(Ordering::SeqCst), 4, "a later call tries again");
+    assert_eq!(
+        FAIL_RUNS.load(Ordering::SeqCst),
+        4,
+        "a later call tries again"
+    );
     assert_eq!(
         stored::<u64>(&FAIL_MEM, fetch_rate::function(), &("EUR",)),
         Some(0)
@@ -400,7 +416,12 @@ fn two_processes_start_one_refresh_and_exit_waits_for_it() {
     }
     // A third, meanwhile: served, and it starts no refresh of its own.
     assert_eq!(value_of(spawn_child(&cache, &log, 300, Some(&gate))), 101);
-    assert_eq!(runs(&log).len(), 2, "one refresh across processes: {:?}", runs(&log));
+    assert_eq!(
+        runs(&log).len(),
+        2,
+        "one refresh across processes: {:?}",
+        runs(&log)
+    );
 
     fs::write(&gate, "").unwrap();
     assert_eq!(value_of(refresher), 101, "the expired result was served");

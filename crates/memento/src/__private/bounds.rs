@@ -407,7 +407,7 @@ pub fn refresh_arg<T: RefreshArg>(_: &T) {}
 /// another thread, else [`DoesNotSpawn`] (never run: the checks of the
 /// result type and of each argument report what is missing, once). The
 /// computation given to `spawn` captures the arguments' tuple alone.
-pub struct Spawner<T, A>(PhantomData<(fn() -> T, fn() -> A)>);
+pub struct Spawner<T, A>(PhantomData<fn() -> (T, A)>);
 
 impl<T, A> Spawner<T, A> {
     /// The marker of `args`'s type.

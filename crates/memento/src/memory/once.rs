@@ -414,11 +414,9 @@ mod tests {
         // Another process (its own flights, its own open files): the lock.
         let other_store: Arc<dyn Store> = Arc::new(LocalStore::new(dir.path()));
         let other_flights = Arc::new(Flights::default());
-        assert!(
-            try_turn(&other_flights, &key, &*other_store, name)
-                .unwrap()
-                .is_none()
-        );
+        assert!(try_turn(&other_flights, &key, &*other_store, name)
+            .unwrap()
+            .is_none());
         assert!(
             other_flights.running.lock().unwrap().is_empty(),
             "a turn not taken leaves no flight behind"

@@ -47,13 +47,19 @@ pub enum Refreshing<'m, T> {
 /// gives the turn up (a later call starts the refresh).
 #[must_use = "call spawn() with the computation, or the result is not refreshed"]
 pub struct Refresh<T> {
+    /// Boxed: a `Refreshing` stays small on the hit path.
+    parts: Box<Parts>,
+    _output: PhantomData<fn() -> T>,
+}
+
+/// What the refresh's thread needs.
+struct Parts {
     memory: Memory,
     function: Function,
     key: Key,
     shape: Shape,
     args: String,
     held: Held,
-    _output: PhantomData<fn() -> T>,
 }
 
 impl<T> Refresh<T> {
@@ -66,12 +72,14 @@ impl<T> Refresh<T> {
         held: Held,
     ) -> Refresh<T> {
         Refresh {
-            memory,
-            function,
-            key,
-            shape,
-            args,
-            held,
+            parts: Box::new(Parts {
+                memory,
+                function,
+                key,
+                shape,
+                args,
+                held,
+            }),
             _output: PhantomData,
         }
     }
@@ -102,15 +110,14 @@ impl<T: Serialize + DeserializeOwned + 'static> Refresh<T> {
     where
         F: FnOnce() -> Option<T> + Send + 'static,
     {
-        let Refresh {
+        let Parts {
             memory,
             function,
             key,
             shape,
             args,
             held,
-            _output,
-        } = self;
+        } = *self.parts;
         crate::log::info!(
             "{}: result expired; served, and computed again in the background",
             function.full_name()
@@ -152,7 +159,9 @@ impl<T: Serialize + DeserializeOwned + 'static> Refresh<T> {
             // The closure (and the turn it holds) is dropped: a later
             // call tries again.
             RUNNING.end();
-            crate::log::warning!("could not start a background refresh ({e}); the expired result is served");
+            crate::log::warning!(
+                "could not start a background refresh ({e}); the expired result is served"
+            );
         }
     }
 }
@@ -213,9 +222,6 @@ impl Drop for End {
 pub(super) fn wait_for_refreshes() {
     let mut count = RUNNING.count.lock().unwrap_or_else(|e| e.into_inner());
     while *count > 0 {
-        count = RUNNING
-            .ended
-            .wait(count)
-            .unwrap_or_else(|e| e.into_inner());
+        count = RUNNING.ended.wait(count).unwrap_or_else(|e| e.into_inner());
     }
 }
