@@ -28,7 +28,7 @@ use super::Memory;
 use crate::function::{Function, Shape};
 use crate::key::Key;
 
-/// The answer of [`Memory::lookup_refreshing`].
+/// The answer of [`Memory::lookup_refreshing`] (an example there).
 pub enum Refreshing<'m, T> {
     /// The stored result, not expired (or expired, with its refresh
     /// running elsewhere: in another thread or process).
@@ -43,8 +43,9 @@ pub enum Refreshing<'m, T> {
 }
 
 /// The turn to recompute an expired result, held by this call: give it
-/// the computation with [`spawn`](Refresh::spawn). Dropping it unused
-/// gives the turn up (a later call starts the refresh).
+/// the computation with [`spawn`](Refresh::spawn) (examples there and at
+/// [`Memory::lookup_refreshing`]). Dropping it unused gives the turn up (a
+/// later call starts the refresh).
 #[must_use = "call spawn() with the computation, or the result is not refreshed"]
 pub struct Refresh<T> {
     /// Boxed: a `Refreshing` stays small on the hit path.
@@ -88,7 +89,25 @@ impl<T> Refresh<T> {
 impl<T: Serialize + DeserializeOwned + 'static> Refresh<T> {
     /// Runs `compute` on a thread of its own and replaces the stored
     /// result with its value. A panic in it leaves the stored result (a
-    /// warning). See [`Memory::lookup_refreshing`] for an example.
+    /// warning).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use memento::{Function, Memory, Refreshing};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let memory = Memory::new(dir.path());
+    /// let f = Function::new("docs", "catalogue").expires_after(Duration::from_nanos(1));
+    /// let _: Vec<String> = memory.call(&f, &(), || vec!["old".into()]);
+    /// if let Refreshing::Stale(old, refresh) = memory.lookup_refreshing::<Vec<String>, _>(&f, &()) {
+    ///     assert_eq!(old, ["old"]);
+    ///     refresh.spawn(|| vec!["new".into()]);
+    /// }
+    /// Memory::wait_for_refreshes();
+    /// let lasting = f.clone().expires_after(Duration::from_secs(3600));
+    /// assert!(memory.contains::<Vec<String>, _>(&lasting, &()));
+    /// let now: Vec<String> = memory.call(&lasting, &(), || unreachable!());
+    /// assert_eq!(now, ["new"]);
+    /// ```
     pub fn spawn<F>(self, compute: F)
     where
         F: FnOnce() -> T + Send + 'static,
@@ -98,6 +117,32 @@ impl<T: Serialize + DeserializeOwned + 'static> Refresh<T> {
 
     /// [`spawn`](Refresh::spawn) for a fallible computation: an `Ok`
     /// replaces the stored result; an `Err` leaves it (a warning).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use memento::{Function, Memory, Refreshing};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let memory = Memory::new(dir.path());
+    /// let rate = Function::new("docs", "rate").expires_after(Duration::from_nanos(1));
+    /// let fetch = |answer: Result<f64, String>| -> Result<f64, String> {
+    ///     match memory.lookup_refreshing(&rate, "EUR") {
+    ///         Refreshing::Hit(rate) => Ok(rate),
+    ///         Refreshing::Stale(rate, refresh) => {
+    ///             refresh.spawn_result(move || answer);
+    ///             Ok(rate)
+    ///         }
+    ///         Refreshing::Miss(pending) => pending.store_result(answer),
+    ///     }
+    /// };
+    /// assert_eq!(fetch(Ok(1.1)), Ok(1.1));
+    /// assert_eq!(fetch(Err("the server is down".into())), Ok(1.1));
+    /// Memory::wait_for_refreshes();
+    /// // The failed refresh stored nothing: the old result is still there.
+    /// assert_eq!(fetch(Ok(1.2)), Ok(1.1));
+    /// Memory::wait_for_refreshes();
+    /// assert_eq!(fetch(Ok(1.3)), Ok(1.2));
+    /// # Memory::wait_for_refreshes();
+    /// ```
     pub fn spawn_result<E, F>(self, compute: F)
     where
         F: FnOnce() -> Result<T, E> + Send + 'static,
