@@ -434,3 +434,65 @@ fn two_processes_start_one_refresh_and_exit_waits_for_it() {
         Some(201)
     );
 }
+
+// ---------------------------------------------------------------------
+// A refresh that keeps failing warns once (on stderr, with no subscriber).
+
+const WARN_ROLE: &str = "MEMENTO_TEST_REFRESH_WARN";
+
+#[memento::cache(expires_after = "1ns", refresh = "background")]
+fn flaky(x: u64) -> Result<u64, String> {
+    if std::env::var(WARN_ROLE).as_deref() == Ok("failing") {
+        return Err("down".into());
+    }
+    Ok(x)
+}
+
+#[test]
+fn a_refresh_that_keeps_failing_warns_once() {
+    if std::env::var(WARN_ROLE).is_ok() {
+        for _ in 0..3 {
+            println!("value={}", flaky(8).unwrap());
+            Memory::wait_for_refreshes();
+        }
+        return;
+    }
+    let work = common::fresh_dir("refresh-warn");
+    let run = |role: &str| {
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "a_refresh_that_keeps_failing_warns_once",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(WARN_ROLE, role)
+            .env("MEMENTO_DIR", &work)
+            .env_remove(memento::MEMENTO_LOG)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        (
+            String::from_utf8_lossy(&out.stdout)
+                .matches("value=8")
+                .count(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (values, stderr) = run("working");
+    assert_eq!(values, 3);
+    assert!(!stderr.contains("warning"), "{stderr}");
+    // Three expired calls, three failed refreshes, one warning; the stored
+    // result is served every time.
+    let (values, stderr) = run("failing");
+    assert_eq!(values, 3);
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("[memento] warning:"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(
+        warnings[0].contains("refresh::flaky: the background refresh of an expired result failed"),
+        "{stderr}"
+    );
+}
