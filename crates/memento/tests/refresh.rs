@@ -496,3 +496,39 @@ fn a_refresh_that_keeps_failing_warns_once() {
         "{stderr}"
     );
 }
+
+// ---------------------------------------------------------------------
+// Mapped results and bodies with `?` refresh too.
+
+static MAPPED_MEM: LazyLock<Memory> = LazyLock::new(|| memory("refresh-mapped"));
+static MAPPED_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[memento::cache(memory = MAPPED_MEM, expires_after = "1ns", refresh = "background", mmap)]
+fn samples(n: usize) -> memento::Mapped<Vec<f64>> {
+    let run = MAPPED_RUNS.fetch_add(1, Ordering::SeqCst);
+    vec![run as f64; n]
+}
+
+static PARSED_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[memento::cache(memory = MAPPED_MEM, expires_after = "1ns", refresh = "background")]
+fn parsed(text: String) -> Result<u64, std::num::ParseIntError> {
+    PARSED_RUNS.fetch_add(1, Ordering::SeqCst);
+    let n: u64 = text.trim().parse()?;
+    Ok(n)
+}
+
+#[test]
+fn mapped_results_and_bodies_with_question_marks_refresh_too() {
+    assert_eq!(&samples(4)[..], [0.0; 4]);
+    assert_eq!(&samples(4)[..], [0.0; 4], "expired: served");
+    Memory::wait_for_refreshes();
+    assert_eq!(&samples(4)[..], [1.0; 4], "refreshed");
+    Memory::wait_for_refreshes();
+
+    assert_eq!(parsed(" 12 ".into()), Ok(12));
+    assert_eq!(parsed(" 12 ".into()), Ok(12));
+    assert!(parsed("x".into()).is_err(), "an error is not stored");
+    Memory::wait_for_refreshes();
+    assert_eq!(PARSED_RUNS.load(Ordering::SeqCst), 3, "one refresh");
+}
