@@ -279,6 +279,22 @@ fn generic_functions_and_ignored_arguments_refresh_too() {
     Memory::wait_for_refreshes();
 }
 
+static NO_ARGS_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[memento::cache(memory = GENERIC_MEM, expires_after = "1ns", refresh = "background")]
+fn catalogue() -> Vec<String> {
+    vec![format!("v{}", NO_ARGS_RUNS.fetch_add(1, Ordering::SeqCst))]
+}
+
+#[test]
+fn a_function_without_arguments_refreshes_too() {
+    assert_eq!(catalogue(), ["v0"]);
+    assert_eq!(catalogue(), ["v0"]);
+    Memory::wait_for_refreshes();
+    assert_eq!(catalogue(), ["v1"]);
+    Memory::wait_for_refreshes();
+}
+
 // ---------------------------------------------------------------------
 // Without refresh, nothing changes; a forced call computes in the call.
 
