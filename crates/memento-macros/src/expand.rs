@@ -40,6 +40,9 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
     let options = options::parse(attr)?;
     let function: ItemFn = syn::parse2(item)?;
     check_signature(&function)?;
+    if let Some(refresh) = &options.refresh {
+        check_refresh(&function, &options, refresh)?;
+    }
     let keyed = keyed_bindings(&function, &options)?;
 
     let ItemFn {
@@ -313,6 +316,48 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
         }
     };
 
+    if options.refresh.is_some() {
+        let refresh_body = refresh_body(
+            &function,
+            &RefreshParts {
+                ret: &ret,
+                body_ret: &body_ret,
+                to_ret: &to_ret,
+                stores: &stores,
+                output: &output,
+                stored: &stored,
+                hit: &hit,
+                store: &store,
+                is_result,
+            },
+        );
+        // The arguments are moved into the body's closure, which binds
+        // them `mut` where the signature did: the function's own bindings
+        // need no `mut` (else "variable does not need to be mutable").
+        let mut sig = sig.clone();
+        for input in &mut sig.inputs {
+            if let FnArg::Typed(arg) = input {
+                if let Pat::Ident(p) = &mut *arg.pat {
+                    p.mutability = None;
+                }
+            }
+        }
+        return Ok(quote! {
+            #(#attrs)*
+            #vis #sig {
+                #function_static
+                let #memory: &::memento::Memory = #memory_expr;
+                #check
+                let #value = {
+                    #stores
+                    #output.lookup_refreshing(#memory, #function_ref, &(#(#key_args)*))
+                };
+                #refresh_body
+            }
+            #handle
+        });
+    }
+
     let (lookup, lookup_await) = if sig.asyncness.is_some() {
         (quote!(lookup_async), quote!(.await))
     } else {
@@ -336,6 +381,204 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
         }
         #handle
     })
+}
+
+/// What [`refresh_body`] needs of the expansion.
+struct RefreshParts<'a> {
+    ret: &'a Type,
+    body_ret: &'a Type,
+    to_ret: &'a TokenStream,
+    stores: &'a TokenStream,
+    output: &'a TokenStream,
+    stored: &'a TokenStream,
+    hit: &'a TokenStream,
+    store: &'a TokenStream,
+    is_result: bool,
+}
+
+/// The rest of the body with `refresh = "background"`, after the lookup
+/// (`Memory::lookup_refreshing`, bound to `__memento_value`). A hit
+/// returns at once. Otherwise the arguments are moved into a tuple (each
+/// checked `Send + 'static`, spanned to its type), and the original body
+/// becomes a `move` closure that takes the tuple apart: called in place on
+/// a miss, or given to the refresh's thread when the stored result is
+/// expired (the call then returns that result, and needs its arguments no
+/// more). Whether the refresh can be spawned is decided by the tuple's
+/// type, known here, rather than by the closure's, whose captures the
+/// compiler infers only later.
+fn refresh_body(function: &ItemFn, parts: &RefreshParts<'_>) -> TokenStream {
+    let mixed = Span::mixed_site();
+    let value = format_ident!("__memento_value", span = mixed);
+    let pending = format_ident!("__memento_pending", span = mixed);
+    let compute = format_ident!("__memento_compute", span = mixed);
+    let refresh = format_ident!("__memento_refresh", span = mixed);
+    let looked = format_ident!("__memento_looked", span = mixed);
+    let args = format_ident!("__memento_args", span = mixed);
+    let spawner = format_ident!("__memento_spawner", span = mixed);
+    let RefreshParts {
+        ret,
+        body_ret,
+        to_ret,
+        stores,
+        output,
+        stored,
+        hit,
+        store,
+        is_result,
+    } = parts;
+    let block = &function.block;
+    let mut checks = TokenStream::new();
+    let mut names = Vec::new();
+    let mut patterns = Vec::new();
+    for input in &function.sig.inputs {
+        if let FnArg::Typed(arg) = input {
+            if let Pat::Ident(p) = &*arg.pat {
+                let (ident, mutability) = (&p.ident, &p.mutability);
+                checks.extend(quote_spanned!(ident.span()=>
+                    ::memento::__private::refresh_arg(&#ident);
+                ));
+                names.push(quote!(#ident));
+                patterns.push(quote!(#mutability #ident));
+            }
+        }
+    }
+    let spawn = if *is_result {
+        quote!(spawn_result)
+    } else {
+        quote!(spawn)
+    };
+    quote! {
+        let #looked = match #value {
+            ::memento::Refreshing::Hit(#value) => return #hit,
+            #looked => #looked,
+        };
+        #checks
+        let #args = (#(#names,)*);
+        let #spawner = ::memento::__private::Spawner::<#stored, _>::of(&#args);
+        #[allow(clippy::redundant_closure_call)]
+        let #compute = move || -> #ret {
+            #[allow(unused_variables, unused_mut)]
+            let (#(#patterns,)*) = #args;
+            (|| -> #body_ret #block)() #to_ret
+        };
+        let #pending = match #looked {
+            ::memento::Refreshing::Stale(#value, #refresh) => {
+                #[allow(unused_imports)]
+                use ::memento::__private::{DoesNotSpawn as _, Spawns as _};
+                (&&#spawner).#spawn(#refresh, #compute);
+                return #hit;
+            }
+            ::memento::Refreshing::Miss(#pending) => #pending,
+            ::memento::Refreshing::Hit(#value) => return #hit,
+        };
+        let #value: #ret = #compute();
+        {
+            #stores
+            #output.#store(#pending, #value)
+        }
+    }
+}
+
+/// The rules of `refresh = "background"`, each error spanned to the
+/// offending token: it needs `expires_after`, a plain `fn` (not `async`,
+/// not a method taking `self`: the refresh's thread takes the arguments),
+/// and arguments that are owned (no borrowed types).
+fn check_refresh(function: &ItemFn, options: &Options, refresh: &syn::LitStr) -> syn::Result<()> {
+    let sig = &function.sig;
+    if options.expires_after.is_none() {
+        return Err(syn::Error::new(
+            refresh.span(),
+            "refresh = \"background\" recomputes results once they expire, but nothing \
+             expires: add expires_after = \"..\" (such as expires_after = \"1h\")",
+        ));
+    }
+    if let Some(asyncness) = &sig.asyncness {
+        return Err(syn::Error::new_spanned(
+            asyncness,
+            "refresh = \"background\" is not available on an `async fn`: the refresh runs on \
+             a thread of its own, outside any executor; remove `refresh`, or make the function \
+             synchronous",
+        ));
+    }
+    if let Some(FnArg::Receiver(receiver)) = sig.inputs.first() {
+        return Err(syn::Error::new_spanned(
+            receiver,
+            "refresh = \"background\" is not available on a method taking `self`: the refresh \
+             runs on a thread of its own after the call returned, and `self` cannot go there; \
+             make it an associated function that takes what it needs as owned arguments",
+        ));
+    }
+    let mut errors: Option<syn::Error> = None;
+    let mut error = |e: syn::Error| match &mut errors {
+        Some(errors) => errors.combine(e),
+        None => errors = Some(e),
+    };
+    for input in &sig.inputs {
+        let FnArg::Typed(arg) = input else { continue };
+        let plain = matches!(&*arg.pat, Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none());
+        if !plain {
+            error(syn::Error::new_spanned(
+                &arg.pat,
+                "with refresh = \"background\", each argument is a plain name (`x` or \
+                 `mut x`): the refresh's thread takes the arguments by name; take the \
+                 argument whole and destructure it in the body",
+            ));
+        }
+        if borrowed_part(&arg.ty).is_some() {
+            let name = match &*arg.pat {
+                Pat::Ident(p) => p.ident.to_string(),
+                other => other.to_token_stream().to_string(),
+            };
+            let e = syn::Error::new_spanned(
+                &arg.ty,
+                format!(
+                    "argument `{name}` is borrowed: with refresh = \"background\", an expired \
+                     result is computed again on a thread of its own after the call returned, \
+                     which takes the arguments; take an owned value (`String` rather than \
+                     `&str`, `Vec<T>` rather than `&[T]`, an `Arc` to share)"
+                ),
+            );
+            error(e);
+        }
+    }
+    errors.map_or(Ok(()), Err)
+}
+
+/// Does a type borrow: a reference or a lifetime other than `'static`
+/// (those inside a function type, `Fn(&str)` or `fn(&str)`, are its own,
+/// and borrow nothing)? The first such part.
+fn borrowed_part(ty: &Type) -> Option<TokenStream> {
+    use syn::visit::Visit;
+    #[derive(Default)]
+    struct Find(Option<TokenStream>);
+    impl<'ast> Visit<'ast> for Find {
+        fn visit_type_reference(&mut self, r: &'ast syn::TypeReference) {
+            match &r.lifetime {
+                Some(l) if l.ident == "static" => self.visit_type(&r.elem),
+                _ => {
+                    if self.0.is_none() {
+                        let (and, lifetime) = (&r.and_token, &r.lifetime);
+                        self.0 = Some(quote!(#and #lifetime));
+                    }
+                }
+            }
+        }
+        fn visit_lifetime(&mut self, l: &'ast syn::Lifetime) {
+            if l.ident != "static" && self.0.is_none() {
+                self.0 = Some(l.to_token_stream());
+            }
+        }
+        fn visit_type_bare_fn(&mut self, _: &'ast syn::TypeBareFn) {}
+        fn visit_bound_lifetimes(&mut self, _: &'ast syn::BoundLifetimes) {}
+        fn visit_parenthesized_generic_arguments(
+            &mut self,
+            _: &'ast syn::ParenthesizedGenericArguments,
+        ) {
+        }
+    }
+    let mut find = Find::default();
+    find.visit_type(ty);
+    find.0
 }
 
 fn has_receiver(function: &ItemFn) -> bool {

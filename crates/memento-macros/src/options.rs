@@ -1,7 +1,8 @@
 //! The attribute's options: `memory = EXPR`, `ignore(a, b)`,
 //! `version = "2"`, `result = true|false`, `keep_versions`,
 //! `expires_after = "7d"`, `validate = path`, `compress = "zstd"`,
-//! `mmap`, `handle = false`, `depends(helper, module::helper)`.
+//! `mmap`, `handle = false`, `depends(helper, module::helper)`,
+//! `refresh = "background"`.
 
 use proc_macro2::TokenStream;
 use syn::parse::Parser;
@@ -22,6 +23,8 @@ pub(crate) struct Options {
     pub(crate) mmap: Option<proc_macro2::Span>,
     /// `depends(a, m::b)`: `#[memento::tracked]` helpers the body calls.
     pub(crate) depends: Vec<syn::Path>,
+    /// `refresh = "background"`: the literal, for errors.
+    pub(crate) refresh: Option<LitStr>,
 }
 
 pub(crate) fn parse(attr: TokenStream) -> syn::Result<Options> {
@@ -89,6 +92,20 @@ pub(crate) fn parse(attr: TokenStream) -> syn::Result<Options> {
             options.handle = Some(b.value);
         } else if meta.path.is_ident("depends") {
             crate::depends::parse(meta, &mut options.depends)?;
+        } else if meta.path.is_ident("refresh") {
+            let text: LitStr = meta.value()?.parse()?;
+            if text.value() != "background" {
+                return Err(syn::Error::new(
+                    text.span(),
+                    format!(
+                        "refresh = {:?} is not a refresh mode; the one there is, \
+                         refresh = \"background\", serves an expired result at once and \
+                         computes it again on a thread of its own",
+                        text.value()
+                    ),
+                ));
+            }
+            options.refresh = Some(text);
         } else if meta.path.is_ident("result") {
             let b: LitBool = meta.value()?.parse()?;
             options.result = Some(b.value);
@@ -97,7 +114,7 @@ pub(crate) fn parse(attr: TokenStream) -> syn::Result<Options> {
                 "unknown option of #[memento::cache]; the options are memory = EXPR, \
                  ignore(arg, ..), version = \"..\", result = true|false, keep_versions, \
                  expires_after = \"..\", validate = path::to::fn, compress = \"lz4\"|\"zstd\", mmap, \
-                 handle = false and depends(helper, ..)",
+                 handle = false, depends(helper, ..) and refresh = \"background\"",
             ));
         }
         Ok(())

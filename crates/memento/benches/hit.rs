@@ -35,6 +35,21 @@ fn warm_sine(x: f64) -> f64 {
     x.sin()
 }
 
+// The same with `refresh = "background"` (results not expired): such a
+// hit must cost what a plain one does.
+static COLD_REFRESH: LazyLock<Memory> =
+    LazyLock::new(|| Memory::new(bench_dir("cold-refresh")).in_memory_limit(0));
+
+#[memento::cache(memory = COLD_REFRESH, expires_after = "3650d", refresh = "background")]
+fn cold_sine_refreshing(x: f64) -> f64 {
+    x.sin()
+}
+
+#[memento::cache(memory = WARM, expires_after = "3650d", refresh = "background")]
+fn warm_sine_refreshing(x: f64) -> f64 {
+    x.sin()
+}
+
 fn outputs(root: &std::path::Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let mut stack = vec![root.to_path_buf()];
@@ -59,8 +74,10 @@ fn hits(c: &mut Criterion) {
     let xs: Vec<f64> = (0..KEYS).map(|i| i as f64 * 0.001).collect();
     for &x in &xs {
         cold_sine(x);
+        cold_sine_refreshing(x);
     }
     warm_sine(0.5);
+    warm_sine_refreshing(0.5);
     let files = outputs(COLD.path().unwrap());
     assert_eq!(files.len(), KEYS);
 
@@ -70,6 +87,13 @@ fn hits(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % KEYS;
             black_box(cold_sine(black_box(xs[i])))
+        })
+    });
+    let mut r = 0;
+    group.bench_function("disk hit f(f64), refresh = background, not expired", |b| {
+        b.iter(|| {
+            r = (r + 1) % KEYS;
+            black_box(cold_sine_refreshing(black_box(xs[r])))
         })
     });
     let mut j = 0;
@@ -119,6 +143,10 @@ fn hits(c: &mut Criterion) {
     group.bench_function("repeated hit f(f64) (memento, in memory)", |b| {
         b.iter(|| black_box(warm_sine(black_box(0.5))))
     });
+    group.bench_function(
+        "repeated hit f(f64), refresh = background, not expired",
+        |b| b.iter(|| black_box(warm_sine_refreshing(black_box(0.5)))),
+    );
     group.bench_function("key of (f64,) alone", |b| {
         b.iter(|| black_box(memento::Key::of(&(black_box(0.5f64),)).unwrap()))
     });

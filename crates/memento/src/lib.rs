@@ -68,6 +68,11 @@
 //!   that reverting the code brings them back at once.
 //! - `expires_after = "7d"`: results older than this are computed again
 //!   (`s`, `m`, `h`, `d`, `w`; a bad value is a compile error).
+//! - `refresh = "background"` (with `expires_after`): an expired result is
+//!   returned at once and computed again on a thread of its own, once per
+//!   key across threads and processes ([`Memory::lookup_refreshing`]);
+//!   [`Memory::wait_for_refreshes`] waits for them, and so does the
+//!   process at exit. The arguments must be owned and `Send + 'static`.
 //! - `validate = path::to::fn`: a `fn(&entry::Metadata) -> bool` asked
 //!   before a stored result is served; `false` computes it again.
 //! - `compress = "lz4"`, `"zstd"` or `"zstd:19"` (a level): stored results
@@ -292,8 +297,8 @@ pub use memento_macros::cache;
 /// generic type is named through `Self`).
 pub use memento_macros::tracked;
 pub use memory::{
-    Collected, DamagedEntry, Location, Lookup, Memory, Pending, Reduction, StoredEntry,
-    Verification, DEFAULT_DIR, MEMENTO_DIR,
+    Collected, DamagedEntry, Location, Lookup, Memory, Pending, Reduction, Refresh, Refreshing,
+    StoredEntry, Verification, DEFAULT_DIR, MEMENTO_DIR,
 };
 
 /// Support for the code `#[memento::cache]` generates. Not a public API.

@@ -24,6 +24,7 @@ mod mode;
 mod once;
 mod read;
 mod record;
+mod refresh;
 mod shared;
 mod write;
 
@@ -34,6 +35,7 @@ pub use mode::{last_call, next_call};
 use once::{Held, Step, Turn};
 use read::Reader;
 use record::{FnState, Records};
+pub use refresh::{Refresh, Refreshing};
 use shared::Shared;
 pub use write::Pending;
 use write::Writer;
@@ -270,10 +272,18 @@ impl Memory {
         T: Serialize + DeserializeOwned + 'static,
         A: Serialize + ?Sized,
     {
-        let mut missed = match self.lookup_stored(function, keyed, || entry::args_text(args)) {
-            Begun::Done(lookup) => return lookup,
-            Begun::Missed(missed) => missed,
-        };
+        match self.lookup_stored(function, keyed, || entry::args_text(args)) {
+            Begun::Done(lookup) => lookup,
+            Begun::Missed(missed) => self.compute_once(function, missed),
+        }
+    }
+
+    /// A lookup that found nothing stored: waits its turn (running the
+    /// waits in place), looking again after each wait.
+    fn compute_once<'m, T>(&'m self, function: &'m Function, mut missed: Missed) -> Lookup<'m, T>
+    where
+        T: Serialize + DeserializeOwned + 'static,
+    {
         let mut waited = None;
         loop {
             match missed.step(self, function, waited.take(), None) {
@@ -281,6 +291,138 @@ impl Memory {
                 Err(wait) => waited = Some(wait.block()),
             }
         }
+    }
+
+    /// [`lookup`](Memory::lookup) for a function whose expired results are
+    /// served while they are computed again (`#[memento::cache(expires_after
+    /// = "..", refresh = "background")]` expands to this): an expired result
+    /// comes back as [`Refreshing::Stale`] with the turn to recompute it,
+    /// once per key across the threads and processes that share the cache
+    /// (the key's lock of compute-once, taken without waiting: a call that
+    /// finds it held returns the expired result as a plain
+    /// [`Refreshing::Hit`]). A result that is not expired is a hit as with
+    /// `lookup`, at the same cost.
+    ///
+    /// [`Memory::wait_for_refreshes`] waits for the refreshes this process
+    /// started; a process waits for them at exit too.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use memento::{Function, Memory, Refreshing};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let memory = Memory::new(dir.path());
+    /// // Results are stale at once here, to show the flow.
+    /// let quote = Function::new("docs", "quote").expires_after(Duration::from_nanos(1));
+    /// let fetch = |version: u32| -> u32 {
+    ///     match memory.lookup_refreshing(&quote, "ACME") {
+    ///         Refreshing::Hit(price) => price,
+    ///         Refreshing::Stale(price, refresh) => {
+    ///             refresh.spawn(move || version); // on a thread of its own
+    ///             price
+    ///         }
+    ///         Refreshing::Miss(pending) => pending.store(version),
+    ///     }
+    /// };
+    /// assert_eq!(fetch(1), 1); // computed and stored
+    /// assert_eq!(fetch(2), 1); // expired: served, and computed again
+    /// Memory::wait_for_refreshes();
+    /// assert_eq!(fetch(3), 2); // the refreshed result
+    /// # Memory::wait_for_refreshes();
+    /// ```
+    pub fn lookup_refreshing<'m, T, A>(
+        &'m self,
+        function: &'m Function,
+        args: &A,
+    ) -> Refreshing<'m, T>
+    where
+        T: Serialize + DeserializeOwned + 'static,
+        A: Serialize + ?Sized,
+    {
+        let keyed = match self.lookup_near::<T, A>(function, args) {
+            Near::Done(Lookup::Hit(value)) => return Refreshing::Hit(value),
+            Near::Done(Lookup::Miss(pending)) => return Refreshing::Miss(pending),
+            Near::Keyed(keyed) => keyed,
+        };
+        self.lookup_stale(function, keyed, args)
+    }
+
+    /// The rest of [`lookup_refreshing`](Memory::lookup_refreshing): the
+    /// store, serving an expired entry (and taking the turn to refresh
+    /// it), else compute once.
+    #[inline(never)]
+    fn lookup_stale<'m, T, A>(
+        &'m self,
+        function: &'m Function,
+        keyed: Keyed,
+        args: &A,
+    ) -> Refreshing<'m, T>
+    where
+        T: Serialize + DeserializeOwned + 'static,
+        A: Serialize + ?Sized,
+    {
+        let stale = std::cell::Cell::new(false);
+        let found = self
+            .reader()
+            .keeping_expired(&stale)
+            .find_stored::<T>(function, &keyed.key, keyed.mode);
+        let Some(value) = found else {
+            let state = self
+                .records()
+                .state(function, keyed.shape, std::any::type_name::<T>());
+            let missed = self.missed(function, keyed, state, entry::args_text(args));
+            return match self.compute_once(function, missed) {
+                Lookup::Hit(value) => Refreshing::Hit(value),
+                Lookup::Miss(pending) => Refreshing::Miss(pending),
+            };
+        };
+        if !stale.get() {
+            return Refreshing::Hit(value);
+        }
+        let key = keyed.key;
+        let lock = EntryName::key_lock(function.folder(), &key);
+        let flights = self.inner.shared.flights();
+        let held = match once::try_turn(flights, &key, &*self.inner.store, lock.as_str()) {
+            Ok(Some(held)) => held,
+            // Refreshed by another thread or process right now.
+            Ok(None) => return Refreshing::Hit(value),
+            Err(e) => {
+                self.report_io(&e);
+                return Refreshing::Hit(value);
+            }
+        };
+        // Another thread or process may have refreshed it between the read
+        // and the turn: then the new result is served, and nothing starts.
+        let again = std::cell::Cell::new(false);
+        if let Some(fresh) = self
+            .reader()
+            .keeping_expired(&again)
+            .read::<T>(function, &key)
+        {
+            if !again.get() {
+                return Refreshing::Hit(fresh);
+            }
+        }
+        let refresh = Refresh::new(
+            self.clone(),
+            function.clone(),
+            key,
+            keyed.shape,
+            entry::args_text(args),
+            held,
+        );
+        Refreshing::Stale(value, refresh)
+    }
+
+    /// Blocks until the background refreshes this process started
+    /// ([`Memory::lookup_refreshing`], `refresh = "background"`) are done,
+    /// whichever `Memory` started them. A process waits for them at exit
+    /// too (a normal exit: returning from `main`, or `std::process::exit`).
+    ///
+    /// ```
+    /// memento::Memory::wait_for_refreshes(); // none running: returns at once
+    /// ```
+    pub fn wait_for_refreshes() {
+        refresh::wait_for_refreshes();
     }
 
     /// The part of a lookup that reads nothing but memory: the key, and the

@@ -22,7 +22,7 @@ use std::marker::PhantomData;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::{Function, Lookup, Memory, Pending};
+use crate::{Function, Lookup, Memory, Pending, Refresh, Refreshing};
 
 // ---------------------------------------------------------------------
 // Arguments.
@@ -209,6 +209,14 @@ pub trait Stores<T> {
         args: &A,
     ) -> bool;
 
+    /// [`Memory::lookup_refreshing`].
+    fn lookup_refreshing<'m, A: Serialize + ?Sized>(
+        &self,
+        memory: &'m Memory,
+        function: &'m Function,
+        args: &A,
+    ) -> Refreshing<'m, T>;
+
     /// [`Pending::store`].
     fn store(&self, pending: Pending<'_, T>, value: T) -> T;
 
@@ -262,6 +270,16 @@ impl<T: Serialize + DeserializeOwned + 'static> Stores<T> for &Output<T> {
         args: &A,
     ) -> bool {
         memory.contains::<T, A>(function, args)
+    }
+
+    #[inline(always)]
+    fn lookup_refreshing<'m, A: Serialize + ?Sized>(
+        &self,
+        memory: &'m Memory,
+        function: &'m Function,
+        args: &A,
+    ) -> Refreshing<'m, T> {
+        memory.lookup_refreshing(function, args)
     }
 
     #[inline(always)]
@@ -323,6 +341,16 @@ pub trait DoesNotStore<T> {
     }
 
     /// Never run.
+    fn lookup_refreshing<'m, A: ?Sized>(
+        &self,
+        _: &'m Memory,
+        _: &'m Function,
+        _: &A,
+    ) -> Refreshing<'m, T> {
+        unreachable!("a result type without serde cannot be cached")
+    }
+
+    /// Never run.
     fn store(&self, _: Pending<'_, T>, _: T) -> T {
         unreachable!("a result type without serde cannot be cached")
     }
@@ -354,3 +382,87 @@ pub trait DoesNotStore<T> {
 }
 
 impl<T> DoesNotStore<T> for Output<T> {}
+
+// ---------------------------------------------------------------------
+// `refresh = "background"`: the recomputation runs on a thread of its own
+// and takes the call's arguments there.
+
+/// An argument of a function whose expired results are refreshed in the
+/// background.
+#[diagnostic::on_unimplemented(
+    message = "the argument's type `{Self}` cannot be sent to the thread that refreshes an expired result",
+    label = "not `Send`",
+    note = "with refresh = \"background\", an expired result is computed again on a thread of its own, which takes the call's arguments: they must be `Send` and `'static` (owned values: `Arc` rather than `Rc`, `String` rather than `&str`)"
+)]
+pub trait RefreshArg {}
+
+impl<T: Send + 'static> RefreshArg for T {}
+
+/// Spans the "not Send" error on the argument that is not.
+#[inline(always)]
+pub fn refresh_arg<T: RefreshArg>(_: &T) {}
+
+/// The arguments `A` (a tuple) of a function storing `T`, for autoref
+/// specialization: [`Spawns`] when `T` has serde and `A` can go to
+/// another thread, else [`DoesNotSpawn`] (never run: the checks of the
+/// result type and of each argument report what is missing, once). The
+/// computation given to `spawn` captures the arguments' tuple alone.
+pub struct Spawner<T, A>(PhantomData<fn() -> (T, A)>);
+
+impl<T, A> Spawner<T, A> {
+    /// The marker of `args`'s type.
+    #[inline(always)]
+    pub fn of(_args: &A) -> Self {
+        Spawner(PhantomData)
+    }
+}
+
+/// [`Refresh::spawn`] and [`Refresh::spawn_result`], when the types allow.
+pub trait Spawns<T> {
+    /// [`Refresh::spawn`].
+    fn spawn<F>(&self, refresh: Refresh<T>, compute: F)
+    where
+        F: FnOnce() -> T + Send + 'static;
+
+    /// [`Refresh::spawn_result`].
+    fn spawn_result<E, F>(&self, refresh: Refresh<T>, compute: F)
+    where
+        F: FnOnce() -> Result<T, E> + Send + 'static;
+}
+
+impl<T, A> Spawns<T> for &Spawner<T, A>
+where
+    T: Serialize + DeserializeOwned + 'static,
+    A: Send + 'static,
+{
+    #[inline(always)]
+    fn spawn<F>(&self, refresh: Refresh<T>, compute: F)
+    where
+        F: FnOnce() -> T + Send + 'static,
+    {
+        refresh.spawn(compute)
+    }
+
+    #[inline(always)]
+    fn spawn_result<E, F>(&self, refresh: Refresh<T>, compute: F)
+    where
+        F: FnOnce() -> Result<T, E> + Send + 'static,
+    {
+        refresh.spawn_result(compute)
+    }
+}
+
+/// The fallback of [`Spawns`]: never run.
+pub trait DoesNotSpawn<T> {
+    /// Never run.
+    fn spawn<F>(&self, _: Refresh<T>, _: F) {
+        unreachable!("checked at compile time")
+    }
+
+    /// Never run.
+    fn spawn_result<F>(&self, _: Refresh<T>, _: F) {
+        unreachable!("checked at compile time")
+    }
+}
+
+impl<T, A> DoesNotSpawn<T> for Spawner<T, A> {}

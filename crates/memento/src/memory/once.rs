@@ -44,6 +44,31 @@ impl Flights {
     }
 }
 
+/// Takes `key`'s turn only if nobody holds it, without waiting: the flight
+/// in this process, then the key's lock across processes (`lock_name` in
+/// `store`). `Ok(None)` when another thread or process holds either (a
+/// background refresh then leaves the key to it). A store without locks
+/// gives the flight alone.
+pub(super) fn try_turn(
+    flights: &Arc<Flights>,
+    key: &Key,
+    store: &dyn Store,
+    lock_name: &str,
+) -> Result<Option<Held>> {
+    let Ok(leader) = flights.lead_or_follow(key) else {
+        return Ok(None);
+    };
+    let lock = match store.lock(lock_name, Some(Duration::ZERO))? {
+        LockOutcome::Held(lock) => Some(lock),
+        LockOutcome::TimedOut => return Ok(None),
+        LockOutcome::Unsupported => None,
+    };
+    Ok(Some(Held {
+        lock,
+        leader: Some(leader),
+    }))
+}
+
 /// One computation in flight in this process.
 #[derive(Default)]
 pub(super) struct Flight {
@@ -373,5 +398,33 @@ mod tests {
         assert!(second_held.lock.is_none(), "it computes without the lock");
         assert!(started.elapsed() >= Duration::from_millis(100));
         drop(held);
+    }
+
+    #[test]
+    fn try_turn_takes_a_free_key_and_leaves_a_held_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(LocalStore::new(dir.path()));
+        let flights = Arc::new(Flights::default());
+        let key = Key::of(&1u8).unwrap();
+        let name = "f/ab/key.lock";
+        let held = try_turn(&flights, &key, &*store, name).unwrap().unwrap();
+        assert!(held.lock.is_some() && held.leader.is_some());
+        // Another thread of this process: the flight is taken.
+        assert!(try_turn(&flights, &key, &*store, name).unwrap().is_none());
+        // Another process (its own flights, its own open files): the lock.
+        let other_store: Arc<dyn Store> = Arc::new(LocalStore::new(dir.path()));
+        let other_flights = Arc::new(Flights::default());
+        assert!(try_turn(&other_flights, &key, &*other_store, name)
+            .unwrap()
+            .is_none());
+        assert!(
+            other_flights.running.lock().unwrap().is_empty(),
+            "a turn not taken leaves no flight behind"
+        );
+        // A turn that is not taken never blocks a normal one.
+        drop(held);
+        let again = try_turn(&other_flights, &key, &*other_store, name).unwrap();
+        assert!(again.is_some_and(|h| h.lock.is_some()));
+        assert!(try_turn(&flights, &key, &*store, name).unwrap().is_some());
     }
 }

@@ -2,6 +2,10 @@
 //! is verified (length, header, key, checksum or signature), admitted
 //! (expiry, `validate`) and decoded, or refused and removed. Also the reads
 //! of handles and management, which never count as a use.
+//!
+//! An expired entry is refused and removed, except for a reader made with
+//! [`Reader::keeping_expired`] (`refresh = "background"`): that one serves
+//! it and says so, and the entry stays until its refresh replaces it.
 
 use std::cell::Cell;
 use std::sync::Arc;
@@ -30,6 +34,9 @@ pub(super) struct Reader<'a> {
     store: &'a dyn Store,
     config: &'a Config,
     shared: &'a Arc<Shared>,
+    /// Set: an expired entry is served (not removed), and this is set to
+    /// true when one was.
+    keep_expired: Option<&'a Cell<bool>>,
 }
 
 impl<'a> Reader<'a> {
@@ -38,6 +45,16 @@ impl<'a> Reader<'a> {
             store,
             config,
             shared,
+            keep_expired: None,
+        }
+    }
+
+    /// This reader, serving expired entries instead of removing them;
+    /// `stale` becomes true when it served one.
+    pub(super) fn keeping_expired(self, stale: &'a Cell<bool>) -> Self {
+        Reader {
+            keep_expired: Some(stale),
+            ..self
         }
     }
 
@@ -209,7 +226,8 @@ impl<'a> Reader<'a> {
                     tracing::debug!("{}: hit on disk ({key})", function.full_name());
                     // Verified: a store with a near copy may keep it now.
                     self.store.verified(name.as_str(), &buf);
-                    if function.validator().is_none() && !mapped::<T>() {
+                    let stale = self.keep_expired.is_some_and(Cell::get);
+                    if function.validator().is_none() && !mapped::<T>() && !stale {
                         self.keep_hot(function, *key, &plain, created);
                     }
                     Some(value)
@@ -281,7 +299,10 @@ impl<'a> Reader<'a> {
         file_len: u64,
     ) -> std::result::Result<(), Refusal> {
         if expired(function, header.created_ms()) {
-            return Err(Refusal::Rejected("expired"));
+            match self.keep_expired {
+                Some(stale) => stale.set(true),
+                None => return Err(Refusal::Rejected("expired")),
+            }
         }
         if let Some(validate) = function.validator() {
             let meta = self.metadata_of(function, key, header, head, file_len);

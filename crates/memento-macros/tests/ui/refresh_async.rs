@@ -1,0 +1,6 @@
+#[memento::cache(expires_after = "1h", refresh = "background")]
+async fn rate(currency: String) -> f64 {
+    currency.len() as f64
+}
+
+fn main() {}
