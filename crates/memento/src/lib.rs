@@ -231,6 +231,7 @@ pub use handle::{Outcome, StoredResult};
 pub use key::{Key, KeyError};
 pub use log::MEMENTO_LOG;
 pub use mapped::Mapped;
+pub use memory::{Change, Miss, Why};
 pub use memento_macros::cache;
 /// Marks a helper that cached functions call, so that
 /// `#[memento::cache(depends(helper))]` sees its changes.
@@ -306,7 +307,7 @@ pub mod __private {
     mod bounds;
     pub use bounds::*;
 
-    pub use crate::memory::{last_call, next_call};
+    pub use crate::memory::{last_call, last_why, next_call};
 
     pub use crate::file_ref::digests::hooks as file_ref;
 
