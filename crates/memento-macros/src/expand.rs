@@ -259,7 +259,10 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
         ::memento::Function::new(module, name)
             .version(#version)
             .__code(#code, #signature, #generic)
-            .argument_names([#(#argument_names),*] as [&str; #argument_count])
+            .argument_names({
+                let names: [&str; #argument_count] = [#(#argument_names),*];
+                names
+            })
             #management
     }};
     let make_function = quote! {
