@@ -698,7 +698,7 @@ impl Missed {
                     function,
                     output: &self.shape.hash,
                 });
-                tracing::debug!("memento: {} missed: {why}", function.full_name());
+                crate::log::debug!("memento: {} missed: {why}", function.full_name());
                 memory.shared().flush_calls_if_due(&self.state);
                 Ok(Lookup::Miss(Pending::new(
                     memory,

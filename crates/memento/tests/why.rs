@@ -262,3 +262,28 @@ fn the_time_saved_is_hits_times_the_mean_duration() {
     assert_eq!(unused.saved, Duration::ZERO);
     assert_eq!(stats.saved, f.saved);
 }
+
+#[test]
+fn a_changed_input_file_is_the_argument_that_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let memory = Memory::new(dir.path().join("cache"));
+    let data = dir.path().join("data.csv");
+    std::fs::write(&data, "1,2,3").unwrap();
+    let f = Function::new("why", "load").argument_names(["data"]);
+    let file = memento::FileRef::new(&data);
+    let _: usize = memory.call(&f, &(&file,), || 3);
+    std::fs::write(&data, "1,2,3,4").unwrap();
+    let _: usize = memory.call(&f, &(&file,), || 4);
+    let why = &memory.recent_misses_of(&f)[0].why;
+    let Why::Changed(changes) = why else {
+        panic!("{why:?}")
+    };
+    assert!(
+        matches!(&changes[..], [Change::Argument { index: 0, old, new, .. }] if old == new),
+        "{why:?}"
+    );
+    assert!(
+        why.to_string().starts_with("argument data changed (its contents; it reads"),
+        "{why}"
+    );
+}

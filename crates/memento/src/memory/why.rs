@@ -142,10 +142,19 @@ impl fmt::Display for Change {
                 name,
                 old,
                 new,
-            } => match name {
-                Some(name) => write!(f, "argument {name} changed: {old} → {new}"),
-                None => write!(f, "argument #{index} changed: {old} → {new}"),
-            },
+            } => {
+                match name {
+                    Some(name) => write!(f, "argument {name} changed")?,
+                    None => write!(f, "argument #{index} changed")?,
+                }
+                if old == new {
+                    // A FileRef whose file changed, or a difference past
+                    // the cut of the renderings.
+                    write!(f, " (its contents; it reads {new})")
+                } else {
+                    write!(f, ": {old} → {new}")
+                }
+            }
             Change::Gone => f.write_str(
                 "the same call was stored and is gone (evicted, cleared, expired or damaged)",
             ),
@@ -211,13 +220,15 @@ impl CallArgs {
     /// one). Run on a miss only: it hashes each argument again.
     pub(crate) fn of<A: Serialize + ?Sized>(args: &A) -> CallArgs {
         let text = crate::entry::args_text(args);
-        let parts = match args.serialize(Split(Vec::new())) {
+        // The key of these arguments was just computed on this thread:
+        // their files' digests are taken from it, not read again.
+        let parts = crate::file_ref::reusing_digests(|| match args.serialize(Split(Vec::new())) {
             Ok(parts) => parts,
             Err(_) => vec![ArgPart {
                 digest: Key::of(args).map(|k| k.to_hex()).unwrap_or_default(),
                 text: short(&text),
             }],
-        };
+        });
         CallArgs { text, parts }
     }
 }
@@ -284,19 +295,30 @@ fn explain(calls: &[StoredCall], now: &StoredCall, names: &[String]) -> Why {
     if calls.iter().any(|c| c.key == now.key) {
         return Why::Changed(vec![Change::Gone]);
     }
-    let mut best: Option<Vec<Change>> = None;
     // Newest first: of equally near calls, the most recent wins.
+    let mut best: Option<(usize, &StoredCall)> = None;
     for call in calls.iter().rev() {
-        let changes = differences(call, now, names);
-        if best.as_ref().is_none_or(|b| changes.len() < b.len()) {
-            best = Some(changes);
+        let n = distance(call, now);
+        if best.is_none_or(|(least, _)| n < least) {
+            best = Some((n, call));
         }
     }
-    let mut changes = best.unwrap_or_default();
+    let mut changes = best.map_or_else(Vec::new, |(_, call)| differences(call, now, names));
     if changes.is_empty() {
         changes.push(Change::KeyFormat);
     }
     Why::Changed(changes)
+}
+
+/// How many parts of the key differ (what [`differences`] lists).
+fn distance(old: &StoredCall, new: &StoredCall) -> usize {
+    let args = (0..old.args.len().max(new.args.len()))
+        .filter(|&i| old.args.get(i).map(|a| &a.digest) != new.args.get(i).map(|b| &b.digest))
+        .count();
+    usize::from(old.code != new.code)
+        + usize::from(old.output != new.output)
+        + usize::from(old.version != new.version)
+        + args
 }
 
 fn differences(old: &StoredCall, new: &StoredCall, names: &[String]) -> Vec<Change> {

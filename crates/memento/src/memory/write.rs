@@ -309,7 +309,7 @@ impl<T: Serialize + 'static> Pending<'_, T> {
         );
         let key = self.key?;
         if let Some(least) = self.function.min_duration_of().filter(|least| duration < *least) {
-            tracing::debug!(
+            crate::log::debug!(
                 "{}: computed in {duration:?}, less than min_duration ({least:?}); not stored",
                 self.function.full_name()
             );
