@@ -409,7 +409,7 @@ fn ls_shows_the_time_saved() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     let header = text.lines().find(|l| l.starts_with("FUNCTION")).unwrap();
-    assert!(header.contains("HITS   SAVED"), "{text}");
+    assert!(header.contains("HITS  SAVED"), "{text}");
     let slow = text.lines().find(|l| l.starts_with("lab::slow")).unwrap();
     let saved = slow.split_whitespace().nth(5).unwrap();
     let ms: u64 = saved.strip_suffix("ms").unwrap().parse().unwrap();
