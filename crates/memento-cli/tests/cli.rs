@@ -368,13 +368,19 @@ fn why_lists_recent_misses_newest_first() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].contains("lab::sine: 4 recent miss(es)"), "{text}");
     assert!(
-        lines[0].contains("lab::sine: 4 recent miss(es)"),
+        lines[1].starts_with("TIME") && lines[1].contains("WHY"),
         "{text}"
     );
-    assert!(lines[1].starts_with("TIME") && lines[1].contains("WHY"), "{text}");
-    assert!(lines[2].ends_with("argument #0 changed: 0.3 → 0.4"), "{text}");
-    assert!(lines[5].ends_with("first call: no stored call of this function is recorded"), "{text}");
+    assert!(
+        lines[2].ends_with("argument #0 changed: 0.3 → 0.4"),
+        "{text}"
+    );
+    assert!(
+        lines[5].ends_with("first call: no stored call of this function is recorded"),
+        "{text}"
+    );
 
     let out = memento(&loc, &["why", "lab::sine", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -413,7 +419,10 @@ fn ls_shows_the_time_saved() {
     let slow = text.lines().find(|l| l.starts_with("lab::slow")).unwrap();
     let saved = slow.split_whitespace().nth(5).unwrap();
     let ms: u64 = saved.strip_suffix("ms").unwrap().parse().unwrap();
-    assert!((100..1000).contains(&ms), "two hits of 50 ms or more: {slow}");
+    assert!(
+        (100..1000).contains(&ms),
+        "two hits of 50 ms or more: {slow}"
+    );
     assert!(
         text.lines()
             .last()
@@ -427,5 +436,8 @@ fn ls_shows_the_time_saved() {
     assert_eq!(f["hits"], 2);
     let mean = f["mean_duration"].as_f64().unwrap();
     assert!(mean >= 0.05, "{f}");
-    assert_eq!(f["saved"].as_f64().unwrap(), json["saved"].as_f64().unwrap());
+    assert_eq!(
+        f["saved"].as_f64().unwrap(),
+        json["saved"].as_f64().unwrap()
+    );
 }

@@ -231,7 +231,6 @@ pub use handle::{Outcome, StoredResult};
 pub use key::{Key, KeyError};
 pub use log::MEMENTO_LOG;
 pub use mapped::Mapped;
-pub use memory::{Change, Miss, Why};
 pub use memento_macros::cache;
 /// Marks a helper that cached functions call, so that
 /// `#[memento::cache(depends(helper))]` sees its changes.
@@ -292,6 +291,7 @@ pub use memento_macros::cache;
 /// `depends`, and a trait impl cannot hold the const (a method of a
 /// generic type is named through `Self`).
 pub use memento_macros::tracked;
+pub use memory::{Change, Miss, Why};
 pub use memory::{
     Collected, DamagedEntry, Location, Lookup, Memory, Pending, Reduction, StoredEntry,
     Verification, DEFAULT_DIR, MEMENTO_DIR,

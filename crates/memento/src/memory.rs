@@ -37,8 +37,8 @@ use read::Reader;
 use record::{FnState, Records};
 use shared::Shared;
 pub(crate) use why::computed;
-pub use why::{Change, Miss, Why};
 use why::{CallArgs, Current};
+pub use why::{Change, Miss, Why};
 pub use write::Pending;
 use write::Writer;
 

@@ -145,7 +145,11 @@ fn the_record_survives_a_new_process() {
     let dir = tempfile::tempdir().unwrap();
     for arg in ["1", "2"] {
         let out = Command::new(std::env::current_exe().unwrap())
-            .args(["the_record_survives_a_new_process", "--exact", "--nocapture"])
+            .args([
+                "the_record_survives_a_new_process",
+                "--exact",
+                "--nocapture",
+            ])
             .env(CHILD, arg)
             .env("MEMENTO_DIR", dir.path())
             .output()
@@ -176,7 +180,10 @@ fn a_corrupt_or_unknown_calls_json_is_ignored_and_rewritten() {
         let _: u8 = memory.call(&f, &(1u8,), || 1);
     }
     assert!(file.exists(), "written when the last Memory went");
-    for (x, bad) in [(2u8, &b"{not json"[..]), (3, br#"{"format":99,"calls":"?"}"#)] {
+    for (x, bad) in [
+        (2u8, &b"{not json"[..]),
+        (3, br#"{"format":99,"calls":"?"}"#),
+    ] {
         std::fs::write(&file, bad).unwrap();
         let memory = Memory::new(dir.path());
         let (_, logs) = common::capture_logs(|| {
@@ -283,7 +290,8 @@ fn a_changed_input_file_is_the_argument_that_changed() {
         "{why:?}"
     );
     assert!(
-        why.to_string().starts_with("argument data changed (its contents; it reads"),
+        why.to_string()
+            .starts_with("argument data changed (its contents; it reads"),
         "{why}"
     );
 }

@@ -117,7 +117,9 @@ pub enum Change {
 impl fmt::Display for Why {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Why::FirstCall => f.write_str("first call: no stored call of this function is recorded"),
+            Why::FirstCall => {
+                f.write_str("first call: no stored call of this function is recorded")
+            }
             Why::Changed(changes) => {
                 for (i, change) in changes.iter().enumerate() {
                     if i > 0 {
@@ -768,7 +770,10 @@ mod tests {
         let parts = CallArgs::of(&(1u32, "a")).parts;
         assert_eq!(parts.len(), 2);
         assert_eq!(parts[0].digest, Key::of(&1u32).unwrap().to_hex());
-        assert_eq!((parts[0].text.as_str(), parts[1].text.as_str()), ("1", "\"a\""));
+        assert_eq!(
+            (parts[0].text.as_str(), parts[1].text.as_str()),
+            ("1", "\"a\"")
+        );
         let one = CallArgs::of(&vec![1u8, 2]).parts;
         assert_eq!(one.len(), 1);
         assert_eq!(one[0].text, "[1,2]");

@@ -34,10 +34,11 @@ pub struct Pending<'m, T> {
     state: Option<Arc<FnState>>,
     key: Option<Key>,
     shape: Shape,
-    args: CallArgs,
+    /// Boxed, as `why`: a `Lookup` holding a `Pending` stays small.
+    args: Box<CallArgs>,
     /// Why it missed (`None` for a forced call, or when nothing would be
     /// stored).
-    why: Option<Why>,
+    why: Option<Box<Why>>,
     started: Instant,
     mode: Mode,
     /// This process's turn to compute, held until the result is written
@@ -69,8 +70,8 @@ impl<'m, T> Pending<'m, T> {
             state,
             key,
             shape,
-            args,
-            why,
+            args: Box::new(args),
+            why: why.map(Box::new),
             started: Instant::now(),
             mode,
             _held: held,
@@ -230,7 +231,7 @@ impl<T: Serialize + 'static> Pending<'_, T> {
     pub fn store(mut self, value: T) -> T {
         let write = self.prepare(&value);
         self.mode.record(false, self.key);
-        self.mode.record_why(self.why.take());
+        self.mode.record_why(self.why.take().map(|why| *why));
         if let Some(write) = write {
             let memory = self.memory;
             match memory.writer().commit(write) {
@@ -280,7 +281,7 @@ impl<T: Serialize + 'static> Pending<'_, T> {
         }
         // After the await: the caller's next step runs in this same poll.
         self.mode.record(false, self.key);
-        self.mode.record_why(self.why.take());
+        self.mode.record_why(self.why.take().map(|why| *why));
         value
     }
 
@@ -308,7 +309,11 @@ impl<T: Serialize + 'static> Pending<'_, T> {
             duration.as_secs_f64()
         );
         let key = self.key?;
-        if let Some(least) = self.function.min_duration_of().filter(|least| duration < *least) {
+        if let Some(least) = self
+            .function
+            .min_duration_of()
+            .filter(|least| duration < *least)
+        {
             crate::log::debug!(
                 "{}: computed in {duration:?}, less than min_duration ({least:?}); not stored",
                 self.function.full_name()
