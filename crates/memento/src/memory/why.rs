@@ -20,7 +20,6 @@
 //! stored, from which [`Memory::stats`](crate::Memory::stats) reports what
 //! the cache saved.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex, OnceLock};
@@ -405,26 +404,33 @@ impl CallsFile {
 }
 
 fn merge_calls(into: &mut Vec<StoredCall>, from: &[StoredCall]) {
-    let mut by_key: HashMap<String, StoredCall> = HashMap::new();
+    // One per key, the latest; in order of time, ties in the order met
+    // (the file's, then this process's).
+    let mut calls: Vec<StoredCall> = Vec::with_capacity(into.len() + from.len());
     for call in into.drain(..).chain(from.iter().cloned()) {
-        match by_key.get(&call.key) {
-            Some(kept) if kept.time_ms >= call.time_ms => {}
-            _ => {
-                by_key.insert(call.key.clone(), call);
-            }
+        match calls.iter_mut().find(|kept| kept.key == call.key) {
+            Some(kept) if kept.time_ms > call.time_ms => {}
+            Some(kept) => *kept = call,
+            None => calls.push(call),
         }
     }
-    let mut calls: Vec<StoredCall> = by_key.into_values().collect();
-    calls.sort_by(|a, b| (a.time_ms, &a.key).cmp(&(b.time_ms, &b.key)));
+    calls.sort_by_key(|c| c.time_ms);
     let extra = calls.len().saturating_sub(KEPT_CALLS);
     calls.drain(..extra);
     *into = calls;
 }
 
 fn merge_misses(into: &mut Vec<Miss>, from: &[Miss]) {
-    into.extend(from.iter().cloned());
-    into.sort_by(|a, b| (a.time_ms, &a.key).cmp(&(b.time_ms, &b.key)));
-    into.dedup_by(|a, b| a.time_ms == b.time_ms && a.key == b.key);
+    for miss in from {
+        if !into
+            .iter()
+            .any(|m| m.time_ms == miss.time_ms && m.key == miss.key)
+        {
+            into.push(miss.clone());
+        }
+    }
+    // Stable: ties stay in the order met.
+    into.sort_by_key(|m| m.time_ms);
     let extra = into.len().saturating_sub(KEPT_MISSES);
     into.drain(..extra);
 }
