@@ -369,17 +369,21 @@ impl CallsFile {
     /// Reads `calls.json` in `folder`; missing, unreadable or of another
     /// format: empty (said at debug level).
     fn read(store: &dyn Store, folder: &str) -> CallsFile {
+        CallsFile::try_read(store, folder).unwrap_or_else(|e| {
+            tracing::debug!("memento: {e}; the calls recorded there are not seen");
+            CallsFile::default()
+        })
+    }
+
+    /// [`read`](CallsFile::read), with the store's error when it cannot
+    /// be read.
+    fn try_read(store: &dyn Store, folder: &str) -> Result<CallsFile> {
         let name = crate::layout::calls(folder);
         let mut buf = Vec::new();
-        match store.read(&name, &mut buf) {
-            Ok(true) => {}
-            Ok(false) => return CallsFile::default(),
-            Err(e) => {
-                tracing::debug!("memento: cannot read {name} ({e}); it is rewritten");
-                return CallsFile::default();
-            }
+        if !store.read(&name, &mut buf)? {
+            return Ok(CallsFile::default());
         }
-        match serde_json::from_slice::<CallsFile>(&buf) {
+        Ok(match serde_json::from_slice::<CallsFile>(&buf) {
             Ok(file) if file.format == FORMAT => file,
             Ok(file) => {
                 tracing::debug!(
@@ -392,7 +396,7 @@ impl CallsFile {
                 tracing::debug!("memento: {name} is unreadable ({e}); ignored and rewritten");
                 CallsFile::default()
             }
-        }
+        })
     }
 
     /// Merges `other`'s calls and misses into this one's (by key and time),
@@ -612,24 +616,37 @@ impl Memory {
     /// ```
     ///
     /// # Errors
-    /// None today (an unreadable file counts as empty); kept for stores
-    /// whose listing fails.
+    /// [`Error::Io`] when the store cannot read `calls.json` (a file that
+    /// does not parse, or of another format, counts as empty).
     pub fn recent_misses(&self, function: &FunctionStats) -> Result<Vec<Miss>> {
-        Ok(self.misses_in(&function.folder))
+        self.misses_in(&function.folder)
     }
 
-    /// [`recent_misses`](Memory::recent_misses) of a [`Function`].
+    /// [`recent_misses`](Memory::recent_misses) of a [`Function`]; a store
+    /// that cannot be read gives those of this process only (said at debug
+    /// level).
     pub fn recent_misses_of(&self, function: &Function) -> Vec<Miss> {
-        self.misses_in(function.folder())
+        self.misses_in(function.folder()).unwrap_or_else(|e| {
+            tracing::debug!("memento: {e}");
+            let mut misses = Vec::new();
+            self.merge_own_misses(function.folder(), &mut misses);
+            misses
+        })
     }
 
-    fn misses_in(&self, folder: &str) -> Vec<Miss> {
-        let mut misses = CallsFile::read(self.store(), folder).misses;
+    fn misses_in(&self, folder: &str) -> Result<Vec<Miss>> {
+        let mut misses = CallsFile::try_read(self.store(), folder)?.misses;
+        self.merge_own_misses(folder, &mut misses);
+        Ok(misses)
+    }
+
+    /// Merges this process's misses of `folder` into `misses` (oldest
+    /// first), then turns them newest first.
+    fn merge_own_misses(&self, folder: &str, misses: &mut Vec<Miss>) {
         if let Some(calls) = self.shared().functions().calls_of(folder) {
-            merge_misses(&mut misses, &calls.state().misses);
+            merge_misses(misses, &calls.state().misses);
         }
         misses.reverse();
-        misses
     }
 }
 
