@@ -1,8 +1,9 @@
 //! `memento`: look after a memento cache from the shell.
 //!
 //! ```text
-//! memento ls [LOCATION] [--json]      functions, entries, size, hits, last access
+//! memento ls [LOCATION] [--json]      functions, entries, size, hits, time saved, last access
 //! memento show FUNCTION [KEY]         a function's record and entries, or one entry
+//! memento why FUNCTION [--json]       the function's recent misses, and why each missed
 //! memento clear [FUNCTION]            remove all results, or one function's
 //! memento gc --bytes 10GB --items N --age 30d
 //! memento verify [--remove]           check every checksum
@@ -33,7 +34,7 @@ Exit codes:
 #[command(
     name = "memento",
     version,
-    about = "Look after a memento cache: list, show, clear, gc, verify, du.",
+    about = "Look after a memento cache: list, show, why, clear, gc, verify, du.",
     after_help = EXIT_CODES
 )]
 struct Cli {
@@ -54,7 +55,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// List the cached functions: entries, size, hits, last access
+    /// List the cached functions: entries, size, hits, time saved, last access
     Ls {
         /// The cache folder (same as --location)
         #[arg(value_name = "LOCATION")]
@@ -69,6 +70,14 @@ enum Command {
         function: String,
         /// A result's key, or a unique prefix of it
         key: Option<String>,
+        /// Print JSON for scripts
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a function's recent misses, newest first, and why each missed
+    Why {
+        /// The function (as for show)
+        function: String,
         /// Print JSON for scripts
         #[arg(long)]
         json: bool,
@@ -145,6 +154,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             key,
             json,
         } => show(&memory, &function, key.as_deref(), json),
+        Command::Why { function, json } => why(&memory, &function, json),
         Command::Clear { function } => clear(&memory, function.as_deref()),
         Command::Gc { bytes, items, age } => gc(&memory, bytes, items, age),
         Command::Verify { remove } => verify(&memory, remove),
@@ -220,6 +230,10 @@ struct FunctionRow {
     /// The content's length.
     content_bytes: u64,
     hits: u64,
+    /// The mean time a stored result took to compute, in seconds.
+    mean_duration: Option<f64>,
+    /// Computation time saved: hits × mean duration, in seconds.
+    saved: f64,
     last_access: Option<String>,
 }
 
@@ -231,6 +245,8 @@ fn row_of(f: &FunctionStats) -> FunctionRow {
         bytes: f.bytes,
         content_bytes: f.content_bytes,
         hits: f.hits,
+        mean_duration: f.mean_duration.map(|d| d.as_secs_f64()),
+        saved: f.saved.as_secs_f64(),
         last_access: f.last_access.map(rfc3339),
     }
 }
@@ -244,6 +260,8 @@ fn ls(memory: &Memory, json: bool) -> Result<ExitCode> {
             entries: u64,
             bytes: u64,
             content_bytes: u64,
+            /// Computation time saved, all functions, in seconds.
+            saved: f64,
             functions: Vec<FunctionRow>,
         }
         let listing = Listing {
@@ -251,6 +269,7 @@ fn ls(memory: &Memory, json: bool) -> Result<ExitCode> {
             entries: stats.entries,
             bytes: stats.bytes,
             content_bytes: stats.content_bytes,
+            saved: stats.saved.as_secs_f64(),
             functions: stats.functions.iter().map(row_of).collect(),
         };
         println!("{}", serde_json::to_string_pretty(&listing)?);
@@ -262,6 +281,7 @@ fn ls(memory: &Memory, json: bool) -> Result<ExitCode> {
         "ENTRIES".into(),
         "DISK".into(),
         "HITS".into(),
+        "SAVED".into(),
         "LAST ACCESS".into(),
     ]];
     for f in &stats.functions {
@@ -270,6 +290,11 @@ fn ls(memory: &Memory, json: bool) -> Result<ExitCode> {
             f.entries.to_string(),
             size(f.bytes),
             f.hits.to_string(),
+            if f.mean_duration.is_some() {
+                seconds(f.saved)
+            } else {
+                "-".into()
+            },
             time(f.last_access),
         ]);
     }
@@ -283,9 +308,73 @@ fn ls(memory: &Memory, json: bool) -> Result<ExitCode> {
             .map(|f| f.hits)
             .sum::<u64>()
             .to_string(),
+        seconds(stats.saved),
         String::new(),
     ]);
-    table(&[Left, Right, Right, Right, Left], &rows);
+    table(&[Left, Right, Right, Right, Right, Left], &rows);
+    println!("saved {} of computation in all", seconds(stats.saved));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A duration as people read it: `850ms`, `12.4s`, `3m 20s`, `2h 5m`,
+/// `3d 4h`.
+fn seconds(d: std::time::Duration) -> String {
+    let s = d.as_secs_f64();
+    let whole = d.as_secs();
+    if s < 1.0 {
+        format!("{}ms", d.as_millis())
+    } else if s < 60.0 {
+        format!("{s:.1}s")
+    } else if whole < 3600 {
+        format!("{}m {}s", whole / 60, whole % 60)
+    } else if whole < 86400 {
+        format!("{}h {}m", whole / 3600, whole % 3600 / 60)
+    } else {
+        format!("{}d {}h", whole / 86400, whole % 86400 / 3600)
+    }
+}
+
+fn why(memory: &Memory, function: &str, json: bool) -> Result<ExitCode> {
+    let stats = memory.stats().context("cannot list the cache")?;
+    let f = find_function(&stats, function)?;
+    let misses = memory
+        .recent_misses(f)
+        .with_context(|| format!("cannot read the misses of {}", f.name))?;
+    if json {
+        #[derive(Serialize)]
+        struct Shown<'a> {
+            time: String,
+            key: &'a str,
+            /// The reason as one line.
+            reason: String,
+            why: &'a memento::Why,
+        }
+        let shown: Vec<Shown<'_>> = misses
+            .iter()
+            .map(|m| Shown {
+                time: rfc3339(m.time()),
+                key: &m.key,
+                reason: m.why.to_string(),
+                why: &m.why,
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&shown)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if misses.is_empty() {
+        println!("{}: no miss recorded", f.name);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{}: {} recent miss(es), newest first", f.name, misses.len());
+    let mut rows = vec![vec!["TIME".to_string(), "KEY".into(), "WHY".into()]];
+    for m in &misses {
+        rows.push(vec![
+            time(Some(m.time())),
+            m.key.chars().take(16).collect(),
+            m.why.to_string(),
+        ]);
+    }
+    table(&[Left, Left, Left], &rows);
     Ok(ExitCode::SUCCESS)
 }
 

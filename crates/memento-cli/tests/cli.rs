@@ -358,3 +358,86 @@ fn verify_checks_signatures_with_memento_key() {
     let out = run("another secret");
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
 }
+
+/// `memento why F` lists F's recent misses, newest first, with their
+/// reasons; an unknown function is a clear error.
+#[test]
+fn why_lists_recent_misses_newest_first() {
+    let (_dir, loc) = filled();
+    let out = memento(&loc, &["why", "sine"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].contains("lab::sine: 4 recent miss(es)"), "{text}");
+    assert!(
+        lines[1].starts_with("TIME") && lines[1].contains("WHY"),
+        "{text}"
+    );
+    assert!(
+        lines[2].ends_with("argument #0 changed: 0.3 → 0.4"),
+        "{text}"
+    );
+    assert!(
+        lines[5].ends_with("first call: no stored call of this function is recorded"),
+        "{text}"
+    );
+
+    let out = memento(&loc, &["why", "lab::sine", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 4);
+    assert_eq!(json[0]["reason"], "argument #0 changed: 0.3 → 0.4");
+    assert_eq!(json[0]["why"]["changed"][0]["argument"]["new"], "0.4");
+    assert_eq!(json[3]["why"], "first_call");
+
+    let out = memento(&loc, &["why", "cosine"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("memento ls"), "{}", stderr(&out));
+}
+
+/// `memento ls` shows the time saved per function (hits × mean compute
+/// time) and in all.
+#[test]
+fn ls_shows_the_time_saved() {
+    let dir = tempfile::tempdir().unwrap();
+    let loc = dir.path().join("cache");
+    {
+        let memory = Memory::new(&loc);
+        let slow = Function::new("lab", "slow");
+        for _ in 0..3 {
+            let _: u8 = memory.call(&slow, &(1u8,), || {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                1
+            });
+        }
+    }
+    let out = memento(&loc, &["ls"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let header = text.lines().find(|l| l.starts_with("FUNCTION")).unwrap();
+    assert!(header.contains("HITS  SAVED"), "{text}");
+    let slow = text.lines().find(|l| l.starts_with("lab::slow")).unwrap();
+    let saved = slow.split_whitespace().nth(5).unwrap();
+    let ms: u64 = saved.strip_suffix("ms").unwrap().parse().unwrap();
+    assert!(
+        (100..1000).contains(&ms),
+        "two hits of 50 ms or more: {slow}"
+    );
+    assert!(
+        text.lines()
+            .last()
+            .unwrap()
+            .starts_with(&format!("saved {saved} of computation in all")),
+        "{text}"
+    );
+    let out = memento(&loc, &["ls", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let f = &json["functions"][0];
+    assert_eq!(f["hits"], 2);
+    let mean = f["mean_duration"].as_f64().unwrap();
+    assert!(mean >= 0.05, "{f}");
+    assert_eq!(
+        f["saved"].as_f64().unwrap(),
+        json["saved"].as_f64().unwrap()
+    );
+}

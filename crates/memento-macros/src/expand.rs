@@ -187,6 +187,18 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
         (quote!(#value), quote!(store))
     };
 
+    // The keyed arguments' names, then the type and const parameters',
+    // as the key's tuple holds them: a miss says which one changed.
+    let argument_names: Vec<String> = keyed
+        .iter()
+        .map(|ident| ident.to_string())
+        .chain(sig.generics.params.iter().filter_map(|p| match p {
+            GenericParam::Type(t) => Some(t.ident.to_string()),
+            GenericParam::Const(c) => Some(c.ident.to_string()),
+            GenericParam::Lifetime(_) => None,
+        }))
+        .collect();
+    let argument_count = argument_names.len();
     let mut management = TokenStream::new();
     if options.keep_versions {
         management.extend(quote!(.keep_versions(true)));
@@ -194,6 +206,12 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
     if let Some((ttl, span)) = &options.expires_after {
         let (secs, nanos) = (ttl.as_secs(), ttl.subsec_nanos());
         management.extend(quote_spanned!(*span=> .expires_after(
+            ::std::time::Duration::new(#secs, #nanos)
+        )));
+    }
+    if let Some((least, span)) = &options.min_duration {
+        let (secs, nanos) = (least.as_secs(), least.subsec_nanos());
+        management.extend(quote_spanned!(*span=> .min_duration(
             ::std::time::Duration::new(#secs, #nanos)
         )));
     }
@@ -244,6 +262,10 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
         ::memento::Function::new(module, name)
             .version(#version)
             .__code(#code, #signature, #generic)
+            .argument_names({
+                let names: [&str; #argument_count] = [#(#argument_names),*];
+                names
+            })
             #management
     }};
     let make_function = quote! {
@@ -702,7 +724,9 @@ fn handle_module(
                 ::memento::__private::next_call(false, true);
                 let value = #call;
                 let hit = ::memento::__private::last_call().is_some_and(|(hit, _)| hit);
-                ::memento::Outcome { value, hit, duration: start.elapsed() }
+                let mut outcome = ::memento::Outcome::new(value, hit, start.elapsed());
+                outcome.why = ::memento::__private::last_why();
+                outcome
             }
 
             /// Finds or computes the result and returns a handle to it instead.

@@ -2,7 +2,7 @@
 //! `version = "2"`, `result = true|false`, `keep_versions`,
 //! `expires_after = "7d"`, `validate = path`, `compress = "zstd"`,
 //! `mmap`, `handle = false`, `depends(helper, module::helper)`,
-//! `refresh = "background"`.
+//! `refresh = "background"`, `min_duration = "100ms"`.
 
 use proc_macro2::TokenStream;
 use syn::parse::Parser;
@@ -16,6 +16,8 @@ pub(crate) struct Options {
     pub(crate) result: Option<bool>,
     pub(crate) keep_versions: bool,
     pub(crate) expires_after: Option<(std::time::Duration, proc_macro2::Span)>,
+    /// `min_duration = "100ms"`: quicker results are not stored.
+    pub(crate) min_duration: Option<(std::time::Duration, proc_macro2::Span)>,
     pub(crate) validate: Option<Expr>,
     pub(crate) handle: Option<bool>,
     pub(crate) compress: Option<LitStr>,
@@ -77,6 +79,19 @@ pub(crate) fn parse(attr: TokenStream) -> syn::Result<Options> {
                 )
             })?;
             options.expires_after = Some((ttl, text.span()));
+        } else if meta.path.is_ident("min_duration") {
+            let text: LitStr = meta.value()?.parse()?;
+            let least = humantime::parse_duration(text.value().trim()).map_err(|e| {
+                syn::Error::new(
+                    text.span(),
+                    format!(
+                        "min_duration = {:?} is not a duration ({e}); write a number and a \
+                         unit, such as \"100ms\", \"2s\" or \"1m\"",
+                        text.value()
+                    ),
+                )
+            })?;
+            options.min_duration = Some((least, text.span()));
         } else if meta.path.is_ident("validate") {
             options.validate = Some(meta.value()?.parse()?);
         } else if meta.path.is_ident("compress") {
@@ -113,7 +128,7 @@ pub(crate) fn parse(attr: TokenStream) -> syn::Result<Options> {
             return Err(meta.error(
                 "unknown option of #[memento::cache]; the options are memory = EXPR, \
                  ignore(arg, ..), version = \"..\", result = true|false, keep_versions, \
-                 expires_after = \"..\", validate = path::to::fn, compress = \"lz4\"|\"zstd\", mmap, \
+                 expires_after = \"..\", min_duration = \"..\", validate = path::to::fn, compress = \"lz4\"|\"zstd\", mmap, \
                  handle = false, depends(helper, ..) and refresh = \"background\"",
             ));
         }

@@ -258,6 +258,7 @@ pub(crate) struct HitsFile {
 
 /// What a cache holds, per function.
 #[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
 pub struct Stats {
     /// Number of stored results.
     pub entries: u64,
@@ -268,10 +269,33 @@ pub struct Stats {
     pub content_bytes: u64,
     /// Per function, sorted by name.
     pub functions: Vec<FunctionStats>,
+    /// The computation time the cache saved, all functions together (the
+    /// sum of their [`saved`](FunctionStats::saved)).
+    pub saved: Duration,
 }
 
 /// What a cache holds for one function.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// let memory = memento::Memory::new(dir.path());
+/// let f = memento::Function::new("docs", "slow");
+/// for _ in 0..4 {
+///     let _: u8 = memory.call(&f, &1u8, || {
+///         std::thread::sleep(std::time::Duration::from_millis(20));
+///         1
+///     });
+/// }
+/// drop(memory); // writes the counts kept in memory
+/// let stats = memento::Memory::new(dir.path()).stats().unwrap();
+/// let f = &stats.functions[0];
+/// assert_eq!(f.hits, 3);
+/// assert!(f.mean_duration.unwrap() >= std::time::Duration::from_millis(20));
+/// assert_eq!(f.saved, f.mean_duration.unwrap() * 3);
+/// assert_eq!(stats.saved, f.saved);
+/// ```
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct FunctionStats {
     /// `module::name` from `function.json` (the folder if it has none).
     pub name: String,
@@ -291,6 +315,13 @@ pub struct FunctionStats {
     /// stores a result; when its last `Memory` over the location is
     /// dropped; and at exit).
     pub hits: u64,
+    /// The mean time its stored results took to compute (of every result
+    /// stored since its results were last cleared, as recorded in its
+    /// `calls.json`); `None` when none is recorded.
+    pub mean_duration: Option<Duration>,
+    /// The computation time the cache saved it: [`hits`](Self::hits) ×
+    /// [`mean_duration`](Self::mean_duration) (approximate as the hits are).
+    pub saved: Duration,
 }
 
 impl Stats {
@@ -312,6 +343,8 @@ impl Stats {
                     content_bytes: 0,
                     last_access: None,
                     hits: 0,
+                    mean_duration: None,
+                    saved: Duration::ZERO,
                 })
         }
         for entry in inventory.entries.iter() {
@@ -344,12 +377,28 @@ impl Stats {
                 _ => {}
             }
         }
+        // `calls.json` alone (left after a clear, to explain the next
+        // miss) makes no function of a folder.
+        for other in &inventory.others {
+            if let Name::Calls { folder } = layout::parse(&other.name) {
+                if let Some(f) = functions.get_mut(folder) {
+                    f.bytes += other.disk;
+                    f.content_bytes += other.size;
+                    if let Some((count, seconds)) = crate::memory::computed(store, folder) {
+                        let mean = Duration::from_secs_f64(seconds.max(0.0) / count as f64);
+                        f.mean_duration = Some(mean);
+                        f.saved = mean.saturating_mul(f.hits.min(u32::MAX as u64) as u32);
+                    }
+                }
+            }
+        }
         let mut functions: Vec<FunctionStats> = functions.into_values().collect();
         functions.sort_by(|a, b| a.name.cmp(&b.name));
         Stats {
             entries: inventory.items(),
             bytes: inventory.bytes(),
             content_bytes: inventory.content_bytes(),
+            saved: functions.iter().map(|f| f.saved).sum(),
             functions,
         }
     }

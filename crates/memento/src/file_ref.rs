@@ -274,21 +274,65 @@ fn path_of_bytes(bytes: &[u8]) -> Option<PathBuf> {
 /// contents. Called by the key serializer only.
 pub(crate) fn contents<T: Serialize + ?Sized>(value: &T) -> Result<(u8, [u8; 32]), KeyError> {
     let path = value.serialize(Capture)?;
+    let id = path_id(&path);
+    if REUSE.get() {
+        if let Some(&(_, kind, digest)) = RECENT.get().iter().find(|(i, ..)| *i == id) {
+            return Ok((kind, digest));
+        }
+    }
     let meta = fs::metadata(&path).map_err(|e| unreadable(&path, &e))?;
-    if meta.is_file() {
+    let found = if meta.is_file() {
         let digest = digests::file(&path, &meta).map_err(|e| unreadable(&path, &e))?;
         digests::save_if_changed();
-        Ok((KIND_FILE, digest))
+        (KIND_FILE, digest)
     } else if meta.is_dir() {
         let digest = folder(&path);
         digests::save_if_changed();
-        Ok((KIND_FOLDER, digest?))
+        (KIND_FOLDER, digest?)
     } else {
-        Err(KeyError::file(format!(
+        return Err(KeyError::file(format!(
             "the memento::FileRef {} is neither a regular file nor a folder",
             path.display()
-        )))
+        )));
+    };
+    let mut recent = RECENT.get();
+    recent.rotate_right(1);
+    recent[0] = (id, found.0, found.1);
+    RECENT.set(recent);
+    Ok(found)
+}
+
+thread_local! {
+    /// The last contents digests this thread took, by [`path_id`]: the
+    /// explanation of a miss (`memory/why.rs`) hashes each argument again
+    /// right after the key, and takes a file's digest from here rather than
+    /// read a racy file twice.
+    static RECENT: std::cell::Cell<[(u64, u8, [u8; 32]); 4]> =
+        const { std::cell::Cell::new([(0, 0, [0; 32]); 4]) };
+    /// Set while [`reusing_digests`] runs.
+    static REUSE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` (which hashes again arguments whose key was just computed on
+/// this thread) taking the digests of their files from that computation.
+pub(crate) fn reusing_digests<R>(f: impl FnOnce() -> R) -> R {
+    /// Unset even if `f` panics: a key must never take a digest from here.
+    struct Unset;
+    impl Drop for Unset {
+        fn drop(&mut self) {
+            REUSE.set(false);
+        }
     }
+    REUSE.set(true);
+    let _unset = Unset;
+    f()
+}
+
+fn path_id(path: &Path) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    path.hash(&mut h);
+    h.finish() | 1
 }
 
 fn unreadable(path: &Path, e: &io::Error) -> KeyError {

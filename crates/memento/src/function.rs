@@ -41,8 +41,11 @@ pub struct Function {
     generic: bool,
     keep_versions: bool,
     expires_after: Option<Duration>,
+    min_duration: Option<Duration>,
     validate: Option<Validate>,
     compression: Compression,
+    /// The keyed arguments' names, for [`Why`](crate::Why).
+    argument_names: Vec<String>,
     derived: Derived,
     shape: OnceLock<(TypeId, Shape)>,
 }
@@ -79,8 +82,10 @@ impl Function {
             generic: true,
             keep_versions: false,
             expires_after: None,
+            min_duration: None,
             validate: None,
             compression: Compression::None,
+            argument_names: Vec::new(),
             derived: Derived {
                 hash: [0; 32],
                 folder: String::new(),
@@ -120,6 +125,54 @@ impl Function {
     pub fn expires_after(mut self, ttl: Duration) -> Function {
         self.expires_after = Some(ttl);
         self
+    }
+
+    /// Stores only the results that took at least `least` to compute:
+    /// quicker ones are returned and not stored (said at debug level), so
+    /// that a cache holds the slow calls only.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let memory = memento::Memory::new(dir.path());
+    /// let f = memento::Function::new("m", "quick").min_duration(Duration::from_secs(1));
+    /// let _: u32 = memory.call(&f, &1u32, || 2); // far under a second
+    /// assert!(!memory.contains::<u32, _>(&f, &1u32));
+    /// ```
+    pub fn min_duration(mut self, least: Duration) -> Function {
+        self.min_duration = Some(least);
+        self
+    }
+
+    pub(crate) fn min_duration_of(&self) -> Option<Duration> {
+        self.min_duration
+    }
+
+    /// Names the arguments, in the order of the tuple passed as the
+    /// arguments (`#[memento::cache]` gives its function's): an
+    /// explanation of a miss ([`Why`](crate::Why)) then says which
+    /// argument changed by its name. They are not part of any key.
+    ///
+    /// ```
+    /// let f = memento::Function::new("m", "fit").argument_names(["data", "alpha"]);
+    /// # let _ = f;
+    /// ```
+    pub fn argument_names<I>(mut self, names: I) -> Function
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.argument_names = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    pub(crate) fn argument_names_list(&self) -> &[String] {
+        &self.argument_names
+    }
+
+    /// The manual version (empty when none was given).
+    pub(crate) fn version_text(&self) -> &str {
+        &self.version
     }
 
     /// Checks each stored result's metadata before serving it (like joblib's

@@ -13,7 +13,7 @@
 //! | `slow_sine::check_call_in_cache(x) -> bool` | is a result for `x` stored? (computes nothing) |
 //! | `slow_sine::call_and_shelve(x) -> StoredResult<f64>` | computes or finds the result, returns a handle to it instead |
 //! | `slow_sine::call_forced(x) -> f64` | computes again and overwrites |
-//! | `slow_sine::call_with_outcome(x) -> Outcome<f64>` | the value, whether it was a hit, how long the call took |
+//! | `slow_sine::call_with_outcome(x) -> Outcome<f64>` | the value, whether it was a hit, how long the call took, why it missed |
 //! | `slow_sine::memory()` | the [`Memory`] it uses |
 //! | `slow_sine::function()` | its [`Function`] |
 //!
@@ -34,8 +34,11 @@
 //! assert!(!cube::check_call_in_cache(3));
 //! let outcome = cube::call_with_outcome(3);
 //! assert_eq!((outcome.value, outcome.hit), (27, false));
+//! assert_eq!(outcome.why, Some(memento::Why::FirstCall));
 //! assert!(cube::check_call_in_cache(3));
 //! assert!(cube::call_with_outcome(3).hit);
+//! let other = cube::call_with_outcome(4);
+//! assert_eq!(other.why.unwrap().to_string(), "argument x changed: 3 → 4");
 //!
 //! let shelved = cube::call_and_shelve(4);
 //! assert_eq!(shelved.get().unwrap(), 64);
@@ -63,7 +66,14 @@ use crate::key::Key;
 use crate::memory::Memory;
 
 /// A call's value and how it was obtained.
+///
+/// ```
+/// use std::time::Duration;
+/// let outcome = memento::Outcome::new(2.5, true, Duration::from_micros(3));
+/// assert!(outcome.hit && outcome.why.is_none());
+/// ```
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Outcome<T> {
     /// The value returned.
     pub value: T,
@@ -71,6 +81,22 @@ pub struct Outcome<T> {
     pub hit: bool,
     /// How long the call took.
     pub duration: Duration,
+    /// On a miss, why: what differed from the nearest stored call of the
+    /// function (see [`Why`](crate::Why)); `None` on a hit, and for a
+    /// call whose arguments could not be hashed.
+    pub why: Option<crate::Why>,
+}
+
+impl<T> Outcome<T> {
+    /// An outcome with no explanation (`why` is `None`).
+    pub fn new(value: T, hit: bool, duration: Duration) -> Outcome<T> {
+        Outcome {
+            value,
+            hit,
+            duration,
+            why: None,
+        }
+    }
 }
 
 /// A handle to a stored result: where it is, not the value. It can be

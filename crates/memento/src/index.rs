@@ -220,7 +220,7 @@ pub(crate) struct Snapshot {
     pub(crate) logs: Vec<(PathBuf, u64)>,
     pub(crate) log_bytes: u64,
     /// Bytes of the files beside the entries: each function's records
-    /// (`function.json`, `hits.json`) and the `.gitignore`.
+    /// (`function.json`, `hits.json`, `calls.json`) and the `.gitignore`.
     pub(crate) other_bytes: u64,
 }
 
@@ -293,7 +293,9 @@ pub(crate) fn read(root: &Path) -> io::Result<Snapshot> {
         + folders
             .into_iter()
             .map(|f| {
-                size(root.join(crate::layout::record(f))) + size(root.join(crate::layout::hits(f)))
+                size(root.join(crate::layout::record(f)))
+                    + size(root.join(crate::layout::hits(f)))
+                    + size(root.join(crate::layout::calls(f)))
             })
             .sum::<u64>();
     Ok(snapshot)

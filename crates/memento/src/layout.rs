@@ -14,6 +14,7 @@
 //!     function.json                 the function's record
 //!     function.lock                 serializes changes of the record
 //!     hits.json                     hit counts
+//!     calls.json                    recent stored calls and misses (why.rs)
 //!     ab/                           shard: the key's first two hex digits
 //!       <62 hex>.bin                an entry: header, payload, info
 //!       .keys                       per-key byte-range locks (Linux)
@@ -37,6 +38,8 @@ pub(crate) const RECORD: &str = "function.json";
 pub(crate) const RECORD_LOCK: &str = "function.lock";
 /// The function's hit counts, in its folder.
 pub(crate) const HITS: &str = "hits.json";
+/// The function's recent stored calls and misses, in its folder.
+pub(crate) const CALLS: &str = "calls.json";
 /// The per-key byte-range locks of a shard folder.
 pub(crate) const SHARD_LOCKS: &str = ".keys";
 /// The start of a temporary file's name.
@@ -86,6 +89,11 @@ pub(crate) fn record_lock(folder: &str) -> String {
 /// `<folder>/hits.json`.
 pub(crate) fn hits(folder: &str) -> String {
     format!("{folder}/{HITS}")
+}
+
+/// `<folder>/calls.json`.
+pub(crate) fn calls(folder: &str) -> String {
+    format!("{folder}/{CALLS}")
 }
 
 /// `.access/<host>-<pid>-<nonce>.json`: an access record written by the
@@ -142,6 +150,8 @@ pub(crate) enum Name<'a> {
     RecordLock { folder: &'a str },
     /// A function's hit counts.
     Hits { folder: &'a str },
+    /// A function's recent stored calls and misses.
+    Calls { folder: &'a str },
     /// A file of an entry folder of entry format 1:
     /// `<folder>/ab/<62 hex>/<file>`; `dir` is the entry folder.
     OldEntry {
@@ -173,6 +183,7 @@ pub(crate) fn parse(name: &str) -> Name<'_> {
         RECORD => return Name::Record { folder: rest },
         RECORD_LOCK => return Name::RecordLock { folder: rest },
         HITS => return Name::Hits { folder: rest },
+        CALLS => return Name::Calls { folder: rest },
         _ => {}
     }
     let shard_split = rest.rsplit_once('/');
@@ -351,6 +362,7 @@ mod tests {
         assert_eq!(parse(&record(folder)), Name::Record { folder });
         assert_eq!(parse(&record_lock(folder)), Name::RecordLock { folder });
         assert_eq!(parse(&hits(folder)), Name::Hits { folder });
+        assert_eq!(parse(&calls(folder)), Name::Calls { folder });
         assert_eq!(
             parse(&format!("{folder}/{}/{SHARD_LOCKS}", &hex[..2])),
             Name::ShardLocks { folder }

@@ -296,6 +296,7 @@ pub use memento_macros::cache;
 /// `depends`, and a trait impl cannot hold the const (a method of a
 /// generic type is named through `Self`).
 pub use memento_macros::tracked;
+pub use memory::{Change, Miss, Why};
 pub use memory::{
     Collected, DamagedEntry, Location, Lookup, Memory, Pending, Reduction, Refresh, Refreshing,
     StoredEntry, Verification, DEFAULT_DIR, MEMENTO_DIR,
@@ -311,7 +312,7 @@ pub mod __private {
     mod bounds;
     pub use bounds::*;
 
-    pub use crate::memory::{last_call, next_call};
+    pub use crate::memory::{last_call, last_why, next_call};
 
     pub use crate::file_ref::digests::hooks as file_ref;
 

@@ -80,4 +80,16 @@ macro_rules! info {
     };
 }
 
-pub(crate) use {error, info, warning};
+/// `tracing::debug!` when a subscriber is set, else a line on stderr with
+/// `MEMENTO_LOG=debug`.
+macro_rules! debug {
+    ($($arg:tt)*) => {
+        if $crate::log::has_subscriber() {
+            tracing::debug!($($arg)*)
+        } else {
+            $crate::log::to_stderr(tracing::Level::DEBUG, format_args!($($arg)*))
+        }
+    };
+}
+
+pub(crate) use {debug, error, info, warning};

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::entry::{self, Metadata};
+use crate::entry::Metadata;
 use crate::error::{Error, Result};
 use crate::function::{self, Function};
 use crate::key::{self, Key};
@@ -26,17 +26,21 @@ mod read;
 mod record;
 mod refresh;
 mod shared;
+mod why;
 mod write;
 
 use config::Config;
 pub use limits::{Collected, DamagedEntry, Reduction, StoredEntry, Verification};
 pub(crate) use mode::Mode;
-pub use mode::{last_call, next_call};
+pub use mode::{last_call, last_why, next_call};
 use once::{Held, Step, Turn};
 use read::Reader;
 use record::{FnState, Records};
 pub use refresh::{Refresh, Refreshing};
 use shared::Shared;
+pub(crate) use why::computed;
+use why::{CallArgs, Current};
+pub use why::{Change, Miss, Why};
 pub use write::Pending;
 use write::Writer;
 
@@ -272,7 +276,7 @@ impl Memory {
         T: Serialize + DeserializeOwned + 'static,
         A: Serialize + ?Sized,
     {
-        match self.lookup_stored(function, keyed, || entry::args_text(args)) {
+        match self.lookup_stored(function, keyed, || CallArgs::of(args)) {
             Begun::Done(lookup) => lookup,
             Begun::Missed(missed) => self.compute_once(function, missed),
         }
@@ -369,7 +373,7 @@ impl Memory {
             let state = self
                 .records()
                 .state(function, keyed.shape, std::any::type_name::<T>());
-            let missed = self.missed(function, keyed, state, entry::args_text(args));
+            let missed = self.missed(function, keyed, state, CallArgs::of(args));
             return match self.compute_once(function, missed) {
                 Lookup::Hit(value) => Refreshing::Hit(value),
                 Lookup::Miss(pending) => Refreshing::Miss(pending),
@@ -407,7 +411,7 @@ impl Memory {
             function.clone(),
             key,
             keyed.shape,
-            entry::args_text(args),
+            CallArgs::of(args),
             held,
         );
         Refreshing::Stale(value, refresh)
@@ -449,7 +453,8 @@ impl Memory {
                     None,
                     None,
                     shape,
-                    String::new(),
+                    CallArgs::default(),
+                    None,
                     mode,
                     Held::default(),
                 );
@@ -460,11 +465,11 @@ impl Memory {
             let state = self
                 .records()
                 .state(function, shape, std::any::type_name::<T>());
-            let args = entry::args_text(args);
+            let args = CallArgs::of(args);
             crate::log::info!(
                 "calling {}({}) (forced)",
                 function.full_name(),
-                trim_brackets(&args)
+                trim_brackets(&args.text)
             );
             return Near::Done(Lookup::Miss(Pending::new(
                 self,
@@ -473,6 +478,7 @@ impl Memory {
                 Some(key),
                 shape,
                 args,
+                None,
                 mode,
                 Held::default(),
             )));
@@ -486,12 +492,13 @@ impl Memory {
     /// The part of a lookup that reads the store: the entry, then (when
     /// there is none) the function's record; `Missed` when the call must
     /// take its turn to compute. `args` renders the arguments for the
-    /// logs and the entry's info, on a miss only.
+    /// logs, the entry's info and the explanation of the miss, on a miss
+    /// only.
     fn lookup_stored<'m, T>(
         &'m self,
         function: &'m Function,
         keyed: Keyed,
-        args: impl FnOnce() -> String,
+        args: impl FnOnce() -> CallArgs,
     ) -> Begun<'m, T>
     where
         T: Serialize + DeserializeOwned + 'static,
@@ -521,7 +528,7 @@ impl Memory {
         function: &Function,
         keyed: Keyed,
         state: Arc<FnState>,
-        args: String,
+        args: CallArgs,
     ) -> Missed {
         let Keyed { key, shape, mode } = keyed;
         let turn = Turn::new(
@@ -563,9 +570,9 @@ impl Memory {
         let remote = self.inner.store.is_remote();
         let start = match self.lookup_near::<T, A>(function, args) {
             Near::Done(lookup) => Start::Done(lookup),
-            Near::Keyed(keyed) if remote => Start::Remote(keyed, entry::args_text(args)),
+            Near::Keyed(keyed) if remote => Start::Remote(keyed, CallArgs::of(args)),
             Near::Keyed(keyed) => {
-                match self.lookup_stored(function, keyed, || entry::args_text(args)) {
+                match self.lookup_stored(function, keyed, || CallArgs::of(args)) {
                     Begun::Done(lookup) => Start::Done(lookup),
                     Begun::Missed(missed) => Start::Missed(missed),
                 }
@@ -749,7 +756,7 @@ enum Start<'m, T> {
     Missed(Missed),
     /// The store is remote: read it on a thread of its own (with the
     /// arguments rendered already).
-    Remote(Keyed, String),
+    Remote(Keyed, CallArgs),
 }
 
 /// The first, non-waiting part of a lookup.
@@ -765,7 +772,7 @@ struct Missed {
     state: Arc<FnState>,
     key: Key,
     shape: function::Shape,
-    args: String,
+    args: CallArgs,
     mode: Mode,
     turn: Turn,
 }
@@ -822,8 +829,19 @@ impl Missed {
                 crate::log::info!(
                     "calling {}({})",
                     function.full_name(),
-                    trim_brackets(&self.args)
+                    trim_brackets(&self.args.text)
                 );
+                // Why it missed: compared with the function's stored
+                // calls, in memory (read from `calls.json` at its first
+                // miss in this process).
+                let why = self.state.calls().missed(&Current {
+                    key: &key,
+                    args: &self.args.parts,
+                    function,
+                    output: &self.shape.hash,
+                });
+                crate::log::debug!("memento: {} missed: {why}", function.full_name());
+                memory.shared().flush_calls_if_due(&self.state);
                 Ok(Lookup::Miss(Pending::new(
                     memory,
                     function,
@@ -831,6 +849,7 @@ impl Missed {
                     Some(key),
                     self.shape,
                     std::mem::take(&mut self.args),
+                    Some(why),
                     mode,
                     held,
                 )))

@@ -219,7 +219,7 @@ mod tests {
     use std::time::Duration;
 
     fn state() -> Arc<FnState> {
-        Arc::new(FnState::new("f"))
+        Arc::new(FnState::new("f", Default::default()))
     }
 
     #[test]

@@ -3,9 +3,10 @@
 //! set it before they call `f`, and the call takes it. Per thread, so
 //! that the function keeps its exact signature.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
 use crate::key::Key;
+use crate::Why;
 
 /// What the next cached call on a thread is asked to do.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -19,6 +20,7 @@ pub(crate) struct Mode {
 thread_local! {
     static NEXT: Cell<Mode> = const { Cell::new(Mode { force: false, record: false }) };
     static LAST: Cell<Option<(bool, Option<Key>)>> = const { Cell::new(None) };
+    static WHY: RefCell<Option<Why>> = const { RefCell::new(None) };
 }
 
 impl Mode {
@@ -44,6 +46,14 @@ impl Mode {
             LAST.with(|last| last.set(Some((hit, key))));
         }
     }
+
+    /// Reports why the call missed to `last_why` (a miss only).
+    #[inline]
+    pub(crate) fn record_why(&self, why: Option<Why>) {
+        if self.record {
+            WHY.with(|last| *last.borrow_mut() = why);
+        }
+    }
 }
 
 /// Sets what the next cached call on this thread does. Used by the handle
@@ -52,10 +62,17 @@ impl Mode {
 pub fn next_call(force: bool, record: bool) {
     NEXT.with(|next| next.set(Mode { force, record }));
     LAST.with(|last| last.set(None));
+    WHY.with(|last| last.borrow_mut().take());
 }
 
 /// Whether the last recorded call was a hit, and its key.
 #[doc(hidden)]
 pub fn last_call() -> Option<(bool, Option<Key>)> {
     LAST.with(Cell::take)
+}
+
+/// Why the last recorded call missed (`None` after a hit).
+#[doc(hidden)]
+pub fn last_why() -> Option<Why> {
+    WHY.with(|last| last.borrow_mut().take())
 }

@@ -11,6 +11,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 use super::hits::Hits;
 use super::hot::KeyIdHasher;
 use super::shared::Shared;
+use super::why::Calls;
 use crate::error::{Error, Result};
 use crate::evict::{self, Inventory};
 use crate::function::{Function, FunctionRecord, Shape};
@@ -29,19 +30,30 @@ pub(super) struct FnState {
     hits: Hits,
     /// The function's folder, where `hits.json` goes.
     folder: String,
+    /// The stored calls and misses of the function's folder (shared by
+    /// the states of every version of the function), for [`Why`].
+    ///
+    /// [`Why`]: crate::Why
+    calls: Arc<Calls>,
 }
 
 /// [`FnState::recorded_at`] before the record is known to be stored.
 const NOT_RECORDED: u64 = u64::MAX;
 
 impl FnState {
-    pub(super) fn new(folder: &str) -> FnState {
+    pub(super) fn new(folder: &str, calls: Arc<Calls>) -> FnState {
         FnState {
             checked: OnceLock::new(),
             recorded_at: AtomicU64::new(NOT_RECORDED),
             hits: Hits::default(),
             folder: folder.to_string(),
+            calls,
         }
+    }
+
+    /// The stored calls and misses of the function's folder.
+    pub(super) fn calls(&self) -> &Calls {
+        &self.calls
     }
 
     /// Notes that `function.json` matches this code, as of store
@@ -67,11 +79,17 @@ impl FnState {
     }
 }
 
+/// The calls of each function folder (see [`Calls`]).
+type CallsByFolder = HashMap<String, Arc<Calls>>;
+
 /// The functions used through one location in this process, by function
 /// hash.
 #[derive(Default)]
 pub(super) struct Functions {
     states: RwLock<HashMap<[u8; 32], Arc<FnState>, BuildHasherDefault<KeyIdHasher>>>,
+    /// By folder: kept when a function's results are cleared (its next
+    /// miss says they are gone), dropped when the location is.
+    calls: RwLock<CallsByFolder>,
 }
 
 impl Functions {
@@ -89,9 +107,43 @@ impl Functions {
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
                 .entry(*id)
-                .or_insert_with(|| Arc::new(FnState::new(function.folder())))
+                .or_insert_with(|| {
+                    Arc::new(FnState::new(
+                        function.folder(),
+                        self.calls_for(function.folder()),
+                    ))
+                })
                 .clone()
         })
+    }
+
+    /// The calls of the folder `folder`, made if new.
+    fn calls_for(&self, folder: &str) -> Arc<Calls> {
+        self.calls
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(folder.to_string())
+            .or_insert_with(|| Arc::new(Calls::new()))
+            .clone()
+    }
+
+    /// The calls of the folder `folder`, if this process recorded any.
+    pub(super) fn calls_of(&self, folder: &str) -> Option<Arc<Calls>> {
+        self.calls
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(folder)
+            .cloned()
+    }
+
+    /// The calls of every folder, with their folders.
+    pub(super) fn all_calls(&self) -> Vec<(String, Arc<Calls>)> {
+        self.calls
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(folder, calls)| (folder.clone(), calls.clone()))
+            .collect()
     }
 
     /// Every function's state.
@@ -104,9 +156,14 @@ impl Functions {
             .collect()
     }
 
-    /// Forgets every function (their records are checked again).
+    /// Forgets every function (their records are checked again) and their
+    /// calls (the location was cleared).
     pub(super) fn clear(&self) {
         self.states
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.calls
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
@@ -175,6 +232,8 @@ impl<'a> Records<'a> {
         state
             .checked
             .get_or_init(|| self.check_record(function, &state, shape, output_type));
+        // What explains misses: read once per folder and process.
+        state.calls.load(self.store, &state.folder);
         state
     }
 

@@ -23,6 +23,7 @@ use serde::Serialize;
 
 use super::mode::Mode;
 use super::once::Held;
+use super::why::CallArgs;
 use super::write::Pending;
 use super::Memory;
 use crate::function::{Function, Shape};
@@ -59,7 +60,7 @@ struct Parts {
     function: Function,
     key: Key,
     shape: Shape,
-    args: String,
+    args: CallArgs,
     held: Held,
 }
 
@@ -69,7 +70,7 @@ impl<T> Refresh<T> {
         function: Function,
         key: Key,
         shape: Shape,
-        args: String,
+        args: CallArgs,
         held: Held,
     ) -> Refresh<T> {
         Refresh {
@@ -183,6 +184,7 @@ impl<T: Serialize + DeserializeOwned + 'static> Refresh<T> {
                 Some(key),
                 shape,
                 args,
+                None,
                 mode,
                 held,
             );

@@ -159,6 +159,22 @@ impl Shared {
         }
     }
 
+    /// Writes the stored calls and misses recorded in memory to their
+    /// `calls.json` (see `why.rs`).
+    pub(super) fn flush_all_calls(&self) {
+        for (folder, calls) in self.functions.all_calls() {
+            calls.flush(&*self.store, &folder, |e| self.report_io(e));
+        }
+    }
+
+    /// Writes `state`'s stored calls and misses to its `calls.json` if a
+    /// write is due (see `why.rs`).
+    pub(super) fn flush_calls_if_due(&self, state: &super::record::FnState) {
+        state
+            .calls()
+            .flush_if_due(&*self.store, state.folder(), |e| self.report_io(e));
+    }
+
     /// Adds `state`'s pending hits to its `hits.json` through this
     /// location's store.
     pub(super) fn flush_hits(&self, state: &super::record::FnState) {
@@ -169,11 +185,12 @@ impl Shared {
 impl Drop for Shared {
     fn drop(&mut self) {
         self.flush_all_hits();
+        self.flush_all_calls();
     }
 }
 
-/// Adds the hits of every location still in use to their `hits.json` (at
-/// exit).
+/// Adds the hits of every location still in use to their `hits.json`, and
+/// their recorded calls to their `calls.json` (at exit).
 pub(super) fn flush_every_location() {
     let all: Vec<Arc<Shared>> = REGISTRY
         .lock()
@@ -183,6 +200,7 @@ pub(super) fn flush_every_location() {
         .collect();
     for shared in all {
         shared.flush_all_hits();
+        shared.flush_all_calls();
     }
 }
 

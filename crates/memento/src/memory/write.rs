@@ -16,6 +16,7 @@ use super::once::Held;
 use super::read::mapped;
 use super::record::{FnState, RecordWrite, Records};
 use super::shared::Shared;
+use super::why::{CallArgs, Current, StoredCall, Why};
 use super::Memory;
 use crate::codec;
 use crate::entry;
@@ -33,7 +34,11 @@ pub struct Pending<'m, T> {
     state: Option<Arc<FnState>>,
     key: Option<Key>,
     shape: Shape,
-    args: String,
+    /// Boxed, as `why`: a `Lookup` holding a `Pending` stays small.
+    args: Box<CallArgs>,
+    /// Why it missed (`None` for a forced call, or when nothing would be
+    /// stored).
+    why: Option<Box<Why>>,
     started: Instant,
     mode: Mode,
     /// This process's turn to compute, held until the result is written
@@ -46,7 +51,7 @@ impl<'m, T> Pending<'m, T> {
     /// A miss of `function` with the key `key` (`None`: the arguments
     /// could not be hashed, nothing is written), whose record was checked
     /// into `state` (`None`: not checked, nothing is written), holding the
-    /// turn `held`.
+    /// turn `held`; it missed because of `why`.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         memory: &'m Memory,
@@ -54,7 +59,8 @@ impl<'m, T> Pending<'m, T> {
         state: Option<Arc<FnState>>,
         key: Option<Key>,
         shape: Shape,
-        args: String,
+        args: CallArgs,
+        why: Option<Why>,
         mode: Mode,
         held: Held,
     ) -> Pending<'m, T> {
@@ -64,7 +70,8 @@ impl<'m, T> Pending<'m, T> {
             state,
             key,
             shape,
-            args,
+            args: Box::new(args),
+            why: why.map(Box::new),
             started: Instant::now(),
             mode,
             _held: held,
@@ -118,7 +125,7 @@ impl<'a> Writer<'a> {
             });
             compression = codec::Compression::None;
         }
-        let info = entry::new_info(function.full_name(), duration, &pending.args);
+        let info = entry::new_info(function.full_name(), duration, &pending.args.text);
         let encoded = codec::encode(key, value, created_ms, signer, compression, &info).map_err(
             |message| Error::Encode {
                 function: function.full_name().to_string(),
@@ -145,6 +152,13 @@ impl<'a> Writer<'a> {
             created_ms,
             keep_in_memory: function.validator().is_none() && !mapped::<T>() && tail.is_empty(),
             folder: function.folder().to_string(),
+            call: Current {
+                key,
+                args: &pending.args.parts,
+                function,
+                output: &pending.shape.hash,
+            }
+            .stored(duration),
         })
     }
 
@@ -190,6 +204,11 @@ impl<'a> Writer<'a> {
         }
         if let Some(record) = &write.record {
             written += Records::new(store, self.shared).ensure(record)?;
+            if published {
+                // What later misses are compared with (see `why.rs`).
+                record.state.calls().stored(write.call);
+                self.shared.flush_calls_if_due(&record.state);
+            }
             let plain = write
                 .plain
                 .as_deref()
@@ -209,9 +228,10 @@ impl<'a> Writer<'a> {
 impl<T: Serialize + 'static> Pending<'_, T> {
     /// Stores `value` and returns it. Storage problems are logged, never
     /// returned: the value comes back either way.
-    pub fn store(self, value: T) -> T {
+    pub fn store(mut self, value: T) -> T {
         let write = self.prepare(&value);
         self.mode.record(false, self.key);
+        self.mode.record_why(self.why.take().map(|why| *why));
         if let Some(write) = write {
             let memory = self.memory;
             match memory.writer().commit(write) {
@@ -242,7 +262,7 @@ impl<T: Serialize + 'static> Pending<'_, T> {
     /// [`store`](Pending::store) for async code: the value is encoded here,
     /// and the files are written on a thread of their own, so that the
     /// executor's threads do not wait for the disk. Works with any executor.
-    pub async fn store_async(self, value: T) -> T {
+    pub async fn store_async(mut self, value: T) -> T {
         if let Some(write) = self.prepare(&value) {
             // The write outlives this borrow of the value (the future may be
             // dropped while it runs): it takes its own copy.
@@ -261,6 +281,7 @@ impl<T: Serialize + 'static> Pending<'_, T> {
         }
         // After the await: the caller's next step runs in this same poll.
         self.mode.record(false, self.key);
+        self.mode.record_why(self.why.take().map(|why| *why));
         value
     }
 
@@ -288,6 +309,17 @@ impl<T: Serialize + 'static> Pending<'_, T> {
             duration.as_secs_f64()
         );
         let key = self.key?;
+        if let Some(least) = self
+            .function
+            .min_duration_of()
+            .filter(|least| duration < *least)
+        {
+            crate::log::debug!(
+                "{}: computed in {duration:?}, less than min_duration ({least:?}); not stored",
+                self.function.full_name()
+            );
+            return None;
+        }
         match self.memory.writer().prepare(self, &key, value, duration) {
             Ok(write) => Some(write),
             Err(e @ Error::Encode { .. }) => {
@@ -329,6 +361,8 @@ struct Write<'v> {
     keep_in_memory: bool,
     /// The function's folder, for the eviction index.
     folder: String,
+    /// The call, recorded once stored (see `why.rs`).
+    call: StoredCall,
 }
 
 impl Write<'_> {
@@ -352,6 +386,7 @@ impl Write<'_> {
             created_ms: self.created_ms,
             keep_in_memory: self.keep_in_memory,
             folder: self.folder,
+            call: self.call,
         }
     }
 }
