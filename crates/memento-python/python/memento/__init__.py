@@ -197,14 +197,25 @@ def _fingerprint(func):
     are then the same function with the same results. When ``func`` wraps
     another (``functools.wraps``), its source is the wrapped function's,
     decorators included: a wrapper that changes keeps its lines in the
-    fingerprint."""
+    fingerprint.
+
+    A ``functools.partial`` is the function it calls and the arguments it
+    binds (``partial(f, 1)`` and ``partial(f, 2)`` keep apart). A lambda's
+    source is its whole line, which two lambdas can share: its code object
+    is added, so that they keep apart."""
+    if isinstance(func, functools.partial):
+        bound = _memento.hash_value((func.args, func.keywords))
+        return b"\0".join([b"memento python partial v1", _fingerprint(func.func), bound])
     try:
         source = inspect.getsource(func)
     except (OSError, TypeError):
         source = None
     if source is not None:
         try:
-            return _source_material(source, decorators=hasattr(func, "__wrapped__"))
+            material = _source_material(source, decorators=hasattr(func, "__wrapped__"))
+            if getattr(func, "__name__", None) == "<lambda>" and hasattr(func, "__code__"):
+                material += b"\0" + _code_material(func.__code__)
+            return material
         except (tokenize.TokenError, SyntaxError):
             pass
     code = getattr(func, "__code__", None)
@@ -219,7 +230,16 @@ def _fingerprint(func):
     return _code_material(code)
 
 
+def _qualname(func):
+    """The function's qualified name (a ``functools.partial``'s function's)."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    return getattr(func, "__qualname__", None) or type(func).__qualname__
+
+
 def _module_name(func):
+    while isinstance(func, functools.partial):
+        func = func.func
     module = getattr(func, "__module__", None) or "__unknown__"
     if module in ("__main__", "__mp_main__"):
         # A script: its file's name, so that two scripts keep apart (and a
@@ -498,11 +518,22 @@ class MemorizedResult:
     """A handle on a stored result (``func.call_and_shelve(...)``): ``get()``
     reads it, ``clear()`` removes it."""
 
-    def __init__(self, stored, func_name, mapped=None):
+    def __init__(self, stored, func_name, mapped=None, origin=None):
         self._stored = stored
         self.func = func_name
         # (load, map mode) with mmap_mode: get() maps as a call does.
         self._mapped = mapped
+        # (Memory, the Function's arguments, digest, map mode): what a
+        # pickled handle is made again from, in another process too.
+        self._origin = origin
+
+    def __reduce__(self):
+        if self._origin is None:
+            raise TypeError(
+                "this MemorizedResult was not made by a Memory's cached function and cannot "
+                "be pickled: pickle the one call_and_shelve returns"
+            )
+        return (_shelved, self._origin)
 
     def get(self):
         """The stored value, verified and unpickled (mapped with the
@@ -530,6 +561,35 @@ class MemorizedResult:
 
     def __repr__(self):
         return f"MemorizedResult(func={self.func!r}, key={self.key!r})"
+
+
+def _shelved(owner, function_args, digest, mode):
+    """The handle on a stored result: what a pickled ``MemorizedResult``
+    is made again from."""
+    *args, compress = function_args
+    function = _memento.Function(*args, compress=compress)
+    memory = owner._memory
+    mapped = None
+    if mode is not None:
+        mapped = (functools.partial(_load_mapped, memory, function, digest), mode)
+    origin = (owner, function_args, digest, mode)
+    return MemorizedResult(memory.shelve(function, digest), function.full_name, mapped, origin)
+
+
+def _load_mapped(memory, function, digest, mode):
+    """The stored result mapped with ``mode``. Computes nothing:
+    ``KeyError`` when it is not stored."""
+
+    def not_stored():
+        raise _NotStored
+
+    try:
+        data, _ = memory.call(function, digest, not_stored, False, True)
+    except _NotStored:
+        raise KeyError(f"no result of {function.full_name} is stored for these arguments") from None
+    if type(data) is tuple:
+        return _decode_mapped(data, mode)
+    return _decode(data)
 
 
 class NotMemorizedResult:
@@ -594,8 +654,13 @@ class MemorizedFunc:
         mmap_mode=None,
         cache_validation_callback=None,
         compress=False,
+        *,
+        owner=None,
     ):
         self.func = func
+        # The Memory that made it (None when made directly): what a pickled
+        # MemorizedFunc is made again from.
+        self._owner = owner
         self.cache_validation_callback = cache_validation_callback
         self._memory = memory  # _memento.Memory
         self._verbose = verbose
@@ -617,7 +682,7 @@ class MemorizedFunc:
         for name in self.ignore:
             if name not in self._signature.parameters:
                 raise ValueError(
-                    f"ignore={self.ignore!r}: {func.__qualname__} has no argument {name!r} "
+                    f"ignore={self.ignore!r}: {_qualname(func)} has no argument {name!r} "
                     f"(its signature is {self._signature})"
                 )
         self._ignored = frozenset(self.ignore)
@@ -634,13 +699,17 @@ class MemorizedFunc:
         code = getattr(self.func, "__code__", None)
         if self._function is None or code is not self._code:
             self._code = code
-            self._function = _memento.Function(
+            name = _qualname(self.func)
+            # Kept: a pickled MemorizedResult makes the same Function again.
+            self._function_args = (
                 _module_name(self.func),
-                self.func.__qualname__,
+                name,
                 _fingerprint(self.func),
-                f"{self.func.__qualname__}{self._signature}",
-                compress=self._compression,
+                f"{name}{self._signature}",
+                self._compression,
             )
+            *args, compress = self._function_args
+            self._function = _memento.Function(*args, compress=compress)
         return self._function
 
     def _fast_binding(self):
@@ -749,7 +818,7 @@ class MemorizedFunc:
             computed.append(value)
             if self._verbose > 0:
                 took = time.monotonic() - start
-                print(f"[Memory] {self.func.__qualname__} - {took:.1f}s, {took / 60:.1f}min")
+                print(f"[Memory] {_qualname(self.func)} - {took:.1f}s, {took / 60:.1f}min")
             try:
                 payload = _encode(value)
             except Exception as e:  # noqa: BLE001 - any pickling failure
@@ -798,31 +867,30 @@ class MemorizedFunc:
     def _load_mapped(self, function, digest, mode):
         """The stored result mapped with ``mode``. Computes nothing:
         ``KeyError`` when it is not stored."""
-
-        def not_stored():
-            raise _NotStored
-
-        try:
-            data, _ = self._memory.call(function, digest, not_stored, False, True)
-        except _NotStored:
-            raise KeyError(
-                f"no result of {function.full_name} is stored for these arguments"
-            ) from None
-        if type(data) is tuple:
-            return _decode_mapped(data, mode)
-        return _decode(data)
+        return _load_mapped(self._memory, function, digest, mode)
 
     def __call__(self, *args, **kwargs):
         return self._run(args, kwargs)[0]
 
     def call_and_shelve(self, *args, **kwargs):
         """Computes (or finds) the result and returns a handle on it instead
-        of the value."""
-        _, _, digest, function = self._run(args, kwargs)
-        mapped = None
-        if self._map_mode is not None:
-            mapped = (functools.partial(self._load_mapped, function, digest), self._map_mode)
-        return MemorizedResult(self._memory.shelve(function, digest), function.full_name, mapped)
+        of the value. A stored result is not unpickled: ``get()`` does
+        that."""
+        function = self._rust_function()
+        pairs = self._bind(args, kwargs)
+        digest = hash_args(pairs)
+        if not (
+            self._memory.contains(function, digest)
+            and self._stored_is_valid(function, digest, pairs)
+        ):
+            _, _, digest, function = self._run(args, kwargs)
+        if self._owner is None:
+            mapped = None
+            if self._map_mode is not None:
+                mapped = (functools.partial(self._load_mapped, function, digest), self._map_mode)
+            stored = self._memory.shelve(function, digest)
+            return MemorizedResult(stored, function.full_name, mapped)
+        return _shelved(self._owner, self._function_args, digest, self._map_mode)
 
     def call(self, *args, **kwargs):
         """Computes the result again, stores it over the old one, and returns
@@ -849,8 +917,30 @@ class MemorizedFunc:
         """Removes this function's stored results."""
         self._memory.clear_function(self._rust_function())
 
+    def __reduce__(self):
+        if self._owner is None:
+            raise TypeError(
+                "this MemorizedFunc was not made by Memory.cache and cannot be pickled: "
+                "pickle the one memory.cache(func) returns"
+            )
+        options = {
+            "ignore": self.ignore,
+            "verbose": self._verbose,
+            "mmap_mode": self.mmap_mode,
+            "cache_validation_callback": self.cache_validation_callback,
+        }
+        # The function is pickled by reference, as pickle does: it must be
+        # importable where it is loaded.
+        return (_cached, (self._owner, self.func, options))
+
     def __repr__(self):
         return f"MemorizedFunc(func={self.func!r}, location={self._memory.location!r})"
+
+
+def _cached(owner, func, options):
+    """``owner.cache(func, **options)``: what a pickled ``MemorizedFunc`` is
+    made again from."""
+    return owner.cache(func, **options)
 
 
 # --- the cache ------------------------------------------------------------------
@@ -925,8 +1015,24 @@ class Memory:
         if location is None:
             self.location = None
             self._memory = None
+            self._pickled = {"location": None, "verbose": verbose}
             return
         self.location = os.fspath(location)
+        # What a pickled Memory is made again from: the same folder (made
+        # absolute: a worker may run elsewhere), the same options; a signing
+        # key only when one was given (else the process's MEMENTO_KEY).
+        self._pickled = {
+            "location": os.path.abspath(self.location),
+            "mmap_mode": mmap_mode,
+            "compress": compress,
+            "verbose": verbose,
+            "bytes_limit": self.bytes_limit,
+            "backend_options": self.backend_options,
+            "items_limit": items_limit,
+            "age_limit": self.age_limit,
+            "signing_key": signing_key,
+            "lock_timeout": lock_timeout,
+        }
         if signing_key is None:
             signing_key = os.environ.get("MEMENTO_KEY") or None
         if isinstance(signing_key, str):
@@ -977,6 +1083,7 @@ class Memory:
             mmap_mode=self.mmap_mode if mmap_mode is False else mmap_mode,
             cache_validation_callback=cache_validation_callback,
             compress=self.compress,
+            owner=self,
         )
 
     def eval(self, func, *args, **kwargs):
@@ -1002,5 +1109,13 @@ class Memory:
             _seconds(age_limit, "age_limit"),
         )
 
+    def __reduce__(self):
+        return (_memory_from, (self._pickled,))
+
     def __repr__(self):
         return f"Memory(location={self.location!r})"
+
+
+def _memory_from(options):
+    """``Memory(**options)``: what a pickled ``Memory`` is made again from."""
+    return Memory(**options)
