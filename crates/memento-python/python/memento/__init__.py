@@ -231,9 +231,12 @@ def _fingerprint(func):
 
 
 def _qualname(func):
-    """The function's qualified name (a ``functools.partial``'s function's)."""
-    while isinstance(func, functools.partial):
-        func = func.func
+    """The function's qualified name. A ``functools.partial``'s is its
+    function's and the digest of the arguments it binds: two partials of one
+    function are two functions, which keep each other's results."""
+    if isinstance(func, functools.partial):
+        bound = _memento.hash_value((func.args, func.keywords)).hex()[:16]
+        return f"{_qualname(func.func)}.partial-{bound}"
     return getattr(func, "__qualname__", None) or type(func).__qualname__
 
 
