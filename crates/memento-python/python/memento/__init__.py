@@ -54,6 +54,16 @@ As with joblib, a stored result is a pickle, which runs code when it is
 loaded: only use cache folders that you and people you trust write, or set
 a signing key.
 
+``Memory``, cached functions and ``call_and_shelve`` handles pickle (to
+send them to worker processes): a ``Memory`` as its options, its folder
+by its absolute path, and the ``signing_key`` when one was given (else the
+loading process's ``MEMENTO_KEY``: a pickle of a ``Memory`` made with a key
+holds the key); a cached function by ``memory.cache(func)`` again, the
+function by reference, as pickle sends functions. ``call_and_shelve``
+does not unpickle a stored result (its ``get()`` does). A
+``functools.partial`` is cached as its function and the arguments it
+binds, and two partials of one function keep apart.
+
 ``cache_validation_callback`` (``expires_after(...)`` makes one) is
 called with a stored result's metadata (``duration``, ``input_args``,
 ``time``) before it is used; when it returns false the result is computed
@@ -566,11 +576,13 @@ class MemorizedResult:
         return f"MemorizedResult(func={self.func!r}, key={self.key!r})"
 
 
-def _shelved(owner, function_args, digest, mode):
+def _shelved(owner, function_args, digest, mode, function=None):
     """The handle on a stored result: what a pickled ``MemorizedResult``
-    is made again from."""
-    *args, compress = function_args
-    function = _memento.Function(*args, compress=compress)
+    is made again from (``function``: the ``_memento.Function`` already
+    made from ``function_args``, if any)."""
+    if function is None:
+        *args, compress = function_args
+        function = _memento.Function(*args, compress=compress)
     memory = owner._memory
     mapped = None
     if mode is not None:
@@ -893,7 +905,7 @@ class MemorizedFunc:
                 mapped = (functools.partial(self._load_mapped, function, digest), self._map_mode)
             stored = self._memory.shelve(function, digest)
             return MemorizedResult(stored, function.full_name, mapped)
-        return _shelved(self._owner, self._function_args, digest, self._map_mode)
+        return _shelved(self._owner, self._function_args, digest, self._map_mode, function)
 
     def call(self, *args, **kwargs):
         """Computes the result again, stores it over the old one, and returns
