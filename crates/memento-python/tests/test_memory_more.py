@@ -5,7 +5,8 @@ Ported: test_memory_lambda, test_memory_name_collision,
 test_memory_warning_lambda_collisions, test_memory_warning_collision_detection,
 test_memory_partial, test_memory_eval, test_argument_change,
 test_memorized_result_forwards_mmap_mode, test_memory_ignore_decorated,
-test_persistence, test_memorized_pickling, test_memorized_result_pickle,
+test_persistence (also across processes, and for a function decorated
+in a module), test_memorized_pickling, test_memorized_result_pickle,
 test_memory_pickle_dump_load, test_memorized_repr, test_memory_objects_repr,
 test_instanciate_store_backend_with_pathlib_path,
 test_memory_default_store_backend,
@@ -311,6 +312,33 @@ def test_pickled_function_in_another_process(memory):
         assert pool.apply(f, (6,)) == 36
         assert pool.apply(f, (5,)) == 25
     assert f.check_call_in_cache(5)
+
+
+def test_decorated_in_a_module_pickles_by_reference(tmp_path, monkeypatch):
+    """joblib: test_persistence, for ``@memory.cache`` above a ``def`` in a
+    module: the module's name for the function is the cached function, so
+    it pickles by that name (pickle cannot send the function itself), and
+    a spawned worker finds the stored results through it."""
+    package = tmp_path / "modules"
+    package.mkdir()
+    location = tmp_path / "cache"
+    (package / "decorated_module.py").write_text(
+        "from memento import Memory\n"
+        f"memory = Memory({str(location)!r}, verbose=0)\n"
+        "@memory.cache\n"
+        "def cube(x):\n"
+        "    return x ** 3\n"
+    )
+    monkeypatch.syspath_prepend(str(package))
+    import decorated_module
+
+    assert decorated_module.cube(2) == 8
+    assert pickle.loads(pickle.dumps(decorated_module.cube)) is decorated_module.cube
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        assert pool.apply(decorated_module.cube.check_call_in_cache, (2,)) is True
+        assert pool.apply(decorated_module.cube, (3,)) == 27
+    assert decorated_module.cube.check_call_in_cache(3)
+    sys.modules.pop("decorated_module")
 
 
 def test_memorized_pickling(memory):

@@ -59,7 +59,8 @@ send them to worker processes): a ``Memory`` as its options, its folder
 by its absolute path, and the ``signing_key`` when one was given (else the
 loading process's ``MEMENTO_KEY``: a pickle of a ``Memory`` made with a key
 holds the key); a cached function by ``memory.cache(func)`` again, the
-function by reference, as pickle sends functions. ``call_and_shelve``
+function by reference, as pickle sends functions (one decorated in a
+module by its name there). ``call_and_shelve``
 does not unpickle a stored result (its ``get()`` does). A
 ``functools.partial`` is cached as its function and the arguments it
 binds, and two partials of one function keep apart.
@@ -933,6 +934,16 @@ class MemorizedFunc:
         self._memory.clear_function(self._rust_function())
 
     def __reduce__(self):
+        # Decorated in a module (``@memory.cache`` above a ``def``): the
+        # module's name for it is this object, so it pickles by reference,
+        # as the function would (the function itself cannot: its name is
+        # this object's).
+        qualname = getattr(self, "__qualname__", None)
+        target = sys.modules.get(getattr(self, "__module__", None) or "")
+        for part in (qualname or "").split("."):
+            target = getattr(target, part, None)
+        if qualname and target is self:
+            return qualname
         if self._owner is None:
             raise TypeError(
                 "this MemorizedFunc was not made by Memory.cache and cannot be pickled: "
