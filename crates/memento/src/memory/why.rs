@@ -568,19 +568,74 @@ fn merge_calls(into: &mut Vec<StoredCall>, from: &[StoredCall]) {
     *into = calls;
 }
 
-fn merge_misses(into: &mut Vec<Miss>, from: &[Miss]) {
+fn merge_misses<M: Clone + Timed>(into: &mut Vec<M>, from: &[M]) {
     for miss in from {
-        if !into
-            .iter()
-            .any(|m| m.time_ms == miss.time_ms && m.key == miss.key)
-        {
+        if !into.iter().any(|m| m.same(miss)) {
             into.push(miss.clone());
         }
     }
     // Stable: ties stay in the order met.
-    into.sort_by_key(|m| m.time_ms);
+    into.sort_by_key(|m| m.time_ms());
     let extra = into.len().saturating_sub(KEPT_MISSES);
     into.drain(..extra);
+}
+
+/// A miss, as merged: by time, one per time and key.
+trait Timed {
+    fn time_ms(&self) -> u64;
+    fn same(&self, other: &Self) -> bool;
+}
+
+impl Timed for Miss {
+    fn time_ms(&self) -> u64 {
+        self.time_ms
+    }
+    fn same(&self, other: &Miss) -> bool {
+        self.time_ms == other.time_ms && self.key == other.key
+    }
+}
+
+/// A miss as this process keeps it until it is written or listed: its key
+/// as bytes (made hex then, not on each miss).
+#[derive(Clone)]
+struct Recorded {
+    time_ms: u64,
+    key: [u8; 32],
+    why: Why,
+}
+
+impl Timed for Recorded {
+    fn time_ms(&self) -> u64 {
+        self.time_ms
+    }
+    fn same(&self, other: &Recorded) -> bool {
+        self.time_ms == other.time_ms && self.key == other.key
+    }
+}
+
+impl Recorded {
+    fn miss(&self) -> Miss {
+        Miss {
+            time_ms: self.time_ms,
+            key: Key::from_bytes(self.key).to_hex(),
+            why: self.why.clone(),
+        }
+    }
+
+    /// `misses` (from `calls.json`) as kept in memory; one whose key is
+    /// not hex is left to the file.
+    fn all(misses: &[Miss]) -> Vec<Recorded> {
+        misses
+            .iter()
+            .filter_map(|m| {
+                Some(Recorded {
+                    time_ms: m.time_ms,
+                    key: *Key::from_hex(&m.key)?.as_bytes(),
+                    why: m.why.clone(),
+                })
+            })
+            .collect()
+    }
 }
 
 /// The calls of one function folder in this process: what `calls.json`
@@ -597,13 +652,31 @@ pub(super) struct Calls {
 
 #[derive(Default)]
 struct State {
+    /// Oldest first; up to twice [`KEPT_CALLS`], of which the last count
+    /// (see [`trim`]).
     calls: Vec<StoredCall>,
-    misses: Vec<Miss>,
+    /// Oldest first; up to twice [`KEPT_MISSES`], as `calls`.
+    misses: Vec<Recorded>,
     /// Computations stored since the last write, and their total time.
     computed: u64,
     compute_seconds: f64,
     /// Anything not yet written?
     dirty: bool,
+}
+
+/// The last `kept` of `list`.
+fn recent<T>(list: &[T], kept: usize) -> &[T] {
+    &list[list.len().saturating_sub(kept)..]
+}
+
+/// Cuts `list` to its last `kept` once it holds twice as many: one cut
+/// every `kept` records, not one per record (each would move the whole
+/// list). What reads the list takes its last `kept` ([`recent`], the
+/// merges).
+fn trim<T>(list: &mut Vec<T>, kept: usize) {
+    if list.len() >= 2 * kept {
+        list.drain(..list.len() - kept);
+    }
 }
 
 /// Seconds on this process's clock.
@@ -632,28 +705,27 @@ impl Calls {
             let file = CallsFile::read(store, folder);
             let mut state = self.state();
             merge_calls(&mut state.calls, &file.calls);
-            merge_misses(&mut state.misses, &file.misses);
+            merge_misses(&mut state.misses, &Recorded::all(&file.misses));
         });
     }
 
     /// Explains a miss of `now` and records it; returns why when
     /// `wanted`.
     pub(super) fn missed(&self, now: &Current<'_>, wanted: bool) -> Option<Why> {
-        let miss = Miss {
-            time_ms: now_ms(),
-            key: now.key.to_hex(),
-            why: Why::FirstCall,
-        };
+        let time_ms = now_ms();
         let mut state = self.state();
         let why = explain(
-            &state.calls,
+            recent(&state.calls, KEPT_CALLS),
             &now.parts(),
             now.function.argument_names_list(),
         );
         let copy = wanted.then(|| why.clone());
-        state.misses.push(Miss { why, ..miss });
-        let extra = state.misses.len().saturating_sub(KEPT_MISSES);
-        state.misses.drain(..extra);
+        state.misses.push(Recorded {
+            time_ms,
+            key: *now.key.as_bytes(),
+            why,
+        });
+        trim(&mut state.misses, KEPT_MISSES);
         state.dirty = true;
         copy
     }
@@ -665,8 +737,7 @@ impl Calls {
         state.compute_seconds += call.duration;
         state.calls.retain(|c| c.key != call.key);
         state.calls.push(call);
-        let extra = state.calls.len().saturating_sub(KEPT_CALLS);
-        state.calls.drain(..extra);
+        trim(&mut state.calls, KEPT_CALLS);
         state.dirty = true;
     }
 
@@ -706,7 +777,7 @@ impl Calls {
             state.dirty = false;
             let taken = (
                 state.calls.clone(),
-                state.misses.clone(),
+                state.misses.iter().map(Recorded::miss).collect::<Vec<_>>(),
                 state.computed,
                 state.compute_seconds,
             );
@@ -728,7 +799,7 @@ impl Calls {
         // What other processes wrote is seen from now on too.
         let mut state = self.state();
         merge_calls(&mut state.calls, &file.calls);
-        merge_misses(&mut state.misses, &file.misses);
+        merge_misses(&mut state.misses, &Recorded::all(&file.misses));
     }
 }
 
@@ -792,7 +863,8 @@ impl Memory {
     /// first), then turns them newest first.
     fn merge_own_misses(&self, folder: &str, misses: &mut Vec<Miss>) {
         if let Some(calls) = self.shared().functions().calls_of(folder) {
-            merge_misses(misses, &calls.state().misses);
+            let own: Vec<Miss> = calls.state().misses.iter().map(Recorded::miss).collect();
+            merge_misses(misses, &own);
         }
         misses.reverse();
     }
