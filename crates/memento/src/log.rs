@@ -33,6 +33,16 @@ pub(crate) fn has_subscriber() -> bool {
     tracing::dispatcher::get_default(|d| !d.is::<tracing::subscriber::NoSubscriber>())
 }
 
+/// Would a debug line be seen (by the subscriber, or on stderr)? Asked
+/// before work done only for such a line.
+pub(crate) fn debug_enabled() -> bool {
+    if has_subscriber() {
+        tracing::enabled!(tracing::Level::DEBUG)
+    } else {
+        STDERR_LEVEL.is_some_and(|wanted| tracing::Level::DEBUG <= wanted)
+    }
+}
+
 /// Writes one line to stderr, when `level` is wanted there.
 #[doc(hidden)]
 pub(crate) fn to_stderr(level: tracing::Level, message: std::fmt::Arguments<'_>) {

@@ -833,14 +833,21 @@ impl Missed {
                 );
                 // Why it missed: compared with the function's stored
                 // calls, in memory (read from `calls.json` at its first
-                // miss in this process).
-                let why = self.state.calls().missed(&Current {
-                    key: &key,
-                    args: &self.args.parts,
-                    function,
-                    output: &self.shape.hash,
-                });
-                crate::log::debug!("memento: {} missed: {why}", function.full_name());
+                // miss in this process), and recorded there; a copy only
+                // for whoever asked (`call_with_outcome`, the debug line).
+                let wanted = mode.records() || crate::log::debug_enabled();
+                let why = self.state.calls().missed(
+                    &Current {
+                        key: &key,
+                        args: &self.args.parts,
+                        function,
+                        output: &self.shape.hash,
+                    },
+                    wanted,
+                );
+                if let Some(why) = &why {
+                    crate::log::debug!("{} missed: {why}", function.full_name());
+                }
                 memory.shared().flush_calls_if_due(&self.state);
                 Ok(Lookup::Miss(Pending::new(
                     memory,
@@ -849,7 +856,7 @@ impl Missed {
                     Some(key),
                     self.shape,
                     std::mem::take(&mut self.args),
-                    Some(why),
+                    why,
                     mode,
                     held,
                 )))

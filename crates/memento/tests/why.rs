@@ -152,9 +152,20 @@ fn the_record_survives_a_new_process() {
             ])
             .env(CHILD, arg)
             .env("MEMENTO_DIR", dir.path())
+            .env("MEMENTO_LOG", "debug")
             .output()
             .unwrap();
         assert!(out.status.success(), "{out:?}");
+        // Without a subscriber, the debug line is on stderr, prefixed once.
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if arg == "2" {
+            assert!(
+                stderr.lines().any(|l| l.starts_with("[memento] ")
+                    && l.ends_with("in_child missed: argument x changed: 1 → 2")),
+                "{stderr}"
+            );
+        }
+        assert!(!stderr.contains("[memento] memento:"), "{stderr}");
     }
     let memory = Memory::new(dir.path());
     let stats = memory.stats().unwrap();

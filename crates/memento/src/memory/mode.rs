@@ -47,6 +47,12 @@ impl Mode {
         }
     }
 
+    /// Does this call report to `last_call` and `last_why`?
+    #[inline]
+    pub(crate) fn records(&self) -> bool {
+        self.record
+    }
+
     /// Reports why the call missed to `last_why` (a miss only).
     #[inline]
     pub(crate) fn record_why(&self, why: Option<Why>) {

@@ -201,9 +201,10 @@ const SHORT: usize = 60;
 /// One argument of a call: its digest and a short rendering.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub(crate) struct ArgPart {
-    /// blake3 of the argument's canonical bytes (as `Key::of` hashes it),
-    /// hex.
-    digest: String,
+    /// blake3 of the argument's canonical bytes (as `Key::of` hashes it);
+    /// hex in `calls.json` (zeros when it could not be hashed).
+    #[serde(with = "hex32")]
+    digest: [u8; 32],
     /// JSON, cut to about [`SHORT`] characters.
     text: String,
 }
@@ -220,16 +221,20 @@ impl CallArgs {
     /// Renders `args` (a tuple is a list of arguments; anything else is
     /// one). Run on a miss only: it hashes each argument again.
     pub(crate) fn of<A: Serialize + ?Sized>(args: &A) -> CallArgs {
-        let text = crate::entry::args_text(args);
         // The key of these arguments was just computed on this thread:
         // their files' digests are taken from it, not read again.
-        let parts = crate::file_ref::reusing_digests(|| match args.serialize(Split(Vec::new())) {
-            Ok(parts) => parts,
-            Err(_) => vec![ArgPart {
-                digest: Key::of(args).map(|k| k.to_hex()).unwrap_or_default(),
-                text: short(&text),
-            }],
-        });
+        let (parts, text) =
+            crate::file_ref::reusing_digests(|| match args.serialize(Split::new()) {
+                Ok(rendered) => rendered,
+                Err(_) => {
+                    let text = crate::entry::args_text(args);
+                    let part = ArgPart {
+                        digest: digest(args),
+                        text: short(&text),
+                    };
+                    (vec![part], text)
+                }
+            });
         CallArgs { text, parts }
     }
 }
@@ -242,15 +247,119 @@ fn short(text: &str) -> String {
     }
 }
 
+/// `value`'s digest, as `Key::of` hashes it (zeros when it cannot be
+/// hashed: such arguments compare equal).
+fn digest<T: Serialize + ?Sized>(value: &T) -> [u8; 32] {
+    Key::of(value).map_or([0; 32], |k| *k.as_bytes())
+}
+
+/// The JSON of `value`, cut to about [`SHORT`] characters: rendered once,
+/// into one buffer that stops growing past the cut (what
+/// `short(&entry::args_text(value))` gives, without its copies).
+fn short_json<T: Serialize + ?Sized>(value: &T) -> String {
+    /// Room for [`SHORT`] characters of up to 4 bytes, and one more.
+    const ROOM: usize = SHORT * 4 + 4;
+    struct Limited(Vec<u8>);
+    impl std::io::Write for Limited {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let room = ROOM - self.0.len();
+            if room == 0 {
+                return Err(std::io::Error::other("limit"));
+            }
+            let n = buf.len().min(room);
+            self.0.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut out = Limited(Vec::with_capacity(32));
+    let complete = serde_json::to_writer(&mut out, value).is_ok();
+    if !complete && out.0.is_empty() {
+        return short(crate::entry::args_text(value).as_str());
+    }
+    let text = match String::from_utf8(out.0) {
+        Ok(text) => text,
+        // Cut inside a character.
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    };
+    let mut text = text;
+    match text.char_indices().nth(SHORT) {
+        Some((cut, _)) => {
+            text.truncate(cut);
+            text.push('…');
+        }
+        // Its Serialize failed part way: cut there.
+        None if !complete => text.push('…'),
+        None => {}
+    }
+    text
+}
+
+/// 32 bytes as 64 hex digits in `calls.json` (an empty string reads as
+/// zeros).
+mod hex32 {
+    use serde::{de, Deserialize, Deserializer, Serializer};
+
+    use crate::key::Key;
+
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&Key::from_bytes(*bytes).hex())
+    }
+
+    pub(super) fn parse<E: de::Error>(text: &str) -> Result<[u8; 32], E> {
+        if text.is_empty() {
+            return Ok([0; 32]);
+        }
+        Key::from_hex(text)
+            .map(|k| *k.as_bytes())
+            .ok_or_else(|| E::custom(format!("not 64 hex digits: {text:?}")))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        parse(&String::deserialize(d)?)
+    }
+
+    /// The same for an `Option` (`null` when none).
+    pub(super) mod option {
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        use crate::key::Key;
+
+        pub(in super::super) fn serialize<S: Serializer>(
+            bytes: &Option<[u8; 32]>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match bytes {
+                Some(bytes) => s.serialize_str(&Key::from_bytes(*bytes).hex()),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub(in super::super) fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<[u8; 32]>, D::Error> {
+            Option::<String>::deserialize(d)?
+                .map(|text| super::parse(&text))
+                .transpose()
+        }
+    }
+}
+
 /// A call of a function that was stored, as recorded in `calls.json`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
 pub(crate) struct StoredCall {
-    key: String,
+    /// The key (hex in the file, as are the other digests).
+    #[serde(with = "hex32")]
+    key: [u8; 32],
     args: Vec<ArgPart>,
-    /// The code's fingerprint, hex (none for a `Function` without one).
-    code: Option<String>,
-    /// The output type's shape hash, hex.
-    output: String,
+    /// The code's fingerprint (none for a `Function` without one).
+    #[serde(with = "hex32::option")]
+    code: Option<[u8; 32]>,
+    /// The output type's shape hash.
+    #[serde(with = "hex32")]
+    output: [u8; 32],
     version: String,
     /// Seconds it took to compute.
     duration: f64,
@@ -270,13 +379,47 @@ impl Current<'_> {
     /// The record of this call, stored after `duration` of computing.
     pub(crate) fn stored(&self, duration: Duration) -> StoredCall {
         StoredCall {
-            key: self.key.to_hex(),
+            key: *self.key.as_bytes(),
             args: self.args.to_vec(),
-            code: self.function.code().as_ref().map(crate::function::hex),
-            output: crate::function::hex(self.output),
+            code: self.function.code(),
+            output: *self.output,
             version: self.function.version_text().to_string(),
             duration: duration.as_secs_f64(),
             time_ms: now_ms(),
+        }
+    }
+
+    /// What it is compared by, without copying it.
+    fn parts(&self) -> Parts<'_> {
+        Parts {
+            key: self.key.as_bytes(),
+            args: self.args,
+            code: self.function.code(),
+            output: self.output,
+            version: self.function.version_text(),
+        }
+    }
+}
+
+/// The parts of a call's key that are compared: a stored call's, or
+/// those of the call that missed (borrowed, so that a miss copies
+/// nothing to compare).
+struct Parts<'a> {
+    key: &'a [u8; 32],
+    args: &'a [ArgPart],
+    code: Option<[u8; 32]>,
+    output: &'a [u8; 32],
+    version: &'a str,
+}
+
+impl StoredCall {
+    fn parts(&self) -> Parts<'_> {
+        Parts {
+            key: &self.key,
+            args: &self.args,
+            code: self.code,
+            output: &self.output,
+            version: &self.version,
         }
     }
 }
@@ -289,22 +432,23 @@ fn now_ms() -> u64 {
 }
 
 /// Compares a call that missed with the stored calls (oldest first).
-fn explain(calls: &[StoredCall], now: &StoredCall, names: &[String]) -> Why {
+fn explain(calls: &[StoredCall], now: &Parts<'_>, names: &[String]) -> Why {
     if calls.is_empty() {
         return Why::FirstCall;
     }
-    if calls.iter().any(|c| c.key == now.key) {
+    if calls.iter().any(|c| c.key == *now.key) {
         return Why::Changed(vec![Change::Gone]);
     }
     // Newest first: of equally near calls, the most recent wins.
     let mut best: Option<(usize, &StoredCall)> = None;
     for call in calls.iter().rev() {
-        let n = distance(call, now);
+        let n = distance(&call.parts(), now);
         if best.is_none_or(|(least, _)| n < least) {
             best = Some((n, call));
         }
     }
-    let mut changes = best.map_or_else(Vec::new, |(_, call)| differences(call, now, names));
+    let mut changes =
+        best.map_or_else(Vec::new, |(_, call)| differences(&call.parts(), now, names));
     if changes.is_empty() {
         changes.push(Change::KeyFormat);
     }
@@ -312,7 +456,7 @@ fn explain(calls: &[StoredCall], now: &StoredCall, names: &[String]) -> Why {
 }
 
 /// How many parts of the key differ (what [`differences`] lists).
-fn distance(old: &StoredCall, new: &StoredCall) -> usize {
+fn distance(old: &Parts<'_>, new: &Parts<'_>) -> usize {
     let args = (0..old.args.len().max(new.args.len()))
         .filter(|&i| old.args.get(i).map(|a| &a.digest) != new.args.get(i).map(|b| &b.digest))
         .count();
@@ -322,7 +466,7 @@ fn distance(old: &StoredCall, new: &StoredCall) -> usize {
         + args
 }
 
-fn differences(old: &StoredCall, new: &StoredCall, names: &[String]) -> Vec<Change> {
+fn differences(old: &Parts<'_>, new: &Parts<'_>, names: &[String]) -> Vec<Change> {
     let mut changes = Vec::new();
     if old.code != new.code {
         changes.push(Change::Code);
@@ -332,8 +476,8 @@ fn differences(old: &StoredCall, new: &StoredCall, names: &[String]) -> Vec<Chan
     }
     if old.version != new.version {
         changes.push(Change::Version {
-            old: old.version.clone(),
-            new: new.version.clone(),
+            old: old.version.to_string(),
+            new: new.version.to_string(),
         });
     }
     for index in 0..old.args.len().max(new.args.len()) {
@@ -424,19 +568,74 @@ fn merge_calls(into: &mut Vec<StoredCall>, from: &[StoredCall]) {
     *into = calls;
 }
 
-fn merge_misses(into: &mut Vec<Miss>, from: &[Miss]) {
+fn merge_misses<M: Clone + Timed>(into: &mut Vec<M>, from: &[M]) {
     for miss in from {
-        if !into
-            .iter()
-            .any(|m| m.time_ms == miss.time_ms && m.key == miss.key)
-        {
+        if !into.iter().any(|m| m.same(miss)) {
             into.push(miss.clone());
         }
     }
     // Stable: ties stay in the order met.
-    into.sort_by_key(|m| m.time_ms);
+    into.sort_by_key(|m| m.time_ms());
     let extra = into.len().saturating_sub(KEPT_MISSES);
     into.drain(..extra);
+}
+
+/// A miss, as merged: by time, one per time and key.
+trait Timed {
+    fn time_ms(&self) -> u64;
+    fn same(&self, other: &Self) -> bool;
+}
+
+impl Timed for Miss {
+    fn time_ms(&self) -> u64 {
+        self.time_ms
+    }
+    fn same(&self, other: &Miss) -> bool {
+        self.time_ms == other.time_ms && self.key == other.key
+    }
+}
+
+/// A miss as this process keeps it until it is written or listed: its key
+/// as bytes (made hex then, not on each miss).
+#[derive(Clone)]
+struct Recorded {
+    time_ms: u64,
+    key: [u8; 32],
+    why: Why,
+}
+
+impl Timed for Recorded {
+    fn time_ms(&self) -> u64 {
+        self.time_ms
+    }
+    fn same(&self, other: &Recorded) -> bool {
+        self.time_ms == other.time_ms && self.key == other.key
+    }
+}
+
+impl Recorded {
+    fn miss(&self) -> Miss {
+        Miss {
+            time_ms: self.time_ms,
+            key: Key::from_bytes(self.key).to_hex(),
+            why: self.why.clone(),
+        }
+    }
+
+    /// `misses` (from `calls.json`) as kept in memory; one whose key is
+    /// not hex is left to the file.
+    fn all(misses: &[Miss]) -> Vec<Recorded> {
+        misses
+            .iter()
+            .filter_map(|m| {
+                Some(Recorded {
+                    time_ms: m.time_ms,
+                    key: *Key::from_hex(&m.key)?.as_bytes(),
+                    why: m.why.clone(),
+                })
+            })
+            .collect()
+    }
 }
 
 /// The calls of one function folder in this process: what `calls.json`
@@ -453,13 +652,31 @@ pub(super) struct Calls {
 
 #[derive(Default)]
 struct State {
+    /// Oldest first; up to twice [`KEPT_CALLS`], of which the last count
+    /// (see [`trim`]).
     calls: Vec<StoredCall>,
-    misses: Vec<Miss>,
+    /// Oldest first; up to twice [`KEPT_MISSES`], as `calls`.
+    misses: Vec<Recorded>,
     /// Computations stored since the last write, and their total time.
     computed: u64,
     compute_seconds: f64,
     /// Anything not yet written?
     dirty: bool,
+}
+
+/// The last `kept` of `list`.
+fn recent<T>(list: &[T], kept: usize) -> &[T] {
+    &list[list.len().saturating_sub(kept)..]
+}
+
+/// Cuts `list` to its last `kept` once it holds twice as many: one cut
+/// every `kept` records, not one per record (each would move the whole
+/// list). What reads the list takes its last `kept` ([`recent`], the
+/// merges).
+fn trim<T>(list: &mut Vec<T>, kept: usize) {
+    if list.len() >= 2 * kept {
+        list.drain(..list.len() - kept);
+    }
 }
 
 /// Seconds on this process's clock.
@@ -472,6 +689,9 @@ impl Calls {
     pub(super) fn new() -> Calls {
         let calls = Calls::default();
         calls.flushed.store(clock(), Ordering::Relaxed);
+        // What it records before the process exits is written then (once
+        // here, not on each miss).
+        flush_at_exit();
         calls
     }
 
@@ -485,27 +705,29 @@ impl Calls {
             let file = CallsFile::read(store, folder);
             let mut state = self.state();
             merge_calls(&mut state.calls, &file.calls);
-            merge_misses(&mut state.misses, &file.misses);
+            merge_misses(&mut state.misses, &Recorded::all(&file.misses));
         });
     }
 
-    /// Explains a miss of `now` and records it; returns why.
-    pub(super) fn missed(&self, now: &Current<'_>) -> Why {
-        let call = now.stored(Duration::ZERO);
+    /// Explains a miss of `now` and records it; returns why when
+    /// `wanted`.
+    pub(super) fn missed(&self, now: &Current<'_>, wanted: bool) -> Option<Why> {
+        let time_ms = now_ms();
         let mut state = self.state();
-        let why = explain(&state.calls, &call, now.function.argument_names_list());
-        let miss = Miss {
-            time_ms: call.time_ms,
-            key: call.key,
-            why: why.clone(),
-        };
-        state.misses.push(miss);
-        let extra = state.misses.len().saturating_sub(KEPT_MISSES);
-        state.misses.drain(..extra);
+        let why = explain(
+            recent(&state.calls, KEPT_CALLS),
+            &now.parts(),
+            now.function.argument_names_list(),
+        );
+        let copy = wanted.then(|| why.clone());
+        state.misses.push(Recorded {
+            time_ms,
+            key: *now.key.as_bytes(),
+            why,
+        });
+        trim(&mut state.misses, KEPT_MISSES);
         state.dirty = true;
-        drop(state);
-        flush_at_exit();
-        why
+        copy
     }
 
     /// Records a stored call.
@@ -515,11 +737,8 @@ impl Calls {
         state.compute_seconds += call.duration;
         state.calls.retain(|c| c.key != call.key);
         state.calls.push(call);
-        let extra = state.calls.len().saturating_sub(KEPT_CALLS);
-        state.calls.drain(..extra);
+        trim(&mut state.calls, KEPT_CALLS);
         state.dirty = true;
-        drop(state);
-        flush_at_exit();
     }
 
     /// Writes `calls.json` if [`FLUSH_SECONDS`] passed since the last
@@ -558,7 +777,7 @@ impl Calls {
             state.dirty = false;
             let taken = (
                 state.calls.clone(),
-                state.misses.clone(),
+                state.misses.iter().map(Recorded::miss).collect::<Vec<_>>(),
                 state.computed,
                 state.compute_seconds,
             );
@@ -580,7 +799,7 @@ impl Calls {
         // What other processes wrote is seen from now on too.
         let mut state = self.state();
         merge_calls(&mut state.calls, &file.calls);
-        merge_misses(&mut state.misses, &file.misses);
+        merge_misses(&mut state.misses, &Recorded::all(&file.misses));
     }
 }
 
@@ -644,15 +863,82 @@ impl Memory {
     /// first), then turns them newest first.
     fn merge_own_misses(&self, folder: &str, misses: &mut Vec<Miss>) {
         if let Some(calls) = self.shared().functions().calls_of(folder) {
-            merge_misses(misses, &calls.state().misses);
+            let own: Vec<Miss> = calls.state().misses.iter().map(Recorded::miss).collect();
+            merge_misses(misses, &own);
         }
         misses.reverse();
     }
 }
 
 /// Splits a tuple of arguments into its parts; anything else is an error
-/// (and then one argument).
-struct Split(Vec<ArgPart>);
+/// (and then one argument). The text of the whole tuple is written as the
+/// elements are, each element's short text taken from it: the arguments
+/// are rendered once.
+struct Split {
+    parts: Vec<ArgPart>,
+    /// The tuple's JSON as `entry::args_text` writes it (as much as fits
+    /// in its room).
+    text: Vec<u8>,
+    /// The text stopped: out of room, or an element's `Serialize` failed.
+    stopped: bool,
+}
+
+/// A tuple's parts and text.
+type Rendered = (Vec<ArgPart>, String);
+
+/// The bytes `entry::args_text` writes before it cuts.
+const TEXT_ROOM: usize = crate::entry::ARGS_TEXT_LIMIT + 4;
+
+impl Split {
+    fn new() -> Split {
+        Split {
+            parts: Vec::new(),
+            text: Vec::with_capacity(64),
+            stopped: false,
+        }
+    }
+}
+
+/// Writes into a buffer up to [`TEXT_ROOM`] bytes, then fails (as
+/// `entry::args_text`'s writer does).
+struct Room<'a>(&'a mut Vec<u8>);
+
+impl std::io::Write for Room<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let room = TEXT_ROOM - self.0.len();
+        if room == 0 {
+            return Err(std::io::Error::other("limit"));
+        }
+        let n = buf.len().min(room);
+        self.0.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `entry::args_text`'s text of what its writer wrote: cut at
+/// `ARGS_TEXT_LIMIT` bytes (on a character) and marked when incomplete.
+fn finish_text(bytes: Vec<u8>, complete: bool) -> String {
+    use crate::entry::ARGS_TEXT_LIMIT;
+    if !complete && bytes.is_empty() {
+        return "<arguments not printable as JSON>".to_string();
+    }
+    let mut text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    };
+    if !complete || text.len() > ARGS_TEXT_LIMIT {
+        let mut cut = ARGS_TEXT_LIMIT.min(text.len());
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
 
 #[derive(Debug)]
 struct NotATuple;
@@ -672,32 +958,48 @@ impl ser::Error for NotATuple {
 }
 
 impl ser::SerializeTuple for Split {
-    type Ok = Vec<ArgPart>;
+    type Ok = Rendered;
     type Error = NotATuple;
     fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), NotATuple> {
-        self.0.push(ArgPart {
-            digest: Key::of(value).map(|k| k.to_hex()).unwrap_or_default(),
-            text: short(&crate::entry::args_text(value)),
+        use std::io::Write;
+        let mut text = None;
+        if !self.stopped {
+            let first = self.parts.is_empty();
+            self.stopped = !first && Room(&mut self.text).write_all(b",").is_err();
+            let start = self.text.len();
+            if !self.stopped {
+                self.stopped = serde_json::to_writer(Room(&mut self.text), value).is_err();
+            }
+            if !self.stopped {
+                // Whole, so valid UTF-8.
+                text = std::str::from_utf8(&self.text[start..]).ok().map(short);
+            }
+        }
+        self.parts.push(ArgPart {
+            digest: digest(value),
+            text: text.unwrap_or_else(|| short_json(value)),
         });
         Ok(())
     }
-    fn end(self) -> Result<Vec<ArgPart>, NotATuple> {
-        Ok(self.0)
+    fn end(mut self) -> Result<Rendered, NotATuple> {
+        use std::io::Write;
+        let complete = !self.stopped && Room(&mut self.text).write_all(b"]").is_ok();
+        Ok((self.parts, finish_text(self.text, complete)))
     }
 }
 
 macro_rules! not_a_tuple {
     ($($method:ident($($arg:ty),*);)*) => {$(
-        fn $method(self, $(_: $arg),*) -> Result<Vec<ArgPart>, NotATuple> {
+        fn $method(self, $(_: $arg),*) -> Result<Rendered, NotATuple> {
             Err(NotATuple)
         }
     )*};
 }
 
-type No = Impossible<Vec<ArgPart>, NotATuple>;
+type No = Impossible<Rendered, NotATuple>;
 
 impl ser::Serializer for Split {
-    type Ok = Vec<ArgPart>;
+    type Ok = Rendered;
     type Error = NotATuple;
     type SerializeSeq = No;
     type SerializeTuple = Split;
@@ -730,14 +1032,14 @@ impl ser::Serializer for Split {
         serialize_unit_variant(&'static str, u32, &'static str);
     }
 
-    fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result<Vec<ArgPart>, NotATuple> {
+    fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result<Rendered, NotATuple> {
         Err(NotATuple)
     }
     fn serialize_newtype_struct<T: Serialize + ?Sized>(
         self,
         _: &'static str,
         _: &T,
-    ) -> Result<Vec<ArgPart>, NotATuple> {
+    ) -> Result<Rendered, NotATuple> {
         Err(NotATuple)
     }
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
@@ -746,13 +1048,14 @@ impl ser::Serializer for Split {
         _: u32,
         _: &'static str,
         _: &T,
-    ) -> Result<Vec<ArgPart>, NotATuple> {
+    ) -> Result<Rendered, NotATuple> {
         Err(NotATuple)
     }
     fn serialize_seq(self, _: Option<usize>) -> Result<No, NotATuple> {
         Err(NotATuple)
     }
-    fn serialize_tuple(self, _: usize) -> Result<Split, NotATuple> {
+    fn serialize_tuple(mut self, _: usize) -> Result<Split, NotATuple> {
+        self.text.push(b'[');
         Ok(self)
     }
     fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<No, NotATuple> {
@@ -792,7 +1095,7 @@ mod tests {
     fn a_tuple_is_split_into_its_arguments_and_anything_else_is_one() {
         let parts = CallArgs::of(&(1u32, "a")).parts;
         assert_eq!(parts.len(), 2);
-        assert_eq!(parts[0].digest, Key::of(&1u32).unwrap().to_hex());
+        assert_eq!(parts[0].digest, *Key::of(&1u32).unwrap().as_bytes());
         assert_eq!(
             (parts[0].text.as_str(), parts[1].text.as_str()),
             ("1", "\"a\"")
@@ -806,25 +1109,98 @@ mod tests {
     }
 
     #[test]
+    fn the_text_of_the_arguments_is_entry_args_text() {
+        struct Fails;
+        impl Serialize for Fails {
+            fn serialize<S: ser::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                Err(ser::Error::custom("no"))
+            }
+        }
+        let long = "y".repeat(3000);
+        let wide = "é".repeat(700);
+        fn check<A: Serialize + ?Sized>(args: &A) {
+            let rendered = CallArgs::of(args);
+            assert_eq!(rendered.text, crate::entry::args_text(args));
+        }
+        check(&(1u32, "a"));
+        check(&(0.5f64,));
+        check(&(long.as_str(), 2u8));
+        check(&(1u8, long.as_str()));
+        check(&(wide.as_str(), wide.as_str()));
+        check(&("x".repeat(1020), 12345u32));
+        check(&(1u8, Fails, 2u8));
+        check(&(Fails,));
+        check(&vec![1u8, 2]);
+        check("a str");
+        check(&());
+        let parts = CallArgs::of(&(1u8, Fails, long.as_str())).parts;
+        assert_eq!(parts.len(), 3);
+        assert_eq!(parts[0].text, "1");
+        assert_eq!(parts[1].text, "<arguments not printable as JSON>");
+        assert_eq!(parts[2].text, short(&format!("{long:?}")));
+    }
+
+    #[test]
+    fn a_short_rendering_is_the_cut_of_the_full_one() {
+        let values = [
+            serde_json::json!(0.1),
+            serde_json::json!("x".repeat(500)),
+            serde_json::json!("é".repeat(300)),
+            serde_json::json!(["a", 1, null]),
+            serde_json::json!("a".repeat(SHORT)),
+        ];
+        for value in &values {
+            assert_eq!(
+                short_json(value),
+                short(&crate::entry::args_text(value)),
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn digests_are_hex_in_calls_json_and_read_back() {
+        let call = StoredCall {
+            key: [0xab; 32],
+            args: CallArgs::of(&(1u32,)).parts,
+            code: Some([1; 32]),
+            output: [2; 32],
+            version: "v".into(),
+            duration: 0.5,
+            time_ms: 7,
+        };
+        let json = serde_json::to_value(&call).unwrap();
+        assert_eq!(json["key"], "ab".repeat(32));
+        assert_eq!(json["code"], "01".repeat(32));
+        assert_eq!(json["args"][0]["digest"], Key::of(&1u32).unwrap().to_hex());
+        let back: StoredCall = serde_json::from_value(json).unwrap();
+        assert_eq!(back, call);
+        let none = StoredCall { code: None, ..call };
+        let json = serde_json::to_value(&none).unwrap();
+        assert!(json["code"].is_null());
+        assert_eq!(serde_json::from_value::<StoredCall>(json).unwrap(), none);
+    }
+
+    #[test]
     fn the_nearest_call_is_the_one_with_the_fewest_differences() {
-        let call = |key: &str, a: &str, b: &str| StoredCall {
-            key: key.into(),
+        let call = |key: u8, a: &str, b: &str| StoredCall {
+            key: [key; 32],
             args: [a, b]
                 .iter()
                 .map(|t| ArgPart {
-                    digest: t.to_string(),
+                    digest: *Key::of(t).unwrap().as_bytes(),
                     text: t.to_string(),
                 })
                 .collect(),
             code: None,
-            output: String::new(),
+            output: [0; 32],
             version: String::new(),
             duration: 0.0,
             time_ms: 0,
         };
-        let stored = [call("k1", "1", "2"), call("k2", "5", "6")];
+        let stored = [call(1, "1", "2"), call(2, "5", "6")];
         let names = ["a".to_string()];
-        let why = explain(&stored, &call("k3", "1", "3"), &names);
+        let why = explain(&stored, &call(3, "1", "3").parts(), &names);
         assert_eq!(
             why,
             Why::Changed(vec![Change::Argument {
@@ -835,29 +1211,32 @@ mod tests {
             }])
         );
         assert_eq!(
-            explain(&stored, &call("k2", "5", "6"), &names),
+            explain(&stored, &call(2, "5", "6").parts(), &names),
             Why::Changed(vec![Change::Gone])
         );
-        assert_eq!(explain(&[], &call("k", "1", "2"), &names), Why::FirstCall);
+        assert_eq!(
+            explain(&[], &call(9, "1", "2").parts(), &names),
+            Why::FirstCall
+        );
     }
 
     #[test]
     fn merging_keeps_the_latest_of_each_key_and_the_most_recent() {
         let mut calls = Vec::new();
-        let new = |i: u64, key: &str| StoredCall {
-            key: key.into(),
+        let new = |i: u64, key: u8| StoredCall {
+            key: [key; 32],
             args: Vec::new(),
             code: None,
-            output: String::new(),
+            output: [0; 32],
             version: String::new(),
             duration: 0.0,
             time_ms: i,
         };
-        let many: Vec<StoredCall> = (0..40).map(|i| new(i, &format!("k{i}"))).collect();
+        let many: Vec<StoredCall> = (0..40).map(|i| new(i, i as u8)).collect();
         merge_calls(&mut calls, &many);
-        merge_calls(&mut calls, &[new(100, "k39")]);
+        merge_calls(&mut calls, &[new(100, 39)]);
         assert_eq!(calls.len(), KEPT_CALLS);
         assert_eq!(calls.last().unwrap().time_ms, 100);
-        assert_eq!(calls.iter().filter(|c| c.key == "k39").count(), 1);
+        assert_eq!(calls.iter().filter(|c| c.key == [39; 32]).count(), 1);
     }
 }
