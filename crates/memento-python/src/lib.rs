@@ -610,7 +610,7 @@ fn stamp(_: &std::fs::File) -> Option<Stamp> {
 
 /// `len` bytes of `file` from `offset`, into memory.
 fn read_payload(file: &std::fs::File, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
-    let mut value = vec![0u8; len];
+    let mut value = result::zeroed(len);
     #[cfg(unix)]
     {
         use std::os::unix::fs::FileExt;

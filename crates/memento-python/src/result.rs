@@ -108,6 +108,37 @@ impl Drop for Contiguous<'_, '_> {
     }
 }
 
+/// `len` zero bytes. Large ones are backed by huge pages where the kernel
+/// allows (Linux's `MADV_HUGEPAGE`, as numpy does for its arrays): filling
+/// 100 MiB then takes 50 page faults instead of 25,600, which is most of
+/// the time of reading a large result into memory (or of laying one out).
+/// The memory comes zeroed from the allocator (`calloc`: fresh pages,
+/// untouched), so the advice applies before any page is faulted in.
+pub(crate) fn zeroed(len: usize) -> Vec<u8> {
+    #[allow(unused_mut)]
+    let mut v = vec![0u8; len];
+    #[cfg(target_os = "linux")]
+    advise_huge_pages(v.as_mut_ptr(), len);
+    v
+}
+
+#[cfg(target_os = "linux")]
+fn advise_huge_pages(ptr: *mut u8, len: usize) {
+    const HUGE: usize = 2 * 1024 * 1024;
+    if len < 4 * HUGE {
+        return;
+    }
+    let start = (ptr as usize).div_ceil(HUGE) * HUGE;
+    let end = (ptr as usize + len) / HUGE * HUGE;
+    if end > start {
+        // SAFETY: the range lies inside the allocation; MADV_HUGEPAGE only
+        // changes how the kernel backs it (a refusal changes nothing).
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
+        }
+    }
+}
+
 /// The next multiple of [`ALIGN`] from `n`.
 pub(crate) fn align(n: usize) -> usize {
     n.div_ceil(ALIGN) * ALIGN
@@ -144,11 +175,14 @@ pub(crate) fn assemble(py: Python<'_>, parts: &Bound<'_, PyList>) -> PyResult<Ve
             .ok_or_else(|| PyValueError::new_err("a result too large for this machine"))?;
     }
     let build = move || {
-        let mut out = Vec::with_capacity(total);
+        // Zeroed (the padding between parts stays zero), in huge pages.
+        let mut out = zeroed(total);
+        let mut at = 0;
         for Run(ptr, len) in runs {
-            out.resize(align(out.len()), 0);
+            at = align(at);
             // SAFETY: see `Run`.
-            out.extend_from_slice(unsafe { std::slice::from_raw_parts(ptr, len) });
+            out[at..at + len].copy_from_slice(unsafe { std::slice::from_raw_parts(ptr, len) });
+            at += len;
         }
         out
     };
