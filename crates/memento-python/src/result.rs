@@ -111,9 +111,10 @@ impl Drop for Contiguous<'_, '_> {
 /// `len` zero bytes. Large ones are backed by huge pages where the kernel
 /// allows (Linux's `MADV_HUGEPAGE`, as numpy does for its arrays): filling
 /// 100 MiB then takes 50 page faults instead of 25,600, which is most of
-/// the time of reading a large result into memory (or of laying one out).
+/// the time of reading a large result into memory.
 /// The memory comes zeroed from the allocator (`calloc`: fresh pages,
-/// untouched), so the advice applies before any page is faulted in.
+/// untouched), so the advice applies before any page is faulted in. For
+/// a hit's payload only: see [`assemble`].
 pub(crate) fn zeroed(len: usize) -> Vec<u8> {
     #[allow(unused_mut)]
     let mut v = vec![0u8; len];
@@ -174,15 +175,15 @@ pub(crate) fn assemble(py: Python<'_>, parts: &Bound<'_, PyList>) -> PyResult<Ve
             .checked_add(run.1)
             .ok_or_else(|| PyValueError::new_err("a result too large for this machine"))?;
     }
+    // Not in huge pages (unlike a hit's payload, see `zeroed`): measured
+    // here, a 100 MiB miss laid out in them took 0.9 s instead of 0.26 s,
+    // the time going to the write of the entry that follows.
     let build = move || {
-        // Zeroed (the padding between parts stays zero), in huge pages.
-        let mut out = zeroed(total);
-        let mut at = 0;
+        let mut out = Vec::with_capacity(total);
         for Run(ptr, len) in runs {
-            at = align(at);
+            out.resize(align(out.len()), 0);
             // SAFETY: see `Run`.
-            out[at..at + len].copy_from_slice(unsafe { std::slice::from_raw_parts(ptr, len) });
-            at += len;
+            out.extend_from_slice(unsafe { std::slice::from_raw_parts(ptr, len) });
         }
         out
     };
