@@ -472,3 +472,64 @@ impl Write<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{Function, Lookup, Mapped, Memory};
+
+    fn entries(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                entries(&path, out);
+            } else if path.extension().is_some_and(|x| x == "bin") {
+                out.push(path);
+            }
+        }
+    }
+
+    #[test]
+    fn a_split_store_is_the_joined_entry_signed_checked_and_mapped() {
+        let dir = tempfile::tempdir().unwrap();
+        let memory = Memory::new(dir.path()).signing_key(b"secret".to_vec());
+        let f = Function::new("t", "split");
+        let head = vec![1u8; 100];
+        let tail: Vec<u8> = (0..3 << 20).map(|i| (i % 251) as u8).collect();
+        let joined = [head.clone(), tail.clone()].concat();
+        match memory.lookup::<Vec<u8>, _>(&f, &1u8) {
+            Lookup::Miss(p) => p.store_split(&head, &tail),
+            Lookup::Hit(_) => panic!("empty store"),
+        }
+        match memory.lookup::<Vec<u8>, _>(&f, &1u8) {
+            Lookup::Hit(v) => assert_eq!(v, joined),
+            Lookup::Miss(_) => panic!("stored above"),
+        }
+        // As a Mapped result too (the same key, the same entry).
+        let mapping = memory.clone().map_signed(true);
+        match mapping.lookup::<Mapped<Vec<u8>>, _>(&f, &2u8) {
+            Lookup::Miss(p) => p.store_split(&head, &tail),
+            Lookup::Hit(_) => panic!("empty store"),
+        }
+        match mapping.lookup::<Mapped<Vec<u8>>, _>(&f, &2u8) {
+            Lookup::Hit(m) => {
+                m.verify().unwrap();
+                assert_eq!(&m[..], &joined[..]);
+            }
+            Lookup::Miss(_) => panic!("stored above"),
+        }
+        // A byte of the tail changed: refused (and removed), not served.
+        let mut files = Vec::new();
+        entries(dir.path(), &mut files);
+        assert_eq!(files.len(), 2);
+        for file in &files {
+            let mut bytes = std::fs::read(file).unwrap();
+            let at = bytes.len() - 1000;
+            bytes[at] ^= 1;
+            std::fs::write(file, bytes).unwrap();
+        }
+        assert!(matches!(
+            memory.lookup::<Vec<u8>, _>(&f, &1u8),
+            Lookup::Miss(_)
+        ));
+    }
+}
