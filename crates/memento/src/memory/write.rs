@@ -491,7 +491,7 @@ mod tests {
     #[test]
     fn a_split_store_is_the_joined_entry_signed_checked_and_mapped() {
         let dir = tempfile::tempdir().unwrap();
-        let memory = Memory::new(dir.path()).signing_key(b"secret".to_vec());
+        let memory = Memory::new(dir.path()).signing_key(b"secret");
         let f = Function::new("t", "split");
         let head = vec![1u8; 100];
         let tail: Vec<u8> = (0..3 << 20).map(|i| (i % 251) as u8).collect();
