@@ -10,6 +10,9 @@
 //!   payload, with the GIL released for large ones; the entry's payload
 //!   starts at a file offset that is a multiple of 64, so the buffers are
 //!   aligned in the file too, and can be memory-mapped.
+//! - [`split`]: a head and one large buffer (a result holding one array
+//!   of 1 MiB or more) are not joined at all: the buffer is written into
+//!   the entry from the array's own memory (`Pending::store_split`).
 //! - [`Payload`]: a large payload read on a hit is handed to Python without
 //!   a copy: Python views its memory (through `ctypes`: a stable-ABI
 //!   extension for CPython 3.9 cannot export the buffer protocol itself)
