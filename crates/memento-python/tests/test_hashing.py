@@ -1119,13 +1119,15 @@ fast_path = pytest.mark.skipif(
 
 
 def _both(func):
-    """The fast material and tokenize's (``None`` when the fast way fell back)."""
+    """The fingerprint the fast way and tokenize's (``None`` when the fast
+    way fell back)."""
     decorators = hasattr(func, "__wrapped__")
     slow = memento._slow_fingerprint(func, decorators)
     try:
-        return memento._fast_material(func, decorators), slow
+        memento._fast_material(func, decorators)
     except memento._NoFastPath:
         return None, slow
+    return _fingerprint(func), slow
 
 
 @fast_path
@@ -1226,5 +1228,4 @@ def test_fast_fingerprint_of_awkward_sources(tmp_path):
         fast, slow = _both(func)
         assert fast is not None, func
         assert fast == slow, func
-        assert b"memento python source tokens v1" in fast
-        assert _fingerprint(func) == fast
+        assert fast.startswith(b"memento python source tokens v1")
