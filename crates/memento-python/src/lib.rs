@@ -397,11 +397,17 @@ impl PyMemory {
                 // An exception drops `pending`: nothing stored, the turn
                 // released for whoever waits.
                 let value = computed(py, compute)?;
-                if value.len() >= result::LARGE && !function.compressed {
+                if value.len()? >= result::LARGE && !function.compressed {
                     self.is_large_now(args);
                 }
-                let ((), warnings) =
-                    py.detach(move || warn::collecting(|| drop(pending.store(value))));
+                let ((), warnings) = match value {
+                    Computed::Whole(value) => {
+                        py.detach(move || warn::collecting(|| drop(pending.store(value))))
+                    }
+                    Computed::Split(parts) => result::split(py, &parts, move |head, tail| {
+                        warn::collecting(|| pending.store_split(head, tail))
+                    })?,
+                };
                 warn_all(py, warnings)?;
                 Ok((py.None(), false))
             }
@@ -507,9 +513,15 @@ impl PyMemory {
                 Ok((loaded(py, value)?, true))
             }
             Found::Miss(pending) => {
-                let value = Mapped::from(computed(py, compute)?);
-                let ((), warnings) =
-                    py.detach(move || warn::collecting(|| drop(pending.store(value))));
+                let ((), warnings) = match computed(py, compute)? {
+                    Computed::Whole(value) => {
+                        let value = Mapped::from(value);
+                        py.detach(move || warn::collecting(|| drop(pending.store(value))))
+                    }
+                    Computed::Split(parts) => result::split(py, &parts, move |head, tail| {
+                        warn::collecting(|| pending.store_split(head, tail))
+                    })?,
+                };
                 warn_all(py, warnings)?;
                 Ok((py.None(), false))
             }
@@ -610,7 +622,7 @@ fn stamp(_: &std::fs::File) -> Option<Stamp> {
 
 /// `len` bytes of `file` from `offset`, into memory.
 fn read_payload(file: &std::fs::File, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
-    let mut value = vec![0u8; len];
+    let mut value = result::zeroed(len);
     #[cfg(unix)]
     {
         use std::os::unix::fs::FileExt;
@@ -652,14 +664,35 @@ fn into_fd(_: std::fs::File) -> i64 {
     unreachable!("file_id() is None off Unix: no file is opened")
 }
 
+/// A computed payload.
+enum Computed<'py> {
+    /// Its bytes.
+    Whole(Vec<u8>),
+    /// A head and one large buffer, stored without joining them (see
+    /// [`result::split`]).
+    Split(Bound<'py, PyList>),
+}
+
+impl Computed<'_> {
+    fn len(&self) -> PyResult<usize> {
+        match self {
+            Computed::Whole(value) => Ok(value.len()),
+            Computed::Split(parts) => result::split_len(parts),
+        }
+    }
+}
+
 /// The payload `compute` returned: `bytes`, or a list of parts.
-fn computed(py: Python<'_>, compute: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+fn computed<'py>(py: Python<'py>, compute: &Bound<'py, PyAny>) -> PyResult<Computed<'py>> {
     let payload = compute.call0()?;
     if let Ok(bytes) = payload.cast::<PyBytes>() {
-        return Ok(bytes.as_bytes().to_vec());
+        return Ok(Computed::Whole(bytes.as_bytes().to_vec()));
     }
     if let Ok(parts) = payload.cast::<PyList>() {
-        return result::assemble(py, parts);
+        if result::splits(parts)? {
+            return Ok(Computed::Split(parts.clone()));
+        }
+        return result::assemble(py, parts).map(Computed::Whole);
     }
     Err(PyValueError::new_err(format!(
         "the computation must return the encoded result (bytes, or a list of parts): got {}",

@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import memento
 from memento import Memory, _fingerprint, _memento, hash
 
 
@@ -1108,3 +1109,123 @@ def test_fingerprint_keeps_the_lines_of_a_wrapping_decorator(tmp_path):
     a = _load(tmp_path, "wrap_a", source.format("twice"))
     b = _load(tmp_path, "wrap_b", source.format("thrice"))
     assert _fingerprint(a["f"]) != _fingerprint(b["f"])
+
+
+# --- the fingerprint without tokenize (Python 3.11) -------------------------------------
+
+fast_path = pytest.mark.skipif(
+    memento._TokenizerIter is None, reason="the C tokenizer's way is for Python 3.11 only"
+)
+
+
+def _both(func):
+    """The fingerprint the fast way and tokenize's (``None`` when the fast
+    way fell back)."""
+    decorators = hasattr(func, "__wrapped__")
+    slow = memento._slow_fingerprint(func, decorators)
+    try:
+        memento._fast_material(func, decorators)
+    except memento._NoFastPath:
+        return None, slow
+    return _fingerprint(func), slow
+
+
+@fast_path
+def test_fast_fingerprint_matches_tokenize_over_the_standard_library():
+    """Every function and method of these modules gets the same material
+    from the C tokenizer as from inspect.getsource and tokenize: results
+    stored before keep their fingerprint."""
+    import importlib
+    import types
+
+    names = ["json", "inspect", "textwrap", "tokenize", "ast", "argparse", "dataclasses",
+             "typing", "pathlib", "functools", "email.message", "logging", "tarfile",
+             "difflib", "decimal", "_pydecimal", "asyncio.tasks", "memento"]
+    compared = fell_back = 0
+    for name in names:
+        module = importlib.import_module(name)
+        functions = []
+        for value in vars(module).values():
+            if isinstance(value, types.FunctionType):
+                functions.append(value)
+            elif isinstance(value, type):
+                for member in vars(value).values():
+                    member = getattr(member, "__func__", member)
+                    if isinstance(member, types.FunctionType):
+                        functions.append(member)
+        for func in functions:
+            fast, slow = _both(func)
+            if fast is None:
+                fell_back += 1
+                continue
+            compared += 1
+            assert fast == slow, f"{name}.{func.__qualname__}"
+    assert compared > 1000
+    assert fell_back < compared // 50, (fell_back, compared)
+
+
+@fast_path
+def test_fast_fingerprint_of_awkward_sources(tmp_path):
+    """Decorators with and without arguments, one-liners followed by other
+    code, lambdas, methods, nested blocks, comments after the body,
+    multi-line strings (dedented), continuation lines, tabs, async, and a
+    file without a final newline: the C tokenizer's material is tokenize's,
+    and it is the one used."""
+    source = '''
+        import functools
+
+        def deco(f):
+            return f
+
+        def wrap(f):
+            @functools.wraps(f)
+            def w(*a):
+                return f(*a)
+            return w
+
+        @deco
+        @functools.lru_cache(
+            maxsize=None,  # comment
+        )
+        def a(x): return x  # one-liner
+        # a comment at column 0
+        b = lambda x: (x +
+                       1)
+
+        class K:
+            @staticmethod
+            def m(x):
+                """Doc
+                   on two lines."""
+                s = """
+        text at column 0
+            indented"""
+                if x:
+                    return s
+                else:
+                    pass
+                # trailing comment, indented like the body
+
+            # less indented comment
+            async def n(self, y):
+                total = 1 + \\
+                    y
+                return total
+
+        @wrap
+        def c(x):
+        \tif x:
+        \t\treturn f"{x!r:>10}" 'tail', b'bytes'
+        \treturn None
+
+        def d(x):
+            def inner(y):
+                return y
+            return inner(x)'''
+    ns = _load(tmp_path, "awkward", source.rstrip("\n"))
+    funcs = [ns["a"], ns["b"], ns["K"].m, ns["K"].n, ns["c"], ns["c"].__wrapped__, ns["d"]]
+    for func in funcs:
+        fast, slow = _both(func)
+        assert fast is not None, func
+        assert fast == slow, func
+        assert fast.startswith(b"memento python source tokens v1")

@@ -539,3 +539,36 @@ def test_call_computes_again_and_maps(tmp_path, mmap_mode):
     assert isinstance(again, np.memmap) == (mmap_mode == "r")
     np.testing.assert_array_equal(again, a * 2)
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize("mmap_mode,compress", [(None, False), ("r", False), (None, 3)])
+def test_a_large_array_is_stored_from_its_own_memory(tmp_path, mmap_mode, compress):
+    """A result of one array of 1 MiB or more is written without joining
+    the pickle and the array first (Pending::store_split): the entry is
+    the same layout, the array's bytes aligned in the file, and it loads;
+    compressed, the bytes are joined and compressed as before."""
+    location = tmp_path / "cache"
+    memory = Memory(location, verbose=0, mmap_mode=mmap_mode, compress=compress)
+    a = np.arange(300_000, dtype=np.float64) * 0.5
+    f, calls = counted(memory, lambda: a)
+    first = f()
+    if mmap_mode is None:
+        assert first is a  # the miss returns the computed value
+    got = f()
+    np.testing.assert_array_equal(got, a)
+    assert len(calls) == 1
+    if compress:
+        return
+    (entry,) = entry_files(location)
+    data = entry.read_bytes()
+    start = data.index(b"MPYR")
+    assert start % 64 == 0
+    _, _, _, pickle_len, count = struct.unpack_from("<4sHHQQ", data, start)
+    offset, length = struct.unpack_from("<QQ", data, start + 24)
+    assert count == 1 and length == a.nbytes
+    assert (start + offset) % 64 == 0
+    assert data[start + offset : start + offset + length] == a.tobytes()
+    # The bytes between the pickle and the array are zeros.
+    head_end = start + 24 + 16 * count + pickle_len
+    assert data[head_end - 1 : head_end] == b"."  # the pickle's STOP opcode
+    assert set(data[head_end : start + offset]) <= {0}

@@ -209,6 +209,40 @@ pub(crate) fn encode<'v, T: Serialize + 'static>(
     })
 }
 
+/// Encodes the plain `u8` buffer whose bytes are `head` then `tail` (the
+/// entry of a `Vec<u8>` holding both, byte for byte) without joining them:
+/// `head` goes into `entry` after the descriptor, `tail` is borrowed, and
+/// the checksum is left to [`seal_head`]. `tail` must not be empty.
+pub(crate) fn encode_split<'v>(
+    key: &Key,
+    head: &[u8],
+    tail: &'v [u8],
+    created_ms: u64,
+    signer: Option<&Signer>,
+    info: &[u8],
+) -> Result<Encoded<'v>, String> {
+    let mut out = vec![0u8; HEADER_LEN];
+    let len = (head.len() + tail.len()) as u64;
+    crate::buffer::write_descriptor(<u8 as crate::buffer::Element>::TAG, &[len], &mut out);
+    out.extend_from_slice(head);
+    let payload_len = out.len() - HEADER_LEN + tail.len();
+    Fields {
+        key,
+        payload_len: payload_len as u64,
+        info_len: info.len(),
+        created_ms,
+        signed: signer.is_some(),
+        codec: Compression::None.codec(true),
+    }
+    .write(&mut out)?;
+    Ok(Encoded {
+        entry: out,
+        plain: None,
+        tail,
+        info: info.to_vec(),
+    })
+}
+
 fn compress(plain: &[u8], compression: Compression) -> Result<Vec<u8>, String> {
     match compression {
         Compression::None => Ok(plain.to_vec()),

@@ -159,26 +159,32 @@ def _normal_string(text):
 def _source_material(source, decorators=True):
     """The tokens of ``source``; without its leading decorator lines when
     ``decorators`` is false."""
-    parts = [b"memento python source tokens v1"]
     readline = io.StringIO(textwrap.dedent(source)).readline
+    tokens = ((t.type, t.string, t.start[0]) for t in tokenize.generate_tokens(readline))
+    return _material_of(tokens, decorators)
+
+
+def _material_of(tokens, decorators):
+    """The fingerprint material of ``(type, string, row)`` tokens."""
+    parts = [b"memento python source tokens v1"]
     # Before the `def`: at the start of a logical line, in a decorator line.
     header, line_start, in_decorator = not decorators, True, False
-    for tok in tokenize.generate_tokens(readline):
-        if tok.type in _SKIPPED:
+    for kind, string, _ in tokens:
+        if kind in _SKIPPED:
             continue
         if header:
-            if line_start and tok.type == tokenize.OP and tok.string == "@":
+            if line_start and kind == tokenize.OP and string == "@":
                 in_decorator = True
             elif line_start and not in_decorator:
                 header = False
-            line_start = tok.type == tokenize.NEWLINE
+            line_start = kind == tokenize.NEWLINE
             if in_decorator:
                 in_decorator = not line_start
                 continue
-        if tok.type in _MARKERS:
-            parts.append(tokenize.tok_name[tok.type].encode())
+        if kind in _MARKERS:
+            parts.append(tokenize.tok_name[kind].encode())
             continue
-        text = _normal_string(tok.string) if tok.type == tokenize.STRING else tok.string
+        text = _normal_string(string) if kind == tokenize.STRING else string
         parts.append(text.encode("utf-8", "surrogatepass"))
     return b"\0".join(parts)
 
@@ -195,6 +201,81 @@ def _code_material(code):
     parts.append(repr(code.co_names).encode())
     parts.append(repr(code.co_varnames).encode())
     return b"\0".join(parts)
+
+
+# --- the same tokens without tokenize's regular expressions (Python 3.11) ----
+#
+# On Python 3.11, `tokenize` is pure Python: its first use compiles large
+# regular expressions (a few milliseconds, most of a fresh process's first
+# call; `inspect.getsource` uses it too, to find where a function ends).
+# 3.11 also has CPython's own tokenizer (`_tokenize.TokenizerIter`, what
+# 3.12's `tokenize` is built on): the same tokens, without comments and
+# blank lines (which the fingerprint skips anyway), operators typed
+# exactly (`@` is AT where `tokenize` says OP). `_fast_material` finds the
+# function's lines as `inspect.getsource` does (`inspect.findsource`, then
+# `inspect.BlockFinder` fed these tokens) and reads its tokens from them;
+# the material is the same as `_source_material(inspect.getsource(func))`
+# (tests/test_hashing.py compares both over the standard library). Anything
+# it does not handle (an error of the tokenizer, a block that does not end)
+# falls back to `tokenize`. 3.9 and 3.10 lack the C tokenizer's iterator;
+# from 3.12 `tokenize` is already the C tokenizer.
+
+try:
+    if sys.version_info[:2] != (3, 11):
+        raise ImportError
+    from _tokenize import TokenizerIter as _TokenizerIter
+except ImportError:
+    _TokenizerIter = None
+
+_EXACT = frozenset(tokenize.EXACT_TOKEN_TYPES.values())
+
+
+class _NoFastPath(Exception):
+    """The C tokenizer's way does not apply: use tokenize."""
+
+
+def _c_tokens(source):
+    """``(type, string, row)`` of ``source`` by the C tokenizer, operators
+    as ``OP`` (as ``tokenize`` types them)."""
+    op = tokenize.OP
+    for string, kind, row, _, _, _, _ in _TokenizerIter(source):
+        yield (op if kind in _EXACT else kind), string, row
+
+
+def _c_block(lines):
+    """``inspect.getblock(lines)`` with the C tokenizer: the lines of the
+    block at the top. ``BlockFinder`` is fed the tokens that matter to it
+    (comments and blank lines only matter to it to take trailing comments
+    in, which the fingerprint skips)."""
+    finder = inspect.BlockFinder()
+    # INDENT's column is only used for comments: never fed here.
+    try:
+        for kind, string, row in _c_tokens("".join(lines)):
+            finder.tokeneater(kind, string, (row, 0), (row, 0), "")
+    except inspect.EndOfBlock:
+        return lines[: finder.last]
+    except Exception as e:  # noqa: BLE001 - tokenize decides what it means
+        raise _NoFastPath from e
+    raise _NoFastPath  # no end found: as tokenize would see it
+
+
+def _fast_material(func, decorators):
+    """``_source_material(inspect.getsource(func), decorators)`` without
+    ``tokenize``; ``_NoFastPath`` when it cannot tell."""
+    if _TokenizerIter is None:
+        raise _NoFastPath
+    target = inspect.unwrap(func)
+    if inspect.ismodule(target) or inspect.istraceback(target):
+        raise _NoFastPath
+    try:
+        lines, lnum = inspect.findsource(target)
+    except (OSError, TypeError) as e:
+        raise _NoFastPath from e
+    source = "".join(_c_block(lines[lnum:]))
+    try:
+        return _material_of(_c_tokens(textwrap.dedent(source)), decorators)
+    except Exception as e:  # noqa: BLE001 - tokenize decides what it means
+        raise _NoFastPath from e
 
 
 def _fingerprint(func):
@@ -217,13 +298,25 @@ def _fingerprint(func):
     if isinstance(func, functools.partial):
         bound = _memento.hash_value((func.args, func.keywords))
         return b"\0".join([b"memento python partial v1", _fingerprint(func.func), bound])
+    decorators = hasattr(func, "__wrapped__")
+    try:
+        material = _fast_material(func, decorators)
+    except _NoFastPath:
+        return _slow_fingerprint(func, decorators)
+    if getattr(func, "__name__", None) == "<lambda>" and hasattr(func, "__code__"):
+        material += b"\0" + _code_material(func.__code__)
+    return material
+
+
+def _slow_fingerprint(func, decorators):
+    """``_fingerprint`` through ``inspect.getsource`` and ``tokenize``."""
     try:
         source = inspect.getsource(func)
     except (OSError, TypeError):
         source = None
     if source is not None:
         try:
-            material = _source_material(source, decorators=hasattr(func, "__wrapped__"))
+            material = _source_material(source, decorators=decorators)
             if getattr(func, "__name__", None) == "<lambda>" and hasattr(func, "__code__"):
                 material += b"\0" + _code_material(func.__code__)
             return material

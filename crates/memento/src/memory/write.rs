@@ -102,7 +102,7 @@ impl<'a> Writer<'a> {
         &self,
         pending: &Pending<'_, T>,
         key: &Key,
-        value: &'v T,
+        value: Value<'v, T>,
         duration: Duration,
     ) -> Result<Write<'v>> {
         let function = pending.function;
@@ -126,13 +126,19 @@ impl<'a> Writer<'a> {
             compression = codec::Compression::None;
         }
         let info = entry::new_info(function.full_name(), duration, &pending.args.text);
-        let encoded = codec::encode(key, value, created_ms, signer, compression, &info).map_err(
-            |message| Error::Encode {
-                function: function.full_name().to_string(),
-                type_name: std::any::type_name::<T>(),
-                message,
-            },
-        )?;
+        let encoded = match value {
+            Value::Whole(value) => {
+                codec::encode(key, value, created_ms, signer, compression, &info)
+            }
+            Value::Split(head, tail) => {
+                codec::encode_split(key, head, tail, created_ms, signer, &info)
+            }
+        }
+        .map_err(|message| Error::Encode {
+            function: function.full_name().to_string(),
+            type_name: std::any::type_name::<T>(),
+            message,
+        })?;
         let bytes = encoded.entry;
         let tail = encoded.tail;
         Ok(Write {
@@ -229,7 +235,7 @@ impl<T: Serialize + 'static> Pending<'_, T> {
     /// Stores `value` and returns it. Storage problems are logged, never
     /// returned: the value comes back either way.
     pub fn store(mut self, value: T) -> T {
-        let write = self.prepare(&value);
+        let write = self.prepare(Value::Whole(&value));
         self.mode.record(false, self.key);
         self.mode.record_why(self.why.take().map(|why| *why));
         if let Some(write) = write {
@@ -263,7 +269,7 @@ impl<T: Serialize + 'static> Pending<'_, T> {
     /// and the files are written on a thread of their own, so that the
     /// executor's threads do not wait for the disk. Works with any executor.
     pub async fn store_async(mut self, value: T) -> T {
-        if let Some(write) = self.prepare(&value) {
+        if let Some(write) = self.prepare(Value::Whole(&value)) {
             // The write outlives this borrow of the value (the future may be
             // dropped while it runs): it takes its own copy.
             let memory = self.memory.clone();
@@ -301,7 +307,7 @@ impl<T: Serialize + 'static> Pending<'_, T> {
 
     /// Logs the computation and encodes the value; `None` when there is
     /// nothing to write (no key, or the value cannot be encoded).
-    fn prepare<'v>(&self, value: &'v T) -> Option<Write<'v>> {
+    fn prepare<'v>(&self, value: Value<'v, T>) -> Option<Write<'v>> {
         let duration = self.started.elapsed();
         crate::log::info!(
             "{}: computed in {:.3}s",
@@ -336,6 +342,82 @@ impl<T: Serialize + 'static> Pending<'_, T> {
     /// The key of this call (`None` when the arguments could not be hashed).
     pub fn key(&self) -> Option<Key> {
         self.key
+    }
+}
+
+/// What a [`Pending`] stores: a value, or the bytes of a byte buffer in
+/// two pieces ([`Pending::store_split`]).
+enum Value<'v, T> {
+    Whole(&'v T),
+    Split(&'v [u8], &'v [u8]),
+}
+
+/// The byte buffer types [`Pending::store_split`] is for.
+pub trait SplitBytes: Serialize + Sized + 'static {
+    /// The value holding these bytes.
+    #[doc(hidden)]
+    fn from_bytes(bytes: Vec<u8>) -> Self;
+}
+
+impl SplitBytes for Vec<u8> {
+    fn from_bytes(bytes: Vec<u8>) -> Self {
+        bytes
+    }
+}
+
+impl SplitBytes for crate::Mapped<Vec<u8>> {
+    fn from_bytes(bytes: Vec<u8>) -> Self {
+        crate::Mapped::from(bytes)
+    }
+}
+
+impl<T: SplitBytes> Pending<'_, T> {
+    /// Stores the bytes `head` followed by `tail`: the same entry as
+    /// [`store`](Pending::store) of a `Vec<u8>` holding both, without
+    /// joining them first. A large `tail` (1 MiB or more) is written
+    /// straight from its memory, checksummed as it is written (for
+    /// results made of a small header and a large block that lives
+    /// elsewhere, such as a Python result's pickle and its array). A
+    /// compressed function, or a small `tail`, gets the bytes joined and
+    /// stored as `store` does. Storage problems are logged, never
+    /// returned.
+    ///
+    /// ```
+    /// use memento::{Function, Lookup, Memory};
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let memory = Memory::new(dir.path());
+    /// let f = Function::new("doc", "split");
+    /// let head = b"a small header".to_vec();
+    /// let tail = vec![7u8; 2 << 20];
+    /// match memory.lookup::<Vec<u8>, _>(&f, &1u32) {
+    ///     Lookup::Miss(pending) => pending.store_split(&head, &tail),
+    ///     Lookup::Hit(_) => unreachable!("nothing is stored yet"),
+    /// }
+    /// let Lookup::Hit(stored) = memory.lookup::<Vec<u8>, _>(&f, &1u32) else {
+    ///     panic!("stored above");
+    /// };
+    /// assert_eq!(stored, [head, tail].concat());
+    /// ```
+    pub fn store_split(mut self, head: &[u8], tail: &[u8]) {
+        let compressed = !mapped::<T>() && self.function.compression() != codec::Compression::None;
+        if compressed || tail.len() < codec::BORROW_TAIL {
+            drop(self.store(T::from_bytes([head, tail].concat())));
+            return;
+        }
+        let write = self.prepare(Value::Split(head, tail));
+        self.mode.record(false, self.key);
+        self.mode.record_why(self.why.take().map(|why| *why));
+        if let Some(write) = write {
+            let memory = self.memory;
+            match memory.writer().commit(write) {
+                Ok(written) => {
+                    memory.shared().storage_works();
+                    memory.after_write(written);
+                }
+                Err(e) => memory.report_io(&e),
+            }
+        }
     }
 }
 
@@ -388,5 +470,66 @@ impl Write<'_> {
             folder: self.folder,
             call: self.call,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Function, Lookup, Mapped, Memory};
+
+    fn entries(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                entries(&path, out);
+            } else if path.extension().is_some_and(|x| x == "bin") {
+                out.push(path);
+            }
+        }
+    }
+
+    #[test]
+    fn a_split_store_is_the_joined_entry_signed_checked_and_mapped() {
+        let dir = tempfile::tempdir().unwrap();
+        let memory = Memory::new(dir.path()).signing_key(b"secret");
+        let f = Function::new("t", "split");
+        let head = vec![1u8; 100];
+        let tail: Vec<u8> = (0..3 << 20).map(|i| (i % 251) as u8).collect();
+        let joined = [head.clone(), tail.clone()].concat();
+        match memory.lookup::<Vec<u8>, _>(&f, &1u8) {
+            Lookup::Miss(p) => p.store_split(&head, &tail),
+            Lookup::Hit(_) => panic!("empty store"),
+        }
+        match memory.lookup::<Vec<u8>, _>(&f, &1u8) {
+            Lookup::Hit(v) => assert_eq!(v, joined),
+            Lookup::Miss(_) => panic!("stored above"),
+        }
+        // As a Mapped result too (the same key, the same entry).
+        let mapping = memory.clone().map_signed(true);
+        match mapping.lookup::<Mapped<Vec<u8>>, _>(&f, &2u8) {
+            Lookup::Miss(p) => p.store_split(&head, &tail),
+            Lookup::Hit(_) => panic!("empty store"),
+        }
+        match mapping.lookup::<Mapped<Vec<u8>>, _>(&f, &2u8) {
+            Lookup::Hit(m) => {
+                m.verify().unwrap();
+                assert_eq!(&m[..], &joined[..]);
+            }
+            Lookup::Miss(_) => panic!("stored above"),
+        }
+        // A byte of the tail changed: refused (and removed), not served.
+        let mut files = Vec::new();
+        entries(dir.path(), &mut files);
+        assert_eq!(files.len(), 2);
+        for file in &files {
+            let mut bytes = std::fs::read(file).unwrap();
+            let at = bytes.len() - 1000;
+            bytes[at] ^= 1;
+            std::fs::write(file, bytes).unwrap();
+        }
+        assert!(matches!(
+            memory.lookup::<Vec<u8>, _>(&f, &1u8),
+            Lookup::Miss(_)
+        ));
     }
 }
