@@ -119,28 +119,8 @@ impl Drop for Contiguous<'_, '_> {
 /// untouched), so the advice applies before any page is faulted in. For
 /// a hit's payload only: see [`assemble`].
 pub(crate) fn zeroed(len: usize) -> Vec<u8> {
-    #[allow(unused_mut)]
-    let mut v = vec![0u8; len];
-    #[cfg(target_os = "linux")]
-    advise_huge_pages(v.as_mut_ptr(), len);
-    v
-}
-
-#[cfg(target_os = "linux")]
-fn advise_huge_pages(ptr: *mut u8, len: usize) {
-    const HUGE: usize = 2 * 1024 * 1024;
-    if len < 4 * HUGE {
-        return;
-    }
-    let start = (ptr as usize).div_ceil(HUGE) * HUGE;
-    let end = (ptr as usize + len) / HUGE * HUGE;
-    if end > start {
-        // SAFETY: the range lies inside the allocation; MADV_HUGEPAGE only
-        // changes how the kernel backs it (a refusal changes nothing).
-        unsafe {
-            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
-        }
-    }
+    // The core's allocation (one place for the huge-page advice).
+    memento::__private::zeroed_bytes(len)
 }
 
 /// The next multiple of [`ALIGN`] from `n`.

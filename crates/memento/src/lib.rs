@@ -316,6 +316,13 @@ pub mod __private {
 
     pub use crate::file_ref::digests::hooks as file_ref;
 
+    /// `len` zero bytes, large ones backed by huge pages where the kernel
+    /// allows (see `buffer.rs`): for memento's Python package, which reads
+    /// large results into memory the way the core does. Not part of the API.
+    pub fn zeroed_bytes(len: usize) -> Vec<u8> {
+        crate::buffer::zeroed_elements::<u8>(len)
+    }
+
     /// The type stored for an output type: `T` for `Result<T, E>`.
     pub trait ResultOk {
         /// The `Ok` type.
