@@ -1118,27 +1118,27 @@ impl<'py> Context<'py> {
 /// from 3.11). PyO3 declares it for abi3 builds from 3.11 only; the
 /// functions below are exported by every CPython 3 on Linux and macOS.
 #[repr(C)]
-struct RawBuffer {
-    buf: *mut c_void,
-    obj: *mut pyo3::ffi::PyObject,
-    len: isize,
-    itemsize: isize,
-    readonly: c_int,
-    ndim: c_int,
-    format: *mut c_char,
-    shape: *mut isize,
-    strides: *mut isize,
-    suboffsets: *mut isize,
-    internal: *mut c_void,
+pub(crate) struct RawBuffer {
+    pub(crate) buf: *mut c_void,
+    pub(crate) obj: *mut pyo3::ffi::PyObject,
+    pub(crate) len: isize,
+    pub(crate) itemsize: isize,
+    pub(crate) readonly: c_int,
+    pub(crate) ndim: c_int,
+    pub(crate) format: *mut c_char,
+    pub(crate) shape: *mut isize,
+    pub(crate) strides: *mut isize,
+    pub(crate) suboffsets: *mut isize,
+    pub(crate) internal: *mut c_void,
 }
 
 unsafe extern "C" {
-    fn PyObject_GetBuffer(
+    pub(crate) fn PyObject_GetBuffer(
         obj: *mut pyo3::ffi::PyObject,
         view: *mut RawBuffer,
         flags: c_int,
     ) -> c_int;
-    fn PyBuffer_Release(view: *mut RawBuffer);
+    pub(crate) fn PyBuffer_Release(view: *mut RawBuffer);
 }
 
 /// `PyBUF_RECORDS_RO`: strides and format, read-only is fine.

@@ -20,11 +20,13 @@
 //!   The memory is the hit's own, so the arrays viewing it are writable,
 //!   as joblib's loaded arrays are.
 
-use std::ffi::{c_char, c_int, c_void};
+use std::ffi::c_int;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
+
+use crate::hash::{PyBuffer_Release, PyObject_GetBuffer, RawBuffer};
 
 /// Each part of a payload starts at a multiple of this.
 pub(crate) const ALIGN: usize = 64;
@@ -32,33 +34,6 @@ pub(crate) const ALIGN: usize = 64;
 /// Payloads at least this large are handed over as a [`Payload`] (no
 /// copy); smaller ones are copied into a `bytes` or `bytearray`.
 pub(crate) const LARGE: usize = 1 << 20;
-
-/// `Py_buffer`, laid out as CPython has since 3.3 (part of the stable ABI
-/// from 3.11; PyO3 declares it for abi3 builds from 3.11 only). The same
-/// declaration as `hash.rs`'s, for reading a contiguous buffer.
-#[repr(C)]
-struct RawBuffer {
-    buf: *mut c_void,
-    obj: *mut pyo3::ffi::PyObject,
-    len: isize,
-    itemsize: isize,
-    readonly: c_int,
-    ndim: c_int,
-    format: *mut c_char,
-    shape: *mut isize,
-    strides: *mut isize,
-    suboffsets: *mut isize,
-    internal: *mut c_void,
-}
-
-unsafe extern "C" {
-    fn PyObject_GetBuffer(
-        obj: *mut pyo3::ffi::PyObject,
-        view: *mut RawBuffer,
-        flags: c_int,
-    ) -> c_int;
-    fn PyBuffer_Release(view: *mut RawBuffer);
-}
 
 /// `PyBUF_SIMPLE`: a contiguous run of bytes, read-only is fine.
 const PYBUF_SIMPLE: c_int = 0;
