@@ -1132,6 +1132,25 @@ pub(crate) struct RawBuffer {
     pub(crate) internal: *mut c_void,
 }
 
+impl RawBuffer {
+    /// A view for `PyObject_GetBuffer` to fill.
+    pub(crate) fn empty() -> Box<RawBuffer> {
+        Box::new(RawBuffer {
+            buf: std::ptr::null_mut(),
+            obj: std::ptr::null_mut(),
+            len: 0,
+            itemsize: 0,
+            readonly: 0,
+            ndim: 0,
+            format: std::ptr::null_mut(),
+            shape: std::ptr::null_mut(),
+            strides: std::ptr::null_mut(),
+            suboffsets: std::ptr::null_mut(),
+            internal: std::ptr::null_mut(),
+        })
+    }
+}
+
 unsafe extern "C" {
     pub(crate) fn PyObject_GetBuffer(
         obj: *mut pyo3::ffi::PyObject,
@@ -1168,19 +1187,7 @@ unsafe impl Send for Layout {}
 impl<'a, 'py> Buffer<'a, 'py> {
     /// The buffer of `obj`, or `None` (and no error set) when it has none.
     fn get(obj: &'a Bound<'py, PyAny>) -> Option<Buffer<'a, 'py>> {
-        let mut view = Box::new(RawBuffer {
-            buf: std::ptr::null_mut(),
-            obj: std::ptr::null_mut(),
-            len: 0,
-            itemsize: 0,
-            readonly: 0,
-            ndim: 0,
-            format: std::ptr::null_mut(),
-            shape: std::ptr::null_mut(),
-            strides: std::ptr::null_mut(),
-            suboffsets: std::ptr::null_mut(),
-            internal: std::ptr::null_mut(),
-        });
+        let mut view = RawBuffer::empty();
         // SAFETY: `obj` is a live object; `view` is a writable Py_buffer.
         let rc = unsafe { PyObject_GetBuffer(obj.as_ptr(), &mut *view, PYBUF_RECORDS_RO) };
         if rc != 0 {

@@ -47,19 +47,7 @@ struct Contiguous<'a, 'py> {
 
 impl<'a, 'py> Contiguous<'a, 'py> {
     fn get(obj: &'a Bound<'py, PyAny>) -> PyResult<Contiguous<'a, 'py>> {
-        let mut view = Box::new(RawBuffer {
-            buf: std::ptr::null_mut(),
-            obj: std::ptr::null_mut(),
-            len: 0,
-            itemsize: 0,
-            readonly: 0,
-            ndim: 0,
-            format: std::ptr::null_mut(),
-            shape: std::ptr::null_mut(),
-            strides: std::ptr::null_mut(),
-            suboffsets: std::ptr::null_mut(),
-            internal: std::ptr::null_mut(),
-        });
+        let mut view = RawBuffer::empty();
         // SAFETY: `obj` is a live object; `view` is a writable Py_buffer.
         let rc = unsafe { PyObject_GetBuffer(obj.as_ptr(), &mut *view, PYBUF_SIMPLE) };
         if rc != 0 {

@@ -259,27 +259,12 @@ fn digest<T: Serialize + ?Sized>(value: &T) -> [u8; 32] {
 fn short_json<T: Serialize + ?Sized>(value: &T) -> String {
     /// Room for [`SHORT`] characters of up to 4 bytes, and one more.
     const ROOM: usize = SHORT * 4 + 4;
-    struct Limited(Vec<u8>);
-    impl std::io::Write for Limited {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            let room = ROOM - self.0.len();
-            if room == 0 {
-                return Err(std::io::Error::other("limit"));
-            }
-            let n = buf.len().min(room);
-            self.0.extend_from_slice(&buf[..n]);
-            Ok(n)
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut out = Limited(Vec::with_capacity(32));
-    let complete = serde_json::to_writer(&mut out, value).is_ok();
-    if !complete && out.0.is_empty() {
+    let mut out = Vec::with_capacity(32);
+    let complete = serde_json::to_writer(Room(&mut out, ROOM), value).is_ok();
+    if !complete && out.is_empty() {
         return short(crate::entry::args_text(value).as_str());
     }
-    let text = match String::from_utf8(out.0) {
+    let text = match String::from_utf8(out) {
         Ok(text) => text,
         // Cut inside a character.
         Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
@@ -899,13 +884,13 @@ impl Split {
     }
 }
 
-/// Writes into a buffer up to [`TEXT_ROOM`] bytes, then fails (as
-/// `entry::args_text`'s writer does).
-struct Room<'a>(&'a mut Vec<u8>);
+/// Writes into a buffer up to its limit in bytes ([`TEXT_ROOM`] for the
+/// arguments' text), then fails (as `entry::args_text`'s writer does).
+struct Room<'a>(&'a mut Vec<u8>, usize);
 
 impl std::io::Write for Room<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let room = TEXT_ROOM - self.0.len();
+        let room = self.1.saturating_sub(self.0.len());
         if room == 0 {
             return Err(std::io::Error::other("limit"));
         }
@@ -965,10 +950,11 @@ impl ser::SerializeTuple for Split {
         let mut text = None;
         if !self.stopped {
             let first = self.parts.is_empty();
-            self.stopped = !first && Room(&mut self.text).write_all(b",").is_err();
+            self.stopped = !first && Room(&mut self.text, TEXT_ROOM).write_all(b",").is_err();
             let start = self.text.len();
             if !self.stopped {
-                self.stopped = serde_json::to_writer(Room(&mut self.text), value).is_err();
+                self.stopped =
+                    serde_json::to_writer(Room(&mut self.text, TEXT_ROOM), value).is_err();
             }
             if !self.stopped {
                 // Whole, so valid UTF-8.
@@ -983,7 +969,7 @@ impl ser::SerializeTuple for Split {
     }
     fn end(mut self) -> Result<Rendered, NotATuple> {
         use std::io::Write;
-        let complete = !self.stopped && Room(&mut self.text).write_all(b"]").is_ok();
+        let complete = !self.stopped && Room(&mut self.text, TEXT_ROOM).write_all(b"]").is_ok();
         Ok((self.parts, finish_text(self.text, complete)))
     }
 }
