@@ -6,7 +6,8 @@
 #
 # Creates once a virtual environment at ${CARGO_TARGET_DIR:-target}/py-venv
 # with the pinned test requirements below (from PyPI), builds the package
-# with maturin (release, into the same target folder) and installs it there,
+# with maturin (dev profile, feature s3, into the same target folder) and
+# installs it there,
 # then runs pytest on crates/memento-python/tests; exits with pytest's
 # status. `cargo test -p memento-python` (and so the README's test command)
 # runs this script.
@@ -60,8 +61,15 @@ if [ "$(cat "$venv/memento-ready" 2>/dev/null)" != "$READY_MARK" ]; then
 fi
 
 # The build uses the environment's maturin (no isolated build environment:
-# no download; maturin found on PATH), and this workspace's target folder.
-PATH="$venv/bin:$PATH" CARGO_TARGET_DIR="$target" "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+# no download; maturin found on PATH), and this workspace's target folder,
+# in the dev profile with the s3 feature: what `cargo test --workspace
+# --all-features` (the README's test command, which runs this script) has
+# just built for the Rust tests is reused, so the package costs seconds to
+# build, S3 support included, where a release build takes minutes (tens of
+# them with S3). Speed is measured by bench/compare-python.sh, which builds
+# in release.
+PATH="$venv/bin:$PATH" CARGO_TARGET_DIR="$target" MATURIN_PEP517_ARGS="--profile dev --features s3" \
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
     --no-build-isolation --no-deps --force-reinstall "$repo/crates/memento-python" ||
     die "building or installing crates/memento-python failed (see above)"
 

@@ -22,6 +22,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList};
 use serde::{Serialize, Serializer};
 
 mod hash;
+mod remote;
 mod result;
 mod warn;
 
@@ -212,8 +213,11 @@ const RACY_FINE_NANOS: i64 = 100_000_000;
 #[pymethods]
 impl PyMemory {
     #[new]
+    /// `location`: a folder, or `s3://bucket/prefix` with the bucket's
+    /// settings in `backend_options` (see `remote.rs`).
     #[pyo3(signature = (location, *, bytes_limit = None, items_limit = None, age_limit = None,
-                        signing_key = None, lock_timeout = None))]
+                        signing_key = None, lock_timeout = None, backend_options = None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         location: PathBuf,
         bytes_limit: Option<u64>,
@@ -221,8 +225,12 @@ impl PyMemory {
         age_limit: Option<f64>,
         signing_key: Option<Vec<u8>>,
         lock_timeout: Option<f64>,
+        backend_options: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
-        let mut memory = Memory::new(location);
+        let mut memory = match location.to_str() {
+            Some(url) if remote::is_remote(url) => remote::open(url, backend_options)?,
+            _ => Memory::new(location),
+        };
         if let Some(bytes) = bytes_limit {
             memory = memory.bytes_limit(bytes);
         }
@@ -424,9 +432,11 @@ impl PyMemory {
     /// looked up again); Python maps the arrays from that descriptor, or
     /// (without `map`) the payload is read from it into memory. A file this
     /// Memory verified and that has not changed since is not verified
-    /// again (see [`Stamp`]). Entries that cannot be mapped (stored
-    /// compressed, not in a local folder, a bare pickle) are returned as
-    /// loaded ones.
+    /// again (see [`Stamp`]). An entry fetched from a bucket is looked up
+    /// once more when the Memory has a near cache (the fetch copied it
+    /// there: a file now). Entries that cannot be mapped (stored
+    /// compressed, in a bucket read without a near cache, a bare pickle)
+    /// are returned as loaded ones.
     fn call_file(
         &self,
         py: Python<'_>,
@@ -441,6 +451,9 @@ impl PyMemory {
             warn::collecting(|| {
                 let mut force = force;
                 let mut replaced = 0;
+                // A result read from a bucket is copied into the near cache
+                // once verified: looked up again, it is a file to map.
+                let mut fetch_near = map && memory.near_cache_folder().is_some();
                 loop {
                     if force {
                         memento::__private::next_call(true, false);
@@ -484,6 +497,7 @@ impl PyMemory {
                             break Found::File(file, offset, len);
                         }
                         Opened::Replaced if replaced < 3 => replaced += 1,
+                        Opened::Unavailable if fetch_near => fetch_near = false,
                         Opened::Replaced | Opened::Unavailable => break Found::Loaded(mapped),
                     }
                 }
@@ -787,5 +801,8 @@ fn _memento(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Payload>()?;
     m.add_function(wrap_pyfunction!(hash_args, m)?)?;
     m.add_function(wrap_pyfunction!(hash_value, m)?)?;
+    m.add("S3", remote::AVAILABLE)?;
+    m.add("S3_OPTIONS", remote::OPTIONS.to_vec())?;
+    m.add("S3_REBUILD", remote::REBUILD)?;
     Ok(())
 }

@@ -71,3 +71,31 @@ def counted_range_with_warnings(location, counter_path, n):
         warnings.simplefilter("always")
         value = f(n, counter_path)
     return value, [(w.category.__name__, str(w.message)) for w in caught]
+
+
+def square_once_on_bucket(location, options, counter_path, barrier):
+    """One "machine" on a bucket: its own near cache (in ``options``);
+    waits for every worker, then calls the cached function."""
+    memory = Memory(location, verbose=0, backend_options=options)
+    f = memory.cache(_slow_square, ignore=["counter_path"])
+    barrier.wait()
+    return f(7, counter_path)
+
+
+def ramp(n):
+    import numpy as np
+
+    return np.arange(n, dtype=np.float64) * 0.5
+
+
+def on_bucket(location, options, name, *args, mmap_mode=None):
+    """Another "machine": a process of its own with its own near cache (in
+    ``options``) calls the cached function ``name`` of this module. Returns
+    whether the call was stored before it, and a summary of its value."""
+    memory = Memory(location, verbose=0, mmap_mode=mmap_mode, backend_options=options)
+    f = memory.cache(globals()[name])
+    stored = f.check_call_in_cache(*args)
+    value = f(*args)
+    if hasattr(value, "dtype"):
+        return stored, (float(value.sum()), len(value), bool(value.flags.writeable))
+    return stored, value

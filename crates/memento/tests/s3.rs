@@ -1504,6 +1504,40 @@ fn walk(dir: &Path) -> Vec<String> {
     out
 }
 
+/// `Memory::s3` over a store built with its own settings: a near cache
+/// per "machine"; a result fetched from the bucket is copied into the
+/// reader's near cache once verified, and a mapped lookup then maps that
+/// file (its path known, so that a damaged copy can be removed).
+fn s3_memory_maps_from_the_near_cache() {
+    let prefix = unique("s3-mapped");
+    let (near_a, near_b) = (fresh_dir("s3-mapped-a"), fresh_dir("s3-mapped-b"));
+    let a = Memory::s3(store(&prefix))
+        .near_cache(&near_a)
+        .in_memory_limit(0);
+    assert_eq!(a.location(), format!("s3://{BUCKET}/{prefix}"));
+    assert_eq!(a.near_cache_folder(), Some(near_a.as_path()));
+    let f = words_len::function();
+    let ramp = || memento::Mapped::from((0..100_000u64).collect::<Vec<u64>>());
+    let stored: memento::Mapped<Vec<u64>> = a.call(f, &(&100_000u64,), ramp);
+    assert_eq!(stored.len(), 100_000);
+
+    // Another machine: the first lookup fetches from the bucket (in
+    // memory), the second maps the copy in its near cache.
+    let b = Memory::s3(store(&prefix))
+        .near_cache(&near_b)
+        .in_memory_limit(0);
+    let fetched: memento::Mapped<Vec<u64>> = b.call(f, &(&100_000u64,), || unreachable!("stored"));
+    assert!(!fetched.is_mapped());
+    assert_eq!(fetched.to_vec(), (0..100_000u64).collect::<Vec<_>>());
+    let mapped: memento::Mapped<Vec<u64>> = b.call(f, &(&100_000u64,), || unreachable!("stored"));
+    assert!(mapped.is_mapped(), "read from b's near cache, mapped");
+    let (path, _) = mapped.entry_file().expect("the near copy's path");
+    assert!(path.starts_with(&near_b), "{path:?} is in b's near cache");
+    mapped.verify().unwrap();
+    assert_eq!(mapped.to_vec(), (0..100_000u64).collect::<Vec<_>>());
+    assert_eq!(b.no_near_cache().near_cache_folder(), None);
+}
+
 /// A port nothing listens on (bound, then let go).
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -1518,7 +1552,7 @@ fn main() {
         child(&role);
         return;
     }
-    let tests: [(&str, fn()); 19] = [
+    let tests: [(&str, fn()); 20] = [
         ("store_basics", store_basics),
         ("bad_locations", bad_locations),
         ("conditional_writes", conditional_writes),
@@ -1538,6 +1572,10 @@ fn main() {
         ("server_outage", server_outage),
         ("one_warning_per_outage", one_warning_per_outage),
         ("hanging_server_bounded", hanging_server_bounded),
+        (
+            "s3_memory_maps_from_the_near_cache",
+            s3_memory_maps_from_the_near_cache,
+        ),
     ];
     // `cargo test --test s3 -- NAME...`: only the cases whose names hold
     // one of the words.

@@ -58,7 +58,8 @@ a signing key.
 send them to worker processes): a ``Memory`` as its options, its folder
 by its absolute path, and the ``signing_key`` when one was given (else the
 loading process's ``MEMENTO_KEY``: a pickle of a ``Memory`` made with a key
-holds the key); a cached function by ``memory.cache(func)`` again, the
+holds the key, as one made with credentials in ``backend_options`` holds
+them); a cached function by ``memory.cache(func)`` again, the
 function by reference, as pickle sends functions (one decorated in a
 module by its name there). ``call_and_shelve``
 does not unpickle a stored result (its ``get()`` does). A
@@ -70,7 +71,20 @@ called with a stored result's metadata (``duration``, ``input_args``,
 ``time``) before it is used; when it returns false the result is computed
 again and stored over the old one.
 
-Not yet: backends other than ``'local'``.
+A bucket: ``Memory("s3://bucket/prefix", backend_options={...})`` keeps
+results in S3 (or a server that speaks its API), with a near cache on this
+machine in front of it (by default ``~/.cache/memento/<bucket>/<prefix>``)
+and compute-once across machines by leases in the bucket. Settings come
+from the standard ``AWS_*`` environment unless ``backend_options`` gives
+them, under boto3's names: ``endpoint_url``, ``region_name``,
+``aws_access_key_id``, ``aws_secret_access_key``, ``aws_session_token``;
+and ``allow_http`` (``True`` for an ``http://`` endpoint), ``near_cache``
+(a folder, or ``None`` for none), ``near_cache_limit`` (bytes or a size
+such as ``"10G"``), ``lease_ttl`` (seconds). A bucket that cannot be
+reached is a warning, and calls still compute. S3 support is a build
+option (cargo feature ``s3``; ``memento._memento.S3`` tells whether this
+build has it): ``MATURIN_PEP517_ARGS="--features s3" pip install
+./crates/memento-python``.
 """
 
 import ast
@@ -1112,10 +1126,15 @@ class Memory:
                 stacklevel=2,
             )
             location = cachedir
-        if backend != "local":
+        remote = location is not None and _is_bucket(location)
+        if backend not in ("local", "s3"):
             raise ValueError(
-                f"backend={backend!r}: memento's Python package has the 'local' backend only "
-                "(a folder) for now"
+                f"backend={backend!r}: memento's backends are 'local' (a folder) and 's3' (a "
+                "location s3://bucket/prefix)"
+            )
+        if backend == "s3" and location is not None and not remote:
+            raise ValueError(
+                f"backend='s3' needs a location s3://bucket/prefix: got {location!r}"
             )
         _map_mode(mmap_mode)
         if _compression(compress) and mmap_mode is not None:
@@ -1137,11 +1156,16 @@ class Memory:
             self._pickled = {"location": None, "verbose": verbose}
             return
         self.location = os.fspath(location)
-        # What a pickled Memory is made again from: the same folder (made
-        # absolute: a worker may run elsewhere), the same options; a signing
-        # key only when one was given (else the process's MEMENTO_KEY).
+        # A folder made absolute now: a later change of the current
+        # directory (or a worker that runs elsewhere) does not move it.
+        where = self.location if remote else os.path.abspath(self.location)
+        if remote:
+            self.backend_options = _bucket_options(self.backend_options)
+        # What a pickled Memory is made again from: the same location, the
+        # same options; a signing key only when one was given (else the
+        # process's MEMENTO_KEY).
         self._pickled = {
-            "location": os.path.abspath(self.location),
+            "location": where,
             "mmap_mode": mmap_mode,
             "compress": compress,
             "verbose": verbose,
@@ -1157,12 +1181,13 @@ class Memory:
         if isinstance(signing_key, str):
             signing_key = signing_key.encode()
         self._memory = _memento.Memory(
-            os.path.abspath(self.location),
+            where,
             bytes_limit=self.bytes_limit,
             items_limit=items_limit,
             age_limit=self.age_limit,
             signing_key=signing_key,
             lock_timeout=_seconds(lock_timeout, "lock_timeout"),
+            backend_options=self.backend_options if remote else None,
         )
 
     def cache(
@@ -1233,6 +1258,33 @@ class Memory:
 
     def __repr__(self):
         return f"Memory(location={self.location!r})"
+
+
+def _is_bucket(location):
+    """Does ``location`` name a bucket (``s3://bucket/prefix``)?"""
+    return isinstance(location, str) and location.startswith("s3://")
+
+
+def _bucket_options(options):
+    """``backend_options`` of a bucket, checked: known names only (a typo
+    must not fall back to the environment silently), sizes and durations
+    in the units the core takes."""
+    unknown = sorted(set(options) - set(_memento.S3_OPTIONS))
+    if unknown:
+        raise ValueError(
+            f"backend_options: unknown option(s) {', '.join(map(repr, unknown))} for an s3:// "
+            f"location; the options are {', '.join(_memento.S3_OPTIONS)}"
+        )
+    options = dict(options)
+    if options.get("near_cache_limit") is not None:
+        options["near_cache_limit"] = _parse_bytes(
+            options["near_cache_limit"], "backend_options['near_cache_limit']"
+        )
+    if options.get("lease_ttl") is not None:
+        options["lease_ttl"] = _seconds(options["lease_ttl"], "backend_options['lease_ttl']")
+    if options.get("near_cache") is not None:
+        options["near_cache"] = os.path.abspath(os.fspath(options["near_cache"]))
+    return options
 
 
 def _memory_from(options):

@@ -68,6 +68,16 @@ impl Config {
         self.location.as_deref()
     }
 
+    /// The folder whose files hold this Memory's entries under their
+    /// names: a local cache's, or the near cache of a remote location (an
+    /// entry read from there is a file in it).
+    pub(super) fn files(&self) -> Option<&Path> {
+        match &self.remote {
+            Some(remote) => remote.near.as_deref(),
+            None => self.folder(),
+        }
+    }
+
     /// Does this Memory use the in-memory layer?
     #[inline]
     pub(super) fn in_memory(&self) -> bool {
@@ -135,7 +145,7 @@ impl Memory {
     /// come from the standard environment (`AWS_ACCESS_KEY_ID`,
     /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`,
     /// `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`); for other settings, build the
-    /// store yourself and use [`Memory::with_store`].
+    /// store yourself and use [`Memory::s3`].
     ///
     /// A location that cannot be used (no bucket in the URL, or a build
     /// without the `s3` feature) is said once, in a warning that says what
@@ -148,28 +158,56 @@ impl Memory {
     /// ```
     pub fn remote(url: &str) -> Memory {
         match open_remote(url) {
-            Ok(far) => {
-                let near = default_near_folder(url);
-                let config = Config {
-                    remote: Some(Remote {
-                        far: far.clone(),
-                        near: near.clone(),
-                        near_limit: DEFAULT_NEAR_LIMIT,
-                    }),
-                    ..Config::new(None)
-                };
-                let store: Arc<dyn Store> = match near {
-                    Some(dir) => Arc::new(NearCache::over(dir, far)),
-                    None => far,
-                };
-                Memory::build(store, config, true)
-            }
+            Ok(far) => Memory::over_remote(url, far),
             Err(e) => {
                 crate::log::warning!("{e}; calls are computed but not stored");
                 let store = Unavailable::new(url, e.to_string());
                 Memory::build(Arc::new(store), Config::new(None), true)
             }
         }
+    }
+
+    /// A cache in the bucket of `store`, an [`S3Store`](crate::store::S3Store)
+    /// built with settings of its own (endpoint, region, credentials, lease
+    /// length...), with a near cache in front of it as
+    /// [`Memory::remote`] has (see [`near_cache`](Memory::near_cache)). Every
+    /// Memory of this process on the same bucket and prefix shares its state
+    /// (locks, the in-memory layer), as Memories of one folder do.
+    ///
+    /// ```no_run
+    /// use memento::store::S3Store;
+    ///
+    /// let store = S3Store::builder("s3://results/team-a")
+    ///     .endpoint("http://127.0.0.1:9000")
+    ///     .allow_http(true)
+    ///     .build()?;
+    /// let memory = memento::Memory::s3(store).near_cache("/scratch/near");
+    /// assert_eq!(memory.location(), "s3://results/team-a");
+    /// # Ok::<(), memento::Error>(())
+    /// ```
+    #[cfg(feature = "s3")]
+    pub fn s3(store: crate::store::S3Store) -> Memory {
+        let url = store.location();
+        Memory::over_remote(&url, Arc::new(store))
+    }
+
+    /// A Memory over the remote store `far` of `url`, with the default
+    /// near cache in front of it.
+    fn over_remote(url: &str, far: Arc<dyn Store>) -> Memory {
+        let near = default_near_folder(url);
+        let config = Config {
+            remote: Some(Remote {
+                far: far.clone(),
+                near: near.clone(),
+                near_limit: DEFAULT_NEAR_LIMIT,
+            }),
+            ..Config::new(None)
+        };
+        let store: Arc<dyn Store> = match near {
+            Some(dir) => Arc::new(NearCache::over(dir, far)),
+            None => far,
+        };
+        Memory::build(store, config, true)
     }
 
     /// The default cache: the folder named by `MEMENTO_DIR`, else `.memento`
@@ -427,6 +465,22 @@ impl Memory {
     /// The folder of a local cache (`None` for another backend).
     pub fn path(&self) -> Option<&Path> {
         self.inner.config.folder()
+    }
+
+    /// The near cache's folder of a remote location (`None` for a local
+    /// folder, or a remote location read without one).
+    ///
+    /// ```
+    /// let local = memento::Memory::new("cache");
+    /// assert_eq!(local.near_cache_folder(), None);
+    /// # #[cfg(feature = "s3")] {
+    /// let remote = memento::Memory::new("s3://my-bucket/results").near_cache("/scratch/near");
+    /// assert_eq!(remote.near_cache_folder(), Some(std::path::Path::new("/scratch/near")));
+    /// assert_eq!(remote.no_near_cache().near_cache_folder(), None);
+    /// # }
+    /// ```
+    pub fn near_cache_folder(&self) -> Option<&Path> {
+        self.inner.config.remote.as_ref()?.near.as_deref()
     }
 
     /// The store behind this Memory.

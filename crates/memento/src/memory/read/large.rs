@@ -32,11 +32,12 @@ pub(super) enum Got<T> {
 const HEAD: usize = 512;
 
 impl Reader<'_> {
-    /// The local file of an entry, for a mapped value to remove if its
-    /// data turns out damaged.
+    /// The local file of an entry (in a local cache, or in the near cache
+    /// of a remote one), for a mapped value to remove if its data turns out
+    /// damaged.
     fn entry_file(&self, function: &Function, key: &Key) -> Option<std::path::PathBuf> {
         let name = EntryName::entry(function.folder(), key);
-        self.config.folder().map(|root| root.join(name.as_str()))
+        self.config.files().map(|root| root.join(name.as_str()))
     }
 
     /// Reads the entry of a plain buffer result.
