@@ -145,7 +145,7 @@ impl Memory {
     /// come from the standard environment (`AWS_ACCESS_KEY_ID`,
     /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`,
     /// `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`); for other settings, build the
-    /// store yourself and use [`Memory::s3`].
+    /// store yourself and use `Memory::s3` (feature `s3`).
     ///
     /// A location that cannot be used (no bucket in the URL, or a build
     /// without the `s3` feature) is said once, in a warning that says what
