@@ -12,7 +12,8 @@ test_instanciate_store_backend_with_pathlib_path,
 test_memory_default_store_backend,
 test_parallel_call_cached_function_defined_in_jupyter,
 test_cached_function_race_condition_when_persisting_output_2,
-test_call_and_shelve_lazily_load_stored_result, test_info_log.
+test_call_and_shelve_lazily_load_stored_result, test_info_log,
+test_memory_func_with_signature.
 
 Where memento deliberately differs, the test asserts memento's behaviour
 and says why:
@@ -22,8 +23,8 @@ and says why:
   by its module, name and code, so each call returns its own function's
   result; a name whose code changed removes the other code's results with a
   ``UserWarning`` (memento's "code changed" warning), as joblib does.
-- An unknown backend is a ``ValueError`` saying memento has ``'local'`` only
-  (joblib: ``TypeError``, "Unknown location").
+- An unknown backend is a ``ValueError`` naming memento's, ``'local'`` and
+  ``'s3'`` (joblib: ``TypeError``, "Unknown location").
 - Verbose output is printed (joblib's format), never on a hit: a hit does
   no work it does not need, at any verbosity (joblib logs "Querying").
 - A ``MemorizedFunc`` is made by ``Memory.cache`` (its constructor takes
@@ -596,3 +597,29 @@ def test_info_log(tmp_path, capsys):
     assert f(4) == 16
     assert f(4) == 16
     assert capsys.readouterr().out == ""
+
+
+def fast_func_with_signature(a: int, b: float) -> float:
+    return a + b
+
+
+def annotated(a: int, b: "float" = 2.0, *rest: int, scale: float = 1.0, **extra: str) -> float:
+    return (a + b + sum(rest)) * scale + len(extra)
+
+
+def test_memory_func_with_signature(memory):
+    """joblib: test_memory_func_with_signature (annotations), and memento's
+    binding of annotated signatures with defaults, ``*args``, keyword-only
+    arguments and ``**kwargs``: equal calls share one result."""
+    func_cached = memory.cache(fast_func_with_signature)
+    assert func_cached(1, 2.0) == 3.0
+    assert func_cached.check_call_in_cache(1, b=2.0)
+
+    f = memory.cache(annotated)
+    assert f(1) == 3.0
+    assert f.check_call_in_cache(1, 2.0)
+    assert f.check_call_in_cache(a=1, b=2.0, scale=1.0)
+    assert not f.check_call_in_cache(1, 2.0, 3)
+    assert f(1, 2.0, 3, scale=2.0, tag="x") == 13.0
+    assert f.check_call_in_cache(1, 2.0, 3, tag="x", scale=2.0)
+    assert not f.check_call_in_cache(1, 2.0, 3, scale=2.0, tag="y")
