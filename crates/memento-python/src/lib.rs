@@ -3,7 +3,7 @@
 //!
 //! The Python half (`python/memento/__init__.py`) binds a call's arguments
 //! as joblib does, fingerprints the function's source, and pickles results;
-//! this module keys the arguments ([`hash`]) and stores the pickled bytes
+//! this module keys the arguments (`hash.rs`) and stores the pickled bytes
 //! (`result.rs`: arrays raw and aligned) through memento's [`Memory`], so a
 //! Python result is an entry like any other: checksummed, published
 //! atomically, computed once across processes, under the same limits and
