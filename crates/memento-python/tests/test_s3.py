@@ -217,4 +217,8 @@ def test_options_checked(tmp_path):
         Memory(tmp_path / "folder", backend="gcs")
     with pytest.raises(ValueError, match="bucket"):
         Memory("s3://", backend_options={"endpoint_url": "http://127.0.0.1:1"})
+    # A mistyped URL is a folder: a bucket's settings with it are refused.
+    with pytest.raises(ValueError, match="s3://bucket/prefix"):
+        Memory(str(tmp_path / "s3:") + "/b", backend_options={"endpoint_url": "http://x"})
+    assert not (tmp_path / "s3:").exists()
 

@@ -1161,6 +1161,14 @@ class Memory:
         where = self.location if remote else os.path.abspath(self.location)
         if remote:
             self.backend_options = _bucket_options(self.backend_options)
+        elif set(self.backend_options) & set(_memento.S3_OPTIONS):
+            # A bucket's settings with a folder: a mistyped URL ("s3:/b")
+            # would otherwise quietly become a local folder.
+            raise ValueError(
+                f"backend_options {sorted(self.backend_options)} are a bucket's settings, but "
+                f"location {self.location!r} is a folder: a bucket's location is "
+                "s3://bucket/prefix"
+            )
         # What a pickled Memory is made again from: the same location, the
         # same options; a signing key only when one was given (else the
         # process's MEMENTO_KEY).
