@@ -207,14 +207,17 @@ impl LocalStore {
 /// Large writes go to a file in pieces of at most this many bytes, each
 /// but the first starting at a file offset that is a multiple of it (a
 /// whole number of pages). The kernel puts a write into page-cache folios
-/// no larger than the write, and on some virtual machines the size decides
-/// the cost: on the 2-core VM the benchmarks run on (guest free-page
-/// reporting), a 100 MiB array written in one call, or in joblib's 16 MiB
-/// calls, went into 2 MiB folios, taken from free blocks the guest had
-/// handed back to the host and faulted in again page by page (about 280 ms
-/// for 100 MiB), while pieces of 256 KiB or 1 MiB took smaller folios from
-/// memory in use before (about 30 ms). Elsewhere the pieces cost one system
-/// call per 256 KiB, a few hundred for 100 MiB: nothing next to the copy.
+/// no larger than the write, and on some virtual machines their size
+/// decides the cost. On the 2-core VM the benchmarks run on, the guest
+/// hands whole free 2 MiB blocks back to the host (free-page reporting,
+/// order 9), and a page of one faults in again at about 11 µs: a 100 MiB
+/// array written in one call, or in joblib's 16 MiB calls, went into
+/// 2 MiB folios taken from such blocks (about 280 ms), while in 256 KiB
+/// pieces it took smaller folios from the smaller free blocks, which are
+/// never handed back (about 30 ms, as long as there are some: when they
+/// run out it is as slow, and `ahead.rs` (Linux) then takes half of
+/// it to another core). Elsewhere the pieces cost a few hundred system
+/// calls per 100 MiB: nothing next to the copy.
 const WRITE_PIECE: usize = 256 * 1024;
 
 /// Writes `bytes`, whose first byte goes at file offset `at`, by calls of
