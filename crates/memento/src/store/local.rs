@@ -340,6 +340,14 @@ impl Store for LocalStore {
             let len = (head_len + tail.len() + end.len()) as u64;
             super::ahead::Ahead::new(file, len)
         };
+        #[cfg(target_os = "linux")]
+        let help = || {
+            if let Some(ahead) = &ahead {
+                ahead.fill(&progress);
+            }
+        };
+        #[cfg(not(target_os = "linux"))]
+        let help = || {};
         // The tail is written here while the head is computed beside it;
         // then (on Linux) that thread helps the writing (see `ahead`), and
         // the head goes in front. Nobody sees the file before it is whole:
@@ -347,10 +355,7 @@ impl Store for LocalStore {
         let (computed, written) = std::thread::scope(|scope| {
             let computing = scope.spawn(|| {
                 let head = head();
-                #[cfg(target_os = "linux")]
-                if let Some(ahead) = &ahead {
-                    ahead.fill(&progress);
-                }
+                help();
                 head
             });
             let written = in_pieces(tail, head_len as u64, |piece, at| {
