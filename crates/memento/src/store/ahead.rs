@@ -7,12 +7,13 @@
 //! holds the file's lock for it), and where putting a page into the page
 //! cache is what costs (on the 2-core VM the benchmarks run on, a page of
 //! memory the guest gave back to the host faults in again at about 11 µs:
-//! 280 ms for 100 MiB), the other core can take half of it. Measured there
-//! on 100 MiB written in 256 KiB pieces with the checksum computed beside
-//! them, when that memory had to come back from the host: 223 ms with this
-//! help, 300 ms without (medians of 7, interleaved); when it did not,
-//! both about 35 ms, the help then having little left to do once the
-//! checksum is computed.
+//! 280 ms for 100 MiB), the other core can take half of it. Measured there,
+//! the Python package's miss storing a 100 MiB array while another process
+//! held the memory the guest still had (medians of 5, three runs each,
+//! alternated): 128, 140 and 37 ms with this help, 270, 309 and 349 ms
+//! without; when the guest had memory of its own, about 30 to 50 ms
+//! either way, the help then having little left to do once the checksum
+//! is computed.
 //!
 //! Only a hint: nothing is written through the map (no byte is ever
 //! touched by this thread, so no `SIGBUS` can come from it), the pages are
