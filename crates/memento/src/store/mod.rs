@@ -15,6 +15,8 @@ use std::time::{Duration, SystemTime};
 
 use crate::error::{Error, Result};
 
+#[cfg(target_os = "linux")]
+mod ahead;
 mod local;
 mod near;
 #[cfg(target_os = "linux")]
