@@ -1,10 +1,26 @@
 """Functions run by spawned worker processes in the tests (importable by
 name, so that a spawned interpreter finds them)."""
 
+import multiprocessing
 import os
 import time
 
 from memento import Memory
+
+
+def released_together(target, args_of, n, timeout):
+    """Starts ``n`` spawned processes running ``target(*args_of(i),
+    barrier)``, where ``barrier`` holds them until all have started; waits
+    for them (at most ``timeout`` seconds each) and returns their exit
+    codes."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(n)
+    workers = [ctx.Process(target=target, args=(*args_of(i), barrier)) for i in range(n)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout)
+    return [w.exitcode for w in workers]
 
 
 def _slow_square(x, counter_path):

@@ -397,22 +397,13 @@ def test_function_without_source(memory):
 def test_eight_processes_compute_a_new_key_once(tmp_path):
     """memento: one computation where joblib does 8 (joblib:
     test_cached_function_race_condition_when_persisting_output, stricter)."""
-    ctx = multiprocessing.get_context("spawn")
     counter = tmp_path / "computations"
     counter.touch()
     location = str(tmp_path / "cache")
-    barrier = ctx.Barrier(8)
-    workers = [
-        ctx.Process(
-            target=memento_workers.square_once, args=(location, str(counter), barrier)
-        )
-        for _ in range(8)
-    ]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(120)
-    assert [w.exitcode for w in workers] == [0] * 8
+    exits = memento_workers.released_together(
+        memento_workers.square_once, lambda i: (location, str(counter)), 8, timeout=120
+    )
+    assert exits == [0] * 8
     assert len(counter.read_text().splitlines()) == 1
     memory = Memory(location, verbose=0)
     f = memory.cache(memento_workers._slow_square, ignore=["counter_path"])
@@ -595,22 +586,13 @@ def test_reduce_size_age(memory):
 
 def test_sixteen_processes_compute_a_new_key_once(tmp_path):
     """memento (issue 13): 16 processes on one new key, one computation."""
-    ctx = multiprocessing.get_context("spawn")
     counter = tmp_path / "computations"
     counter.touch()
     location = str(tmp_path / "cache")
-    barrier = ctx.Barrier(16)
-    workers = [
-        ctx.Process(
-            target=memento_workers.square_once, args=(location, str(counter), barrier)
-        )
-        for _ in range(16)
-    ]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(180)
-    assert [w.exitcode for w in workers] == [0] * 16
+    exits = memento_workers.released_together(
+        memento_workers.square_once, lambda i: (location, str(counter)), 16, timeout=180
+    )
+    assert exits == [0] * 16
     assert len(counter.read_text().splitlines()) == 1
 
 

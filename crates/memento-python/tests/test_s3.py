@@ -5,7 +5,6 @@ fail; they never skip (``scripts/test-python.sh`` builds the package with
 the ``s3`` feature)."""
 
 import multiprocessing
-import os
 import pathlib
 import pickle
 import subprocess
@@ -146,23 +145,16 @@ def test_four_machines_compute_a_new_key_once(endpoint, tmp_path):
     """Four processes, each with a near cache of its own (four machines),
     on one new key: a lease in the bucket lets one compute, the others
     read its result."""
-    ctx = multiprocessing.get_context("spawn")
     counter = tmp_path / "computations"
     counter.touch()
     location = bucket("once")
-    barrier = ctx.Barrier(4)
-    workers = [
-        ctx.Process(
-            target=memento_workers.square_once_on_bucket,
-            args=(location, options(endpoint, str(tmp_path / f"near{i}")), str(counter), barrier),
-        )
-        for i in range(4)
-    ]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(120)
-    assert [w.exitcode for w in workers] == [0] * 4
+    exits = memento_workers.released_together(
+        memento_workers.square_once_on_bucket,
+        lambda i: (location, options(endpoint, str(tmp_path / f"near{i}")), str(counter)),
+        4,
+        timeout=120,
+    )
+    assert exits == [0] * 4
     assert len(counter.read_text().splitlines()) == 1
     memory = Memory(location, verbose=0, backend_options=options(endpoint, tmp_path / "last"))
     f = memory.cache(memento_workers._slow_square, ignore=["counter_path"])
