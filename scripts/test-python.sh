@@ -65,9 +65,9 @@ fi
 # in the dev profile with the s3 feature: what `cargo test --workspace
 # --all-features` (the README's test command, which runs this script) has
 # just built for the Rust tests is reused, so the package costs seconds to
-# build, S3 support included, where a release build takes minutes (tens of
-# them with S3). Speed is measured by bench/compare-python.sh, which builds
-# in release.
+# build, S3 support included, where a release build takes minutes of its
+# own. Speed is measured by bench/compare-python.sh, which builds in
+# release.
 PATH="$venv/bin:$PATH" CARGO_TARGET_DIR="$target" MATURIN_PEP517_ARGS="--profile dev --features s3" \
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
     --no-build-isolation --no-deps --force-reinstall "$repo/crates/memento-python" ||

@@ -10,8 +10,8 @@
 //! option this module does not know is an error that lists those it does,
 //! so that a typo never silently falls back to the environment.
 //!
-//! The feature is off by default: it builds object_store, tokio and
-//! rustls, which takes a release build from minutes to tens of minutes.
+//! The feature is off by default: it builds object_store, tokio, rustls
+//! and aws-lc (C), minutes more of a release build.
 //! A build without it refuses an `s3://` location with the command that
 //! builds one with it ([`REBUILD`]).
 
