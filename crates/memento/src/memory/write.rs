@@ -236,6 +236,13 @@ impl<T: Serialize + 'static> Pending<'_, T> {
     /// returned: the value comes back either way.
     pub fn store(mut self, value: T) -> T {
         let write = self.prepare(Value::Whole(&value));
+        self.publish(write);
+        value
+    }
+
+    /// Records the miss, then commits `write` (what [`prepare`](Self::prepare)
+    /// made, if anything): storage problems are reported, never returned.
+    fn publish(&mut self, write: Option<Write<'_>>) {
         self.mode.record(false, self.key);
         self.mode.record_why(self.why.take().map(|why| *why));
         if let Some(write) = write {
@@ -248,7 +255,6 @@ impl<T: Serialize + 'static> Pending<'_, T> {
                 Err(e) => memory.report_io(&e),
             }
         }
-        value
     }
 
     /// Stores an `Ok` value; an `Err` is returned as it is and not stored.
@@ -406,18 +412,7 @@ impl<T: SplitBytes> Pending<'_, T> {
             return;
         }
         let write = self.prepare(Value::Split(head, tail));
-        self.mode.record(false, self.key);
-        self.mode.record_why(self.why.take().map(|why| *why));
-        if let Some(write) = write {
-            let memory = self.memory;
-            match memory.writer().commit(write) {
-                Ok(written) => {
-                    memory.shared().storage_works();
-                    memory.after_write(written);
-                }
-                Err(e) => memory.report_io(&e),
-            }
-        }
+        self.publish(write);
     }
 }
 
