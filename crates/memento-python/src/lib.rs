@@ -408,15 +408,7 @@ impl PyMemory {
                 if value.len()? >= result::LARGE && !function.compressed {
                     self.is_large_now(args);
                 }
-                let ((), warnings) = match value {
-                    Computed::Whole(value) => {
-                        py.detach(move || warn::collecting(|| drop(pending.store(value))))
-                    }
-                    Computed::Split(parts) => result::split(py, &parts, move |head, tail| {
-                        warn::collecting(|| pending.store_split(head, tail))
-                    })?,
-                };
-                warn_all(py, warnings)?;
+                store_computed(py, pending, value)?;
                 Ok((py.None(), false))
             }
         }
@@ -527,20 +519,35 @@ impl PyMemory {
                 Ok((loaded(py, value)?, true))
             }
             Found::Miss(pending) => {
-                let ((), warnings) = match computed(py, compute)? {
-                    Computed::Whole(value) => {
-                        let value = Mapped::from(value);
-                        py.detach(move || warn::collecting(|| drop(pending.store(value))))
-                    }
-                    Computed::Split(parts) => result::split(py, &parts, move |head, tail| {
-                        warn::collecting(|| pending.store_split(head, tail))
-                    })?,
-                };
-                warn_all(py, warnings)?;
+                store_computed(py, pending, computed(py, compute)?)?;
                 Ok((py.None(), false))
             }
         }
     }
+}
+
+/// Stores the payload `value` computed for `pending` (a large buffer
+/// without joining it to the pickle: [`result::split`]), the GIL released
+/// for the write; memento's warnings are raised as `UserWarning`s.
+fn store_computed<'m, T>(
+    py: Python<'_>,
+    pending: memento::Pending<'m, T>,
+    value: Computed<'_>,
+) -> PyResult<()>
+where
+    T: memento::SplitBytes + Send,
+    memento::Pending<'m, T>: Send,
+{
+    let ((), warnings) = match value {
+        Computed::Whole(value) => {
+            let value = T::from_bytes(value);
+            py.detach(move || warn::collecting(|| drop(pending.store(value))))
+        }
+        Computed::Split(parts) => result::split(py, &parts, move |head, tail| {
+            warn::collecting(|| pending.store_split(head, tail))
+        })?,
+    };
+    warn_all(py, warnings)
 }
 
 /// What a mapped lookup found.

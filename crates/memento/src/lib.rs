@@ -299,7 +299,7 @@ pub use memento_macros::tracked;
 pub use memory::{Change, Miss, Why};
 pub use memory::{
     Collected, DamagedEntry, Location, Lookup, Memory, Pending, Reduction, Refresh, Refreshing,
-    StoredEntry, Verification, DEFAULT_DIR, MEMENTO_DIR,
+    SplitBytes, StoredEntry, Verification, DEFAULT_DIR, MEMENTO_DIR,
 };
 
 /// Support for the code `#[memento::cache]` generates. Not a public API.

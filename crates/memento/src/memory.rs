@@ -41,8 +41,8 @@ use shared::Shared;
 pub(crate) use why::computed;
 use why::{CallArgs, Current};
 pub use why::{Change, Miss, Why};
-pub use write::Pending;
 use write::Writer;
+pub use write::{Pending, SplitBytes};
 
 /// Environment variable naming the default cache folder.
 pub const MEMENTO_DIR: &str = "MEMENTO_DIR";
