@@ -188,27 +188,25 @@ pub fn rfc3339(t: SystemTime) -> String {
 /// The arguments as JSON, cut at [`ARGS_TEXT_LIMIT`] bytes. Serialization
 /// stops as soon as the limit is reached, so a huge argument costs nothing.
 pub(crate) fn args_text<A: Serialize + ?Sized>(args: &A) -> String {
-    struct Limited(Vec<u8>);
-    impl io::Write for Limited {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            let room = ARGS_TEXT_LIMIT + 4 - self.0.len();
-            if room == 0 {
-                return Err(io::Error::other("limit"));
-            }
-            let n = buf.len().min(room);
-            self.0.extend_from_slice(&buf[..n]);
-            Ok(n)
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut out = Limited(Vec::new());
-    let complete = serde_json::to_writer(&mut out, args).is_ok();
-    let mut text = String::from_utf8_lossy(&out.0).into_owned();
-    if !complete && text.is_empty() {
+    let mut out = Vec::new();
+    let complete = serde_json::to_writer(Room(&mut out, ARGS_TEXT_ROOM), args).is_ok();
+    finish_args_text(out, complete)
+}
+
+/// The bytes [`args_text`] lets its writer take before it cuts.
+pub(crate) const ARGS_TEXT_ROOM: usize = ARGS_TEXT_LIMIT + 4;
+
+/// The arguments' text of what a [`Room`] of [`ARGS_TEXT_ROOM`] took:
+/// cut at [`ARGS_TEXT_LIMIT`] bytes (on a character) and marked when
+/// incomplete (`complete`: the serializer finished).
+pub(crate) fn finish_args_text(bytes: Vec<u8>, complete: bool) -> String {
+    if !complete && bytes.is_empty() {
         return "<arguments not printable as JSON>".to_string();
     }
+    let mut text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    };
     if !complete || text.len() > ARGS_TEXT_LIMIT {
         let mut cut = ARGS_TEXT_LIMIT.min(text.len());
         while !text.is_char_boundary(cut) {
@@ -218,6 +216,25 @@ pub(crate) fn args_text<A: Serialize + ?Sized>(args: &A) -> String {
         text.push('…');
     }
     text
+}
+
+/// Writes into a buffer up to its limit in bytes, then fails: a
+/// serializer writing into it stops there, whatever the value's size.
+pub(crate) struct Room<'a>(pub(crate) &'a mut Vec<u8>, pub(crate) usize);
+
+impl io::Write for Room<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let room = self.1.saturating_sub(self.0.len());
+        if room == 0 {
+            return Err(io::Error::other("limit"));
+        }
+        let n = buf.len().min(room);
+        self.0.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The info of a new entry, as JSON.

@@ -29,6 +29,7 @@ use serde::ser::{self, Impossible, Serialize};
 use serde::Deserialize;
 
 use super::Memory;
+use crate::entry::{finish_args_text, Room, ARGS_TEXT_ROOM};
 use crate::error::{Error, Result};
 use crate::evict::FunctionStats;
 use crate::function::Function;
@@ -871,9 +872,6 @@ struct Split {
 /// A tuple's parts and text.
 type Rendered = (Vec<ArgPart>, String);
 
-/// The bytes `entry::args_text` writes before it cuts.
-const TEXT_ROOM: usize = crate::entry::ARGS_TEXT_LIMIT + 4;
-
 impl Split {
     fn new() -> Split {
         Split {
@@ -882,47 +880,6 @@ impl Split {
             stopped: false,
         }
     }
-}
-
-/// Writes into a buffer up to its limit in bytes ([`TEXT_ROOM`] for the
-/// arguments' text), then fails (as `entry::args_text`'s writer does).
-struct Room<'a>(&'a mut Vec<u8>, usize);
-
-impl std::io::Write for Room<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let room = self.1.saturating_sub(self.0.len());
-        if room == 0 {
-            return Err(std::io::Error::other("limit"));
-        }
-        let n = buf.len().min(room);
-        self.0.extend_from_slice(&buf[..n]);
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// `entry::args_text`'s text of what its writer wrote: cut at
-/// `ARGS_TEXT_LIMIT` bytes (on a character) and marked when incomplete.
-fn finish_text(bytes: Vec<u8>, complete: bool) -> String {
-    use crate::entry::ARGS_TEXT_LIMIT;
-    if !complete && bytes.is_empty() {
-        return "<arguments not printable as JSON>".to_string();
-    }
-    let mut text = match String::from_utf8(bytes) {
-        Ok(text) => text,
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-    };
-    if !complete || text.len() > ARGS_TEXT_LIMIT {
-        let mut cut = ARGS_TEXT_LIMIT.min(text.len());
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push('…');
-    }
-    text
 }
 
 #[derive(Debug)]
@@ -950,11 +907,14 @@ impl ser::SerializeTuple for Split {
         let mut text = None;
         if !self.stopped {
             let first = self.parts.is_empty();
-            self.stopped = !first && Room(&mut self.text, TEXT_ROOM).write_all(b",").is_err();
+            self.stopped = !first
+                && Room(&mut self.text, ARGS_TEXT_ROOM)
+                    .write_all(b",")
+                    .is_err();
             let start = self.text.len();
             if !self.stopped {
                 self.stopped =
-                    serde_json::to_writer(Room(&mut self.text, TEXT_ROOM), value).is_err();
+                    serde_json::to_writer(Room(&mut self.text, ARGS_TEXT_ROOM), value).is_err();
             }
             if !self.stopped {
                 // Whole, so valid UTF-8.
@@ -969,8 +929,9 @@ impl ser::SerializeTuple for Split {
     }
     fn end(mut self) -> Result<Rendered, NotATuple> {
         use std::io::Write;
-        let complete = !self.stopped && Room(&mut self.text, TEXT_ROOM).write_all(b"]").is_ok();
-        Ok((self.parts, finish_text(self.text, complete)))
+        let complete =
+            !self.stopped && Room(&mut self.text, ARGS_TEXT_ROOM).write_all(b"]").is_ok();
+        Ok((self.parts, finish_args_text(self.text, complete)))
     }
 }
 
