@@ -162,18 +162,8 @@ pub(crate) fn encode<'v, T: Serialize + 'static>(
     };
     if let (Some(ops), Compression::None) = (buffer, compression) {
         if let Some(parts) = (ops.parts)(value).filter(|p| p.data.len() >= BORROW_TAIL) {
-            let mut out = vec![0u8; HEADER_LEN];
-            crate::buffer::write_descriptor(parts.tag, &parts.shape, &mut out);
-            let payload_len = out.len() - HEADER_LEN + parts.data.len();
-            // The checksum is left to `seal_head`, which the writer runs
-            // while it writes the data.
-            fields(&mut out, payload_len, compression.codec(true))?;
-            return Ok(Encoded {
-                entry: out,
-                plain: None,
-                tail: parts.data,
-                info: info.to_vec(),
-            });
+            let (tag, shape) = (parts.tag, &parts.shape);
+            return borrowing(key, tag, shape, &[], parts.data, created_ms, signer, info);
         }
     }
     let payload_into = |out: Vec<u8>| -> Result<Vec<u8>, String> {
@@ -221,9 +211,28 @@ pub(crate) fn encode_split<'v>(
     signer: Option<&Signer>,
     info: &[u8],
 ) -> Result<Encoded<'v>, String> {
-    let mut out = vec![0u8; HEADER_LEN];
+    let tag = <u8 as crate::buffer::Element>::TAG;
     let len = (head.len() + tail.len()) as u64;
-    crate::buffer::write_descriptor(<u8 as crate::buffer::Element>::TAG, &[len], &mut out);
+    borrowing(key, tag, &[len], head, tail, created_ms, signer, info)
+}
+
+/// The entry of a plain buffer (`tag`, `shape`) whose data is `head` then
+/// `tail`, uncompressed: the header's fields, the descriptor and `head` in
+/// `entry`, `tail` borrowed. The checksum is left to [`seal_head`], which
+/// the writer runs while it writes `tail`.
+#[allow(clippy::too_many_arguments)]
+fn borrowing<'v>(
+    key: &Key,
+    tag: u8,
+    shape: &[u64],
+    head: &[u8],
+    tail: &'v [u8],
+    created_ms: u64,
+    signer: Option<&Signer>,
+    info: &[u8],
+) -> Result<Encoded<'v>, String> {
+    let mut out = vec![0u8; HEADER_LEN];
+    crate::buffer::write_descriptor(tag, shape, &mut out);
     out.extend_from_slice(head);
     let payload_len = out.len() - HEADER_LEN + tail.len();
     Fields {
