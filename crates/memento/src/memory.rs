@@ -406,14 +406,14 @@ impl Memory {
                 return Refreshing::Hit(fresh);
             }
         }
-        let refresh = Refresh::new(
-            self.clone(),
-            function.clone(),
+        let refresh = Refresh::new(refresh::Parts {
+            memory: self.clone(),
+            function: function.clone(),
             key,
-            keyed.shape,
-            CallArgs::of(args),
+            shape: keyed.shape,
+            args: CallArgs::of(args),
             held,
-        );
+        });
         Refreshing::Stale(value, refresh)
     }
 

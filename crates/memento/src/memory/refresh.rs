@@ -54,34 +54,21 @@ pub struct Refresh<T> {
     _output: PhantomData<fn() -> T>,
 }
 
-/// What the refresh's thread needs.
-struct Parts {
-    memory: Memory,
-    function: Function,
-    key: Key,
-    shape: Shape,
-    args: CallArgs,
-    held: Held,
+/// What the refresh's thread needs: the call (its Memory, function, key,
+/// output shape and rendered arguments) and the turn held.
+pub(super) struct Parts {
+    pub(super) memory: Memory,
+    pub(super) function: Function,
+    pub(super) key: Key,
+    pub(super) shape: Shape,
+    pub(super) args: CallArgs,
+    pub(super) held: Held,
 }
 
 impl<T> Refresh<T> {
-    pub(super) fn new(
-        memory: Memory,
-        function: Function,
-        key: Key,
-        shape: Shape,
-        args: CallArgs,
-        held: Held,
-    ) -> Refresh<T> {
+    pub(super) fn new(parts: Parts) -> Refresh<T> {
         Refresh {
-            parts: Box::new(Parts {
-                memory,
-                function,
-                key,
-                shape,
-                args,
-                held,
-            }),
+            parts: Box::new(parts),
             _output: PhantomData,
         }
     }
